@@ -1,0 +1,256 @@
+package broadcast
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/walcast/walcast/schema"
+)
+
+// Close codes walcast uses beyond the standard ones.
+const (
+	CloseTokenExpired = 4001 // the token expired without a fresh auth frame
+	CloseAuthChanged  = 4003 // an auth frame named another user
+	CloseTooSlow      = 4008 // the client's queue overflowed; resume from the last id
+)
+
+// History answers resume requests.
+type History interface {
+	// Since returns up to limit messages after pos, oldest first. It returns
+	// ErrTooOld or ErrUnknownPosition when pos cannot be resumed from.
+	Since(ctx context.Context, pos schema.Position, limit int) ([]*schema.Message, error)
+	// Head returns the newest stored position.
+	Head(ctx context.Context) (schema.Position, error)
+}
+
+// client is one WebSocket connection.
+type client struct {
+	ws        *websocket.Conn
+	principal atomic.Pointer[Principal]
+	filter    atomic.Pointer[filter]
+	cursor    atomic.Uint64 // hub sequence of the next message to consider
+	slow      atomic.Bool   // set by the hub when the cursor fell out of its window
+	resume    chan schema.Position
+	reauth    chan time.Time // new expiry after an auth frame
+	last      schema.Position
+	log       *slog.Logger
+}
+
+const (
+	writeTimeout = 10 * time.Second
+	pingInterval = 25 * time.Second
+	replayPage   = 1000
+)
+
+// run drives the connection until it ends, returning why.
+func (s *Server) run(ctx context.Context, c *client, at schema.Position, since *schema.Position) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	readErr := make(chan error, 1)
+	go func() {
+		readErr <- s.read(ctx, c)
+		cancel()
+	}()
+	err := s.write(ctx, c, at, since)
+	cancel()
+	if rerr := <-readErr; err == nil || errors.Is(err, context.Canceled) {
+		err = rerr
+	}
+	return err
+}
+
+// write is the only goroutine that sends messages on the connection, so
+// replayed and live messages go out in one order, each id once.
+//
+// at is where the hub stood when the client registered: the client's
+// cursor follows everything after it.
+func (s *Server) write(ctx context.Context, c *client, at schema.Position, since *schema.Position) error {
+	if err := c.send(ctx, welcomeFrame(at)); err != nil {
+		return err
+	}
+	c.last = at
+	if since != nil {
+		if err := s.replay(ctx, c, *since); err != nil {
+			return err
+		}
+	}
+	expiry := time.NewTimer(time.Until(c.principal.Load().Expires))
+	defer expiry.Stop()
+	ping := time.NewTicker(pingInterval)
+	defer ping.Stop()
+	buf := make([]*schema.Message, 64)
+	for {
+		// Deliver what the hub has after our cursor, then wait for more.
+		cursor := c.cursor.Load()
+		n, wait, lost := s.cfg.Hub.next(cursor, buf)
+		if lost || c.slow.Load() {
+			c.ws.Close(CloseTooSlow, "too slow: reconnect and resume from your last id")
+			return errSlow
+		}
+		if n > 0 {
+			p, f := c.principal.Load(), c.filter.Load()
+			for _, m := range buf[:n] {
+				if !c.last.Less(m.Pos) || !p.Allows(m) || !f.allows(m) {
+					continue // not for this client, or already sent by a replay
+				}
+				if err := c.send(ctx, m.JSON); err != nil {
+					return err
+				}
+				c.last = m.Pos
+				s.cfg.Hub.delivered.Add(1)
+			}
+			clear(buf[:n])
+			c.cursor.Store(cursor + uint64(n))
+			wait = ready // look again before sleeping, after control events
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-expiry.C:
+			c.ws.Close(CloseTokenExpired, "token expired")
+			return errors.New("token expired")
+		case exp := <-c.reauth:
+			expiry.Reset(time.Until(exp))
+		case pos := <-c.resume:
+			if err := s.replay(ctx, c, pos); err != nil {
+				return err
+			}
+		case <-ping.C:
+			pctx, cancel := context.WithTimeout(ctx, writeTimeout)
+			err := c.ws.Ping(pctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("ping: %w", err)
+			}
+		case <-wait:
+		}
+	}
+}
+
+// ready is a closed channel: waiting on it does not wait.
+var ready = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// replay sends what the client missed after pos, from history. Live
+// messages queue meanwhile; those the replay already covered are skipped
+// by the id check in write.
+func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) error {
+	c.last = pos
+	for {
+		msgs, err := s.cfg.History.Since(ctx, pos, replayPage)
+		if errors.Is(err, ErrTooOld) || errors.Is(err, ErrUnknownPosition) {
+			head, herr := s.cfg.History.Head(ctx)
+			if herr != nil {
+				return fmt.Errorf("read head: %w", herr)
+			}
+			c.last = head
+			return c.send(ctx, resyncFrame(err.Error()))
+		}
+		if err != nil {
+			return fmt.Errorf("replay since %s: %w", pos, err)
+		}
+		p, f := c.principal.Load(), c.filter.Load()
+		for _, m := range msgs {
+			if p.Allows(m) && f.allows(m) {
+				if err := c.send(ctx, m.JSON); err != nil {
+					return err
+				}
+			}
+			c.last = m.Pos
+			pos = m.Pos
+		}
+		if len(msgs) < replayPage {
+			return nil
+		}
+	}
+}
+
+func (c *client) send(ctx context.Context, frame []byte) error {
+	wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	if err := c.ws.Write(wctx, websocket.MessageText, frame); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// read handles client frames until the connection closes. Protocol errors
+// are answered with an error frame and the connection stays open.
+func (s *Server) read(ctx context.Context, c *client) error {
+	for {
+		typ, b, err := c.ws.Read(ctx)
+		if err != nil {
+			return err
+		}
+		if typ != websocket.MessageText {
+			if err := c.send(ctx, errorFrame("bad_frame", "frames must be JSON text")); err != nil {
+				return err
+			}
+			continue
+		}
+		f, err := parseClientFrame(b)
+		if err != nil {
+			var fe *frameError
+			if errors.As(err, &fe) {
+				if err := c.send(ctx, errorFrame(fe.code, fe.message)); err != nil {
+					return err
+				}
+				continue
+			}
+			return err
+		}
+		switch f.Type {
+		case "ping":
+			err = c.send(ctx, pongFrame)
+		case "subscribe":
+			nf := narrow(c.principal.Load(), f)
+			c.filter.Store(nf)
+			err = c.send(ctx, subscribedFrame(nf))
+		case "resume":
+			pos, _ := schema.ParsePosition(f.Since)
+			select {
+			case c.resume <- pos:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case "auth":
+			err = s.reauth(ctx, c, f.Token)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// reauth replaces the connection's token in place, keeping it open past the
+// old token's expiry. The new token must name the same user.
+func (s *Server) reauth(ctx context.Context, c *client, token string) error {
+	p, err := s.cfg.Verifier.Verify(token)
+	if err != nil {
+		var ae *AuthError
+		errors.As(err, &ae)
+		reason := "bad token"
+		if ae != nil {
+			reason = ae.Reason
+		}
+		return c.send(ctx, errorFrame("auth_failed", "token refused: "+reason))
+	}
+	old := c.principal.Load()
+	if p.UserID != old.UserID || p.HasUser != old.HasUser {
+		_ = c.send(ctx, errorFrame("auth_failed", "a refreshed token must name the same user"))
+		c.ws.Close(CloseAuthChanged, "token names another user")
+		return errors.New("auth frame named another user")
+	}
+	c.principal.Store(p)
+	select {
+	case c.reauth <- p.Expires:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return c.send(ctx, []byte(`{"type":"auth_ok"}`))
+}

@@ -1,0 +1,117 @@
+package broadcast
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/walcast/walcast/schema"
+)
+
+// ErrTooOld is returned when a resume position is older than the history
+// kept: the client must refetch (resync_required).
+var ErrTooOld = errors.New("position is older than the history kept")
+
+// ErrUnknownPosition is returned for a resume position newer than anything
+// stored, such as an id from before the history was lost.
+var ErrUnknownPosition = errors.New("position is not in history")
+
+// MemoryBus is the in-process bus: a ring buffer of the last messages for
+// resume, publishing to a Hub as it stores. It serves `walcast run` without
+// Redis; its history lasts as long as the process.
+type MemoryBus struct {
+	hub *Hub
+
+	mu      sync.RWMutex
+	ring    []*schema.Message
+	start   int             // index of the oldest message in ring
+	n       int             // messages in ring
+	last    schema.Position // newest stored position
+	trimmed schema.Position // newest position evicted from ring
+	floor   schema.Position // positions at or before floor were never stored here
+}
+
+// NewMemoryBus returns a bus keeping the last history messages (at least 1)
+// and delivering to hub (which may be nil).
+func NewMemoryBus(history int, hub *Hub) *MemoryBus {
+	if history < 1 {
+		history = 1
+	}
+	return &MemoryBus{hub: hub, ring: make([]*schema.Message, history)}
+}
+
+// Append stores msgs and publishes them. Messages at or before the newest
+// stored position are already stored and are skipped, which makes
+// re-reading WAL after a reconnect harmless.
+func (b *MemoryBus) Append(ctx context.Context, msgs []schema.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	fresh := make([]*schema.Message, 0, len(msgs))
+	b.mu.Lock()
+	for i := range msgs {
+		m := &msgs[i]
+		if !b.last.Less(m.Pos) {
+			continue
+		}
+		if b.n == len(b.ring) {
+			b.trimmed = b.ring[b.start].Pos
+			b.ring[b.start] = nil
+			b.start = (b.start + 1) % len(b.ring)
+			b.n--
+		}
+		b.ring[(b.start+b.n)%len(b.ring)] = m
+		b.n++
+		b.last = m.Pos
+		fresh = append(fresh, m)
+	}
+	// Publishing under the lock keeps the hub's order identical to the
+	// history's, which is what makes resume seamless.
+	if b.hub != nil && len(fresh) > 0 {
+		b.hub.Publish(fresh)
+	}
+	b.mu.Unlock()
+	return nil
+}
+
+// Head returns the newest stored position.
+func (b *MemoryBus) Head(ctx context.Context) (schema.Position, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.last, nil
+}
+
+// Since returns up to limit messages after pos, oldest first.
+func (b *MemoryBus) Since(ctx context.Context, pos schema.Position, limit int) ([]*schema.Message, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.last.Less(pos) {
+		return nil, ErrUnknownPosition
+	}
+	if pos.Less(b.trimmed) || (b.n == 0 && pos.Less(b.last)) {
+		return nil, ErrTooOld
+	}
+	if b.n > 0 && pos.Less(b.ring[b.start].Pos) && b.trimmed.IsZero() && !pos.IsZero() {
+		// Older than anything this process stored: earlier messages may
+		// have been delivered by a previous process and are not here.
+		return nil, ErrTooOld
+	}
+	// Binary search for the first message after pos.
+	lo, hi := 0, b.n
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if pos.Less(b.at(mid).Pos) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	end := min(b.n, lo+limit)
+	out := make([]*schema.Message, 0, end-lo)
+	for i := lo; i < end; i++ {
+		out = append(out, b.at(i))
+	}
+	return out, nil
+}
+
+func (b *MemoryBus) at(i int) *schema.Message { return b.ring[(b.start+i)%len(b.ring)] }

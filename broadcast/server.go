@@ -1,0 +1,235 @@
+package broadcast
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/walcast/walcast/schema"
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	Hub      *Hub
+	History  History
+	Verifier *Verifier
+	Logger   *slog.Logger
+
+	// AllowedOrigins are patterns for browser Origins allowed to open /ws:
+	// "https://app.example.com", "*.example.com" (any scheme), or
+	// "http://localhost:*". Empty means same origin only. Requests without
+	// an Origin header (non-browser clients) are always allowed.
+	AllowedOrigins []string
+	// Ready reports readiness for /readyz: whether the server should get
+	// traffic, and the state of each dependency.
+	Ready func(ctx context.Context) (bool, map[string]string)
+}
+
+// Server serves the WebSocket endpoint and health checks.
+type Server struct {
+	cfg ServerConfig
+	log *slog.Logger
+	mux *http.ServeMux
+
+	mu       sync.Mutex
+	closing  bool
+	sessions sync.WaitGroup
+}
+
+// NewServer returns a Server; mount Handler on an http.Server.
+func NewServer(cfg ServerConfig) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /ws", s.serveWS)
+	s.mux.HandleFunc("GET /healthz", s.serveHealth)
+	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	return s
+}
+
+// Handle adds a handler to the server's mux (pages, metrics).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Shutdown closes every client with 1001 (going away) so it reconnects
+// elsewhere, and waits for their sessions to end or ctx to expire.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	go s.cfg.Hub.closeAll(websocket.StatusGoingAway, "server shutting down", 5*time.Second)
+	done := make(chan struct{})
+	go func() {
+		s.sessions.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	ready, checks := true, map[string]string{}
+	if s.cfg.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		ready, checks = s.cfg.Ready(ctx)
+		cancel()
+	}
+	code := http.StatusOK
+	status := "ready"
+	if !ready {
+		code, status = http.StatusServiceUnavailable, "not ready"
+	}
+	writeJSON(w, code, map[string]any{"status": status, "checks": checks})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// tokenFrom reads the access token from ?token= (what browsers can send)
+// or an Authorization: Bearer header.
+func tokenFrom(r *http.Request) string {
+	if t := r.URL.Query().Get("token"); t != "" {
+		return t
+	}
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// RedactedPath is the request path and query with the token removed, for
+// logs: tokens never appear in them.
+func RedactedPath(u *url.URL) string {
+	q := u.Query()
+	if q.Has("token") {
+		q.Set("token", "REDACTED")
+		return u.Path + "?" + q.Encode()
+	}
+	return u.RequestURI()
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	log := s.log.With("remote", remoteIP(r), "path", RedactedPath(r.URL))
+	// Authenticate before the upgrade, so a bad token is a plain 401.
+	p, err := s.cfg.Verifier.Verify(tokenFrom(r))
+	if err != nil {
+		var ae *AuthError
+		reason := "unauthorized"
+		if errors.As(err, &ae) {
+			reason = ae.Detail
+		}
+		log.Info("websocket refused", "reason", reason)
+		http.Error(w, "unauthorized: "+reason, http.StatusUnauthorized)
+		return
+	}
+	if !s.originAllowed(r) {
+		log.Info("websocket refused: origin not allowed", "origin", r.Header.Get("Origin"))
+		http.Error(w, "forbidden: origin "+r.Header.Get("Origin")+" is not allowed", http.StatusForbidden)
+		return
+	}
+	var since *schema.Position
+	if v := r.URL.Query().Get("since"); v != "" {
+		pos, err := schema.ParsePosition(v)
+		if err != nil {
+			http.Error(w, "bad request: since is not a message id", http.StatusBadRequest)
+			return
+		}
+		since = &pos
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	s.sessions.Add(1)
+	s.mu.Unlock()
+	defer s.sessions.Done()
+
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		InsecureSkipVerify: true, // the Origin was checked above, against our own patterns
+		CompressionMode:    websocket.CompressionDisabled,
+	})
+	if err != nil {
+		log.Info("websocket upgrade failed", "err", err)
+		return
+	}
+	ws.SetReadLimit(MaxClientFrame)
+	c := &client{
+		ws:     ws,
+		resume: make(chan schema.Position, 1),
+		reauth: make(chan time.Time, 1),
+		log:    log,
+	}
+	c.principal.Store(p)
+	// Register before reading history: messages published from now on
+	// queue up, everything earlier is in history, and the id check skips
+	// the overlap.
+	at := s.cfg.Hub.add(c)
+	defer s.cfg.Hub.remove(c)
+	log = log.With("user_id", p.UserID, "role", p.Role)
+	log.Debug("websocket connected")
+	err = s.run(r.Context(), c, at, since)
+	ws.CloseNow()
+	log.Debug("websocket closed", "reason", err)
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// originAllowed applies --allowed-origins; see ServerConfig.AllowedOrigins.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if len(s.cfg.AllowedOrigins) == 0 {
+		return strings.EqualFold(u.Host, r.Host)
+	}
+	for _, pat := range s.cfg.AllowedOrigins {
+		pat = strings.ToLower(strings.TrimSpace(pat))
+		if pat == "*" {
+			return true
+		}
+		target := strings.ToLower(u.Host)
+		if strings.Contains(pat, "://") {
+			target = strings.ToLower(u.Scheme + "://" + u.Host)
+		}
+		if ok, _ := path.Match(pat, target); ok {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,563 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/walcast/walcast/schema"
+)
+
+// Sink stores committed changes. cdc confirms a transaction to PostgreSQL
+// only after Store returned nil for its last piece.
+type Sink interface {
+	// Store stores the changes of txs, in order, before returning nil. A
+	// change whose Position was stored before (WAL re-read after a crash)
+	// must be recognised and not stored twice. Store is retried with the
+	// same input after an error.
+	Store(ctx context.Context, txs []schema.Tx) error
+}
+
+// Config configures a Capture.
+type Config struct {
+	DatabaseURL string
+	Slot        string
+	Publication string
+	Tables      []schema.Table
+	Logger      *slog.Logger
+
+	// StatusInterval is the longest time between standby status updates;
+	// PostgreSQL's wal_sender_timeout (60 s by default) must be longer.
+	StatusInterval time.Duration // default 10 s
+	// MaxBackoff caps the wait between reconnection attempts.
+	MaxBackoff time.Duration // default 10 s
+	// MaxRowBytes: see DefaultMaxRowBytes.
+	MaxRowBytes int
+	// DrainTimeout bounds how long shutdown waits for in-flight
+	// transactions to be stored and confirmed.
+	DrainTimeout time.Duration // default 5 s
+}
+
+// Status is a snapshot of a Capture's progress, for health checks and
+// metrics.
+type Status struct {
+	Streaming bool   // a replication session is open and reading
+	Received  uint64 // WAL position received from the server
+	Confirmed uint64 // position confirmed to the server: everything before it is stored
+	ServerEnd uint64 // the server's WAL end, as last reported
+	LastError string // the last error that ended a session, "" after a good start
+	Waiting   string // why capture is waiting (slot held by another process), or ""
+}
+
+// Capture streams committed changes of the tracked tables from a
+// replication slot into a Sink.
+type Capture struct {
+	cfg  Config
+	sink Sink
+	log  *slog.Logger
+
+	streaming atomic.Bool
+	received  atomic.Uint64
+	confirmed atomic.Uint64
+	serverEnd atomic.Uint64
+	mu        sync.Mutex
+	lastErr   string
+	waiting   string
+}
+
+// New returns a Capture. Call Run to start it.
+func New(cfg Config, sink Sink) *Capture {
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 10 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Capture{cfg: cfg, sink: sink, log: cfg.Logger.With("slot", cfg.Slot)}
+}
+
+// Status returns the current progress.
+func (c *Capture) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Status{
+		Streaming: c.streaming.Load(),
+		Received:  c.received.Load(),
+		Confirmed: c.confirmed.Load(),
+		ServerEnd: c.serverEnd.Load(),
+		LastError: c.lastErr,
+		Waiting:   c.waiting,
+	}
+}
+
+func (c *Capture) setErr(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		c.lastErr = ""
+	} else {
+		c.lastErr = err.Error()
+	}
+}
+
+func (c *Capture) setWaiting(s string) {
+	c.mu.Lock()
+	c.waiting = s
+	c.mu.Unlock()
+}
+
+// Run streams until ctx is cancelled, reconnecting with capped exponential
+// backoff after lost connections. It returns nil after a clean shutdown and
+// a *SetupError when the database's setup must be fixed first.
+func (c *Capture) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		started := time.Now()
+		err := c.session(ctx)
+		c.streaming.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if IsSetupError(err) {
+			c.setErr(err)
+			return err
+		}
+		var held *slotHeldError
+		if errors.As(err, &held) {
+			// A standby waits its turn: poll often so it takes over quickly.
+			c.setWaiting(held.Error())
+			c.log.Info("replication slot is held by another process; waiting to take over", "holder_pid", held.pid, "holder", held.holder)
+			if !sleep(ctx, time.Second) {
+				return nil
+			}
+			continue
+		}
+		c.setErr(err)
+		if time.Since(started) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		c.log.Error("replication session ended; reconnecting", "err", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return nil
+		}
+		backoff = min(backoff*2, c.cfg.MaxBackoff)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// slotHeldError is returned while another process streams from the slot.
+type slotHeldError struct {
+	slot   string
+	pid    int32
+	holder string
+}
+
+func (e *slotHeldError) Error() string {
+	return fmt.Sprintf("replication slot %s is active for PID %d (%s)", e.slot, e.pid, e.holder)
+}
+
+// replicationURL returns the database URL for a replication connection,
+// with the session settings that fix pgoutput's text formats.
+func replicationConfig(dbURL string) (*pgconn.Config, error) {
+	cfg, err := pgconn.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", redactURLError(err))
+	}
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = "walcast"
+	// pgoutput formats values with the walsender's settings: pin the ones
+	// the decoder's fast paths rely on.
+	cfg.RuntimeParams["DateStyle"] = "ISO, YMD"
+	cfg.RuntimeParams["TimeZone"] = "UTC"
+	cfg.RuntimeParams["IntervalStyle"] = "iso_8601"
+	cfg.RuntimeParams["extra_float_digits"] = "3"
+	cfg.RuntimeParams["bytea_output"] = "hex"
+	return cfg, nil
+}
+
+// redactURLError keeps a password out of a URL parse error.
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("invalid URL: %v", ue.Err)
+	}
+	return err
+}
+
+// session runs one replication connection from setup to loss.
+func (c *Capture) session(ctx context.Context) error {
+	// Setup runs on an ordinary connection: catalog queries and DDL.
+	setup, err := pgx.Connect(ctx, c.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("connect to database: %w", redactURLError(err))
+	}
+	defer setup.Close(context.WithoutCancel(ctx))
+	if err := prepare(ctx, setup, c.cfg.Publication, c.cfg.Tables); err != nil {
+		return err
+	}
+	slot, err := querySlot(ctx, setup, c.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if slot.exists {
+		if slot.plugin != "pgoutput" {
+			return &SetupError{
+				Problem: fmt.Sprintf("replication slot %s uses plugin %s, walcast needs pgoutput", c.cfg.Slot, slot.plugin),
+				Fix:     fmt.Sprintf("choose another --slot, or drop it: SELECT pg_drop_replication_slot('%s');", c.cfg.Slot),
+			}
+		}
+		if db := setup.Config().Database; slot.database != db {
+			return &SetupError{
+				Problem: fmt.Sprintf("replication slot %s belongs to database %s, not %s", c.cfg.Slot, slot.database, db),
+				Fix:     "choose another --slot for this database",
+			}
+		}
+		if slot.walStatus == "lost" {
+			return &SetupError{
+				Problem: fmt.Sprintf("replication slot %s was invalidated by PostgreSQL (wal_status lost): changes were lost", c.cfg.Slot),
+				Fix:     fmt.Sprintf("drop and recreate it (walcast slot drop --yes, or SELECT pg_drop_replication_slot('%s');), restart walcast, and have clients refetch", c.cfg.Slot),
+			}
+		}
+		if slot.activePID != 0 {
+			return &slotHeldError{slot: c.cfg.Slot, pid: slot.activePID, holder: holderOf(ctx, setup, slot.activePID)}
+		}
+	}
+
+	rcfg, err := replicationConfig(c.cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	conn, err := pgconn.ConnectConfig(ctx, rcfg)
+	if err != nil {
+		return fmt.Errorf("open replication connection: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := pglogrepl.IdentifySystem(ctx, conn); err != nil {
+		return fmt.Errorf("identify system: %w", err)
+	}
+	if !slot.exists {
+		res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		if err != nil {
+			return fmt.Errorf("create replication slot %s: %w", c.cfg.Slot, err)
+		}
+		c.log.Info("created replication slot", "consistent_point", res.ConsistentPoint)
+		slot, err = querySlot(ctx, setup, c.cfg.Slot)
+		if err != nil {
+			return err
+		}
+	}
+	setup.Close(ctx)
+
+	c.confirmed.Store(slot.confirmed)
+	err = pglogrepl.StartReplication(ctx, conn, c.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication,
+		PluginArgs: []string{
+			"proto_version '1'",
+			"publication_names '" + strings.ReplaceAll(c.cfg.Publication, "'", "''") + "'",
+		},
+	})
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "55006" {
+			return &slotHeldError{slot: c.cfg.Slot, holder: pgErr.Message}
+		}
+		return fmt.Errorf("start replication from slot %s at %s: %w", c.cfg.Slot, fmtLSN(slot.confirmed), err)
+	}
+	c.setWaiting("")
+	c.setErr(nil)
+	c.streaming.Store(true)
+	c.log.Info("streaming changes", "from", fmtLSN(slot.confirmed), "publication", c.cfg.Publication)
+	return c.stream(ctx, conn)
+}
+
+// holderOf describes the process holding a slot, for the log line that
+// tells an operator who is streaming.
+func holderOf(ctx context.Context, conn *pgx.Conn, pid int32) string {
+	var app, addr string
+	err := conn.QueryRow(ctx, `SELECT coalesce(application_name, ''), coalesce(client_addr::text, 'local')
+		FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&app, &addr)
+	if err != nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("application %q from %s", app, addr)
+}
+
+// pieceMsg is a decoded piece on its way to the sink.
+type pieceMsg struct {
+	piece *Piece
+}
+
+// stream is the replication loop: the receiver (this goroutine) reads and
+// decodes, the publisher stores pieces in the sink and advances the
+// confirmed position. They are kept apart so that reading WAL never waits
+// on one bus round trip, and the publisher can batch.
+func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn) error {
+	pending := make(chan *Piece, 256)
+	var outstanding atomic.Int64 // pieces sent to the publisher and not yet stored
+
+	pubCtx, cancelPub := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelPub()
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		c.publish(pubCtx, pending, &outstanding)
+	}()
+
+	recvErr := c.receive(ctx, conn, pending, &outstanding)
+	close(pending)
+
+	// Shutdown or a lost connection: give the publisher a bounded time to
+	// store what was read, then confirm it if the connection still works.
+	timer := time.NewTimer(c.cfg.DrainTimeout)
+	select {
+	case <-pubDone:
+	case <-timer.C:
+		c.log.Warn("in-flight changes not stored before the drain timeout; they will be re-read on restart", "timeout", c.cfg.DrainTimeout)
+		cancelPub()
+		<-pubDone
+	}
+	timer.Stop()
+	if recvErr == nil || errors.Is(recvErr, context.Canceled) {
+		if err := c.sendStatus(conn, false); err != nil {
+			c.log.Warn("final standby status update failed; the next start re-reads from the last confirmed position", "err", err)
+		} else {
+			c.log.Info("confirmed position on shutdown", "confirmed", fmtLSN(c.confirmed.Load()))
+		}
+	}
+	return recvErr
+}
+
+// publish stores pieces in order, batching whatever has queued up while the
+// previous store was in flight, and retries a failed store until it
+// succeeds or shutdown gives up.
+func (c *Capture) publish(ctx context.Context, pending <-chan *Piece, outstanding *atomic.Int64) {
+	const maxBatch = 256
+	batch := make([]*Piece, 0, maxBatch)
+	txs := make([]schema.Tx, 0, maxBatch)
+	for {
+		p, ok := <-pending
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], p)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case p, ok := <-pending:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		txs = txs[:0]
+		for _, p := range batch {
+			txs = append(txs, p.Tx)
+		}
+		backoff := 50 * time.Millisecond
+		for {
+			err := c.sink.Store(ctx, txs)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Error("storing changes failed; not confirming them and retrying", "err", err, "retry_in", backoff)
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(backoff*2, c.cfg.MaxBackoff)
+		}
+		for _, p := range batch {
+			if p.Commit {
+				storeMax(&c.confirmed, p.EndLSN)
+			}
+		}
+		outstanding.Add(-int64(len(batch)))
+	}
+}
+
+func storeMax(v *atomic.Uint64, n uint64) {
+	for {
+		old := v.Load()
+		if n <= old || v.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// receive reads the replication stream until ctx is done or the connection
+// fails, sending standby status updates on the server's request, when the
+// confirmed position moved, and at least every StatusInterval.
+func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan<- *Piece, outstanding *atomic.Int64) error {
+	dec := NewDecoder()
+	dec.MaxRowBytes = c.cfg.MaxRowBytes
+	netConn := conn.Conn()
+
+	// Cancelling ctx interrupts a blocked read; the loop then sees ctx.Err.
+	stop := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Now()) })
+	defer stop()
+
+	const tick = time.Second
+	lastStatus := time.Now()
+	lastSent := c.confirmed.Load()
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		now := time.Now()
+		conf := c.confirmed.Load()
+		idle := !dec.InTx() && outstanding.Load() == 0
+		if (conf != lastSent && now.Sub(lastStatus) >= tick) || now.Sub(lastStatus) >= c.cfg.StatusInterval {
+			// When idle, ask for a keepalive: its WAL end lets an idle slot
+			// advance past WAL that holds no tracked changes.
+			if err := c.sendStatus(conn, idle); err != nil {
+				return err
+			}
+			lastStatus, lastSent = now, conf
+		}
+		_ = netConn.SetReadDeadline(now.Add(tick))
+		msg, err := conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if pgconn.Timeout(err) {
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("receive replication message: %w", err)
+		}
+		var data []byte
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			data = m.Data
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyDone:
+			return errors.New("replication stream ended by the server")
+		default:
+			continue
+		}
+		if len(data) == 0 {
+			continue
+		}
+		switch data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+			if err != nil {
+				return fmt.Errorf("parse keepalive: %w", err)
+			}
+			c.serverEnd.Store(uint64(ka.ServerWALEnd))
+			storeMax(&c.received, uint64(ka.ServerWALEnd))
+			if !dec.InTx() && outstanding.Load() == 0 {
+				// Nothing read is waiting to be stored, so everything up to
+				// the server's WAL end is done with.
+				storeMax(&c.confirmed, uint64(ka.ServerWALEnd))
+			}
+			if ka.ReplyRequested {
+				if err := c.sendStatus(conn, false); err != nil {
+					return err
+				}
+				lastStatus, lastSent = time.Now(), c.confirmed.Load()
+			}
+		case pglogrepl.XLogDataByteID:
+			xld, err := pglogrepl.ParseXLogData(data[1:])
+			if err != nil {
+				return fmt.Errorf("parse xlogdata: %w", err)
+			}
+			storeMax(&c.received, uint64(xld.WALStart))
+			c.serverEnd.Store(uint64(xld.ServerWALEnd))
+			piece, err := dec.Decode(xld.WALData)
+			if err != nil {
+				return fmt.Errorf("at %s: %w", xld.WALStart, err)
+			}
+			if piece == nil {
+				continue
+			}
+			outstanding.Add(1)
+			if err := c.push(ctx, conn, pending, piece, &lastStatus, &lastSent); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// push hands a piece to the publisher, keeping the server informed while
+// the publisher is behind (a stalled bus must not also time out the
+// replication connection).
+func (c *Capture) push(ctx context.Context, conn *pgconn.PgConn, pending chan<- *Piece, p *Piece, lastStatus *time.Time, lastSent *uint64) error {
+	select {
+	case pending <- p:
+		return nil
+	default:
+	}
+	t := time.NewTicker(c.cfg.StatusInterval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case pending <- p:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			if err := c.sendStatus(conn, false); err != nil {
+				return err
+			}
+			*lastStatus, *lastSent = time.Now(), c.confirmed.Load()
+		}
+	}
+}
+
+// sendStatus reports the confirmed position as flushed and applied. Only
+// positions whose changes the sink stored are ever reported.
+func (c *Capture) sendStatus(conn *pgconn.PgConn, replyRequested bool) error {
+	conf := c.confirmed.Load()
+	if conf == 0 {
+		return nil // never report 0: pglogrepl would substitute the write position
+	}
+	recv := max(c.received.Load(), conf)
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(recv),
+		WALFlushPosition: pglogrepl.LSN(conf),
+		WALApplyPosition: pglogrepl.LSN(conf),
+		ReplyRequested:   replyRequested,
+	})
+	if err != nil {
+		return fmt.Errorf("confirm lsn %s: %w", fmtLSN(conf), err)
+	}
+	return nil
+}

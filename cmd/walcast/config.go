@@ -1,0 +1,292 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/walcast/walcast/schema"
+)
+
+// Config is walcast's configuration, from flags and environment variables.
+type Config struct {
+	DatabaseURL    string
+	RedisURL       string
+	Listen         string
+	JWTSecret      string
+	JWTPublicKey   string
+	Slot           string
+	Publication    string
+	Tables         []schema.Table
+	AllowedOrigins []string
+	History        int
+	LogLevel       string
+	LogFormat      string
+}
+
+// option is one configuration setting: its flag, its environment variables
+// (first set wins) and its default. The table is the single source of the
+// flags, their documentation, and the docs test.
+type option struct {
+	flag string
+	env  []string
+	def  string
+	help string
+	// in lists the commands the option applies to.
+	in  []string
+	set func(c *Config, v string) error
+}
+
+var (
+	cmdRun     = "run"
+	cmdCapture = "capture"
+	cmdServe   = "serve"
+	cmdCheck   = "check"
+	cmdToken   = "token"
+	cmdDemo    = "demo"
+	cmdSlot    = "slot"
+)
+
+var options = []option{
+	{
+		flag: "database-url", env: []string{"WALCAST_DATABASE_URL", "DATABASE_URL"},
+		help: "libpq URL of the source database",
+		in:   []string{cmdRun, cmdCapture, cmdCheck, cmdSlot},
+		set:  func(c *Config, v string) error { c.DatabaseURL = v; return nil },
+	},
+	{
+		flag: "redis-url", env: []string{"WALCAST_REDIS_URL", "REDIS_URL"},
+		help: "Redis URL for the Redis Streams bus; empty: in-process bus (run only)",
+		in:   []string{cmdRun, cmdCapture, cmdServe},
+		set: func(c *Config, v string) error {
+			if v == "" {
+				c.RedisURL = ""
+				return nil
+			}
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+				return errors.New("want redis://[user:password@]host:port[/db], rediss:// or unix://")
+			}
+			c.RedisURL = v
+			return nil
+		},
+	},
+	{
+		flag: "listen", env: []string{"WALCAST_LISTEN"}, def: ":8080",
+		help: "HTTP address for /ws, /healthz, /readyz, /metrics, / and /client.js",
+		in:   []string{cmdRun, cmdCapture, cmdServe, cmdDemo},
+		set:  func(c *Config, v string) error { c.Listen = v; return nil },
+	},
+	{
+		flag: "jwt-secret", env: []string{"WALCAST_JWT_SECRET"},
+		help: "HS256 key for access tokens (a Django SECRET_KEY works)",
+		in:   []string{cmdRun, cmdServe, cmdToken},
+		set:  func(c *Config, v string) error { c.JWTSecret = v; return nil },
+	},
+	{
+		flag: "jwt-public-key", env: []string{"WALCAST_JWT_PUBLIC_KEY"},
+		help: "PEM file with the public key for RS256/ES256 access tokens",
+		in:   []string{cmdRun, cmdServe},
+		set:  func(c *Config, v string) error { c.JWTPublicKey = v; return nil },
+	},
+	{
+		flag: "slot", env: []string{"WALCAST_SLOT"}, def: "walcast",
+		help: "replication slot name (created if missing)",
+		in:   []string{cmdRun, cmdCapture, cmdCheck, cmdSlot},
+		set: func(c *Config, v string) error {
+			if !validIdent(v) {
+				return errors.New("want lower-case letters, digits and underscores (PostgreSQL's rule for slot names)")
+			}
+			c.Slot = v
+			return nil
+		},
+	},
+	{
+		flag: "publication", env: []string{"WALCAST_PUBLICATION"}, def: "walcast",
+		help: "publication name (created if missing)",
+		in:   []string{cmdRun, cmdCapture, cmdCheck},
+		set: func(c *Config, v string) error {
+			if v == "" {
+				return errors.New("must not be empty")
+			}
+			c.Publication = v
+			return nil
+		},
+	},
+	{
+		flag: "tables", env: []string{"WALCAST_TABLES"}, def: schema.DefaultTables,
+		help: "tracked tables; name=kind maps a differently named table to one of guarantee, attendance, vote_count, election_results",
+		in:   []string{cmdRun, cmdCapture, cmdCheck},
+		set: func(c *Config, v string) error {
+			t, err := schema.ParseTables(v)
+			c.Tables = t
+			return err
+		},
+	},
+	{
+		flag: "allowed-origins", env: []string{"WALCAST_ALLOWED_ORIGINS"},
+		help: "comma-separated browser origins allowed to open /ws (patterns like https://app.example.com, *.example.com); empty: same origin only",
+		in:   []string{cmdRun, cmdServe},
+		set: func(c *Config, v string) error {
+			c.AllowedOrigins = nil
+			for _, o := range strings.Split(v, ",") {
+				if o = strings.TrimSpace(o); o != "" {
+					c.AllowedOrigins = append(c.AllowedOrigins, o)
+				}
+			}
+			return nil
+		},
+	},
+	{
+		flag: "history", env: []string{"WALCAST_HISTORY"}, def: "100000",
+		help: "messages kept for resume",
+		in:   []string{cmdRun, cmdCapture, cmdServe},
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return errors.New("want a positive integer")
+			}
+			c.History = n
+			return nil
+		},
+	},
+	{
+		flag: "log-level", env: []string{"WALCAST_LOG_LEVEL"}, def: "info",
+		help: "debug, info, warn or error",
+		in:   []string{cmdRun, cmdCapture, cmdServe, cmdDemo},
+		set: func(c *Config, v string) error {
+			switch v {
+			case "debug", "info", "warn", "error":
+				c.LogLevel = v
+				return nil
+			}
+			return errors.New("want debug, info, warn or error")
+		},
+	},
+	{
+		flag: "log-format", env: []string{"WALCAST_LOG_FORMAT"}, def: "text",
+		help: "text or json",
+		in:   []string{cmdRun, cmdCapture, cmdServe, cmdDemo},
+		set: func(c *Config, v string) error {
+			if v != "text" && v != "json" {
+				return errors.New("want text or json")
+			}
+			c.LogFormat = v
+			return nil
+		},
+	},
+}
+
+func validIdent(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// usageError is a bad flag, variable or argument: walcast says which and
+// why in one line and exits with status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+// flagValue adapts an option to flag.Value so that a flag given on the
+// command line is validated as it is parsed.
+type flagValue struct {
+	o   *option
+	cfg *Config
+	val string
+}
+
+func (f *flagValue) String() string { return f.val }
+func (f *flagValue) Set(v string) error {
+	if err := f.o.set(f.cfg, v); err != nil {
+		return err
+	}
+	f.val = v
+	return nil
+}
+
+// parseConfig reads the options of command from args and the environment
+// (flags win), returning the remaining arguments.
+func parseConfig(command string, args []string, getenv func(string) string) (*Config, []string, error) {
+	cfg := &Config{}
+	fs := flag.NewFlagSet("walcast "+command, flag.ContinueOnError)
+	fs.SetOutput(new(strings.Builder))
+	fs.Usage = func() {}
+	var mine []*option
+	for i := range options {
+		o := &options[i]
+		if !o.appliesTo(command) {
+			continue
+		}
+		mine = append(mine, o)
+		// Default first, then environment: both validated.
+		if err := o.set(cfg, o.def); err != nil {
+			return nil, nil, fmt.Errorf("default of --%s: %w", o.flag, err)
+		}
+		for _, name := range o.env {
+			if v := getenv(name); v != "" {
+				if err := o.set(cfg, v); err != nil {
+					return nil, nil, &usageError{fmt.Sprintf("%s=%q: %v", name, redact(o.flag, v), err)}
+				}
+				break
+			}
+		}
+		fs.Var(&flagValue{o: o, cfg: cfg}, o.flag, o.help)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, &usageError{usage(command, mine)}
+		}
+		return nil, nil, &usageError{err.Error()}
+	}
+	return cfg, fs.Args(), nil
+}
+
+func (o *option) appliesTo(command string) bool {
+	for _, c := range o.in {
+		if c == command {
+			return true
+		}
+	}
+	return false
+}
+
+// redact keeps secrets out of error messages.
+func redact(flagName, v string) string {
+	if flagName == "jwt-secret" {
+		return "…"
+	}
+	if u, err := url.Parse(v); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			return u.String()
+		}
+	}
+	return v
+}
+
+func usage(command string, opts []*option) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: walcast %s [flags]\n\nflags (each also read from its environment variable; flags win):\n", command)
+	for _, o := range opts {
+		def := ""
+		if o.def != "" {
+			def = fmt.Sprintf(" (default %q)", o.def)
+		}
+		fmt.Fprintf(&b, "  --%s  $%s%s\n      %s\n", o.flag, strings.Join(o.env, ", $"), def, o.help)
+	}
+	return b.String()
+}
+
+func envOS(name string) string { return os.Getenv(name) }

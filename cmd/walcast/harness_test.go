@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/walcast/walcast/broadcast"
+	"github.com/walcast/walcast/internal/testenv"
+	"github.com/walcast/walcast/schema"
+)
+
+const testSecret = "test-secret-not-for-production"
+
+// electionDB starts a throwaway PostgreSQL with the election schema and
+// three committees and two candidates.
+func electionDB(t *testing.T, opts ...testenv.PGOption) *testenv.Postgres {
+	t.Helper()
+	pg := testenv.StartPostgres(t, opts...)
+	pg.Exec(t, schema.SQL)
+	pg.Exec(t, `INSERT INTO committee (id, code, name, electors_count) VALUES
+		(1, 'C1', 'North', 100), (2, 'C2', 'South', 200), (3, 'C3', 'East', 300)`)
+	pg.Exec(t, `INSERT INTO candidate (id, number, name) VALUES (1, 1, 'Alice'), (2, 2, 'Bob')`)
+	return pg
+}
+
+// testConfig is a `walcast run` configuration for tests: the database, a
+// free port, the test secret.
+func testConfig(t *testing.T, dbURL string, extra ...string) *Config {
+	t.Helper()
+	args := append([]string{"--database-url", dbURL, "--listen", "127.0.0.1:0", "--jwt-secret", testSecret}, extra...)
+	cfg, _, err := parseConfig(cmdRun, args, func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("parse config: %v", err)
+	}
+	return cfg
+}
+
+// running is a walcast started in process.
+type running struct {
+	app    *App
+	addr   string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startApp runs `walcast run` in process and waits until it listens. It
+// does not wait for replication: see waitStreaming.
+func startApp(t *testing.T, cfg *Config) *running {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	app := NewApp(cfg, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{app: app, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- app.Run(ctx) }()
+	actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+	defer acancel()
+	addr, err := app.Addr(actx)
+	if err != nil {
+		cancel()
+		t.Fatalf("walcast did not start listening: %v (run returned %v)", err, <-r.done)
+	}
+	r.addr = addr
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// stop shuts walcast down as SIGTERM would and waits for it.
+func (r *running) stop(t *testing.T) error {
+	t.Helper()
+	if r.cancel == nil {
+		return nil
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		return err
+	case <-time.After(15 * time.Second):
+		t.Fatalf("walcast did not stop within 15 s")
+	}
+	return nil
+}
+
+// waitStreaming waits until /readyz reports ready.
+func (r *running) waitStreaming(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if r.app.Status().Streaming {
+			return
+		}
+		select {
+		case err := <-r.done:
+			t.Fatalf("walcast exited before streaming: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("walcast not streaming after 30 s: %+v", r.app.Status())
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func token(t *testing.T, user int64, role string, committees ...int64) string {
+	t.Helper()
+	tok, err := broadcast.MintToken([]byte(testSecret), user, role, committees, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// wsClient is a real WebSocket client reading frames in the background.
+type wsClient struct {
+	conn   *websocket.Conn
+	frames chan []byte
+	closed chan error
+}
+
+func dial(t *testing.T, addr, tok, query string) *wsClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u := fmt.Sprintf("ws://%s/ws?token=%s", addr, tok)
+	if query != "" {
+		u += "&" + query
+	}
+	conn, resp, err := websocket.Dial(ctx, u, nil)
+	if err != nil {
+		body := ""
+		if resp != nil {
+			b, _ := io.ReadAll(resp.Body)
+			body = fmt.Sprintf(" (HTTP %d: %s)", resp.StatusCode, b)
+		}
+		t.Fatalf("dial %s: %v%s", addr, err, body)
+	}
+	conn.SetReadLimit(64 << 20)
+	c := &wsClient{conn: conn, frames: make(chan []byte, 1<<17), closed: make(chan error, 1)}
+	go func() {
+		for {
+			_, b, err := conn.Read(context.Background())
+			if err != nil {
+				c.closed <- err
+				close(c.frames)
+				return
+			}
+			c.frames <- b
+		}
+	}()
+	t.Cleanup(func() { conn.CloseNow() })
+	return c
+}
+
+// next returns the next frame, failing after timeout.
+func (c *wsClient) next(t *testing.T, timeout time.Duration) map[string]any {
+	t.Helper()
+	select {
+	case b, ok := <-c.frames:
+		if !ok {
+			t.Fatalf("connection closed: %v", <-c.closed)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("frame is not JSON: %v: %s", err, b)
+		}
+		return m
+	case <-time.After(timeout):
+		t.Fatalf("no frame within %v", timeout)
+	}
+	return nil
+}
+
+// change returns the next row-change message, skipping control frames.
+func (c *wsClient) change(t *testing.T) map[string]any {
+	t.Helper()
+	for {
+		m := c.next(t, 10*time.Second)
+		switch m["type"] {
+		case "welcome", "pong", "subscribed", "auth_ok":
+			continue
+		}
+		return m
+	}
+}
+
+// quiet asserts that no change arrives within d.
+func (c *wsClient) quiet(t *testing.T, d time.Duration) {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case b, ok := <-c.frames:
+			if !ok {
+				return
+			}
+			if strings.Contains(string(b), `"type":"welcome"`) {
+				continue
+			}
+			t.Fatalf("unexpected frame: %s", b)
+		case <-deadline:
+			return
+		}
+	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(m.Run())
+}

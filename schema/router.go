@@ -1,0 +1,280 @@
+package schema
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/walcast/walcast/internal/jsonx"
+)
+
+// Kind is one of the four election tables walcast knows how to turn into
+// messages. A tracked table of any name is mapped to one kind.
+type Kind string
+
+// The kinds of tracked table.
+const (
+	KindGuarantee       Kind = "guarantee"
+	KindAttendance      Kind = "attendance"
+	KindVoteCount       Kind = "vote_count"
+	KindElectionResults Kind = "election_results"
+)
+
+// Kinds lists the known kinds in their default order.
+var Kinds = []Kind{KindGuarantee, KindAttendance, KindVoteCount, KindElectionResults}
+
+// DefaultTables is the default value of --tables.
+const DefaultTables = "guarantee,attendance,vote_count,election_results"
+
+// Columns that scope delivery. Django names a ForeignKey's column <field>_id,
+// so the models' `committee` and `user` fields land here unchanged.
+const (
+	CommitteeColumn = "committee_id"
+	OwnerColumn     = "user_id"
+)
+
+// RoutingColumns are the columns kept even when a row is too large to send
+// whole: enough for the client to identify the row and for delivery to
+// scope it.
+var RoutingColumns = []string{"id", CommitteeColumn, OwnerColumn}
+
+// Table is one tracked table and the kind of message it produces.
+type Table struct {
+	Schema string // "public" unless the configuration qualified the name
+	Name   string
+	Kind   Kind
+}
+
+// Qualified returns "schema.name".
+func (t Table) Qualified() string { return t.Schema + "." + t.Name }
+
+// QuotedIdent returns the table as a quoted SQL identifier, for statements
+// that name it.
+func (t Table) QuotedIdent() string {
+	return quoteIdent(t.Schema) + "." + quoteIdent(t.Name)
+}
+
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+// ParseTables parses the --tables value: a comma-separated list of table
+// names, each either one of the four kinds ("guarantee") or "name=kind"
+// ("guarantees_guarantee=guarantee"), optionally schema-qualified
+// ("election.guarantee").
+func ParseTables(spec string) ([]Table, error) {
+	var tables []Table
+	seen := map[string]bool{}
+	for _, item := range strings.Split(spec, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, kind, hasKind := strings.Cut(item, "=")
+		name = strings.TrimSpace(name)
+		if !hasKind {
+			kind = name
+			if i := strings.LastIndexByte(kind, '.'); i >= 0 {
+				kind = kind[i+1:]
+			}
+		}
+		k := Kind(strings.TrimSpace(kind))
+		if !k.valid() {
+			return nil, fmt.Errorf("table %q: unknown kind %q (want one of guarantee, attendance, vote_count, election_results; write name=kind for a differently named table)", item, k)
+		}
+		t := Table{Schema: "public", Name: name, Kind: k}
+		if s, n, ok := strings.Cut(name, "."); ok {
+			t.Schema, t.Name = s, n
+		}
+		if t.Name == "" || t.Schema == "" {
+			return nil, fmt.Errorf("table %q: empty name", item)
+		}
+		if seen[t.Qualified()] {
+			return nil, fmt.Errorf("table %q listed twice", t.Qualified())
+		}
+		seen[t.Qualified()] = true
+		tables = append(tables, t)
+	}
+	if len(tables) == 0 {
+		return nil, fmt.Errorf("no tables to track")
+	}
+	return tables, nil
+}
+
+func (k Kind) valid() bool {
+	for _, known := range Kinds {
+		if k == known {
+			return true
+		}
+	}
+	return false
+}
+
+// Router turns committed changes of tracked tables into messages.
+type Router struct {
+	kinds map[string]Kind // by qualified name
+}
+
+// NewRouter returns a Router for the given tracked tables.
+func NewRouter(tables []Table) *Router {
+	r := &Router{kinds: make(map[string]Kind, len(tables))}
+	for _, t := range tables {
+		r.kinds[t.Qualified()] = t.Kind
+	}
+	return r
+}
+
+// Tracks reports whether the table is tracked, and as which kind.
+func (r *Router) Tracks(schemaName, table string) (Kind, bool) {
+	k, ok := r.kinds[schemaName+"."+table]
+	return k, ok
+}
+
+// Route returns the message for one change of tx. ok is false for a table
+// that is not tracked, which a correctly configured publication never sends.
+func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
+	kind, ok := r.Tracks(ch.Schema, ch.Table)
+	if !ok {
+		return Message{}, false
+	}
+	row := ch.New
+	if ch.Op == Delete {
+		row = ch.Old
+	}
+	m.Pos = ch.Pos
+	if v, ok := row.Get(CommitteeColumn); ok {
+		m.Committee, m.HasCommittee = parseID(v)
+	}
+	if v, ok := row.Get(OwnerColumn); ok {
+		m.Owner, m.HasOwner = parseID(v)
+	}
+
+	b := make([]byte, 0, 256+rowSize(row)+rowSize(ch.Old))
+	b = append(b, `{"id":"`...)
+	b = ch.Pos.Append(b)
+	b = append(b, `","type":`...)
+	switch kind {
+	case KindGuarantee:
+		m.Type = TypeGuarantee
+	case KindAttendance:
+		m.Type = TypeAttendance
+	default:
+		m.Type = TypeVoting
+	}
+	b = jsonx.AppendString(b, m.Type)
+	b = append(b, `,"action":`...)
+	b = jsonx.AppendString(b, ch.Op.String())
+	b = append(b, `,"table":`...)
+	b = jsonx.AppendString(b, ch.Schema+"."+ch.Table)
+	b = append(b, `,"data":`...)
+	switch kind {
+	case KindVoteCount:
+		b = append(b, `{"vote_count":`...)
+		b = appendRow(b, row)
+		b = append(b, `,"committee_id":`...)
+		b = appendScalar(b, row, CommitteeColumn)
+		b = append(b, '}')
+	case KindElectionResults:
+		b = append(b, `{"election_results":`...)
+		b = appendRow(b, row)
+		b = append(b, `,"action_type":`...)
+		if ch.Op == Insert {
+			b = append(b, `"results_generated"`...)
+		} else {
+			b = append(b, `"results_updated"`...)
+		}
+		b = append(b, `,"committee_id":`...)
+		b = appendScalar(b, row, CommitteeColumn)
+		b = append(b, '}')
+	default:
+		b = appendRow(b, row)
+	}
+	if ch.Op == Update && len(ch.Old) > 0 {
+		b = append(b, `,"old":`...)
+		b = appendChanged(b, ch.Old, ch.New)
+	}
+	if len(ch.Unchanged) > 0 {
+		b = append(b, `,"unchanged":`...)
+		b = jsonx.AppendStrings(b, ch.Unchanged)
+	}
+	if ch.Oversized {
+		b = append(b, `,"oversized":true,"omitted":`...)
+		b = jsonx.AppendStrings(b, ch.Omitted)
+	}
+	b = append(b, `,"version":"`...)
+	b = strconv.AppendUint(b, ch.Pos.LSN, 10)
+	b = append(b, `","timestamp":"`...)
+	b = tx.CommitTime.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
+	b = append(b, `"}`...)
+	m.JSON = b
+	return m, true
+}
+
+// TimeFormat is how walcast writes timestamps: RFC 3339 in UTC with
+// microseconds, PostgreSQL's own precision.
+const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+// CommitTime formats a commit time the way messages carry it.
+func CommitTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
+
+func rowSize(r Row) int {
+	n := 2
+	for i := range r {
+		n += len(r[i].Name) + len(r[i].Value) + 4
+	}
+	return n
+}
+
+func appendRow(b []byte, r Row) []byte {
+	b = append(b, '{')
+	for i := range r {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = jsonx.AppendString(b, r[i].Name)
+		b = append(b, ':')
+		b = append(b, r[i].Value...)
+	}
+	return append(b, '}')
+}
+
+// appendChanged writes the old values of the columns an update changed.
+// Under REPLICA IDENTITY FULL old holds every column and only the differing
+// ones are written; with a key identity old holds the key columns, present
+// only because the key changed.
+func appendChanged(b []byte, old, new Row) []byte {
+	b = append(b, '{')
+	n := 0
+	for i := range old {
+		if v, ok := new.Get(old[i].Name); ok && string(v) == string(old[i].Value) {
+			continue
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		b = jsonx.AppendString(b, old[i].Name)
+		b = append(b, ':')
+		b = append(b, old[i].Value...)
+	}
+	return append(b, '}')
+}
+
+func appendScalar(b []byte, r Row, name string) []byte {
+	if v, ok := r.Get(name); ok {
+		return append(b, v...)
+	}
+	return append(b, "null"...)
+}
+
+// parseID reads an integer id column's JSON (a bare number; a quoted one
+// for numeric columns).
+func parseID(v []byte) (int64, bool) {
+	s := string(v)
+	if len(s) >= 2 && s[0] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
+}
