@@ -205,7 +205,9 @@ func (d *Decoder) relation(r *reader) error {
 	}
 	rel.keepBig = make([]bool, len(rel.cols))
 	for i, c := range rel.cols {
-		rel.keepBig[i] = c.key
+		// Under REPLICA IDENTITY FULL every column is flagged as key, so
+		// only the routing columns identify the row.
+		rel.keepBig[i] = c.key && rel.identity != 'f'
 		for _, name := range schema.RoutingColumns {
 			if c.name == name {
 				rel.keepBig[i] = true

@@ -188,13 +188,34 @@ func (c *wsClient) next(t *testing.T, timeout time.Duration) map[string]any {
 // change returns the next row-change message, skipping control frames.
 func (c *wsClient) change(t *testing.T) map[string]any {
 	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(c.changeRaw(t), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// changeRaw returns the next row-change frame as sent.
+func (c *wsClient) changeRaw(t *testing.T) []byte {
+	t.Helper()
 	for {
-		m := c.next(t, 10*time.Second)
-		switch m["type"] {
-		case "welcome", "pong", "subscribed", "auth_ok":
-			continue
+		select {
+		case b, ok := <-c.frames:
+			if !ok {
+				t.Fatalf("connection closed: %v", <-c.closed)
+			}
+			var ctl struct{ Type string }
+			if err := json.Unmarshal(b, &ctl); err != nil {
+				t.Fatalf("frame is not JSON: %v: %.200s", err, b)
+			}
+			switch ctl.Type {
+			case "welcome", "pong", "subscribed", "auth_ok":
+				continue
+			}
+			return b
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no change within 10s")
 		}
-		return m
 	}
 }
 
