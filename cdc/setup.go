@@ -108,7 +108,7 @@ func prepare(ctx context.Context, conn *pgx.Conn, publication string, tables []s
 	if !canReplicate {
 		return &SetupError{
 			Problem: fmt.Sprintf("role %s has no REPLICATION attribute", role),
-			Fix:     fmt.Sprintf("ALTER ROLE %s WITH REPLICATION;", pgx.Identifier{role}.Sanitize()),
+			Fix:     fmt.Sprintf("ALTER ROLE %s WITH REPLICATION;", schema.QuoteIdent(role)),
 		}
 	}
 	for _, t := range tables {
@@ -134,7 +134,7 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, publication string, 
 		for i, t := range tables {
 			list[i] = t.QuotedIdent()
 		}
-		sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", pgx.Identifier{publication}.Sanitize(), strings.Join(list, ", "))
+		sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", schema.QuoteIdent(publication), strings.Join(list, ", "))
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			return &SetupError{
 				Problem: fmt.Sprintf("cannot create publication %s: %v", publication, err),
@@ -168,7 +168,7 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, publication string, 
 		if !published[t.Qualified()] {
 			return &SetupError{
 				Problem: fmt.Sprintf("publication %s does not include tracked table %s", publication, t.Qualified()),
-				Fix:     fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pgx.Identifier{publication}.Sanitize(), t.QuotedIdent()),
+				Fix:     fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", schema.QuoteIdent(publication), t.QuotedIdent()),
 			}
 		}
 	}

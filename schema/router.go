@@ -49,14 +49,40 @@ type Table struct {
 // Qualified returns "schema.name".
 func (t Table) Qualified() string { return t.Schema + "." + t.Name }
 
-// QuotedIdent returns the table as a quoted SQL identifier, for statements
-// that name it.
+// QuotedIdent returns the table as an SQL identifier, for statements that
+// name it, quoted only where PostgreSQL needs it.
 func (t Table) QuotedIdent() string {
-	return quoteIdent(t.Schema) + "." + quoteIdent(t.Name)
+	return QuoteIdent(t.Schema) + "." + QuoteIdent(t.Name)
 }
 
-func quoteIdent(s string) string {
+// QuoteIdent returns s as an SQL identifier: bare when it is a plain
+// lower-case name, so that fixes walcast prints read as people write them,
+// and double-quoted otherwise.
+func QuoteIdent(s string) string {
+	plain := s != ""
+	for i, r := range s {
+		if !(r >= 'a' && r <= 'z' || r == '_' || i > 0 && r >= '0' && r <= '9') {
+			plain = false
+			break
+		}
+	}
+	if plain && !reserved[s] {
+		return s
+	}
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+// reserved are SQL keywords that cannot be bare table, role or
+// publication names; a name among them is quoted.
+var reserved = map[string]bool{
+	"all": true, "analyse": true, "analyze": true, "and": true, "any": true, "array": true, "as": true,
+	"asc": true, "both": true, "case": true, "cast": true, "check": true, "collate": true, "column": true,
+	"constraint": true, "create": true, "default": true, "desc": true, "distinct": true, "do": true,
+	"else": true, "end": true, "except": true, "false": true, "for": true, "foreign": true, "from": true,
+	"grant": true, "group": true, "having": true, "in": true, "into": true, "limit": true, "not": true,
+	"null": true, "offset": true, "on": true, "only": true, "or": true, "order": true, "primary": true,
+	"references": true, "select": true, "table": true, "then": true, "to": true, "true": true,
+	"union": true, "unique": true, "user": true, "using": true, "when": true, "where": true, "with": true,
 }
 
 // ParseTables parses the --tables value: a comma-separated list of table

@@ -239,9 +239,11 @@ func (c *wsClient) quiet(t *testing.T, d time.Duration) {
 	}
 }
 
+var httpClient = &http.Client{Timeout: 5 * time.Second}
+
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := httpClient.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -252,4 +254,8 @@ func httpGet(t *testing.T, url string) (int, string) {
 
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
+}
+
+func discardLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
