@@ -1,0 +1,34 @@
+// Package testenv starts real, throwaway PostgreSQL and Redis servers for
+// integration tests, and can stop, crash and restart them for fault tests.
+//
+// Start with [StartPostgres] and [StartRedis]. Each call gives the test its own
+// server on a free 127.0.0.1 port, in its own temporary folder, and registers a
+// t.Cleanup that shuts it down and removes the folder, even when the test fails
+// halfway. When the test has failed, that cleanup also logs the tail of the
+// server's log; [Postgres.LogTail] and [Redis.LogTail] give it on demand, for
+// failure messages.
+//
+//	pg := testenv.StartPostgres(t) // wal_level=logical, trust auth
+//	pg.Exec(t, "CREATE TABLE guarantee (id int PRIMARY KEY)")
+//	rdb := testenv.StartRedis(t, testenv.WithAOF())
+//	pg.Kill(t)  // SIGKILL the postmaster: a crash
+//	pg.Start(t) // same port, same data: crash recovery
+//
+// The servers are the real programs, not fakes: PostgreSQL's initdb and
+// postgres, and redis-server. When one is missing the test fails (it never
+// skips), naming the package to install; `make test` installs them.
+//
+// Each server is a direct child of the test binary, so Kill is a true SIGKILL
+// of the server, and the kernel kills the servers if the test binary dies
+// without running its cleanups (on Linux). Folders left behind that way are
+// removed by a later test run once they are an hour old.
+//
+// PostgreSQL refuses to run as root, and CI runs tests as root, so as root the
+// cluster is owned and run by the "postgres" system user, and lives outside
+// t.TempDir, whose parents only root may enter.
+//
+// Starting a cluster is made cheap by running initdb once and copying its
+// result, into /dev/shm when that is a roomy tmpfs, else under os.TempDir.
+// The template is cached there, keyed by the PostgreSQL version, so parallel
+// test binaries and later runs share it.
+package testenv

@@ -1,0 +1,177 @@
+package testenv
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// templateFormat changes whenever initdbArgs or the template's layout
+// changes, so an old cached template is not reused by mistake.
+const templateFormat = "1"
+
+// initdbArgs make a cluster whose superuser is "postgres" and where every
+// local connection is trusted, so tests need no passwords. --no-sync because
+// nothing here needs to survive a power loss, and it saves seconds.
+var initdbArgs = []string{"-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"}
+
+// pgShared is what every cluster in this process has in common.
+type pgShared struct {
+	bins     pgBinaries
+	owner    pgOwner
+	base     string // folder that holds the clusters
+	template string // initdb's output, copied for every new cluster
+}
+
+var (
+	pgSharedOnce sync.Once
+	pgSharedVal  *pgShared
+	pgSharedErr  error
+)
+
+// sharedPG finds the programs and the owner and makes the template, once per
+// test process. A failure is remembered, so every test that wants a cluster
+// fails with the same message instead of retrying a slow initdb.
+func sharedPG() (*pgShared, error) {
+	pgSharedOnce.Do(func() {
+		pgSharedVal, pgSharedErr = setupPG()
+	})
+	return pgSharedVal, pgSharedErr
+}
+
+func setupPG() (*pgShared, error) {
+	bins, err := findPGBinaries()
+	if err != nil {
+		return nil, err
+	}
+	owner, err := lookupPGOwner()
+	if err != nil {
+		return nil, err
+	}
+	s := &pgShared{bins: bins, owner: owner}
+	var bases []string
+	s.base, bases = pgBaseDirs(owner)
+	for _, dir := range bases {
+		s.sweepAbandoned(dir)
+	}
+	s.template, err = s.ensureTemplate()
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ensureTemplate returns a folder holding a freshly initdb'ed cluster that is
+// never started. It is cached on disk, named after a hash of everything that
+// shapes it, because a cached one is what makes StartPostgres fast: test
+// binaries of different packages run in parallel and would each pay for
+// initdb, and a per-process template could never be removed (a package has no
+// hook that runs when the test binary exits). The one cached folder is reused
+// by every later run with the same PostgreSQL.
+func (s *pgShared) ensureTemplate() (string, error) {
+	out, err := exec.Command(s.bins.postgres, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w", s.bins.postgres, err)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%d\n", templateFormat, s.bins.initdb, out, strings.Join(initdbArgs, " "), s.owner.uid)
+	final := filepath.Join(s.base, "walcast-testenv-pgtemplate-"+hex.EncodeToString(h.Sum(nil))[:16])
+
+	if ok, err := s.usableTemplate(final); err != nil || ok {
+		return final, err
+	}
+
+	// initdb into a private folder and rename it into place: a rename is
+	// atomic, so another test binary sees either no template or a complete
+	// one, and when two race, the loser's rename fails and it uses the
+	// winner's.
+	tmp, err := os.MkdirTemp(s.base, "walcast-testenv-initdb-")
+	if err != nil {
+		return "", fmt.Errorf("make template folder: %w", err)
+	}
+	if err := s.owner.chown(tmp); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("make template folder: %w", err)
+	}
+	cmd := exec.Command(s.bins.initdb, append([]string{"-D", tmp}, initdbArgs...)...)
+	cmd.Dir = tmp // initdb complains when it cannot read its working directory
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.owner.cred}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.RemoveAll(tmp)
+		if ok, err2 := s.usableTemplate(final); err2 != nil || !ok {
+			return "", fmt.Errorf("move template into place: %w", errors.Join(err, err2))
+		}
+	}
+	return final, nil
+}
+
+// usableTemplate reports whether dir holds a finished template. A folder of
+// that name that is not ours (another owner, a symlink) is refused rather
+// than copied: someone else could have planted it in the shared temp folder.
+func (s *pgShared) usableTemplate(dir string) (bool, error) {
+	fi, err := os.Lstat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != s.owner.uid {
+		return false, fmt.Errorf("cached PostgreSQL template %s is not a folder owned by uid %d; remove it", dir, s.owner.uid)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err != nil {
+		return false, fmt.Errorf("cached PostgreSQL template %s is incomplete; remove it: %w", dir, err)
+	}
+	return true, nil
+}
+
+// copyTemplate copies the template's contents into dst. cp -a keeps the
+// owner and the 0700 mode PostgreSQL insists on, and is faster than anything
+// we would write here.
+func (s *pgShared) copyTemplate(dst string) error {
+	out, err := exec.Command("cp", "-a", s.template+"/.", dst).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("copy template %s: %w\n%s", s.template, err, out)
+	}
+	return nil
+}
+
+// abandonedAge is how old a cluster folder must be before another test
+// process may remove it. It is far longer than any test run (make test stops
+// at 9 minutes), so a folder that old belongs to a run that is over.
+const abandonedAge = time.Hour
+
+// sweepAbandoned removes cluster folders left behind by test binaries that
+// died without running their cleanups, such as one stopped by -timeout: the
+// kernel killed their servers (the parent-death signal), but nothing removed
+// the folders, 40 MB each. A folder is only removed when it is old and no
+// process works in it.
+func (s *pgShared) sweepAbandoned(base string) {
+	dirs, _ := filepath.Glob(filepath.Join(base, "walcast-testenv-pg-*"))
+	more, _ := filepath.Glob(filepath.Join(base, "walcast-testenv-initdb-*"))
+	for _, dir := range append(dirs, more...) {
+		fi, err := os.Lstat(dir)
+		if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < abandonedAge {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != s.owner.uid {
+			continue
+		}
+		if len(processesIn(dir)) == 0 {
+			os.RemoveAll(dir)
+		}
+	}
+}

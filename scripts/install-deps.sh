@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# install-deps.sh makes sure this machine has what `make test` needs: Go, and
+# the PostgreSQL and Redis server programs that internal/testenv starts for
+# the integration tests. It prints nothing when all of it is present.
+#
+# When something is missing and we are root on a Debian-like system, it
+# installs the missing packages with apt-get; otherwise it says which packages
+# to install and exits 1. Running it again changes nothing.
+#
+# To add a requirement (the browser test will want chromium and node), add a
+# `need` line at the bottom: a description, a check command, and the Debian
+# packages that provide it.
+set -euo pipefail
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# have_pg_server: initdb and postgres on PATH, or in a versioned Debian folder,
+# where the postgresql package puts them without linking them onto PATH. This
+# is the same search internal/testenv makes.
+have_pg_server() {
+	if have initdb && have postgres; then
+		return 0
+	fi
+	local dir
+	for dir in /usr/lib/postgresql/*/bin; do
+		if [[ -x $dir/initdb && -x $dir/postgres ]]; then
+			return 0
+		fi
+	done
+	return 1
+}
+
+missing_what=()
+missing_pkgs=()
+checks=()
+
+# need DESCRIPTION CHECK PACKAGE...: records a requirement and, when CHECK
+# fails, what to install for it.
+need() {
+	local what=$1 check=$2
+	shift 2
+	checks+=("$check")
+	if ! eval "$check"; then
+		missing_what+=("$what")
+		missing_pkgs+=("$@")
+	fi
+}
+
+# Go is not installed from apt: Debian's golang is older than go.mod needs.
+if ! have go; then
+	echo "install-deps: Go is missing; install Go 1.26 or newer from https://go.dev/dl/ and put its bin folder on PATH" >&2
+	exit 1
+fi
+
+need "PostgreSQL server (initdb, postgres)" have_pg_server postgresql
+need "Redis server (redis-server)" "have redis-server" redis-server
+# For the browser test, when it exists:
+# need "Chromium (headless browser)" "have chromium" chromium
+# need "Node.js" "have node" nodejs
+
+if ((${#missing_pkgs[@]} == 0)); then
+	exit 0
+fi
+
+if ((EUID != 0)) || ! have apt-get; then
+	echo "install-deps: missing: ${missing_what[*]}" >&2
+	echo "install-deps: install them, for example with:" >&2
+	echo "    sudo apt-get install -y --no-install-recommends ${missing_pkgs[*]}" >&2
+	exit 1
+fi
+
+echo "install-deps: installing ${missing_pkgs[*]} (missing: ${missing_what[*]})"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" >/dev/null
+
+# Installing is not proof: check again, so a broken install fails here and not
+# as a puzzling test failure later.
+for check in "${checks[@]}"; do
+	if ! eval "$check"; then
+		echo "install-deps: still missing after apt-get install: $check" >&2
+		exit 1
+	fi
+done
