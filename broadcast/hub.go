@@ -14,7 +14,7 @@ import (
 // before it is closed as too slow (4008). A one-statement UPDATE of 10,000
 // rows arrives as one burst, so the window must hold bursts of that size;
 // it is shared by all clients, so its size costs nothing per connection.
-const DefaultWindow = 32768
+const DefaultWindow = 65536
 
 // Hub fans messages out to connected clients through one shared window of
 // recent messages: each client's writer follows the window with its own

@@ -259,3 +259,48 @@ func TestMain(m *testing.M) {
 func discardLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
+
+// The benchmark variants of the helpers take testing.TB.
+
+func electionDBB(tb testing.TB) *testenv.Postgres {
+	tb.Helper()
+	pg := testenv.StartPostgres(tb)
+	pg.Exec(tb, schema.SQL)
+	pg.Exec(tb, `INSERT INTO committee (id, code, name, electors_count) VALUES
+		(1, 'C1', 'North', 100), (2, 'C2', 'South', 200), (3, 'C3', 'East', 300)`)
+	return pg
+}
+
+func benchConfig(tb testing.TB, dbURL string) *Config {
+	cfg, _, err := parseConfig(cmdRun, []string{"--database-url", dbURL, "--listen", "127.0.0.1:0", "--jwt-secret", testSecret}, func(string) string { return "" })
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cfg
+}
+
+func startAppB(tb testing.TB, cfg *Config) *running {
+	tb.Helper()
+	app := NewApp(cfg, discardLogger())
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{app: app, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- app.Run(ctx) }()
+	addr, err := app.Addr(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r.addr = addr
+	tb.Cleanup(func() { cancel(); <-r.done })
+	for !app.Status().Streaming {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return r
+}
+
+func tokenB(tb testing.TB) string {
+	tok, err := broadcast.MintToken([]byte(testSecret), 1, "admin", nil, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
+}
