@@ -1,0 +1,58 @@
+package broadcast
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestParseClientFrame(t *testing.T) {
+	cases := []struct {
+		in, code string
+	}{
+		{`{"type":"ping"}`, ""},
+		{`{"type":"subscribe","types":["guarantee_update"],"committees":[3]}`, ""},
+		{`{"type":"subscribe","types":["nope"]}`, "bad_subscribe"},
+		{`{"type":"resume","since":"123-4"}`, ""},
+		{`{"type":"resume","since":"yesterday"}`, "bad_position"},
+		{`{"type":"auth","token":"x.y.z"}`, ""},
+		{`{"type":"auth"}`, "bad_auth"},
+		{`{"type":"dance"}`, "unknown_type"},
+		{`{}`, "bad_frame"},
+		{`not json`, "bad_frame"},
+		{`{"type":"ping"} {"type":"ping"}`, "bad_frame"},
+		{`{"type":"subscribe","committees":["3"]}`, "bad_frame"},
+	}
+	for _, c := range cases {
+		_, err := parseClientFrame([]byte(c.in))
+		code := ""
+		if fe, ok := err.(*frameError); ok {
+			code = fe.code
+		} else if err != nil {
+			t.Errorf("%s: non-frame error %v", c.in, err)
+		}
+		if code != c.code {
+			t.Errorf("%s: code %q, want %q", c.in, code, c.code)
+		}
+	}
+}
+
+// FuzzClientFrame: any bytes give a frame or a frameError, and the error
+// frame sent back is valid JSON.
+func FuzzClientFrame(f *testing.F) {
+	for _, s := range []string{`{"type":"ping"}`, `{"type":"subscribe","types":["voting_update"],"committees":[1,2]}`, `{"type":"resume","since":"1-2"}`, `{"type":"auth","token":"a"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, err := parseClientFrame(b)
+		if err == nil {
+			return
+		}
+		fe, ok := err.(*frameError)
+		if !ok {
+			t.Fatalf("%q: %T %v", b, err, err)
+		}
+		if !json.Valid(errorFrame(fe.code, fe.message)) {
+			t.Fatalf("error frame for %q is not JSON", b)
+		}
+	})
+}

@@ -1,0 +1,687 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/walcast/walcast/schema"
+)
+
+// Level says how much a Finding matters.
+type Level int
+
+// The levels of a Finding, from harmless to blocking.
+const (
+	LevelOK      Level = iota // as walcast needs it
+	LevelInfo                 // not there yet, but walcast will set it up
+	LevelWarning              // walcast works, but something is lost or at risk
+	LevelProblem              // walcast cannot work until it is fixed
+)
+
+func (l Level) String() string {
+	switch l {
+	case LevelOK:
+		return "ok"
+	case LevelInfo:
+		return "info"
+	case LevelWarning:
+		return "warning"
+	case LevelProblem:
+		return "problem"
+	}
+	return "level(" + strconv.Itoa(int(l)) + ")"
+}
+
+// Finding is one line of `walcast check`.
+type Finding struct {
+	Check  string // short name, e.g. "wal_level"
+	Level  Level  // LevelOK, LevelInfo, LevelWarning or LevelProblem
+	Detail string // what was found
+	Fix    string // exact SQL/config to fix it, "" when nothing to do
+}
+
+// CheckConfig is what Check looks at: the database and the names walcast
+// would use in it.
+type CheckConfig struct {
+	DatabaseURL string
+	Slot        string
+	Publication string
+	Tables      []schema.Table
+}
+
+// retainedWALWarning is how much WAL a slot may hold back before Check
+// warns: past it, a stopped or lagging walcast is filling the server's disk.
+const retainedWALWarning = 1 << 30
+
+// checkConnectTimeout bounds the connection attempt when the URL sets no
+// connect_timeout: a check must answer, not hang on a black-holed host.
+const checkConnectTimeout = 10 * time.Second
+
+// Check diagnoses the database's setup for walcast: every check it can run,
+// in order, one Finding each (a few yield one per tracked table). A failed
+// connection yields one Problem finding. It never returns an error for a
+// database problem, only findings; a query that fails is a Problem finding
+// of the check that ran it.
+func Check(ctx context.Context, cfg CheckConfig) []Finding {
+	conn, first := checkConnect(ctx, cfg.DatabaseURL)
+	if conn == nil {
+		return []Finding{first}
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	c := &checker{conn: conn, cfg: cfg}
+	c.add(first)
+	c.server(ctx)
+	steps := []func(context.Context){c.walLevel, c.slotLimit, c.walSenders, c.role, c.tables, c.publication, c.slot}
+	for _, step := range steps {
+		if conn.IsClosed() {
+			c.add(Finding{Check: "connection", Level: LevelProblem,
+				Detail: "the connection was lost during the check",
+				Fix:    "run walcast check again; if it recurs, PostgreSQL's log says why it closed the connection"})
+			break
+		}
+		step(ctx)
+	}
+	return c.out
+}
+
+// checker holds one run of Check: the connection, and what earlier checks
+// learned that later ones need.
+type checker struct {
+	conn *pgx.Conn
+	cfg  CheckConfig
+	out  []Finding
+
+	database   string // current_database()
+	superuser  bool
+	inRecovery bool
+	version    int // server_version_num
+	tableInfo  []tableInfo
+}
+
+// tableInfo is what pg_class says about one tracked table.
+type tableInfo struct {
+	table  schema.Table
+	quoted string // schema.name quoted as SQL needs it (format's %I)
+	exists bool
+	owned  bool // the current role may act as its owner
+}
+
+func (c *checker) add(f Finding) { c.out = append(c.out, f) }
+
+// failed records a check that could not run because a query failed. It is
+// a problem because nothing was verified; the error says what to fix.
+func (c *checker) failed(check, what string, err error) {
+	c.add(Finding{Check: check, Level: LevelProblem, Detail: fmt.Sprintf("could not %s: %v", what, err)})
+}
+
+// checkConnect opens the connection and describes it, or describes why it
+// could not be opened, with the password kept out of the message.
+func checkConnect(ctx context.Context, dbURL string) (*pgx.Conn, Finding) {
+	const check = "connection"
+	pcfg, err := pgx.ParseConfig(dbURL)
+	if err != nil {
+		return nil, Finding{Check: check, Level: LevelProblem,
+			Detail: "cannot parse the database URL: " + redactPassword(redactURLError(err).Error(), dbURL, ""),
+			Fix:    "write --database-url as postgres://user:password@host:5432/dbname (percent-encode special characters in the password)"}
+	}
+	if pcfg.ConnectTimeout == 0 {
+		pcfg.ConnectTimeout = checkConnectTimeout
+	}
+	if _, set := pcfg.RuntimeParams["application_name"]; !set {
+		pcfg.RuntimeParams["application_name"] = "walcast check"
+	}
+	conn, err := pgx.ConnectConfig(ctx, pcfg)
+	if err != nil {
+		return nil, Finding{Check: check, Level: LevelProblem,
+			Detail: "cannot connect: " + redactPassword(err.Error(), dbURL, pcfg.Password),
+			Fix:    connectFix(err, pcfg)}
+	}
+	return conn, Finding{Check: check, Level: LevelOK,
+		Detail: fmt.Sprintf("connected to %s as %s", where(pcfg), pcfg.User)}
+}
+
+// where names the server and database of a connection, for people.
+func where(cfg *pgx.ConnConfig) string {
+	host := cfg.Host
+	if strings.HasPrefix(host, "/") {
+		host = "socket " + host
+	} else {
+		host += ":" + strconv.Itoa(int(cfg.Port))
+	}
+	return host + "/" + cfg.Database
+}
+
+// connectFix says what to change when a connection fails, by the reason
+// the server gave, if it gave one.
+func connectFix(err error, cfg *pgx.ConnConfig) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "28P01": // invalid_password
+			return "check the user name and password in --database-url (or PGPASSWORD, ~/.pgpass)"
+		case "28000": // invalid_authorization_specification: no pg_hba.conf entry
+			return fmt.Sprintf("allow this client in the server's pg_hba.conf, e.g. `host %s %s <client address>/32 scram-sha-256`, then SELECT pg_reload_conf();",
+				cfg.Database, cfg.User)
+		case "3D000": // invalid_catalog_name
+			return fmt.Sprintf("create the database (CREATE DATABASE %s;) or fix its name in --database-url", pgx.Identifier{cfg.Database}.Sanitize())
+		case "53300": // too_many_connections
+			return "the server is at max_connections; close idle sessions or raise it: ALTER SYSTEM SET max_connections = 200; then restart PostgreSQL"
+		}
+	}
+	return "check host, port, user and database in --database-url (postgres://user:password@host:5432/dbname), " +
+		"that PostgreSQL runs and listens there (listen_addresses, firewall), and that pg_hba.conf lets this client in"
+}
+
+// redactPassword replaces the URL's password, and password if given, in msg.
+// pgx already masks passwords in the errors it makes; this also covers a
+// password echoed by anything else. Very short passwords are left alone, as
+// replacing them would garble the message.
+func redactPassword(msg, dbURL, password string) string {
+	secrets := []string{password}
+	if u, err := url.Parse(dbURL); err == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok {
+			secrets = append(secrets, pw, url.QueryEscape(pw), url.PathEscape(pw))
+		}
+	}
+	for _, s := range secrets {
+		if len(s) >= 4 {
+			msg = strings.ReplaceAll(msg, s, "xxxxx")
+		}
+	}
+	return msg
+}
+
+// server learns the facts later checks depend on, and reports a standby.
+func (c *checker) server(ctx context.Context) {
+	var version string
+	err := c.conn.QueryRow(ctx, `SELECT current_database(), current_setting('server_version_num'), pg_is_in_recovery(),
+		coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)`).
+		Scan(&c.database, &version, &c.inRecovery, &c.superuser)
+	if err != nil {
+		c.failed("server", "read the server's state", err)
+		return
+	}
+	c.version, _ = strconv.Atoi(version)
+	if c.inRecovery {
+		c.add(Finding{Check: "server", Level: LevelProblem,
+			Detail: "the server is a standby (in recovery): walcast cannot create its publication or slot here",
+			Fix:    "point --database-url at the primary server"})
+	}
+}
+
+// setting reads one server setting and whether a changed value waits for
+// a restart.
+func (c *checker) setting(ctx context.Context, name string) (value string, pending bool, err error) {
+	err = c.conn.QueryRow(ctx, "SELECT setting, pending_restart FROM pg_settings WHERE name = $1", name).Scan(&value, &pending)
+	if err != nil {
+		return "", false, fmt.Errorf("read setting %s: %w", name, err)
+	}
+	return value, pending, nil
+}
+
+// intSetting reads an integer setting.
+func (c *checker) intSetting(ctx context.Context, name string) (int, error) {
+	v, _, err := c.setting(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("read setting %s: %q is not an integer", name, v)
+	}
+	return n, nil
+}
+
+func pendingNote(pending bool) string {
+	if pending {
+		return " (a changed value waits for a restart)"
+	}
+	return ""
+}
+
+func (c *checker) walLevel(ctx context.Context) {
+	const check = "wal_level"
+	level, pending, err := c.setting(ctx, "wal_level")
+	if err != nil {
+		c.failed(check, "read wal_level", err)
+		return
+	}
+	if level == "logical" {
+		c.add(Finding{Check: check, Level: LevelOK, Detail: level})
+		return
+	}
+	c.add(Finding{Check: check, Level: LevelProblem,
+		Detail: fmt.Sprintf("wal_level is %s, logical replication needs logical%s", level, pendingNote(pending)),
+		Fix:    "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (a reload is not enough)"})
+}
+
+func (c *checker) slotLimit(ctx context.Context) {
+	const check = "replication slots"
+	limit, err := c.intSetting(ctx, "max_replication_slots")
+	if err != nil {
+		c.failed(check, "read max_replication_slots", err)
+		return
+	}
+	var used, ours int
+	err = c.conn.QueryRow(ctx, "SELECT count(*), count(*) FILTER (WHERE slot_name = $1) FROM pg_replication_slots", c.cfg.Slot).Scan(&used, &ours)
+	if err != nil {
+		c.failed(check, "count replication slots", err)
+		return
+	}
+	fix := fmt.Sprintf("ALTER SYSTEM SET max_replication_slots = %d; then restart PostgreSQL", max(10, used+1))
+	switch {
+	case limit == 0:
+		c.add(Finding{Check: check, Level: LevelProblem,
+			Detail: "max_replication_slots is 0: no replication slot can be created", Fix: fix})
+	case ours == 0 && used >= limit:
+		c.add(Finding{Check: check, Level: LevelProblem,
+			Detail: fmt.Sprintf("all %d replication slots (max_replication_slots) are taken and slot %s does not exist yet", limit, c.cfg.Slot),
+			Fix:    fix + ", or drop a slot nobody reads: SELECT pg_drop_replication_slot('name');"})
+	default:
+		c.add(Finding{Check: check, Level: LevelOK,
+			Detail: fmt.Sprintf("max_replication_slots = %d, %d in use", limit, used)})
+	}
+}
+
+func (c *checker) walSenders(ctx context.Context) {
+	const check = "wal senders"
+	limit, err := c.intSetting(ctx, "max_wal_senders")
+	if err != nil {
+		c.failed(check, "read max_wal_senders", err)
+		return
+	}
+	var used int
+	if err := c.conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'").Scan(&used); err != nil {
+		c.failed(check, "count wal senders", err)
+		return
+	}
+	fix := fmt.Sprintf("ALTER SYSTEM SET max_wal_senders = %d; then restart PostgreSQL", max(10, used+1))
+	switch {
+	case limit == 0:
+		c.add(Finding{Check: check, Level: LevelProblem,
+			Detail: "max_wal_senders is 0: no replication connection is allowed", Fix: fix})
+	case used >= limit:
+		c.add(Finding{Check: check, Level: LevelWarning,
+			Detail: fmt.Sprintf("all %d wal senders (max_wal_senders) are busy: walcast's replication connection is refused until one is free", limit),
+			Fix:    fix})
+	default:
+		c.add(Finding{Check: check, Level: LevelOK,
+			Detail: fmt.Sprintf("max_wal_senders = %d, %d in use", limit, used)})
+	}
+}
+
+func (c *checker) role(ctx context.Context) {
+	const check = "role"
+	var name, quoted string
+	var super, repl bool
+	err := c.conn.QueryRow(ctx, `SELECT rolname, format('%I', rolname), rolsuper, rolreplication
+		FROM pg_roles WHERE rolname = current_user`).Scan(&name, &quoted, &super, &repl)
+	if err != nil {
+		c.failed(check, "read the role's attributes", err)
+		return
+	}
+	switch {
+	case super:
+		c.add(Finding{Check: check, Level: LevelOK, Detail: fmt.Sprintf("%s is a superuser", name)})
+	case repl:
+		c.add(Finding{Check: check, Level: LevelOK, Detail: fmt.Sprintf("%s has REPLICATION", name)})
+	default:
+		c.add(Finding{Check: check, Level: LevelProblem,
+			Detail: fmt.Sprintf("%s has neither REPLICATION nor superuser: it cannot open a replication connection", name),
+			Fix:    fmt.Sprintf("ALTER ROLE %s WITH REPLICATION; (as a superuser)", quoted)})
+	}
+}
+
+// tables checks that every tracked table exists, is a table, and has a
+// replica identity that lets its updates and deletes through.
+func (c *checker) tables(ctx context.Context) {
+	schemas := make([]string, len(c.cfg.Tables))
+	names := make([]string, len(c.cfg.Tables))
+	for i, t := range c.cfg.Tables {
+		schemas[i], names[i] = t.Schema, t.Name
+	}
+	// One row per tracked table, in order; the pg_class columns are NULL
+	// for a table that does not exist.
+	rows, err := c.conn.Query(ctx, `SELECT format('%I.%I', t.s, t.n), c.relkind::text, c.relreplident::text,
+			EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+			pg_has_role(c.relowner, 'USAGE')
+		FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(s, n, i)
+		LEFT JOIN pg_namespace ns ON ns.nspname = t.s
+		LEFT JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = t.n
+		ORDER BY t.i`, schemas, names)
+	if err != nil {
+		c.failed("table", "look up the tracked tables", err)
+		return
+	}
+	i := 0
+	for rows.Next() {
+		var quoted string
+		var kind, ident *string
+		var hasPK bool
+		var owned *bool
+		if err := rows.Scan(&quoted, &kind, &ident, &hasPK, &owned); err != nil {
+			rows.Close()
+			c.failed("table", "look up the tracked tables", err)
+			return
+		}
+		t := c.cfg.Tables[i]
+		i++
+		info := tableInfo{table: t, quoted: quoted, exists: kind != nil, owned: owned != nil && *owned}
+		c.tableInfo = append(c.tableInfo, info)
+		switch {
+		case kind == nil:
+			c.add(Finding{Check: "table", Level: LevelProblem,
+				Detail: fmt.Sprintf("%s (tracked as %s) does not exist", t.Qualified(), t.Kind),
+				Fix: fmt.Sprintf("create the election tables with schema/election.sql (psql \"$DATABASE_URL\" -f schema/election.sql), "+
+					"or track an existing table with --tables name=%s", t.Kind)})
+		case *kind != "r" && *kind != "p":
+			c.add(Finding{Check: "table", Level: LevelProblem,
+				Detail: fmt.Sprintf("%s is a %s, not a table: only tables can be published", t.Qualified(), relkindName(*kind)),
+				Fix:    fmt.Sprintf("track the table it reads from instead, with --tables name=%s", t.Kind)})
+		default:
+			c.add(replicaIdentityFinding(t, quoted, *ident, hasPK))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		c.failed("table", "look up the tracked tables", err)
+	}
+}
+
+func relkindName(k string) string {
+	switch k {
+	case "v":
+		return "view"
+	case "m":
+		return "materialized view"
+	case "f":
+		return "foreign table"
+	case "S":
+		return "sequence"
+	case "i", "I":
+		return "index"
+	}
+	return "relation of kind " + k
+}
+
+// replicaIdentityFinding judges a table's replica identity (relreplident).
+func replicaIdentityFinding(t schema.Table, quoted, ident string, hasPK bool) Finding {
+	f := Finding{Check: "replica identity", Fix: fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL;", quoted)}
+	switch {
+	case ident == "f":
+		return Finding{Check: f.Check, Level: LevelOK, Detail: t.Qualified() + " has REPLICA IDENTITY FULL"}
+	case ident == "d" && hasPK:
+		f.Level = LevelWarning
+		f.Detail = t.Qualified() + " has REPLICA IDENTITY DEFAULT (its primary key): deleted rows carry only the key and updates carry no old values"
+	case ident == "i":
+		f.Level = LevelWarning
+		f.Detail = t.Qualified() + " has REPLICA IDENTITY USING INDEX: deleted rows carry only the index's columns and updates carry no old values"
+	case ident == "d":
+		f.Level = LevelProblem
+		f.Detail = t.Qualified() + " has REPLICA IDENTITY DEFAULT but no primary key: once published, PostgreSQL rejects its UPDATEs and DELETEs"
+	default: // "n"
+		f.Level = LevelProblem
+		f.Detail = t.Qualified() + " has REPLICA IDENTITY NOTHING: once published, PostgreSQL rejects its UPDATEs and DELETEs"
+	}
+	return f
+}
+
+// publication checks that the publication exists and covers every tracked
+// table, or that walcast can create it.
+func (c *checker) publication(ctx context.Context) {
+	const check = "publication"
+	var quoted string
+	if err := c.conn.QueryRow(ctx, "SELECT format('%I', $1::text)", c.cfg.Publication).Scan(&quoted); err != nil {
+		c.failed(check, "quote the publication name", err)
+		return
+	}
+	var allTables, ins, upd, del bool
+	err := c.conn.QueryRow(ctx, "SELECT puballtables, pubinsert, pubupdate, pubdelete FROM pg_publication WHERE pubname = $1",
+		c.cfg.Publication).Scan(&allTables, &ins, &upd, &del)
+	if errors.Is(err, pgx.ErrNoRows) {
+		c.missingPublication(ctx, quoted)
+		return
+	}
+	if err != nil {
+		c.failed(check, "read publication "+c.cfg.Publication, err)
+		return
+	}
+
+	var missing []string
+	if !allTables {
+		published, err := c.publishedTables(ctx)
+		if err != nil {
+			c.failed(check, "read the tables of publication "+c.cfg.Publication, err)
+			return
+		}
+		for _, ti := range c.tableInfo {
+			if ti.exists && !published[ti.table.Qualified()] {
+				missing = append(missing, ti.quoted)
+			}
+		}
+	}
+	ok := true
+	if len(missing) > 0 {
+		ok = false
+		whose := "their"
+		if len(missing) == 1 {
+			whose = "its"
+		}
+		c.add(Finding{Check: check, Level: LevelProblem,
+			Detail: fmt.Sprintf("publication %s does not include %s: walcast receives none of %s changes", c.cfg.Publication, strings.Join(missing, ", "), whose),
+			Fix:    fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", quoted, strings.Join(missing, ", "))})
+	}
+	if !ins || !upd || !del {
+		ok = false
+		var skipped []string
+		for _, a := range []struct {
+			on   bool
+			name string
+		}{{ins, "inserts"}, {upd, "updates"}, {del, "deletes"}} {
+			if !a.on {
+				skipped = append(skipped, a.name)
+			}
+		}
+		c.add(Finding{Check: check, Level: LevelWarning,
+			Detail: fmt.Sprintf("publication %s does not publish %s: walcast never sees them", c.cfg.Publication, strings.Join(skipped, " or ")),
+			Fix:    fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate');", quoted)})
+	}
+	if filtered, err := c.filteredTables(ctx); err != nil {
+		c.failed(check, "read the row filters of publication "+c.cfg.Publication, err)
+		return
+	} else if len(filtered) > 0 {
+		ok = false
+		list := strings.Join(filtered, ", ")
+		c.add(Finding{Check: check, Level: LevelWarning,
+			Detail: fmt.Sprintf("publication %s publishes only some rows or columns of %s: walcast misses the rest", c.cfg.Publication, list),
+			Fix:    fmt.Sprintf("ALTER PUBLICATION %s DROP TABLE %s; ALTER PUBLICATION %[1]s ADD TABLE %[2]s;", quoted, list)})
+	}
+	if ok {
+		what := fmt.Sprintf("the %d tracked tables", len(c.cfg.Tables))
+		if allTables {
+			what = "all tables"
+		}
+		c.add(Finding{Check: check, Level: LevelOK, Detail: fmt.Sprintf("publication %s publishes %s", c.cfg.Publication, what)})
+	}
+}
+
+// missingPublication reports a publication walcast will create, or cannot.
+func (c *checker) missingPublication(ctx context.Context, quoted string) {
+	list := make([]string, len(c.tableInfo))
+	for i, ti := range c.tableInfo {
+		list[i] = ti.quoted
+	}
+	create := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s;", quoted, strings.Join(list, ", "))
+	canCreate := c.superuser
+	if !canCreate {
+		err := c.conn.QueryRow(ctx, "SELECT has_database_privilege(current_database(), 'CREATE')").Scan(&canCreate)
+		if err != nil {
+			c.failed("publication", "read the role's privileges on the database", err)
+			return
+		}
+		for _, ti := range c.tableInfo {
+			if ti.exists && !ti.owned {
+				canCreate = false
+			}
+		}
+	}
+	if !canCreate {
+		c.add(Finding{Check: "publication", Level: LevelProblem,
+			Detail: fmt.Sprintf("publication %s does not exist, and this role cannot create it (that needs CREATE on the database and ownership of the tables)", c.cfg.Publication),
+			Fix:    "run as the tables' owner or a superuser: " + create})
+		return
+	}
+	c.add(Finding{Check: "publication", Level: LevelInfo,
+		Detail: fmt.Sprintf("publication %s does not exist yet; walcast creates it on first start with: %s", c.cfg.Publication, create)})
+}
+
+// publishedTables returns the publication's tables as "schema.name".
+func (c *checker) publishedTables(ctx context.Context) (map[string]bool, error) {
+	rows, err := c.conn.Query(ctx, "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1", c.cfg.Publication)
+	if err != nil {
+		return nil, err
+	}
+	published := map[string]bool{}
+	var s, t string
+	_, err = pgx.ForEachRow(rows, []any{&s, &t}, func() error {
+		published[s+"."+t] = true
+		return nil
+	})
+	return published, err
+}
+
+// filteredTables returns the tracked tables that the publication publishes
+// with a row filter or a column list (PostgreSQL 15 and later).
+func (c *checker) filteredTables(ctx context.Context) ([]string, error) {
+	if c.version < 150000 {
+		return nil, nil
+	}
+	rows, err := c.conn.Query(ctx, `SELECT n.nspname, c.relname
+		FROM pg_publication_rel r
+		JOIN pg_publication p ON p.oid = r.prpubid
+		JOIN pg_class c ON c.oid = r.prrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE p.pubname = $1 AND (r.prqual IS NOT NULL OR r.prattrs IS NOT NULL)`, c.cfg.Publication)
+	if err != nil {
+		return nil, err
+	}
+	filtered := map[string]bool{}
+	var s, t string
+	if _, err := pgx.ForEachRow(rows, []any{&s, &t}, func() error {
+		filtered[s+"."+t] = true
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, ti := range c.tableInfo {
+		if filtered[ti.table.Qualified()] {
+			out = append(out, ti.quoted)
+		}
+	}
+	return out, nil
+}
+
+// slot checks the replication slot: its plugin, database, holder, and how
+// much WAL it keeps on the server's disk.
+func (c *checker) slot(ctx context.Context) {
+	const check = "slot"
+	name := c.cfg.Slot
+	s, err := querySlot(ctx, c.conn, name)
+	if err != nil {
+		c.failed(check, "read slot "+name, err)
+		return
+	}
+	if !s.exists {
+		c.add(Finding{Check: check, Level: LevelInfo,
+			Detail: fmt.Sprintf("slot %s does not exist yet; walcast creates it on first start (plugin pgoutput)", name)})
+		return
+	}
+	drop := fmt.Sprintf("SELECT pg_drop_replication_slot('%s');", strings.ReplaceAll(name, "'", "''"))
+	switch {
+	case s.plugin == "":
+		c.add(Finding{Check: check, Level: LevelProblem,
+			Detail: fmt.Sprintf("slot %s is a physical replication slot (a standby's), walcast needs a logical one with pgoutput", name),
+			Fix:    "choose another --slot"})
+	case s.plugin != "pgoutput":
+		c.add(Finding{Check: check, Level: LevelProblem,
+			Detail: fmt.Sprintf("slot %s uses plugin %s, walcast needs pgoutput", name, s.plugin),
+			Fix:    "choose another --slot, or drop it if nothing else reads it: " + drop})
+	case s.database != c.database:
+		c.add(Finding{Check: check, Level: LevelProblem,
+			Detail: fmt.Sprintf("slot %s belongs to database %s, not %s", name, s.database, c.database),
+			Fix:    "choose another --slot for this database"})
+	default:
+		state := "inactive (no walcast reads it now)"
+		if s.activePID != 0 {
+			state = fmt.Sprintf("active, read by PID %d (%s)", s.activePID, holderOf(ctx, c.conn, s.activePID))
+		}
+		c.add(Finding{Check: check, Level: LevelOK,
+			Detail: fmt.Sprintf("slot %s uses pgoutput, is %s, confirmed up to %s", name, state, fmtLSN(s.confirmed))})
+	}
+
+	w := slotWAL{status: s.walStatus}
+	current := "pg_current_wal_lsn()"
+	if c.inRecovery {
+		current = "pg_last_wal_replay_lsn()"
+	}
+	err = c.conn.QueryRow(ctx, `SELECT (`+current+` - restart_lsn)::bigint, pg_size_pretty(`+current+` - restart_lsn),
+			safe_wal_size, pg_size_pretty(safe_wal_size)
+		FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&w.retained, &w.retainedPretty, &w.safe, &w.safePretty)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return // dropped since querySlot: nothing is retained
+	}
+	if err != nil {
+		c.failed("slot WAL", "read the WAL kept by slot "+name, err)
+		return
+	}
+	c.add(slotWALFinding(name, w))
+}
+
+// slotWAL is how much WAL a slot holds back: from pg_replication_slots.
+type slotWAL struct {
+	status         string  // wal_status: reserved, extended, unreserved, lost
+	retained       *int64  // bytes from restart_lsn to the current WAL position; nil without restart_lsn
+	retainedPretty *string // the same, by pg_size_pretty
+	safe           *int64  // safe_wal_size: nil unless max_slot_wal_keep_size is set
+	safePretty     *string
+}
+
+// slotWALFinding judges a slot's WAL retention.
+func slotWALFinding(slot string, w slotWAL) Finding {
+	const check = "slot WAL"
+	drop := fmt.Sprintf("SELECT pg_drop_replication_slot('%s');", strings.ReplaceAll(slot, "'", "''"))
+	if w.status == "lost" {
+		return Finding{Check: check, Level: LevelProblem,
+			Detail: fmt.Sprintf("slot %s is lost (wal_status lost): PostgreSQL removed WAL it still needed, so changes were lost", slot),
+			Fix: "1. " + drop + "\n" +
+				"2. restart walcast: it creates the slot again and streams from that moment\n" +
+				"3. have clients refetch their data: changes made while the slot was lost never reached them"}
+	}
+	parts := []string{"wal_status " + w.status}
+	if w.retainedPretty != nil {
+		parts = append(parts, "retains "+*w.retainedPretty+" of WAL")
+	}
+	if w.safePretty != nil {
+		parts = append(parts, *w.safePretty+" more before PostgreSQL invalidates it (max_slot_wal_keep_size)")
+	}
+	f := Finding{Check: check, Level: LevelOK, Detail: "slot " + slot + ": " + strings.Join(parts, ", ")}
+	switch {
+	case w.status == "unreserved":
+		f.Level = LevelWarning
+		f.Detail += ": it is lost at the next checkpoint unless walcast catches up"
+		f.Fix = "keep walcast running so it confirms its position, or raise the limit: ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();"
+	case w.retained != nil && *w.retained > retainedWALWarning:
+		f.Level = LevelWarning
+		f.Detail += ": more than 1 GB, which fills the server's disk while walcast is stopped or behind"
+		f.Fix = "keep walcast running so it confirms its position; if nothing reads this slot any more, drop it: " + drop
+	}
+	return f
+}

@@ -1,0 +1,332 @@
+package cdc
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walcast/walcast/internal/testenv"
+	"github.com/walcast/walcast/schema"
+)
+
+// checkRun runs Check with a deadline, so a hung server fails the test
+// instead of stalling it.
+func checkRun(t *testing.T, cfg CheckConfig) []Finding {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fs := Check(ctx, cfg)
+	t.Logf("findings:\n%s", checkFormat(fs))
+	return fs
+}
+
+func checkFormat(fs []Finding) string {
+	var b strings.Builder
+	for _, f := range fs {
+		fmt.Fprintf(&b, "  %-8s %-18s %s\n", f.Level, f.Check, f.Detail)
+		if f.Fix != "" {
+			fmt.Fprintf(&b, "           fix: %s\n", f.Fix)
+		}
+	}
+	return b.String()
+}
+
+// checkWant fails t unless a finding of check at level has every one of
+// texts in its Detail or Fix, and returns it.
+func checkWant(t *testing.T, fs []Finding, check string, level Level, texts ...string) Finding {
+	t.Helper()
+next:
+	for _, f := range fs {
+		if f.Check != check || f.Level != level {
+			continue
+		}
+		for _, s := range texts {
+			if !strings.Contains(f.Detail+"\n"+f.Fix, s) {
+				continue next
+			}
+		}
+		return f
+	}
+	t.Fatalf("no %s finding for %q containing %q in:\n%s", level, check, texts, checkFormat(fs))
+	return Finding{}
+}
+
+// checkWantAtMost fails t when a finding is worse than level.
+func checkWantAtMost(t *testing.T, fs []Finding, level Level) {
+	t.Helper()
+	for _, f := range fs {
+		if f.Level > level {
+			t.Errorf("unexpected %s %q: %s (fix: %s)", f.Level, f.Check, f.Detail, f.Fix)
+		}
+	}
+}
+
+func checkTables(t *testing.T, spec string) []schema.Table {
+	t.Helper()
+	tables, err := schema.ParseTables(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tables
+}
+
+// checkSlotStatus reads a slot's wal_status, "" when it has none.
+func checkSlotStatus(t *testing.T, dbURL, slot string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var status string
+	if err := conn.QueryRow(ctx, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&status); err != nil {
+		t.Fatalf("read wal_status of %s: %v", slot, err)
+	}
+	return status
+}
+
+// TestCheck runs the checks against one server with a database per case.
+// Slots are the server's, not a database's, so each case names its own.
+func TestCheck(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	electionDB := func(t *testing.T, name string) string {
+		t.Helper()
+		dbURL := pg.CreateDatabase(t, name)
+		pg.ExecDB(t, dbURL, schema.SQL)
+		return dbURL
+	}
+	defaults := checkTables(t, schema.DefaultTables)
+
+	t.Run("healthy", func(t *testing.T) {
+		t.Parallel()
+		dbURL := electionDB(t, "healthy")
+		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "healthy", Publication: "walcast", Tables: defaults})
+		checkWantAtMost(t, fs, LevelInfo)
+		checkWant(t, fs, "connection", LevelOK, "/healthy as postgres")
+		checkWant(t, fs, "wal_level", LevelOK, "logical")
+		checkWant(t, fs, "replication slots", LevelOK, "max_replication_slots = 10")
+		checkWant(t, fs, "wal senders", LevelOK, "max_wal_senders = 10")
+		checkWant(t, fs, "role", LevelOK, "superuser")
+		for _, tbl := range defaults {
+			checkWant(t, fs, "replica identity", LevelOK, tbl.Qualified()+" has REPLICA IDENTITY FULL")
+		}
+		checkWant(t, fs, "publication", LevelInfo, "first start",
+			"CREATE PUBLICATION walcast FOR TABLE public.guarantee, public.attendance, public.vote_count, public.election_results;")
+		checkWant(t, fs, "slot", LevelInfo, "first start")
+	})
+
+	t.Run("missing table", func(t *testing.T) {
+		t.Parallel()
+		dbURL := electionDB(t, "missing_table")
+		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "missing_table", Publication: "walcast",
+			Tables: checkTables(t, "guarantee,election.absent=attendance")})
+		checkWant(t, fs, "table", LevelProblem, "election.absent", "does not exist", "schema/election.sql", "--tables name=attendance")
+		checkWant(t, fs, "replica identity", LevelOK, "public.guarantee")
+	})
+
+	t.Run("replica identity", func(t *testing.T) {
+		t.Parallel()
+		dbURL := electionDB(t, "replica_identity")
+		pg.ExecDB(t, dbURL, `ALTER TABLE guarantee REPLICA IDENTITY NOTHING;
+			ALTER TABLE attendance REPLICA IDENTITY DEFAULT;
+			CREATE TABLE "Vote Count" (committee_id bigint, votes int);
+			CREATE VIEW results_view AS SELECT * FROM election_results`)
+		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "replica_identity", Publication: "walcast",
+			Tables: checkTables(t, "guarantee,attendance,Vote Count=vote_count,results_view=election_results")})
+		checkWant(t, fs, "replica identity", LevelProblem, "public.guarantee has REPLICA IDENTITY NOTHING",
+			"ALTER TABLE public.guarantee REPLICA IDENTITY FULL;")
+		checkWant(t, fs, "replica identity", LevelWarning, "public.attendance has REPLICA IDENTITY DEFAULT (its primary key)",
+			"ALTER TABLE public.attendance REPLICA IDENTITY FULL;")
+		// No primary key; the name needs quoting in the fix.
+		checkWant(t, fs, "replica identity", LevelProblem, "public.Vote Count has REPLICA IDENTITY DEFAULT but no primary key",
+			`ALTER TABLE public."Vote Count" REPLICA IDENTITY FULL;`)
+		checkWant(t, fs, "table", LevelProblem, "public.results_view is a view")
+	})
+
+	t.Run("role without replication", func(t *testing.T) {
+		t.Parallel()
+		dbURL := electionDB(t, "role_app")
+		pg.Exec(t, "CREATE ROLE app LOGIN")
+		u, err := url.Parse(dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.User = url.User("app")
+		fs := checkRun(t, CheckConfig{DatabaseURL: u.String(), Slot: "role_app", Publication: "walcast", Tables: defaults})
+		checkWant(t, fs, "connection", LevelOK, "as app")
+		checkWant(t, fs, "role", LevelProblem, "app has neither REPLICATION nor superuser", "ALTER ROLE app WITH REPLICATION;")
+		// postgres owns the tables, so app cannot create the publication.
+		checkWant(t, fs, "publication", LevelProblem, "cannot create it", "CREATE PUBLICATION walcast FOR TABLE")
+
+		pg.Exec(t, "CREATE ROLE replicator LOGIN REPLICATION")
+		u.User = url.User("replicator")
+		fs = checkRun(t, CheckConfig{DatabaseURL: u.String(), Slot: "role_app", Publication: "walcast", Tables: defaults})
+		checkWant(t, fs, "role", LevelOK, "replicator has REPLICATION")
+	})
+
+	t.Run("publication lacks tables", func(t *testing.T) {
+		t.Parallel()
+		dbURL := electionDB(t, "publication")
+		pg.ExecDB(t, dbURL, `CREATE PUBLICATION walcast FOR TABLE guarantee, attendance WHERE (attended);
+			CREATE PUBLICATION inserts_only FOR ALL TABLES WITH (publish = 'insert')`)
+		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "walcast", Tables: defaults})
+		checkWant(t, fs, "publication", LevelProblem, "does not include public.vote_count, public.election_results",
+			"ALTER PUBLICATION walcast ADD TABLE public.vote_count, public.election_results;")
+		checkWant(t, fs, "publication", LevelWarning, "only some rows or columns of public.attendance")
+
+		fs = checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "inserts_only", Tables: defaults})
+		checkWantAtMost(t, fs, LevelWarning)
+		checkWant(t, fs, "publication", LevelWarning, "does not publish updates or deletes",
+			"ALTER PUBLICATION inserts_only SET (publish = 'insert, update, delete, truncate');")
+	})
+
+	t.Run("existing slot", func(t *testing.T) {
+		t.Parallel()
+		dbURL := electionDB(t, "existing_slot")
+		pg.ExecDB(t, dbURL, `CREATE PUBLICATION walcast FOR TABLE guarantee, attendance, vote_count, election_results`)
+		pg.ExecDB(t, dbURL, `SELECT pg_create_logical_replication_slot('walcast', 'pgoutput')`)
+		pg.ExecDB(t, dbURL, `INSERT INTO committee (code, name) SELECT 'C' || i, 'Committee ' || i FROM generate_series(1, 1000) i`)
+		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "walcast", Publication: "walcast", Tables: defaults})
+		checkWantAtMost(t, fs, LevelOK)
+		checkWant(t, fs, "publication", LevelOK, "walcast publishes the 4 tracked tables")
+		checkWant(t, fs, "slot", LevelOK, "walcast uses pgoutput, is inactive", "confirmed up to")
+		f := checkWant(t, fs, "slot WAL", LevelOK, "wal_status reserved", "retains")
+		if strings.Contains(f.Detail, "retains 0 bytes") {
+			t.Errorf("slot WAL detail %q: want the WAL written since the slot was made", f.Detail)
+		}
+
+		// The same slot, seen from a database it does not belong to.
+		other := electionDB(t, "not_the_slots")
+		fs = checkRun(t, CheckConfig{DatabaseURL: other, Slot: "walcast", Publication: "walcast", Tables: defaults})
+		checkWant(t, fs, "slot", LevelProblem, "belongs to database existing_slot, not not_the_slots", "another --slot")
+	})
+
+	t.Run("slot with another plugin", func(t *testing.T) {
+		t.Parallel()
+		dbURL := electionDB(t, "test_decoding")
+		pg.ExecDB(t, dbURL, `SELECT pg_create_logical_replication_slot('decoder', 'test_decoding')`)
+		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "decoder", Publication: "walcast", Tables: defaults})
+		checkWant(t, fs, "slot", LevelProblem, "uses plugin test_decoding, walcast needs pgoutput",
+			"SELECT pg_drop_replication_slot('decoder');")
+	})
+
+	t.Run("unknown database", func(t *testing.T) {
+		t.Parallel()
+		fs := checkRun(t, CheckConfig{DatabaseURL: pg.DatabaseURL("no_such_db"), Slot: "x", Publication: "walcast", Tables: defaults})
+		if len(fs) != 1 {
+			t.Fatalf("got %d findings, want one:\n%s", len(fs), checkFormat(fs))
+		}
+		checkWant(t, fs, "connection", LevelProblem, "no_such_db", `CREATE DATABASE "no_such_db";`)
+	})
+}
+
+func TestCheckWalLevelReplica(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.WithSetting("wal_level", "replica"))
+	pg.Exec(t, schema.SQL)
+	fs := checkRun(t, CheckConfig{DatabaseURL: pg.URL(), Slot: "walcast", Publication: "walcast",
+		Tables: checkTables(t, schema.DefaultTables)})
+	checkWant(t, fs, "wal_level", LevelProblem, "wal_level is replica",
+		"ALTER SYSTEM SET wal_level = logical;", "restart PostgreSQL")
+}
+
+// TestCheckSlotLimitAndLostSlot fills the server's only slot, then lets
+// PostgreSQL invalidate it by writing more WAL than max_slot_wal_keep_size.
+func TestCheckSlotLimitAndLostSlot(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t,
+		testenv.WithSetting("max_replication_slots", "1"),
+		testenv.WithSetting("max_slot_wal_keep_size", "1MB"))
+	pg.Exec(t, schema.SQL)
+	pg.Exec(t, "SELECT pg_create_logical_replication_slot('other', 'pgoutput')")
+	cfg := CheckConfig{DatabaseURL: pg.URL(), Slot: "walcast", Publication: "walcast",
+		Tables: checkTables(t, schema.DefaultTables)}
+
+	fs := checkRun(t, cfg)
+	checkWant(t, fs, "replication slots", LevelProblem, "all 1 replication slots", "ALTER SYSTEM SET max_replication_slots = 10;")
+
+	cfg.Slot = "other"
+	fs = checkRun(t, cfg)
+	checkWant(t, fs, "replication slots", LevelOK, "max_replication_slots = 1, 1 in use")
+	checkWant(t, fs, "slot WAL", LevelOK, "max_slot_wal_keep_size")
+
+	// Each round fills the rest of a 16 MB WAL segment; the checkpoint
+	// removes the segments the limit no longer keeps, and the slot with
+	// them.
+	for round := 0; checkSlotStatus(t, pg.URL(), "other") != "lost"; round++ {
+		if round == 10 {
+			t.Fatalf("slot still not lost after %d rounds of WAL; wal_status %s", round, checkSlotStatus(t, pg.URL(), "other"))
+		}
+		pg.Exec(t, "INSERT INTO committee (code, name) VALUES ('R"+strconv.Itoa(round)+"', 'round')")
+		pg.Exec(t, "SELECT pg_switch_wal()")
+		pg.Exec(t, "CHECKPOINT")
+	}
+	fs = checkRun(t, cfg)
+	f := checkWant(t, fs, "slot WAL", LevelProblem, "other is lost", "SELECT pg_drop_replication_slot('other');", "refetch")
+	if !strings.Contains(f.Fix, "\n") {
+		t.Errorf("lost slot fix %q: want numbered steps on separate lines", f.Fix)
+	}
+}
+
+// TestCheckUnreachableServer needs no server: nothing listens on the port.
+func TestCheckUnreachableServer(t *testing.T) {
+	t.Parallel()
+	const secret = "Sup3rSecretPw"
+	port := testenv.FreePort(t)
+	for _, dbURL := range []string{
+		fmt.Sprintf("postgres://walcast:%s@127.0.0.1:%d/election?sslmode=disable&connect_timeout=5", secret, port),
+		"postgres://walcast:" + secret + "@127.0.0.1:notaport/election", // does not parse
+	} {
+		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "walcast", Publication: "walcast",
+			Tables: checkTables(t, schema.DefaultTables)})
+		if len(fs) != 1 {
+			t.Fatalf("got %d findings, want one:\n%s", len(fs), checkFormat(fs))
+		}
+		f := checkWant(t, fs, "connection", LevelProblem, "--database-url")
+		if strings.Contains(f.Detail+f.Fix, secret) {
+			t.Errorf("finding shows the password: %s / %s", f.Detail, f.Fix)
+		}
+	}
+}
+
+// TestCheckSlotWALLevels covers the retention levels a test server cannot
+// reach quickly: more than a gigabyte of WAL, and an unreserved slot.
+func TestCheckSlotWALLevels(t *testing.T) {
+	str := func(s string) *string { return &s }
+	i64 := func(n int64) *int64 { return &n }
+	for _, tc := range []struct {
+		name  string
+		w     slotWAL
+		level Level
+		texts []string
+	}{
+		{"small", slotWAL{status: "reserved", retained: i64(56), retainedPretty: str("56 bytes")}, LevelOK,
+			[]string{"wal_status reserved, retains 56 bytes of WAL"}},
+		{"limited", slotWAL{status: "reserved", retained: i64(56), retainedPretty: str("56 bytes"), safe: i64(1 << 30), safePretty: str("1024 MB")}, LevelOK,
+			[]string{"1024 MB more before PostgreSQL invalidates it"}},
+		{"large", slotWAL{status: "extended", retained: i64(3 << 30), retainedPretty: str("3072 MB")}, LevelWarning,
+			[]string{"retains 3072 MB", "more than 1 GB", "SELECT pg_drop_replication_slot('s');"}},
+		{"unreserved", slotWAL{status: "unreserved", retained: i64(1 << 20), retainedPretty: str("1024 kB"), safe: i64(-100), safePretty: str("-100 bytes")}, LevelWarning,
+			[]string{"lost at the next checkpoint", "max_slot_wal_keep_size"}},
+		{"lost", slotWAL{status: "lost"}, LevelProblem,
+			[]string{"s is lost", "1. SELECT pg_drop_replication_slot('s');\n2. restart walcast"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkWant(t, []Finding{slotWALFinding("s", tc.w)}, "slot WAL", tc.level, tc.texts...)
+		})
+	}
+	for l, want := range map[Level]string{LevelOK: "ok", LevelInfo: "info", LevelWarning: "warning", LevelProblem: "problem"} {
+		if l.String() != want {
+			t.Errorf("Level(%d).String() = %q, want %q", int(l), l.String(), want)
+		}
+	}
+}
