@@ -96,6 +96,12 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 		if n > 0 {
 			p, f := c.principal.Load(), c.filter.Load()
 			for _, m := range buf[:n] {
+				if m.Type == typeResync {
+					if err := c.send(ctx, m.JSON); err != nil {
+						return err
+					}
+					continue
+				}
 				if !c.last.Less(m.Pos) || !p.Allows(m) || !f.allows(m) {
 					continue // not for this client, or already sent by a replay
 				}

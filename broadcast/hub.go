@@ -57,7 +57,9 @@ func (h *Hub) Publish(msgs []*schema.Message) {
 	for _, m := range msgs {
 		h.window[h.head%uint64(len(h.window))] = m
 		h.head++
-		h.last = m.Pos
+		if m.Type != typeResync {
+			h.last = m.Pos
+		}
 	}
 	wake := h.notify
 	h.notify = make(chan struct{})
@@ -77,6 +79,16 @@ func (h *Hub) Publish(msgs []*schema.Message) {
 		// here, in the background, so nobody waits on it.
 		go c.ws.Close(CloseTooSlow, "too slow: reconnect and resume from your last id")
 	}
+}
+
+// typeResync marks a window entry that tells every client to resync
+// instead of carrying a message.
+const typeResync = "resync_required"
+
+// Resync tells every connected client that messages were lost before they
+// reached this hub, so they must refetch (resync_required).
+func (h *Hub) Resync(reason string) {
+	h.Publish([]*schema.Message{{Type: typeResync, JSON: resyncFrame(reason)}})
 }
 
 // Clients returns the number of connected clients.

@@ -33,6 +33,8 @@ type ServerConfig struct {
 	// Ready reports readiness for /readyz: whether the server should get
 	// traffic, and the state of each dependency.
 	Ready func(ctx context.Context) (bool, map[string]string)
+	// NoWebSocket serves only the health endpoints (walcast capture).
+	NoWebSocket bool
 }
 
 // Server serves the WebSocket endpoint and health checks.
@@ -52,7 +54,9 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET /ws", s.serveWS)
+	if !cfg.NoWebSocket {
+		s.mux.HandleFunc("GET /ws", s.serveWS)
+	}
 	s.mux.HandleFunc("GET /healthz", s.serveHealth)
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
 	return s

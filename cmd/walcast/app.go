@@ -20,8 +20,9 @@ import (
 // App is one walcast process: `run` wires capture, the bus and the
 // WebSocket server together. Tests start it in process on 127.0.0.1:0.
 type App struct {
-	cfg *Config
-	log *slog.Logger
+	cfg  *Config
+	mode string // cmdRun, cmdCapture or cmdServe
+	log  *slog.Logger
 
 	listening chan struct{}
 	addr      string
@@ -30,9 +31,10 @@ type App struct {
 	capture *cdc.Capture
 }
 
-// NewApp returns an App for cfg; call Run.
-func NewApp(cfg *Config, log *slog.Logger) *App {
-	return &App{cfg: cfg, log: log, listening: make(chan struct{})}
+// NewApp returns an App running mode (run, capture or serve) with cfg;
+// call Run.
+func NewApp(mode string, cfg *Config, log *slog.Logger) *App {
+	return &App{cfg: cfg, mode: mode, log: log, listening: make(chan struct{})}
 }
 
 // Addr waits until the HTTP server listens and returns its address.
@@ -84,57 +86,132 @@ func (s routeSink) Store(ctx context.Context, txs []schema.Tx) error {
 	return s.bus.Append(ctx, msgs)
 }
 
-// Run runs `walcast run` until ctx is cancelled, then shuts down: capture
-// stores and confirms what it read, clients are closed with 1001 so they
-// reconnect elsewhere.
+// Run runs the App's command until ctx is cancelled, then shuts down:
+// capture stores and confirms what it read, clients are closed with 1001 so
+// they reconnect elsewhere.
+//
+//   - run: capture and serve in one process, with the in-process bus, or
+//     the Redis stream when --redis-url is set;
+//   - capture: capture into the Redis stream; /healthz and /readyz only;
+//   - serve: deliver the Redis stream over WebSocket; no database.
 func (a *App) Run(ctx context.Context) error {
 	cfg := a.cfg
-	if cfg.DatabaseURL == "" {
+	capturing := a.mode == cmdRun || a.mode == cmdCapture
+	serving := a.mode == cmdRun || a.mode == cmdServe
+	if capturing && cfg.DatabaseURL == "" {
 		return &usageError{"--database-url (or WALCAST_DATABASE_URL, DATABASE_URL) is required"}
 	}
-	if cfg.RedisURL != "" {
-		return &usageError{"--redis-url: the Redis Streams bus is not available in this version; leave it empty for the in-process bus"}
+	if a.mode != cmdRun && cfg.RedisURL == "" {
+		return &usageError{"--redis-url (or WALCAST_REDIS_URL, REDIS_URL) is required: capture and serve meet in a Redis stream"}
 	}
-	verifier, err := newVerifier(cfg)
-	if err != nil {
-		return err
+	var verifier *broadcast.Verifier
+	if serving {
+		var err error
+		if verifier, err = newVerifier(cfg); err != nil {
+			return err
+		}
 	}
-	hub := broadcast.NewHub(0)
-	bus := broadcast.NewMemoryBus(cfg.History, hub)
-	capture := cdc.New(cdc.Config{
-		DatabaseURL: cfg.DatabaseURL,
-		Slot:        cfg.Slot,
-		Publication: cfg.Publication,
-		Tables:      cfg.Tables,
-		Logger:      a.log,
-	}, routeSink{router: schema.NewRouter(cfg.Tables), bus: bus})
-	a.mu.Lock()
-	a.capture = capture
-	a.mu.Unlock()
 
-	srv := broadcast.NewServer(broadcast.ServerConfig{
-		Hub:            hub,
-		History:        bus,
-		Verifier:       verifier,
-		Logger:         a.log,
-		AllowedOrigins: cfg.AllowedOrigins,
-		Ready: func(ctx context.Context) (bool, map[string]string) {
+	hub := broadcast.NewHub(0)
+	var (
+		bus     appender
+		history broadcast.History
+		redis   *broadcast.RedisBus
+		work    []func(context.Context) error
+	)
+	if cfg.RedisURL != "" {
+		var err error
+		redis, err = broadcast.NewRedisBus(broadcast.RedisConfig{URL: cfg.RedisURL, History: cfg.History, Logger: a.log})
+		if err != nil {
+			return &usageError{"--redis-url: " + err.Error()}
+		}
+		defer redis.Close()
+		if err := a.checkRedis(ctx, redis); err != nil {
+			return err
+		}
+		bus, history = redis, redis
+		if serving {
+			work = append(work, func(ctx context.Context) error { return redis.Follow(ctx, hub) })
+		}
+	} else {
+		mem := broadcast.NewMemoryBus(cfg.History, hub)
+		bus, history = mem, mem
+	}
+
+	var capture *cdc.Capture
+	if capturing {
+		capture = cdc.New(cdc.Config{
+			DatabaseURL: cfg.DatabaseURL,
+			Slot:        cfg.Slot,
+			Publication: cfg.Publication,
+			Tables:      cfg.Tables,
+			Logger:      a.log,
+		}, routeSink{router: schema.NewRouter(cfg.Tables), bus: bus})
+		a.mu.Lock()
+		a.capture = capture
+		a.mu.Unlock()
+		work = append(work, capture.Run)
+	}
+
+	ready := func(ctx context.Context) (bool, map[string]string) {
+		ok, checks := true, map[string]string{}
+		if redis != nil {
+			if redis.Healthy() {
+				checks["bus"] = "ok (redis)"
+			} else {
+				ok, checks["bus"] = false, "redis unreachable"
+			}
+		} else {
+			checks["bus"] = "ok (in-process)"
+		}
+		if capture != nil {
 			st := capture.Status()
-			checks := map[string]string{"bus": "ok (in-process)"}
 			switch {
 			case st.Streaming:
 				checks["replication"] = "streaming"
-			case st.Waiting != "":
+			case st.Waiting != "" && a.mode == cmdCapture:
+				// A standby capture is ready: it is doing its job by waiting.
 				checks["replication"] = "standby: " + st.Waiting
+			case st.Waiting != "":
+				ok, checks["replication"] = false, "standby: "+st.Waiting
 			case st.LastError != "":
-				checks["replication"] = "not streaming: " + st.LastError
+				ok, checks["replication"] = false, "not streaming: "+st.LastError
 			default:
-				checks["replication"] = "starting"
+				ok, checks["replication"] = false, "starting"
 			}
-			return st.Streaming, checks
-		},
+		}
+		return ok, checks
+	}
+	srv := broadcast.NewServer(broadcast.ServerConfig{
+		Hub:            hub,
+		History:        history,
+		Verifier:       verifier,
+		Logger:         a.log,
+		AllowedOrigins: cfg.AllowedOrigins,
+		Ready:          ready,
+		NoWebSocket:    !serving,
 	})
-	return a.serve(ctx, srv, capture.Run)
+	return a.serve(ctx, srv, work...)
+}
+
+// appender is what capture needs of a bus.
+type appender interface {
+	Append(ctx context.Context, msgs []schema.Message) error
+}
+
+// checkRedis verifies the bus at start. A configuration problem (refused
+// AUTH, a key of another type) stops walcast; an unreachable Redis is only
+// logged: capture retries and does not confirm meanwhile.
+func (a *App) checkRedis(ctx context.Context, r *broadcast.RedisBus) error {
+	err := r.Check(ctx)
+	var be *broadcast.BusError
+	if errors.As(err, &be) {
+		return err
+	}
+	if err != nil {
+		a.log.Error("redis is unreachable; retrying in the background, not ready meanwhile", "err", err)
+	}
+	return nil
 }
 
 func newVerifier(cfg *Config) (*broadcast.Verifier, error) {
@@ -155,7 +232,7 @@ func newVerifier(cfg *Config) (*broadcast.Verifier, error) {
 
 // serve listens, runs the background work next to the HTTP server, and
 // shuts both down in order when ctx ends.
-func (a *App) serve(ctx context.Context, srv *broadcast.Server, work func(context.Context) error) error {
+func (a *App) serve(ctx context.Context, srv *broadcast.Server, work ...func(context.Context) error) error {
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", a.cfg.Listen, err)
@@ -174,13 +251,9 @@ func (a *App) serve(ctx context.Context, srv *broadcast.Server, work func(contex
 		}
 		return nil
 	})
-	g.Go(func() error {
-		err := work(workCtx)
-		if err != nil {
-			return err
-		}
-		return nil
-	})
+	for _, w := range work {
+		g.Go(func() error { return w(workCtx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		// Capture first: it stores and confirms what it already read.

@@ -71,7 +71,7 @@ func TestFlagsWinOverEnvironment(t *testing.T) {
 // returns the setup error it stops with.
 func runUntilSetupError(t *testing.T, dbURL string, extra ...string) *cdc.SetupError {
 	t.Helper()
-	app := NewApp(testConfig(t, dbURL, extra...), discardLogger())
+	app := NewApp(cmdRun, testConfig(t, dbURL, extra...), discardLogger())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err := app.Run(ctx)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/walcast/walcast/schema"
 )
 
@@ -70,6 +72,9 @@ var options = []option{
 			u, err := url.Parse(v)
 			if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
 				return errors.New("want redis://[user:password@]host:port[/db], rediss:// or unix://")
+			}
+			if _, err := redis.ParseURL(v); err != nil {
+				return err
 			}
 			c.RedisURL = v
 			return nil

@@ -57,8 +57,28 @@ type running struct {
 // does not wait for replication: see waitStreaming.
 func startApp(t *testing.T, cfg *Config) *running {
 	t.Helper()
+	return startMode(t, cmdRun, cfg)
+}
+
+// modeConfig parses a configuration of capture, serve or run for tests.
+func modeConfig(t *testing.T, mode string, args ...string) *Config {
+	t.Helper()
+	args = append([]string{"--listen", "127.0.0.1:0"}, args...)
+	if mode != cmdCapture {
+		args = append(args, "--jwt-secret", testSecret)
+	}
+	cfg, _, err := parseConfig(mode, args, func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("parse config: %v", err)
+	}
+	return cfg
+}
+
+// startMode runs walcast's mode (run, capture or serve) in process.
+func startMode(t *testing.T, mode string, cfg *Config) *running {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	app := NewApp(cfg, log)
+	app := NewApp(mode, cfg, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{app: app, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- app.Run(ctx) }()
@@ -281,7 +301,7 @@ func benchConfig(tb testing.TB, dbURL string) *Config {
 
 func startAppB(tb testing.TB, cfg *Config) *running {
 	tb.Helper()
-	app := NewApp(cfg, discardLogger())
+	app := NewApp(cmdRun, cfg, discardLogger())
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{app: app, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- app.Run(ctx) }()

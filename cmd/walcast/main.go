@@ -54,6 +54,7 @@ func realMain(args []string, stdout, stderr io.Writer, getenv func(string) strin
 	err := dispatch(ctx, args[0], args[1:], stdout, stderr, getenv)
 	var ue *usageError
 	var se *cdc.SetupError
+	var be *broadcast.BusError
 	switch {
 	case err == nil:
 		return 0
@@ -62,6 +63,9 @@ func realMain(args []string, stdout, stderr io.Writer, getenv func(string) strin
 		return 2
 	case errors.As(err, &se):
 		fmt.Fprintf(stderr, "walcast %s: database setup: %s\n  fix: %s\n", args[0], se.Problem, se.Fix)
+		return 1
+	case errors.As(err, &be):
+		fmt.Fprintf(stderr, "walcast %s: redis: %s\n  fix: %s\n", args[0], be.Problem, be.Fix)
 		return 1
 	case errors.Is(err, errCheckFailed):
 		return 1
@@ -88,7 +92,7 @@ func dispatch(ctx context.Context, command string, args []string, stdout, stderr
 		return err
 	}
 	switch command {
-	case cmdRun:
+	case cmdRun, cmdCapture, cmdServe:
 		if len(rest) > 0 {
 			return &usageError{fmt.Sprintf("unexpected argument %q", rest[0])}
 		}
@@ -96,7 +100,7 @@ func dispatch(ctx context.Context, command string, args []string, stdout, stderr
 		if err != nil {
 			return err
 		}
-		return NewApp(cfg, log).Run(ctx)
+		return NewApp(command, cfg, log).Run(ctx)
 	case cmdCheck:
 		return runCheck(ctx, cfg, stdout)
 	case cmdToken:
@@ -104,8 +108,6 @@ func dispatch(ctx context.Context, command string, args []string, stdout, stderr
 	case cmdDemo:
 		fmt.Fprintln(stdout, "walcast demo: coming soon (see issue 5); for now run `walcast run` against a database with the schema in schema/election.sql")
 		return nil
-	case cmdCapture, cmdServe:
-		return &usageError{"the Redis Streams bus (capture/serve split) is not available in this version; use `walcast run`"}
 	}
 	return nil
 }

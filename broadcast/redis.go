@@ -1,0 +1,341 @@
+package broadcast
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/walcast/walcast/schema"
+)
+
+// DefaultStreamKey is the Redis stream walcast appends to and reads from.
+const DefaultStreamKey = "walcast:changes"
+
+// Stream entry fields. Short names: every entry carries them.
+const (
+	fieldJSON      = "m"
+	fieldType      = "t"
+	fieldCommittee = "c"
+	fieldOwner     = "u"
+)
+
+// RedisBus stores messages in a Redis stream and reads them back for serve
+// replicas. The entry id is the message's Position, so an append re-read
+// from WAL after a crash is refused by Redis as not newer than the stream's
+// top, and no change is ever stored twice.
+type RedisBus struct {
+	rdb     *redis.Client
+	key     string
+	history int64
+	log     *slog.Logger
+
+	healthy atomic.Bool // the last command to Redis succeeded
+}
+
+// RedisConfig configures a RedisBus.
+type RedisConfig struct {
+	URL     string // redis://[user:password@]host:port[/db]
+	Key     string // stream key; DefaultStreamKey when empty
+	History int    // entries kept, approximately (MAXLEN ~)
+	Logger  *slog.Logger
+}
+
+// NewRedisBus parses the URL and returns a bus; it does not connect yet.
+func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
+	opts, err := redis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("parse redis url: %w", err)
+	}
+	opts.MaxRetries = 0 // walcast retries with its own backoff and logs
+	opts.ReadTimeout = 5 * time.Second
+	opts.WriteTimeout = 5 * time.Second
+	if cfg.Key == "" {
+		cfg.Key = DefaultStreamKey
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &RedisBus{rdb: redis.NewClient(opts), key: cfg.Key, history: int64(cfg.History), log: cfg.Logger.With("stream", cfg.Key)}, nil
+}
+
+// Close closes the connection pool.
+func (b *RedisBus) Close() error { return b.rdb.Close() }
+
+// Healthy reports whether the last command to Redis succeeded.
+func (b *RedisBus) Healthy() bool { return b.healthy.Load() }
+
+func (b *RedisBus) note(err error) error {
+	b.healthy.Store(err == nil || errors.Is(err, redis.Nil))
+	return err
+}
+
+// Check connects and verifies the stream key, for a clear error at start:
+// a refused AUTH or a key holding another type stops walcast with the fix.
+// It warns when Redis would lose history on restart.
+func (b *RedisBus) Check(ctx context.Context) error {
+	if err := b.note(b.rdb.Ping(ctx).Err()); err != nil {
+		if isAuthError(err) {
+			return &BusError{Problem: "redis refused authentication: " + err.Error(), Fix: "put the right user and password in --redis-url (redis://user:password@host:port/db)"}
+		}
+		return fmt.Errorf("ping redis: %w", err)
+	}
+	typ, err := b.rdb.Type(ctx, b.key).Result()
+	if err != nil {
+		return fmt.Errorf("read type of %s: %w", b.key, err)
+	}
+	if typ != "none" && typ != "stream" {
+		return &BusError{Problem: fmt.Sprintf("redis key %s holds a %s, not a stream", b.key, typ), Fix: fmt.Sprintf("remove it (DEL %s) or point walcast at another Redis database", b.key)}
+	}
+	if cfg, err := b.rdb.ConfigGet(ctx, "appendonly").Result(); err == nil && cfg["appendonly"] == "no" {
+		b.log.Warn("redis persistence is off (appendonly no): a Redis restart loses resume history; clients then resync. Confirmed changes still reach live clients. Set appendonly yes with appendfsync always (or everysec) to keep it")
+	}
+	return nil
+}
+
+// BusError is a bus configuration problem that retrying will not fix.
+type BusError struct {
+	Problem, Fix string
+}
+
+func (e *BusError) Error() string { return e.Problem + "; fix: " + e.Fix }
+
+func isAuthError(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "WRONGPASS") || strings.Contains(s, "NOAUTH") || strings.Contains(s, "invalid password") || strings.Contains(s, "invalid username-password")
+}
+
+// errNotNewer is Redis's refusal of an XADD id at or below the stream's top.
+const errNotNewer = "equal or smaller than the target stream top item"
+
+// Append stores msgs with one pipelined round trip. Entries Redis refuses
+// as not newer than its top were stored before (WAL re-read after a crash
+// or a lost acknowledgement) and count as stored.
+func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	pipe := b.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(msgs))
+	id := make([]byte, 0, 32)
+	for i := range msgs {
+		m := &msgs[i]
+		id = m.Pos.Append(id[:0])
+		vals := []any{fieldJSON, m.JSON, fieldType, m.Type}
+		if m.HasCommittee {
+			vals = append(vals, fieldCommittee, m.Committee)
+		}
+		if m.HasOwner {
+			vals = append(vals, fieldOwner, m.Owner)
+		}
+		args := &redis.XAddArgs{Stream: b.key, ID: string(id), Values: vals}
+		if b.history > 0 {
+			args.MaxLen, args.Approx = b.history, true
+		}
+		cmds[i] = pipe.XAdd(ctx, args)
+	}
+	_, err := pipe.Exec(ctx)
+	if err == nil {
+		return b.note(nil)
+	}
+	for i, c := range cmds {
+		if e := c.Err(); e != nil && !strings.Contains(e.Error(), errNotNewer) {
+			if strings.Contains(e.Error(), "WRONGTYPE") {
+				e = &BusError{Problem: fmt.Sprintf("redis key %s holds another type, not a stream", b.key), Fix: fmt.Sprintf("DEL %s", b.key)}
+			}
+			return b.note(fmt.Errorf("append %s to %s: %w", msgs[i].Pos, b.key, e))
+		}
+	}
+	return b.note(nil)
+}
+
+// Head returns the position of the newest stored message.
+func (b *RedisBus) Head(ctx context.Context) (schema.Position, error) {
+	res, err := b.rdb.XRevRangeN(ctx, b.key, "+", "-", 1).Result()
+	if b.note(err) != nil {
+		return schema.Position{}, fmt.Errorf("read head of %s: %w", b.key, err)
+	}
+	if len(res) == 0 {
+		return schema.Position{}, nil
+	}
+	return schema.ParsePosition(res[0].ID)
+}
+
+// Since returns up to limit messages after pos, oldest first.
+func (b *RedisBus) Since(ctx context.Context, pos schema.Position, limit int) ([]*schema.Message, error) {
+	info, err := b.rdb.XInfoStream(ctx, b.key).Result()
+	if err != nil && strings.Contains(err.Error(), "no such key") {
+		if pos.IsZero() {
+			return nil, b.note(nil)
+		}
+		return nil, ErrUnknownPosition
+	}
+	if b.note(err) != nil {
+		return nil, fmt.Errorf("read %s: %w", b.key, err)
+	}
+	last, _ := schema.ParsePosition(info.LastGeneratedID)
+	if last.Less(pos) {
+		return nil, ErrUnknownPosition
+	}
+	if trimmedAfter(info, pos) {
+		return nil, ErrTooOld
+	}
+	res, err := b.rdb.XRangeN(ctx, b.key, "("+pos.String(), "+", int64(limit)).Result()
+	if b.note(err) != nil {
+		return nil, fmt.Errorf("read %s after %s: %w", b.key, pos, err)
+	}
+	out := make([]*schema.Message, 0, len(res))
+	for _, x := range res {
+		m, err := fromEntry(x)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func fromEntry(x redis.XMessage) (*schema.Message, error) {
+	pos, err := schema.ParsePosition(x.ID)
+	if err != nil {
+		return nil, fmt.Errorf("stream entry %s: %w", x.ID, err)
+	}
+	m := &schema.Message{Pos: pos}
+	if s, ok := x.Values[fieldJSON].(string); ok {
+		m.JSON = []byte(s)
+	} else {
+		return nil, fmt.Errorf("stream entry %s has no message", x.ID)
+	}
+	m.Type, _ = x.Values[fieldType].(string)
+	if s, ok := x.Values[fieldCommittee].(string); ok {
+		m.Committee, err = strconv.ParseInt(s, 10, 64)
+		m.HasCommittee = err == nil
+	}
+	if s, ok := x.Values[fieldOwner].(string); ok {
+		m.Owner, err = strconv.ParseInt(s, 10, 64)
+		m.HasOwner = err == nil
+	}
+	return m, nil
+}
+
+// Follow reads the stream after its current head and publishes every
+// message to hub, in order, until ctx ends. It survives Redis outages:
+// it retries with capped backoff and continues after the last message it
+// read, so the hub sees no gap and no duplicate.
+func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
+	backoff := 100 * time.Millisecond
+	var last schema.Position
+	started := false
+	for ctx.Err() == nil {
+		if !started {
+			head, err := b.Head(ctx)
+			if err != nil {
+				b.log.Error("cannot read the stream head; retrying", "err", err, "retry_in", backoff)
+				if !sleepCtx(ctx, backoff) {
+					break
+				}
+				backoff = min(backoff*2, 5*time.Second)
+				continue
+			}
+			last, started = head, true
+			hub.Start(head)
+			b.log.Info("following stream", "from", head.String())
+		}
+		res, err := b.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{b.key, last.String()}, Count: 1000, Block: time.Second}).Result()
+		if errors.Is(err, redis.Nil) {
+			b.note(nil)
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			b.note(err)
+			b.log.Error("reading the stream failed; retrying from the last message read", "err", err, "last", last.String(), "retry_in", backoff)
+			if !sleepCtx(ctx, backoff) {
+				break
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		b.note(nil)
+		backoff = 100 * time.Millisecond
+		if b.lost(ctx, last, res) {
+			// Entries after the last one read were trimmed before this
+			// replica read them: its clients cannot be told what they were.
+			b.log.Error("this replica fell further behind than the stream's history; clients must resync. Raise --history or add serve capacity", "last", last.String())
+			hub.Resync("the server fell behind its history")
+		}
+		for _, s := range res {
+			batch := make([]*schema.Message, 0, len(s.Messages))
+			for _, x := range s.Messages {
+				m, err := fromEntry(x)
+				if err != nil {
+					b.log.Error("skipping unreadable stream entry", "err", err)
+					continue
+				}
+				if !last.Less(m.Pos) {
+					continue
+				}
+				last = m.Pos
+				batch = append(batch, m)
+			}
+			hub.Publish(batch)
+		}
+	}
+	return nil
+}
+
+// lost reports whether entries between last and the ones just read were
+// trimmed away unread. Only a follower that lags can lose entries, so the
+// check runs when the read came back full.
+func (b *RedisBus) lost(ctx context.Context, last schema.Position, res []redis.XStream) bool {
+	n := 0
+	for _, s := range res {
+		n += len(s.Messages)
+	}
+	if n < 1000 || last.IsZero() {
+		return false
+	}
+	info, err := b.rdb.XInfoStream(ctx, b.key).Result()
+	if err != nil {
+		return false
+	}
+	return trimmedAfter(info, last)
+}
+
+// trimmedAfter reports whether entries after pos may be gone: pos is older
+// than an entry XDEL removed, or older than the first entry kept while
+// MAXLEN has trimmed some. Redis does not record the last trimmed id, so a
+// pos just before the first kept entry is conservatively counted as too
+// old: the client resyncs when it might not have had to, never the reverse.
+func trimmedAfter(info *redis.XInfoStream, pos schema.Position) bool {
+	if deleted, err := schema.ParsePosition(info.MaxDeletedEntryID); err == nil && pos.Less(deleted) {
+		return true
+	}
+	if info.EntriesAdded <= info.Length {
+		return false // nothing was ever removed
+	}
+	first, err := schema.ParsePosition(info.RecordedFirstEntryID)
+	if err != nil {
+		first, err = schema.ParsePosition(info.FirstEntry.ID)
+	}
+	return err == nil && pos.Less(first)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
