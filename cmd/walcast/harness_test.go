@@ -291,17 +291,21 @@ func electionDBB(tb testing.TB) *testenv.Postgres {
 	return pg
 }
 
-func benchConfig(tb testing.TB, dbURL string) *Config {
-	cfg, _, err := parseConfig(cmdRun, []string{"--database-url", dbURL, "--listen", "127.0.0.1:0", "--jwt-secret", testSecret}, func(string) string { return "" })
+func benchConfig(tb testing.TB, mode string, args ...string) *Config {
+	args = append(args, "--listen", "127.0.0.1:0")
+	if mode != cmdCapture {
+		args = append(args, "--jwt-secret", testSecret)
+	}
+	cfg, _, err := parseConfig(mode, args, func(string) string { return "" })
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return cfg
 }
 
-func startAppB(tb testing.TB, cfg *Config) *running {
+func startAppB(tb testing.TB, mode string, cfg *Config) *running {
 	tb.Helper()
-	app := NewApp(cmdRun, cfg, discardLogger())
+	app := NewApp(mode, cfg, discardLogger())
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{app: app, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- app.Run(ctx) }()
@@ -311,7 +315,7 @@ func startAppB(tb testing.TB, cfg *Config) *running {
 	}
 	r.addr = addr
 	tb.Cleanup(func() { cancel(); <-r.done })
-	for !app.Status().Streaming {
+	for mode != cmdServe && !app.Status().Streaming {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return r

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walcast/walcast/internal/testenv"
+)
+
+// kill9 kills the process without warning, as a crash would.
+func (p *process) kill9(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	p.done <- nil // for Cleanup
+}
+
+// resumingClient reads from walcast like client.js does: it reconnects
+// after every drop and resumes from the last id it saw.
+type resumingClient struct {
+	addr, tok string
+
+	mu      sync.Mutex
+	last    string
+	ids     map[string]int
+	names   map[string]int
+	resyncs int
+	drops   int
+}
+
+func (c *resumingClient) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		u := fmt.Sprintf("ws://%s/ws?token=%s", c.addr, c.tok)
+		c.mu.Lock()
+		if c.last != "" {
+			u += "&since=" + c.last
+		}
+		c.mu.Unlock()
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		conn, _, err := websocket.Dial(dctx, u, nil)
+		cancel()
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		conn.SetReadLimit(1 << 20)
+		for {
+			_, b, err := conn.Read(ctx)
+			if err != nil {
+				break
+			}
+			var m struct {
+				ID, Type string
+				Data     struct{ ElectorName string `json:"elector_name"` }
+			}
+			if json.Unmarshal(b, &m) != nil {
+				continue
+			}
+			c.mu.Lock()
+			switch m.Type {
+			case "resync_required":
+				c.resyncs++
+			case "guarantee_update":
+				c.ids[m.ID]++
+				c.names[m.Data.ElectorName]++
+				c.last = m.ID
+			}
+			c.mu.Unlock()
+		}
+		conn.CloseNow()
+		c.mu.Lock()
+		c.drops++
+		c.mu.Unlock()
+	}
+}
+
+// Under a steady write load of small transactions, walcast is killed with
+// SIGKILL three times, Redis (with AOF) once, and PostgreSQL is restarted;
+// a client that resumes with its last id after each drop ends with every
+// committed row exactly once and no id twice.
+func TestCrashesLoseNothingAndDuplicateNothing(t *testing.T) {
+	pg := electionDB(t)
+	rd := testenv.StartRedis(t, testenv.WithAOF())
+	port := testenv.FreePort(t)
+	args := []string{"--redis-url", rd.URL()}
+	p := startProcess(t, pg.URL(), port, args...)
+	p.waitReady(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := &resumingClient{addr: p.addr, tok: token(t, 1, "admin"), ids: map[string]int{}, names: map[string]int{}}
+	clientDone := make(chan struct{})
+	go func() { defer close(clientDone); client.run(ctx) }()
+
+	// The writer commits one row per transaction, as fast as it can with a
+	// short pause, through every fault.
+	var written, failed atomic.Int64
+	writerCtx, stopWriter := context.WithCancel(ctx)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		var conn *pgx.Conn
+		for n := 0; writerCtx.Err() == nil; n++ {
+			if conn == nil {
+				c, err := pgx.Connect(writerCtx, pg.URL())
+				if err != nil {
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				conn = c
+			}
+			_, err := conn.Exec(writerCtx, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1 + $1 % 3, 1, 'w' || $1)`, n)
+			if err != nil {
+				failed.Add(1)
+				conn.Close(context.Background())
+				conn = nil
+				continue
+			}
+			written.Add(1)
+			time.Sleep(2 * time.Millisecond)
+		}
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	steady := func() { time.Sleep(700 * time.Millisecond) }
+
+	steady()
+	for i := 0; i < 3; i++ {
+		p.kill9(t)
+		steady() // writes go on while walcast is down
+		p = startProcess(t, pg.URL(), port, args...)
+		steady()
+	}
+	rd.Kill(t)
+	steady()
+	rd.Start(t)
+	steady()
+	pg.Kill(t)
+	pg.Start(t)
+	steady()
+	stopWriter()
+	<-writerDone
+
+	// Every row the database has must arrive exactly once.
+	rows := map[string]bool{}
+	conn, err := pgx.Connect(context.Background(), pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := conn.Query(context.Background(), `SELECT elector_name FROM guarantee`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r.Next() {
+		var name string
+		r.Scan(&name)
+		rows[name] = true
+	}
+	conn.Close(context.Background())
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		client.mu.Lock()
+		got := len(client.names)
+		client.mu.Unlock()
+		if got >= len(rows) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-clientDone
+
+	client.mu.Lock()
+	defer client.mu.Unlock()
+	t.Logf("%d rows committed (%d writes failed during faults), %d messages received, %d reconnects, %d resyncs",
+		len(rows), failed.Load(), len(client.ids), client.drops, client.resyncs)
+	if len(rows) < 500 {
+		t.Errorf("only %d rows written: the load was not steady", len(rows))
+	}
+	var missing, extra, dupNames, dupIDs []string
+	for name := range rows {
+		if client.names[name] == 0 {
+			missing = append(missing, name)
+		}
+	}
+	for name, n := range client.names {
+		if !rows[name] {
+			extra = append(extra, name)
+		}
+		if n > 1 {
+			dupNames = append(dupNames, name)
+		}
+	}
+	for id, n := range client.ids {
+		if n > 1 {
+			dupIDs = append(dupIDs, id)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("%d committed rows never delivered, e.g. %v", len(missing), first(missing))
+	}
+	if len(extra) > 0 {
+		t.Errorf("%d delivered rows not in the database (rolled back?), e.g. %v", len(extra), first(extra))
+	}
+	if len(dupNames) > 0 || len(dupIDs) > 0 {
+		t.Errorf("duplicates: %d rows, %d ids, e.g. %v %v", len(dupNames), len(dupIDs), first(dupNames), first(dupIDs))
+	}
+	if client.resyncs > 0 {
+		t.Errorf("%d resync_required: history should cover every drop", client.resyncs)
+	}
+}
+
+func first(s []string) string {
+	if len(s) > 5 {
+		s = s[:5]
+	}
+	return strings.Join(s, ", ")
+}
