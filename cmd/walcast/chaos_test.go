@@ -62,7 +62,9 @@ func (c *resumingClient) run(ctx context.Context) {
 			}
 			var m struct {
 				ID, Type string
-				Data     struct{ ElectorName string `json:"elector_name"` }
+				Data     struct {
+					ElectorName string `json:"elector_name"`
+				}
 			}
 			if json.Unmarshal(b, &m) != nil {
 				continue
