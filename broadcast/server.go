@@ -35,6 +35,8 @@ type ServerConfig struct {
 	Ready func(ctx context.Context) (bool, map[string]string)
 	// NoWebSocket serves only the health endpoints (walcast capture).
 	NoWebSocket bool
+	// Limits caps connections in total, per user and per IP rate.
+	Limits Limits
 }
 
 // Server serves the WebSocket endpoint and health checks.
@@ -45,7 +47,10 @@ type Server struct {
 
 	mu       sync.Mutex
 	closing  bool
+	total    int
+	perUser  map[int64]int
 	sessions sync.WaitGroup
+	limiter  *rateLimiter
 }
 
 // NewServer returns a Server; mount Handler on an http.Server.
@@ -53,7 +58,9 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	cfg.Limits = cfg.Limits.withDefaults()
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), perUser: map[int64]int{},
+		limiter: newRateLimiter(cfg.Limits.ConnectRate, cfg.Limits.ConnectBurst)}
 	if !cfg.NoWebSocket {
 		s.mux.HandleFunc("GET /ws", s.serveWS)
 	}
@@ -136,7 +143,13 @@ func RedactedPath(u *url.URL) string {
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	log := s.log.With("remote", remoteIP(r), "path", RedactedPath(r.URL))
+	ip := remoteIP(r)
+	log := s.log.With("remote", ip, "path", RedactedPath(r.URL))
+	if !s.limiter.allow(ip, time.Now()) {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many requests: new connections from this address are rate-limited; retry with backoff", http.StatusTooManyRequests)
+		return
+	}
 	// Authenticate before the upgrade, so a bad token is a plain 401.
 	p, err := s.cfg.Verifier.Verify(tokenFrom(r))
 	if err != nil {
@@ -163,15 +176,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		since = &pos
 	}
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+	if code, msg := s.admit(p); code != 0 {
+		log.Info("websocket refused", "reason", msg)
+		if code == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		http.Error(w, msg, code)
 		return
 	}
-	s.sessions.Add(1)
-	s.mu.Unlock()
-	defer s.sessions.Done()
+	defer s.release(p)
 
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // the Origin was checked above, against our own patterns
@@ -199,6 +212,39 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	err = s.run(r.Context(), c, at, since)
 	ws.CloseNow()
 	log.Debug("websocket closed", "reason", err)
+}
+
+// admit counts a new session against the limits, returning an HTTP status
+// and message when it must be refused.
+func (s *Server) admit(p *Principal) (int, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closing:
+		return http.StatusServiceUnavailable, "shutting down: reconnect to another replica"
+	case s.total >= s.cfg.Limits.MaxConnections:
+		return http.StatusServiceUnavailable, "server full: too many connections; retry with backoff"
+	case p.HasUser && s.perUser[p.UserID] >= s.cfg.Limits.MaxPerUser:
+		return http.StatusTooManyRequests, "too many connections for this user: close other tabs or devices"
+	}
+	s.total++
+	if p.HasUser {
+		s.perUser[p.UserID]++
+	}
+	s.sessions.Add(1)
+	return 0, ""
+}
+
+func (s *Server) release(p *Principal) {
+	s.mu.Lock()
+	s.total--
+	if p.HasUser {
+		if s.perUser[p.UserID]--; s.perUser[p.UserID] <= 0 {
+			delete(s.perUser, p.UserID)
+		}
+	}
+	s.mu.Unlock()
+	s.sessions.Done()
 }
 
 func remoteIP(r *http.Request) string {

@@ -322,3 +322,42 @@ func TestTokenRefreshAndExpiry(t *testing.T) {
 		t.Errorf("auth as another user: %v, want close 4003", err)
 	}
 }
+
+func TestConnectionLimits(t *testing.T) {
+	hub := NewHub(0)
+	bus := NewMemoryBus(10, hub)
+	v, _ := NewVerifier(AuthConfig{Secret: secret})
+	srv := NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Limits: Limits{MaxConnections: 3, MaxPerUser: 2, ConnectRate: 0.01, ConnectBurst: 5}})
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	s := &testServer{url: hs.URL, bus: bus, hub: hub}
+	dialCode := func(tok string) int {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, resp, err := websocket.Dial(ctx, strings.Replace(s.url, "http", "ws", 1)+"/ws?token="+tok, nil)
+		if err == nil {
+			t.Cleanup(func() { c.CloseNow() })
+			return 101
+		}
+		if resp == nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	u1 := mint(t, 1, "agent")
+	if c := dialCode(u1); c != 101 {
+		t.Fatalf("first: %d", c)
+	}
+	dialCode(u1)
+	if c := dialCode(u1); c != 429 {
+		t.Errorf("third connection of one user: %d, want 429", c)
+	}
+	dialCode(mint(t, 2, "agent"))
+	if c := dialCode(mint(t, 3, "agent")); c != 503 {
+		t.Errorf("connection over the total: %d, want 503", c)
+	}
+	if c := dialCode(mint(t, 4, "agent")); c != 429 {
+		t.Errorf("connection over the IP's rate: %d, want 429", c)
+	}
+}

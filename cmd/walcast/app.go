@@ -112,7 +112,7 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}
 
-	hub := broadcast.NewHub(0)
+	hub := broadcast.NewHub(cfg.ClientWindow)
 	var (
 		bus     appender
 		history broadcast.History
@@ -190,6 +190,12 @@ func (a *App) Run(ctx context.Context) error {
 		AllowedOrigins: cfg.AllowedOrigins,
 		Ready:          ready,
 		NoWebSocket:    !serving,
+		Limits: broadcast.Limits{
+			MaxConnections: cfg.MaxConns,
+			MaxPerUser:     cfg.MaxConnsUser,
+			ConnectRate:    cfg.ConnectRate,
+			ConnectBurst:   int(2 * cfg.ConnectRate),
+		},
 	})
 	return a.serve(ctx, srv, work...)
 }

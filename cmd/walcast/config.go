@@ -26,6 +26,10 @@ type Config struct {
 	Tables         []schema.Table
 	AllowedOrigins []string
 	History        int
+	ClientWindow   int
+	MaxConns       int
+	MaxConnsUser   int
+	ConnectRate    float64
 	LogLevel       string
 	LogFormat      string
 }
@@ -156,6 +160,58 @@ var options = []option{
 				return errors.New("want a positive integer")
 			}
 			c.History = n
+			return nil
+		},
+	},
+	{
+		flag: "client-window", env: []string{"WALCAST_CLIENT_WINDOW"}, def: "65536",
+		help: "messages a client may fall behind before it is closed with 4008 and resumes from its last id",
+		in:   []string{cmdRun, cmdServe},
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 16 {
+				return errors.New("want an integer of at least 16")
+			}
+			c.ClientWindow = n
+			return nil
+		},
+	},
+	{
+		flag: "max-connections", env: []string{"WALCAST_MAX_CONNECTIONS"}, def: "20000",
+		help: "WebSocket connections this process accepts in total (HTTP 503 beyond)",
+		in:   []string{cmdRun, cmdServe},
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return errors.New("want a positive integer")
+			}
+			c.MaxConns = n
+			return nil
+		},
+	},
+	{
+		flag: "max-connections-per-user", env: []string{"WALCAST_MAX_CONNECTIONS_PER_USER"}, def: "32",
+		help: "WebSocket connections one user_id may hold (HTTP 429 beyond)",
+		in:   []string{cmdRun, cmdServe},
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return errors.New("want a positive integer")
+			}
+			c.MaxConnsUser = n
+			return nil
+		},
+	},
+	{
+		flag: "connect-rate", env: []string{"WALCAST_CONNECT_RATE"}, def: "20",
+		help: "new WebSocket connections per second per client IP, with bursts of twice as many (HTTP 429 beyond)",
+		in:   []string{cmdRun, cmdServe},
+		set: func(c *Config, v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f <= 0 {
+				return errors.New("want a positive number")
+			}
+			c.ConnectRate = f
 			return nil
 		},
 	},
