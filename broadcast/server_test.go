@@ -33,9 +33,8 @@ func newTestServer(t *testing.T, window int, origins ...string) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, AllowedOrigins: origins,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	hs := httptest.NewServer(srv.Handler())
+	srv := NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, AllowedOrigins: origins, Logger: discard()})
+	hs := newHTTPServer(srv)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -361,3 +360,7 @@ func TestConnectionLimits(t *testing.T) {
 		t.Errorf("connection over the IP's rate: %d, want 429", c)
 	}
 }
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newHTTPServer(srv *Server) *httptest.Server { return httptest.NewServer(srv.Handler()) }
