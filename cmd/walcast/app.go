@@ -29,6 +29,9 @@ type App struct {
 
 	mu      sync.Mutex
 	capture *cdc.Capture
+
+	// statusInterval overrides cdc's standby status interval, for tests.
+	statusInterval time.Duration
 }
 
 // NewApp returns an App running mode (run, capture or serve) with cfg;
@@ -146,6 +149,8 @@ func (a *App) Run(ctx context.Context) error {
 			Publication: cfg.Publication,
 			Tables:      cfg.Tables,
 			Logger:      a.log,
+
+			StatusInterval: a.statusInterval,
 		}, routeSink{router: schema.NewRouter(cfg.Tables), bus: bus})
 		a.mu.Lock()
 		a.capture = capture

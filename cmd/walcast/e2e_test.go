@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 var (
@@ -203,4 +206,50 @@ func TestOneStatementUpdatingTenThousandRowsSendsTenThousandMessages(t *testing.
 		}
 	}
 	c.quiet(t, 300*time.Millisecond)
+}
+
+// A busy database whose tracked tables are idle must not make the slot pin
+// WAL forever: with nothing in flight, walcast confirms the server's WAL
+// end from its keepalives.
+func TestIdleTrackedTablesDoNotPinWAL(t *testing.T) {
+	pg := electionDB(t)
+	pg.Exec(t, `CREATE TABLE busy (id serial PRIMARY KEY, payload text)`)
+	cfg := testConfig(t, pg.URL())
+	log := discardLogger()
+	app := NewApp(cmdRun, cfg, log)
+	app.statusInterval = time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for !app.Status().Streaming {
+		time.Sleep(10 * time.Millisecond)
+	}
+	retained := func() int64 {
+		var n int64
+		conn, err := pgx.Connect(context.Background(), pg.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		err = conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn() - confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'walcast'`).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// About 32 MB of WAL that no tracked table is part of.
+	for i := 0; i < 8; i++ {
+		pg.Exec(t, `INSERT INTO busy (payload) SELECT repeat('x', 1000) FROM generate_series(1, 4000)`)
+	}
+	before := retained()
+	deadline := time.Now().Add(20 * time.Second)
+	for retained() > 1<<20 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	after := retained()
+	t.Logf("WAL behind the slot's confirmed position: %d kB after the writes, %d kB once idle", before/1024, after/1024)
+	if after > 1<<20 {
+		t.Errorf("slot still %d kB behind after 20 s: idle tracked tables pin WAL", after/1024)
+	}
 }
