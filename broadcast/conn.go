@@ -44,7 +44,6 @@ type client struct {
 
 const (
 	writeTimeout = 10 * time.Second
-	pingInterval = 25 * time.Second
 	replayPage   = 1000
 )
 
@@ -82,7 +81,7 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 	}
 	expiry := time.NewTimer(time.Until(c.principal.Load().Expires))
 	defer expiry.Stop()
-	ping := time.NewTicker(pingInterval)
+	ping := time.NewTicker(s.cfg.PingInterval)
 	defer ping.Stop()
 	buf := make([]*schema.Message, 64)
 	for {
@@ -128,7 +127,7 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 				return err
 			}
 		case <-ping.C:
-			pctx, cancel := context.WithTimeout(ctx, writeTimeout)
+			pctx, cancel := context.WithTimeout(ctx, s.cfg.PongTimeout)
 			err := c.ws.Ping(pctx)
 			cancel()
 			if err != nil {

@@ -37,6 +37,10 @@ type ServerConfig struct {
 	NoWebSocket bool
 	// Limits caps connections in total, per user and per IP rate.
 	Limits Limits
+	// PingInterval is how often the server pings each client (default
+	// 25 s); a client that does not answer within PongTimeout (default
+	// 10 s) is dropped, so dead connections do not linger.
+	PingInterval, PongTimeout time.Duration
 }
 
 // Server serves the WebSocket endpoint and health checks.
@@ -59,6 +63,12 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 25 * time.Second
+	}
+	if cfg.PongTimeout <= 0 {
+		cfg.PongTimeout = 10 * time.Second
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), perUser: map[int64]int{},
 		limiter: newRateLimiter(cfg.Limits.ConnectRate, cfg.Limits.ConnectBurst)}
 	if !cfg.NoWebSocket {

@@ -364,3 +364,32 @@ func TestConnectionLimits(t *testing.T) {
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func newHTTPServer(srv *Server) *httptest.Server { return httptest.NewServer(srv.Handler()) }
+
+// A client that stops answering pings is dropped; one that reads (and so
+// answers them) stays.
+func TestUnansweredPingsDropTheConnection(t *testing.T) {
+	hub := NewHub(0)
+	bus := NewMemoryBus(10, hub)
+	v, _ := NewVerifier(AuthConfig{Secret: secret})
+	srv := NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, Logger: discard(),
+		PingInterval: 100 * time.Millisecond, PongTimeout: 200 * time.Millisecond})
+	hs := newHTTPServer(srv)
+	defer hs.Close()
+	s := &testServer{url: hs.URL, bus: bus, hub: hub}
+	live := connect(t, s, mint(t, 1, "admin"), "")
+	go func() {
+		for {
+			if _, _, err := live.conn.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	_ = connect(t, s, mint(t, 2, "admin"), "") // reads nothing: never pongs
+	deadline := time.Now().Add(5 * time.Second)
+	for hub.Clients() != 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := hub.Clients(); n != 1 {
+		t.Fatalf("%d clients after 5 s, want only the one answering pings", n)
+	}
+}
