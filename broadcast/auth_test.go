@@ -4,6 +4,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +103,32 @@ func TestSimpleJWTAccessToken(t *testing.T) {
 func TestNoKeyIsAnError(t *testing.T) {
 	if _, err := NewVerifier(AuthConfig{}); err == nil || !strings.Contains(err.Error(), "--jwt-secret") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+func TestRS256WithPublicKeyFile(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	path := filepath.Join(t.TempDir(), "jwt.pub")
+	os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600)
+	pub, err := LoadPublicKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := NewVerifier(AuthConfig{PublicKey: pub})
+	claims := jwt.MapClaims{"user_id": 3, "exp": time.Now().Add(time.Hour).Unix()}
+	if _, err := v.Verify(sign(t, jwt.SigningMethodRS256, key, claims)); err != nil {
+		t.Errorf("RS256 token refused: %v", err)
+	}
+	// An HS256 token "signed" with the public key is the classic confusion
+	// attack: no secret is configured, so HS256 is not allowed at all.
+	if _, err := v.Verify(sign(t, jwt.SigningMethodHS256, der, claims)); err == nil {
+		t.Error("HS256 token signed with the public key was accepted")
+	}
+	if _, err := LoadPublicKey(filepath.Join(t.TempDir(), "missing.pem")); err == nil {
+		t.Error("missing key file accepted")
 	}
 }

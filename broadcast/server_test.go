@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/walcast/walcast/schema"
 )
@@ -212,6 +213,53 @@ func TestBadUpgradesGetPlainHTTPErrors(t *testing.T) {
 			t.Errorf("%s: %d %q, want %d containing %q", c.name, code, body, c.code, c.body)
 		}
 	}
+}
+
+// Every kind of bad token gets HTTP 401 with a one-line reason, and no
+// WebSocket.
+func TestEveryBadTokenGets401(t *testing.T) {
+	hub := NewHub(0)
+	bus := NewMemoryBus(10, hub)
+	v, _ := NewVerifier(AuthConfig{Secret: secret, Issuer: "election"})
+	hs := newHTTPServer(NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, Logger: discard()}))
+	defer hs.Close()
+	now := time.Now()
+	claims := func(k string, val any) jwt.MapClaims {
+		c := jwt.MapClaims{"user_id": 1, "role": "admin", "exp": now.Add(time.Hour).Unix(), "iss": "election"}
+		c[k] = val
+		return c
+	}
+	tokens := map[string]string{
+		"no token":      "",
+		"garbage":       "garbage",
+		"wrong key":     sign(t, jwt.SigningMethodHS256, []byte("wrong"), claims("x", 1)),
+		"alg none":      sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims("x", 1)),
+		"expired":       sign(t, jwt.SigningMethodHS256, secret, claims("exp", now.Add(-time.Hour).Unix())),
+		"not yet valid": sign(t, jwt.SigningMethodHS256, secret, claims("nbf", now.Add(time.Hour).Unix())),
+		"refresh":       sign(t, jwt.SigningMethodHS256, secret, claims("token_type", "refresh")),
+		"wrong issuer":  sign(t, jwt.SigningMethodHS256, secret, claims("iss", "other")),
+	}
+	for name, tok := range tokens {
+		_, resp, err := websocket.Dial(context.Background(), strings.Replace(hs.URL, "http", "ws", 1)+"/ws?token="+tok, nil)
+		if err == nil {
+			t.Errorf("%s: connected", name)
+			continue
+		}
+		if resp == nil || resp.StatusCode != 401 {
+			t.Errorf("%s: %v, want HTTP 401", name, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if lines := strings.Count(strings.TrimSpace(string(b)), "\n"); lines != 0 || !strings.HasPrefix(string(b), "unauthorized: ") {
+			t.Errorf("%s: body %q, want one line", name, b)
+		}
+	}
+	good := sign(t, jwt.SigningMethodHS256, secret, claims("x", 1))
+	c, _, err := websocket.Dial(context.Background(), strings.Replace(hs.URL, "http", "ws", 1)+"/ws?token="+good, nil)
+	if err != nil {
+		t.Fatalf("good token: %v", err)
+	}
+	c.CloseNow()
 }
 
 func TestMalformedFramesLeaveTheConnectionUp(t *testing.T) {

@@ -226,7 +226,7 @@ func (a *App) checkRedis(ctx context.Context, r *broadcast.RedisBus) error {
 }
 
 func newVerifier(cfg *Config) (*broadcast.Verifier, error) {
-	ac := broadcast.AuthConfig{Secret: []byte(cfg.JWTSecret)}
+	ac := broadcast.AuthConfig{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
 	if cfg.JWTPublicKey != "" {
 		k, err := broadcast.LoadPublicKey(cfg.JWTPublicKey)
 		if err != nil {

@@ -21,6 +21,8 @@ type Config struct {
 	Listen         string
 	JWTSecret      string
 	JWTPublicKey   string
+	JWTIssuer      string
+	JWTAudience    string
 	Slot           string
 	Publication    string
 	Tables         []schema.Table
@@ -101,6 +103,18 @@ var options = []option{
 		help: "PEM file with the public key for RS256/ES256 access tokens",
 		in:   []string{cmdRun, cmdServe},
 		set:  func(c *Config, v string) error { c.JWTPublicKey = v; return nil },
+	},
+	{
+		flag: "jwt-issuer", env: []string{"WALCAST_JWT_ISSUER"},
+		help: "when set, tokens must carry this iss claim",
+		in:   []string{cmdRun, cmdServe},
+		set:  func(c *Config, v string) error { c.JWTIssuer = v; return nil },
+	},
+	{
+		flag: "jwt-audience", env: []string{"WALCAST_JWT_AUDIENCE"},
+		help: "when set, tokens must carry this aud claim",
+		in:   []string{cmdRun, cmdServe},
+		set:  func(c *Config, v string) error { c.JWTAudience = v; return nil },
 	},
 	{
 		flag: "slot", env: []string{"WALCAST_SLOT"}, def: "walcast",
