@@ -145,6 +145,7 @@ var ready = func() chan struct{} { c := make(chan struct{}); close(c); return c 
 // messages queue meanwhile; those the replay already covered are skipped
 // by the id check in write.
 func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) error {
+	s.resumes.Add(1)
 	c.last = pos
 	for {
 		msgs, err := s.cfg.History.Since(ctx, pos, replayPage)

@@ -91,6 +91,19 @@ func (h *Hub) Resync(reason string) {
 	h.Publish([]*schema.Message{{Type: typeResync, JSON: resyncFrame(reason)}})
 }
 
+// HubStats are the hub's counters since start.
+type HubStats struct {
+	Clients    int
+	Published  uint64 // messages published to the window
+	Delivered  uint64 // messages written to clients
+	SlowClosed uint64 // clients closed with 4008
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() HubStats {
+	return HubStats{Clients: h.Clients(), Published: h.published.Load(), Delivered: h.delivered.Load(), SlowClosed: h.dropped.Load()}
+}
+
 // Clients returns the number of connected clients.
 func (h *Hub) Clients() int {
 	h.mu.RLock()

@@ -11,6 +11,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -55,6 +56,29 @@ type Server struct {
 	perUser  map[int64]int
 	sessions sync.WaitGroup
 	limiter  *rateLimiter
+	refused  map[string]uint64 // upgrades refused, by reason
+	resumes  atomic.Uint64
+}
+
+// Refused returns how many upgrades were refused, by reason (an AuthError
+// reason, or origin, rate_limited, user_limit, server_full).
+func (s *Server) Refused() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]uint64, len(s.refused))
+	for k, v := range s.refused {
+		out[k] = v
+	}
+	return out
+}
+
+// Resumes returns how many resume requests were served.
+func (s *Server) Resumes() uint64 { return s.resumes.Load() }
+
+func (s *Server) refuse(reason string) {
+	s.mu.Lock()
+	s.refused[reason]++
+	s.mu.Unlock()
 }
 
 // NewServer returns a Server; mount Handler on an http.Server.
@@ -69,7 +93,7 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.PongTimeout <= 0 {
 		cfg.PongTimeout = 10 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), perUser: map[int64]int{},
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), perUser: map[int64]int{}, refused: map[string]uint64{},
 		limiter: newRateLimiter(cfg.Limits.ConnectRate, cfg.Limits.ConnectBurst)}
 	if !cfg.NoWebSocket {
 		s.mux.HandleFunc("GET /ws", s.serveWS)
@@ -156,6 +180,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ip := remoteIP(r)
 	log := s.log.With("remote", ip, "path", RedactedPath(r.URL))
 	if !s.limiter.allow(ip, time.Now()) {
+		s.refuse("rate_limited")
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "too many requests: new connections from this address are rate-limited; retry with backoff", http.StatusTooManyRequests)
 		return
@@ -164,15 +189,17 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	p, err := s.cfg.Verifier.Verify(tokenFrom(r))
 	if err != nil {
 		var ae *AuthError
-		reason := "unauthorized"
+		reason, label := "unauthorized", "malformed"
 		if errors.As(err, &ae) {
-			reason = ae.Detail
+			reason, label = ae.Detail, ae.Reason
 		}
+		s.refuse(label)
 		log.Info("websocket refused", "reason", reason)
 		http.Error(w, "unauthorized: "+reason, http.StatusUnauthorized)
 		return
 	}
 	if !s.originAllowed(r) {
+		s.refuse("origin")
 		log.Info("websocket refused: origin not allowed", "origin", r.Header.Get("Origin"))
 		http.Error(w, "forbidden: origin "+r.Header.Get("Origin")+" is not allowed", http.StatusForbidden)
 		return
@@ -233,8 +260,10 @@ func (s *Server) admit(p *Principal) (int, string) {
 	case s.closing:
 		return http.StatusServiceUnavailable, "shutting down: reconnect to another replica"
 	case s.total >= s.cfg.Limits.MaxConnections:
+		s.refused["server_full"]++
 		return http.StatusServiceUnavailable, "server full: too many connections; retry with backoff"
 	case p.HasUser && s.perUser[p.UserID] >= s.cfg.Limits.MaxPerUser:
+		s.refused["user_limit"]++
 		return http.StatusTooManyRequests, "too many connections for this user: close other tabs or devices"
 	}
 	s.total++

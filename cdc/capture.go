@@ -58,6 +58,7 @@ type Status struct {
 	ServerEnd uint64 // the server's WAL end, as last reported
 	LastError string // the last error that ended a session, "" after a good start
 	Waiting   string // why capture is waiting (slot held by another process), or ""
+	Sessions  uint64 // replication sessions started streaming
 }
 
 // Capture streams committed changes of the tracked tables from a
@@ -71,6 +72,7 @@ type Capture struct {
 	received  atomic.Uint64
 	confirmed atomic.Uint64
 	serverEnd atomic.Uint64
+	sessions  atomic.Uint64
 	mu        sync.Mutex
 	lastErr   string
 	waiting   string
@@ -104,6 +106,7 @@ func (c *Capture) Status() Status {
 		ServerEnd: c.serverEnd.Load(),
 		LastError: c.lastErr,
 		Waiting:   c.waiting,
+		Sessions:  c.sessions.Load(),
 	}
 }
 
@@ -297,6 +300,7 @@ func (c *Capture) session(ctx context.Context) error {
 	c.setWaiting("")
 	c.setErr(nil)
 	c.streaming.Store(true)
+	c.sessions.Add(1)
 	c.log.Info("streaming changes", "from", fmtLSN(slot.confirmed), "publication", c.cfg.Publication)
 	return c.stream(ctx, conn)
 }

@@ -64,10 +64,9 @@ func (a *App) Status() cdc.Status {
 // routeSink turns committed transactions into messages and appends them to
 // the bus: the seam between capture and delivery.
 type routeSink struct {
-	router *schema.Router
-	bus    interface {
-		Append(ctx context.Context, msgs []schema.Message) error
-	}
+	router  *schema.Router
+	bus     appender
+	metrics *metrics
 }
 
 func (s routeSink) Store(ctx context.Context, txs []schema.Tx) error {
@@ -86,7 +85,20 @@ func (s routeSink) Store(ctx context.Context, txs []schema.Tx) error {
 			}
 		}
 	}
-	return s.bus.Append(ctx, msgs)
+	start := time.Now()
+	if err := s.bus.Append(ctx, msgs); err != nil {
+		return err
+	}
+	if s.metrics != nil {
+		s.metrics.stored(time.Since(start), txs[len(txs)-1].CommitTime)
+		for i := range txs {
+			for j := range txs[i].Changes {
+				ch := &txs[i].Changes[j]
+				s.metrics.changes.WithLabelValues(ch.Schema+"."+ch.Table, ch.Op.String()).Inc()
+			}
+		}
+	}
+	return nil
 }
 
 // Run runs the App's command until ctx is cancelled, then shuts down:
@@ -116,6 +128,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 
 	hub := broadcast.NewHub(cfg.ClientWindow)
+	met := newMetrics()
 	var (
 		bus     appender
 		history broadcast.History
@@ -129,6 +142,7 @@ func (a *App) Run(ctx context.Context) error {
 			return &usageError{"--redis-url: " + err.Error()}
 		}
 		defer redis.Close()
+		met.watchRedis(redis)
 		if err := a.checkRedis(ctx, redis); err != nil {
 			return err
 		}
@@ -151,7 +165,8 @@ func (a *App) Run(ctx context.Context) error {
 			Logger:      a.log,
 
 			StatusInterval: a.statusInterval,
-		}, routeSink{router: schema.NewRouter(cfg.Tables), bus: bus})
+		}, routeSink{router: schema.NewRouter(cfg.Tables), bus: bus, metrics: met})
+		met.watchCapture(capture.Status)
 		a.mu.Lock()
 		a.capture = capture
 		a.mu.Unlock()
@@ -202,6 +217,10 @@ func (a *App) Run(ctx context.Context) error {
 			ConnectBurst:   int(2 * cfg.ConnectRate),
 		},
 	})
+	if serving {
+		met.watchServer(hub, srv)
+	}
+	srv.Handle("GET /metrics", met.handler())
 	return a.serve(ctx, srv, work...)
 }
 

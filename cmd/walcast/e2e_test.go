@@ -253,3 +253,44 @@ func TestIdleTrackedTablesDoNotPinWAL(t *testing.T) {
 		t.Errorf("slot still %d kB behind after 20 s: idle tracked tables pin WAL", after/1024)
 	}
 }
+
+// /metrics moves as changes flow.
+func TestMetricsMoveWithChanges(t *testing.T) {
+	pg := electionDB(t)
+	app := startApp(t, testConfig(t, pg.URL()))
+	app.waitStreaming(t)
+	c := dial(t, app.addr, token(t, 1, "admin"), "")
+	scrape := func() string {
+		code, body := httpGet(t, "http://"+app.addr+"/metrics")
+		if code != 200 {
+			t.Fatalf("/metrics: %d", code)
+		}
+		return body
+	}
+	value := func(body, series string) string {
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, series+" ") {
+				return strings.TrimPrefix(line, series+" ")
+			}
+		}
+		return "absent"
+	}
+	before := scrape()
+	pg.Exec(t, `INSERT INTO guarantee (committee_id, user_id) VALUES (1, 1), (2, 2)`)
+	c.change(t)
+	c.change(t)
+	after := scrape()
+	for _, s := range []struct{ series, before, after string }{
+		{`walcast_changes_total{action="created",table="public.guarantee"}`, "absent", "2"},
+		{`walcast_deliveries_total`, "0", "2"},
+		{`walcast_clients`, "1", "1"},
+		{`walcast_replication_streaming`, "1", "1"},
+	} {
+		if b, a := value(before, s.series), value(after, s.series); b != s.before || a != s.after {
+			t.Errorf("%s: %s -> %s, want %s -> %s", s.series, b, a, s.before, s.after)
+		}
+	}
+	if v := value(after, "walcast_bus_append_seconds_count"); v != "1" {
+		t.Errorf("walcast_bus_append_seconds_count = %s, want 1", v)
+	}
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/walcast/walcast/broadcast"
+	"github.com/walcast/walcast/cdc"
+)
+
+// metrics are walcast's Prometheus metrics. The domain packages keep plain
+// counters; this file reads them at scrape time, so nothing on the hot
+// path knows about Prometheus.
+type metrics struct {
+	reg        *prometheus.Registry
+	changes    *prometheus.CounterVec
+	appendTime prometheus.Histogram
+	commitLag  prometheus.Histogram
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.changes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "walcast_changes_total", Help: "Row changes stored on the bus, by table and action.",
+	}, []string{"table", "action"})
+	m.appendTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "walcast_bus_append_seconds", Help: "Time to store one batch of changes on the bus.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	m.commitLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "walcast_commit_to_bus_seconds", Help: "Time from a transaction's commit to its changes being stored on the bus.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+	})
+	m.reg.MustRegister(m.changes, m.appendTime, m.commitLag,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// watchCapture exports the replication position and lag.
+func (m *metrics) watchCapture(status func() cdc.Status) {
+	gauge := func(name, help string, f func(cdc.Status) float64) {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(status()) }))
+	}
+	gauge("walcast_replication_streaming", "1 while a replication session streams.", func(s cdc.Status) float64 { return b2f(s.Streaming) })
+	gauge("walcast_replication_standby", "1 while waiting for another process to release the slot.", func(s cdc.Status) float64 { return b2f(s.Waiting != "") })
+	gauge("walcast_replication_confirmed_lsn", "Position confirmed to PostgreSQL: everything before it is stored.", func(s cdc.Status) float64 { return float64(s.Confirmed) })
+	gauge("walcast_replication_lag_bytes", "Server WAL end minus the confirmed position.", func(s cdc.Status) float64 {
+		if s.ServerEnd < s.Confirmed {
+			return 0
+		}
+		return float64(s.ServerEnd - s.Confirmed)
+	})
+	gauge("walcast_replication_sessions_total", "Replication sessions started; more than one means reconnects.", func(s cdc.Status) float64 { return float64(s.Sessions) })
+}
+
+// watchServer exports the WebSocket side.
+func (m *metrics) watchServer(hub *broadcast.Hub, srv *broadcast.Server) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "walcast_clients", Help: "Connected WebSocket clients."},
+			func() float64 { return float64(hub.Stats().Clients) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "walcast_messages_published_total", Help: "Messages fanned out by this process."},
+			func() float64 { return float64(hub.Stats().Published) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "walcast_deliveries_total", Help: "Messages written to clients."},
+			func() float64 { return float64(hub.Stats().Delivered) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "walcast_slow_consumer_closes_total", Help: "Clients closed with 4008 for falling behind."},
+			func() float64 { return float64(hub.Stats().SlowClosed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "walcast_resumes_total", Help: "Resume requests served from history."},
+			func() float64 { return float64(srv.Resumes()) }),
+		refusedCollector{srv},
+	)
+}
+
+// refusedCollector reports refused upgrades by reason.
+type refusedCollector struct{ srv *broadcast.Server }
+
+var refusedDesc = prometheus.NewDesc("walcast_connections_refused_total", "WebSocket upgrades refused, by reason (auth failures by their reason, origin, rate_limited, user_limit, server_full).", []string{"reason"}, nil)
+
+func (c refusedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- refusedDesc }
+func (c refusedCollector) Collect(ch chan<- prometheus.Metric) {
+	for reason, n := range c.srv.Refused() {
+		ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(n), reason)
+	}
+}
+
+// watchRedis exports whether the bus answers.
+func (m *metrics) watchRedis(r *broadcast.RedisBus) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "walcast_bus_up", Help: "1 when the last Redis command succeeded."},
+		func() float64 { return b2f(r.Healthy()) }))
+}
+
+// stored records a batch the bus stored.
+func (m *metrics) stored(took time.Duration, commit time.Time) {
+	m.appendTime.Observe(took.Seconds())
+	if !commit.IsZero() {
+		m.commitLag.Observe(time.Since(commit).Seconds())
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
