@@ -31,10 +31,14 @@ type Principal struct {
 
 // Allows reports whether the principal may receive m: admins see
 // everything; others see their committees' messages, their own rows, and
-// election-wide messages (no committee, no owner).
+// election-wide messages (no committee, no owner). A message whose scope
+// is unknown (AdminOnly) reaches admins only.
 func (p *Principal) Allows(m *schema.Message) bool {
 	if p.Role == RoleAdmin {
 		return true
+	}
+	if m.AdminOnly {
+		return false
 	}
 	if !m.HasCommittee && !m.HasOwner {
 		return true

@@ -24,6 +24,7 @@ const (
 	fieldType      = "t"
 	fieldCommittee = "c"
 	fieldOwner     = "u"
+	fieldAdminOnly = "a"
 )
 
 // RedisBus stores messages in a Redis stream and reads them back for serve
@@ -94,7 +95,7 @@ func (b *RedisBus) Check(ctx context.Context) error {
 		return &BusError{Problem: fmt.Sprintf("redis key %s holds a %s, not a stream", b.key, typ), Fix: fmt.Sprintf("remove it (DEL %s) or point walcast at another Redis database", b.key)}
 	}
 	if cfg, err := b.rdb.ConfigGet(ctx, "appendonly").Result(); err == nil && cfg["appendonly"] == "no" {
-		b.log.Warn("redis persistence is off (appendonly no): a Redis restart loses resume history; clients then resync. Confirmed changes still reach live clients. Set appendonly yes with appendfsync always (or everysec) to keep it")
+		b.log.Warn("redis persistence is off (appendonly no): a Redis restart loses the stream, so clients must resync and changes not yet read by a serve replica are lost; set appendonly yes with appendfsync always (or everysec)")
 	}
 	return nil
 }
@@ -133,6 +134,9 @@ func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
 		}
 		if m.HasOwner {
 			vals = append(vals, fieldOwner, m.Owner)
+		}
+		if m.AdminOnly {
+			vals = append(vals, fieldAdminOnly, "1")
 		}
 		args := &redis.XAddArgs{Stream: b.key, ID: string(id), Values: vals}
 		if b.history > 0 {
@@ -217,6 +221,7 @@ func fromEntry(x redis.XMessage) (*schema.Message, error) {
 		m.Committee, err = strconv.ParseInt(s, 10, 64)
 		m.HasCommittee = err == nil
 	}
+	m.AdminOnly = x.Values[fieldAdminOnly] == "1"
 	if s, ok := x.Values[fieldOwner].(string); ok {
 		m.Owner, err = strconv.ParseInt(s, 10, 64)
 		m.HasOwner = err == nil
@@ -231,7 +236,7 @@ func fromEntry(x redis.XMessage) (*schema.Message, error) {
 func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 	backoff := 100 * time.Millisecond
 	var last schema.Position
-	started := false
+	started, recovering := false, false
 	for ctx.Err() == nil {
 		if !started {
 			head, err := b.Head(ctx)
@@ -257,6 +262,7 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 				break
 			}
 			b.note(err)
+			recovering = true
 			b.log.Error("reading the stream failed; retrying from the last message read", "err", err, "last", last.String(), "retry_in", backoff)
 			if !sleepCtx(ctx, backoff) {
 				break
@@ -266,6 +272,13 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 		}
 		b.note(nil)
 		backoff = 100 * time.Millisecond
+		if recovering {
+			recovering = false
+			if b.reset(ctx, last) {
+				b.log.Error("redis lost stream history while this replica was disconnected (restart without persistence?); clients must resync", "last", last.String())
+				hub.Resync("the bus lost history")
+			}
+		}
 		if b.lost(ctx, last, res) {
 			// Entries after the last one read were trimmed before this
 			// replica read them: its clients cannot be told what they were.
@@ -292,6 +305,20 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 	return nil
 }
 
+// reset reports whether the stream no longer holds what this replica read
+// up to last: it is gone, restarted from lower ids, or begins after last.
+func (b *RedisBus) reset(ctx context.Context, last schema.Position) bool {
+	if last.IsZero() {
+		return false
+	}
+	info, err := b.rdb.XInfoStream(ctx, b.key).Result()
+	if err != nil {
+		return strings.Contains(err.Error(), "no such key")
+	}
+	top, err := schema.ParsePosition(info.LastGeneratedID)
+	return err != nil || top.Less(last) || trimmedAfter(info, last)
+}
+
 // lost reports whether entries between last and the ones just read were
 // trimmed away unread. Only a follower that lags can lose entries, so the
 // check runs when the read came back full.
@@ -310,23 +337,22 @@ func (b *RedisBus) lost(ctx context.Context, last schema.Position, res []redis.X
 	return trimmedAfter(info, last)
 }
 
-// trimmedAfter reports whether entries after pos may be gone: pos is older
-// than an entry XDEL removed, or older than the first entry kept while
-// MAXLEN has trimmed some. Redis does not record the last trimmed id, so a
-// pos just before the first kept entry is conservatively counted as too
-// old: the client resyncs when it might not have had to, never the reverse.
+// trimmedAfter reports whether entries after pos may be missing from the
+// stream: pos is older than an entry XDEL removed, or older than the first
+// entry the stream holds. An id a client saw was an entry of this stream,
+// so an id before the first one was trimmed away, or belongs to history a
+// Redis restart without persistence lost; either way the entries after it
+// cannot all be replayed. Redis does not record the last trimmed id, so
+// this errs towards resync, never towards a silent gap.
 func trimmedAfter(info *redis.XInfoStream, pos schema.Position) bool {
 	if deleted, err := schema.ParsePosition(info.MaxDeletedEntryID); err == nil && pos.Less(deleted) {
 		return true
 	}
-	if info.EntriesAdded <= info.Length {
-		return false // nothing was ever removed
-	}
-	first, err := schema.ParsePosition(info.RecordedFirstEntryID)
+	first, err := schema.ParsePosition(info.FirstEntry.ID)
 	if err != nil {
-		first, err = schema.ParsePosition(info.FirstEntry.ID)
+		first, err = schema.ParsePosition(info.RecordedFirstEntryID)
 	}
-	return err == nil && pos.Less(first)
+	return err == nil && !pos.IsZero() && pos.Less(first)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -248,7 +248,7 @@ func (c *Capture) session(ctx context.Context) error {
 		if slot.walStatus == "lost" {
 			return &SetupError{
 				Problem: fmt.Sprintf("replication slot %s was invalidated by PostgreSQL (wal_status lost): changes were lost", c.cfg.Slot),
-				Fix:     fmt.Sprintf("drop and recreate it (walcast slot drop --yes, or SELECT pg_drop_replication_slot('%s');), restart walcast, and have clients refetch", c.cfg.Slot),
+				Fix:     fmt.Sprintf("drop it (SELECT pg_drop_replication_slot('%s');) and restart walcast, which creates it anew; clients must refetch", c.cfg.Slot),
 			}
 		}
 		if slot.activePID != 0 {

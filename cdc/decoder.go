@@ -265,6 +265,15 @@ func (d *Decoder) change(kind byte, r *reader) (*Piece, error) {
 	}
 	ch.Schema, ch.Table = rel.schema, rel.name
 	d.fill(&ch, rel, oldKind)
+	if ch.Op == schema.Delete && !ch.OldFull {
+		for _, name := range []string{schema.CommitteeColumn, schema.OwnerColumn} {
+			if _, has := rel.colByName[name]; has {
+				if _, sent := ch.Old.Get(name); !sent {
+					ch.Unscoped = true
+				}
+			}
+		}
+	}
 	d.seq++
 	d.tx.Changes = append(d.tx.Changes, ch)
 	return d.maybeSplit(), nil

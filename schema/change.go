@@ -73,6 +73,10 @@ type Change struct {
 	// rest, so the client knows to refetch the row.
 	Oversized bool
 	Omitted   []string
+	// Unscoped is set when the row lacks columns that scope its delivery
+	// (committee_id, user_id) although its table has them: a delete under
+	// a key-only replica identity. Such a change goes to admins only.
+	Unscoped bool
 
 	Pos Position // commit LSN of the transaction and ordinal of the change
 }

@@ -21,6 +21,9 @@ type Message struct {
 	HasCommittee bool
 	Owner        int64
 	HasOwner     bool
+	// AdminOnly keeps a message whose scope is unknown from everyone but
+	// admins, rather than sending it to all as if it were election-wide.
+	AdminOnly bool
 
 	JSON []byte // the complete text frame sent to clients
 }

@@ -169,6 +169,7 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 		row = ch.Old
 	}
 	m.Pos = ch.Pos
+	m.AdminOnly = ch.Unscoped
 	if v, ok := row.Get(CommitteeColumn); ok {
 		m.Committee, m.HasCommittee = parseID(v)
 	}

@@ -56,14 +56,13 @@ var (
 	cmdCheck   = "check"
 	cmdToken   = "token"
 	cmdDemo    = "demo"
-	cmdSlot    = "slot"
 )
 
 var options = []option{
 	{
 		flag: "database-url", env: []string{"WALCAST_DATABASE_URL", "DATABASE_URL"},
 		help: "libpq URL of the source database",
-		in:   []string{cmdRun, cmdCapture, cmdCheck, cmdSlot},
+		in:   []string{cmdRun, cmdCapture, cmdCheck},
 		set:  func(c *Config, v string) error { c.DatabaseURL = v; return nil },
 	},
 	{
@@ -88,7 +87,7 @@ var options = []option{
 	},
 	{
 		flag: "listen", env: []string{"WALCAST_LISTEN"}, def: ":8080",
-		help: "HTTP address for /ws, /healthz, /readyz, /metrics, / and /client.js",
+		help: "HTTP address for /ws, /healthz, /readyz, /metrics and the live page at /",
 		in:   []string{cmdRun, cmdCapture, cmdServe, cmdDemo},
 		set:  func(c *Config, v string) error { c.Listen = v; return nil },
 	},
@@ -119,7 +118,7 @@ var options = []option{
 	{
 		flag: "slot", env: []string{"WALCAST_SLOT"}, def: "walcast",
 		help: "replication slot name (created if missing)",
-		in:   []string{cmdRun, cmdCapture, cmdCheck, cmdSlot},
+		in:   []string{cmdRun, cmdCapture, cmdCheck},
 		set: func(c *Config, v string) error {
 			if !validIdent(v) {
 				return errors.New("want lower-case letters, digits and underscores (PostgreSQL's rule for slot names)")

@@ -294,3 +294,25 @@ func TestMetricsMoveWithChanges(t *testing.T) {
 		t.Errorf("walcast_bus_append_seconds_count = %s, want 1", v)
 	}
 }
+
+// Under a key-only replica identity a deleted row arrives without its
+// committee_id; walcast cannot scope it, so only admins receive it.
+func TestUnscopedDeletesReachAdminsOnly(t *testing.T) {
+	pg := electionDB(t)
+	pg.Exec(t, `CREATE TABLE keyed (id int PRIMARY KEY, committee_id int, user_id int, status text)`)
+	app := startApp(t, testConfig(t, pg.URL(), "--tables", "keyed=guarantee"))
+	app.waitStreaming(t)
+	admin := dial(t, app.addr, token(t, 1, "admin"), "")
+	member := dial(t, app.addr, token(t, 2, "supervisor", 9), "")
+	pg.Exec(t, `INSERT INTO keyed VALUES (1, 9, 2, 'weak')`)
+	admin.change(t)
+	member.change(t)
+	pg.Exec(t, `DELETE FROM keyed WHERE id = 1`)
+	pg.Exec(t, `INSERT INTO keyed VALUES (2, 9, 2, 'weak')`)
+	if m := admin.change(t); m["action"] != "deleted" {
+		t.Errorf("admin got %v, want the delete", m)
+	}
+	if m := member.change(t); m["action"] != "created" {
+		t.Errorf("committee member got %v, want the next insert (the unscoped delete withheld)", m)
+	}
+}

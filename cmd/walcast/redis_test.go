@@ -156,3 +156,36 @@ func TestRedisConfigurationProblems(t *testing.T) {
 		}
 	})
 }
+
+// A Redis restart without persistence loses the stream: a client resuming
+// from an id of the lost history must be told to resync, never given a
+// silent gap.
+func TestLostRedisHistoryMeansResync(t *testing.T) {
+	pg := electionDB(t)
+	rd := testenv.StartRedis(t)
+	app := startApp(t, testConfig(t, pg.URL(), "--redis-url", rd.URL()))
+	app.waitStreaming(t)
+	c := dial(t, app.addr, token(t, 1, "admin"), "")
+	pg.Exec(t, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1, 1, 'before')`)
+	seen := c.change(t)["id"].(string)
+	c.conn.CloseNow()
+
+	rd.Kill(t)
+	rd.Start(t)
+	pg.Exec(t, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1, 1, 'after')`)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c2 := dial(t, app.addr, token(t, 1, "admin"), "since="+seen)
+		m := c2.next(t, 10*time.Second) // welcome
+		m = c2.next(t, 10*time.Second)
+		if m["type"] == "resync_required" {
+			return
+		}
+		if m["type"] == "guarantee_update" {
+			t.Fatalf("got %v after lost history, want resync_required", m)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("got %v", m)
+		}
+	}
+}
