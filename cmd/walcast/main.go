@@ -106,8 +106,7 @@ func dispatch(ctx context.Context, command string, args []string, stdout, stderr
 	case cmdToken:
 		return runToken(cfg, rest, stdout)
 	case cmdDemo:
-		fmt.Fprintln(stdout, "walcast demo: coming soon (see issue 5); for now run `walcast run` against a database with the schema in schema/election.sql")
-		return nil
+		return runDemo(ctx, cfg, stdout, stderr)
 	}
 	return nil
 }

@@ -189,3 +189,59 @@ func TestLostRedisHistoryMeansResync(t *testing.T) {
 		}
 	}
 }
+
+// The holder of the slot dies (kill -9); the standby capture process takes
+// over within 5 s, and nothing is lost.
+func TestStandbyTakesOverFromAKilledHolder(t *testing.T) {
+	pg := electionDB(t)
+	rd := testenv.StartRedis(t, testenv.WithAOF())
+	args := []string{"capture", "--database-url", pg.URL(), "--redis-url", rd.URL()}
+	active := startCommand(t, testenv.FreePort(t), args...)
+	active.waitReady(t)
+	standby := startCommand(t, testenv.FreePort(t), args...)
+	standby.waitReady(t) // a standby is ready: waiting is its job
+	serve := startMode(t, cmdServe, modeConfig(t, cmdServe, "--redis-url", rd.URL()))
+	waitReady(t, serve.addr)
+	c := dial(t, serve.addr, token(t, 1, "admin"), "")
+
+	active.kill9(t)
+	killed := time.Now()
+	pg.Exec(t, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1, 1, 'after the holder died')`)
+	if got := c.change(t)["data"].(map[string]any)["elector_name"]; got != "after the holder died" {
+		t.Fatalf("got %v", got)
+	}
+	d := time.Since(killed)
+	t.Logf("standby delivered %v after the holder was killed", d.Round(time.Millisecond))
+	if d > 5*time.Second {
+		t.Errorf("takeover took %v, want under 5 s", d)
+	}
+}
+
+// /readyz turns red while Redis is down and green again after, and the
+// serve replica resumes where it stopped.
+func TestReadinessFollowsRedis(t *testing.T) {
+	pg := electionDB(t)
+	rd := testenv.StartRedis(t, testenv.WithAOF())
+	app := startApp(t, testConfig(t, pg.URL(), "--redis-url", rd.URL()))
+	app.waitStreaming(t)
+	waitReady(t, app.addr)
+	c := dial(t, app.addr, token(t, 1, "admin"), "")
+	rd.Kill(t)
+	pg.Exec(t, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1, 1, 'during the outage')`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := httpGet(t, "http://"+app.addr+"/readyz")
+		if code == 503 && strings.Contains(body, "redis unreachable") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz = %d %s while Redis is down", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rd.Start(t)
+	waitReady(t, app.addr)
+	if got := c.change(t)["data"].(map[string]any)["elector_name"]; got != "during the outage" {
+		t.Fatalf("got %v", got)
+	}
+}

@@ -74,8 +74,14 @@ func (s *syncBuffer) String() string {
 // accepts connections (not until replication streams).
 func startProcess(t *testing.T, dbURL string, port int, extra ...string) *process {
 	t.Helper()
+	return startCommand(t, port, append([]string{"run", "--database-url", dbURL, "--jwt-secret", testSecret}, extra...)...)
+}
+
+// startCommand runs the walcast binary with args plus --listen on port.
+func startCommand(t *testing.T, port int, args ...string) *process {
+	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	args := append([]string{"run", "--database-url", dbURL, "--listen", addr, "--jwt-secret", testSecret}, extra...)
+	args = append(args, "--listen", addr)
 	cmd := exec.Command(walcastBinary(t), args...)
 	p := &process{cmd: cmd, out: &syncBuffer{}, done: make(chan error, 1), addr: addr}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
