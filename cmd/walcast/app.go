@@ -219,6 +219,7 @@ func (a *App) Run(ctx context.Context) error {
 	})
 	if serving {
 		met.watchServer(hub, srv)
+		srv.Handle("GET /", broadcast.WebHandler())
 	}
 	srv.Handle("GET /metrics", met.handler())
 	return a.serve(ctx, srv, work...)

@@ -119,11 +119,11 @@ func printDemoBanner(w io.Writer, addr, secret, dbURL, dir string) error {
 walcast demo is running: a simulated election writes to PostgreSQL and
 walcast streams every committed change.
 
-  dashboard (admin):           %s#token=%s
-  dashboard (supervisor, committee 1): %s#token=%s
-  WebSocket:                   ws://localhost:%s/ws?token=<token>
-  database:                    %s
-  data folder (removed on exit): %s
+  dashboard, admin:                      %s#token=%s
+  dashboard, supervisor of committee 1:  %s#token=%s
+  WebSocket:                             ws://localhost:%s/ws?token=<token>
+  database:                              %s
+  data folder (removed on exit):         %s
 
 Ctrl-C to stop.
 `, base, admin, base, supervisor, port, dbURL, dir)
