@@ -36,6 +36,9 @@ type client struct {
 	filter    atomic.Pointer[filter]
 	cursor    atomic.Uint64 // hub sequence of the next message to consider
 	slow      atomic.Bool   // set by the hub when the cursor fell out of its window
+	// writingSince is when the write in progress started (unix nanos), or
+	// 0: the watchdog's view of a hung socket.
+	writingSince atomic.Int64
 	resume    chan schema.Position
 	reauth    chan time.Time // new expiry after an auth frame
 	last      schema.Position
@@ -43,7 +46,6 @@ type client struct {
 }
 
 const (
-	writeTimeout = 10 * time.Second
 	replayPage   = 1000
 )
 
@@ -176,10 +178,15 @@ func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) err
 	}
 }
 
+// send writes one frame. It passes no deadline to the library, which would
+// cost a timer and a context per frame on the hottest path; instead the
+// write's start time is published for the server's watchdog (Server.Watch),
+// which closes connections whose writes hang.
 func (c *client) send(ctx context.Context, frame []byte) error {
-	wctx, cancel := context.WithTimeout(ctx, writeTimeout)
-	defer cancel()
-	if err := c.ws.Write(wctx, websocket.MessageText, frame); err != nil {
+	c.writingSince.Store(time.Now().UnixNano())
+	err := c.ws.Write(context.Background(), websocket.MessageText, frame)
+	c.writingSince.Store(0)
+	if err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	return nil

@@ -65,7 +65,8 @@ func BenchmarkStalledClientLatency(b *testing.B) {
 
 func startBenchServer(b *testing.B, hub *Hub, bus *MemoryBus) (*Server, string) {
 	v, _ := NewVerifier(AuthConfig{Secret: secret})
-	srv := NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, Logger: discard()})
+	srv := NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, Logger: discard(),
+		Limits: Limits{MaxConnections: 1 << 20, ConnectRate: 1e6, ConnectBurst: 1 << 20}})
 	hs := newHTTPServer(srv)
 	b.Cleanup(hs.Close)
 	return srv, hs.URL

@@ -42,6 +42,9 @@ type ServerConfig struct {
 	// 25 s); a client that does not answer within PongTimeout (default
 	// 10 s) is dropped, so dead connections do not linger.
 	PingInterval, PongTimeout time.Duration
+	// WriteTimeout is how long a write may hang before Watch closes the
+	// connection (default 10 s).
+	WriteTimeout time.Duration
 }
 
 // Server serves the WebSocket endpoint and health checks.
@@ -93,6 +96,9 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.PongTimeout <= 0 {
 		cfg.PongTimeout = 10 * time.Second
 	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), perUser: map[int64]int{}, refused: map[string]uint64{},
 		limiter: newRateLimiter(cfg.Limits.ConnectRate, cfg.Limits.ConnectBurst)}
 	if !cfg.NoWebSocket {
@@ -101,6 +107,29 @@ func NewServer(cfg ServerConfig) *Server {
 	s.mux.HandleFunc("GET /healthz", s.serveHealth)
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
 	return s
+}
+
+// Watch runs the write watchdog until ctx ends: a connection whose write
+// has been blocked for longer than the write timeout (a client that stopped
+// reading while no further traffic arrived to push it out of the window)
+// is closed, so it does not hold its resources forever.
+func (s *Server) Watch(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.WriteTimeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			limit := now.Add(-s.cfg.WriteTimeout).UnixNano()
+			s.cfg.Hub.each(func(c *client) {
+				if w := c.writingSince.Load(); w != 0 && w < limit {
+					c.log.Info("closing a connection whose write hung", "for", now.Sub(time.Unix(0, w)).Round(time.Second))
+					go c.ws.CloseNow()
+				}
+			})
+		}
+	}
 }
 
 // Handle adds a handler to the server's mux (pages, metrics).

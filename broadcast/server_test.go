@@ -441,3 +441,32 @@ func TestUnansweredPingsDropTheConnection(t *testing.T) {
 		t.Fatalf("%d clients after 5 s, want only the one answering pings", n)
 	}
 }
+
+// A client that stops reading while traffic stops too (so it never falls
+// out of the window) is closed by the write watchdog.
+func TestHungWritesAreClosed(t *testing.T) {
+	hub := NewHub(1 << 16)
+	bus := NewMemoryBus(1<<16, hub)
+	v, _ := NewVerifier(AuthConfig{Secret: secret})
+	srv := NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, Logger: discard(), WriteTimeout: 300 * time.Millisecond})
+	hs := newHTTPServer(srv)
+	defer hs.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Watch(ctx)
+	s := &testServer{url: hs.URL, bus: bus, hub: hub}
+	_ = connect(t, s, mint(t, 1, "admin"), "") // never reads again
+	big := strings.Repeat("x", 256<<10)
+	for i := 0; i < 64; i++ { // 16 MB: more than the socket buffers hold
+		s.seq++
+		pos := schema.Position{LSN: 9000 + s.seq}
+		bus.Append(context.Background(), []schema.Message{{Pos: pos, Type: schema.TypeGuarantee, JSON: []byte(`"` + big + `"`)}})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for hub.Clients() != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := hub.Clients(); n != 0 {
+		t.Fatalf("%d clients still connected with a hung write", n)
+	}
+}

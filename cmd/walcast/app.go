@@ -218,6 +218,7 @@ func (a *App) Run(ctx context.Context) error {
 		},
 	})
 	if serving {
+		work = append(work, srv.Watch)
 		met.watchServer(hub, srv)
 		srv.Handle("GET /", broadcast.WebHandler())
 	}
