@@ -39,14 +39,14 @@ type client struct {
 	// writingSince is when the write in progress started (unix nanos), or
 	// 0: the watchdog's view of a hung socket.
 	writingSince atomic.Int64
-	resume    chan schema.Position
-	reauth    chan time.Time // new expiry after an auth frame
-	last      schema.Position
-	log       *slog.Logger
+	resume       chan schema.Position
+	reauth       chan time.Time // new expiry after an auth frame
+	last         schema.Position
+	log          *slog.Logger
 }
 
 const (
-	replayPage   = 1000
+	replayPage = 1000
 )
 
 // run drives the connection until it ends, returning why.
