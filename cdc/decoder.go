@@ -70,6 +70,56 @@ type Decoder struct {
 	seq       uint64     // ordinal of the next change in tx
 	newCols   []tupleCol
 	oldCols   []tupleCol
+
+	// Values and rows are carved out of shared chunks rather than
+	// allocated per change: a chunk is freed once every piece holding a
+	// part of it is stored and dropped.
+	bytesArena []byte
+	colsArena  []schema.Column
+}
+
+const (
+	bytesChunk = 64 << 10
+	colsChunk  = 1024
+)
+
+// valueBuf returns an empty slice with room for n bytes, from the arena.
+func (d *Decoder) valueBuf(n int) []byte {
+	if n > bytesChunk/4 {
+		return make([]byte, 0, n) // large values get their own allocation
+	}
+	if cap(d.bytesArena)-len(d.bytesArena) < n {
+		d.bytesArena = make([]byte, 0, bytesChunk)
+	}
+	return d.bytesArena[len(d.bytesArena):len(d.bytesArena)]
+}
+
+// commitValues marks b, returned by valueBuf and appended to, as used.
+// When appending outgrew the arena, b moved; values written before the move
+// still point into the arena, so the arena is abandoned rather than reused.
+func (d *Decoder) commitValues(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	free := d.bytesArena[len(d.bytesArena):cap(d.bytesArena)]
+	if len(free) > 0 && &b[:1][0] == &free[:1][0] {
+		d.bytesArena = d.bytesArena[:len(d.bytesArena)+len(b)]
+		return
+	}
+	d.bytesArena = nil
+}
+
+// row returns an empty row with room for n columns, from the arena.
+func (d *Decoder) row(n int) schema.Row {
+	if n > colsChunk/4 {
+		return make(schema.Row, 0, n)
+	}
+	if cap(d.colsArena)-len(d.colsArena) < n {
+		d.colsArena = make([]schema.Column, 0, colsChunk)
+	}
+	r := d.colsArena[len(d.colsArena) : len(d.colsArena) : len(d.colsArena)+n]
+	d.colsArena = d.colsArena[:len(d.colsArena)+n]
+	return r
 }
 
 // NewDecoder returns a Decoder with an empty relation cache.
@@ -297,10 +347,11 @@ func (d *Decoder) fill(ch *schema.Change, rel *relation, oldKind byte) {
 		}
 	}
 	// One buffer holds every value of the change; the rows view it.
-	buf := make([]byte, 0, tupleSize(d.newCols)+tupleSize(d.oldCols)+16*(len(d.newCols)+len(d.oldCols)))
+	buf := d.valueBuf(tupleSize(d.newCols) + tupleSize(d.oldCols) + 16*(len(d.newCols)+len(d.oldCols)))
+	defer func() { d.commitValues(buf) }()
 	if len(d.oldCols) > 0 {
 		ch.OldFull = oldKind == 'O'
-		ch.Old = make(schema.Row, 0, len(d.oldCols))
+		ch.Old = d.row(len(d.oldCols))
 		for i, c := range d.oldCols {
 			if keep != nil && !keep[i] {
 				continue
@@ -317,7 +368,7 @@ func (d *Decoder) fill(ch *schema.Change, rel *relation, oldKind byte) {
 		}
 	}
 	if len(d.newCols) > 0 {
-		ch.New = make(schema.Row, 0, len(d.newCols))
+		ch.New = d.row(len(d.newCols))
 		for i, c := range d.newCols {
 			if keep != nil && !keep[i] {
 				continue
