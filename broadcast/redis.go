@@ -48,6 +48,15 @@ type RedisConfig struct {
 	Logger  *slog.Logger
 }
 
+// redisLogger routes go-redis's own log lines to slog at debug level:
+// walcast already logs every Redis failure an operator must act on, with
+// context, so the library's unstructured lines are noise at info level.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Debug(fmt.Sprintf(format, v...), "source", "go-redis")
+}
+
 // NewRedisBus parses the URL and returns a bus; it does not connect yet.
 func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
 	opts, err := redis.ParseURL(cfg.URL)
@@ -63,6 +72,7 @@ func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	redis.SetLogger(redisLogger{cfg.Logger})
 	return &RedisBus{rdb: redis.NewClient(opts), key: cfg.Key, history: int64(cfg.History), log: cfg.Logger.With("stream", cfg.Key)}, nil
 }
 
