@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# install-deps.sh makes sure this machine has what `make test` needs: Go, and
-# the PostgreSQL and Redis server programs that internal/testenv starts for
-# the integration tests. It prints nothing when all of it is present.
+# install-deps.sh makes sure this machine has what `make test` needs: Go, the
+# PostgreSQL and Redis server programs that internal/testenv starts for the
+# integration tests, and for the browser test (cmd/walcast/browser_test.go)
+# Node.js 20+, Chromium and web/'s npm packages. It prints nothing when all of
+# it is present.
 #
 # When something is missing and we are root on a Debian-like system, it
 # installs the missing packages with apt-get; otherwise it says which packages
 # to install and exits 1. Running it again changes nothing.
 #
-# To add a requirement (the browser test will want chromium and node), add a
-# `need` line at the bottom: a description, a check command, and the Debian
-# packages that provide it.
+# To add a requirement, add a `need` line at the bottom: a description, a
+# check command, and the Debian packages that provide it.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -28,6 +29,12 @@ have_pg_server() {
 		fi
 	done
 	return 1
+}
+
+# have_node20: the browser test needs Node.js 20 or newer, for its
+# WebSocket and test runner. (Debian 12's own nodejs is 18: too old.)
+have_node20() {
+	have node && (($(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0) >= 20))
 }
 
 missing_what=()
@@ -54,11 +61,25 @@ fi
 
 need "PostgreSQL server (initdb, postgres)" have_pg_server postgresql
 need "Redis server (redis-server)" "have redis-server" redis-server
-# For the browser test, when it exists:
-# need "Chromium (headless browser)" "have chromium" chromium
-# need "Node.js" "have node" nodejs
+need "Node.js 20 or newer (node)" have_node20 nodejs
+need "npm" "have npm" npm
+need "Chromium (headless browser for the dashboard test)" "have chromium" chromium
+
+# web_deps installs the browser test's npm packages (playwright-core, pinned
+# by web/package-lock.json) when node_modules is missing or older than the
+# lock file. npm never downloads a browser here: the test uses Chromium.
+web_deps() {
+	local web
+	web="$(cd "$(dirname "${BASH_SOURCE[0]}")/../web" && pwd)"
+	if [[ -f $web/node_modules/.package-lock.json && ! $web/package-lock.json -nt $web/node_modules/.package-lock.json ]]; then
+		return 0
+	fi
+	echo "install-deps: npm ci in web/"
+	(cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
+}
 
 if ((${#missing_pkgs[@]} == 0)); then
+	web_deps
 	exit 0
 fi
 
@@ -79,6 +100,10 @@ apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" >/dev/null
 for check in "${checks[@]}"; do
 	if ! eval "$check"; then
 		echo "install-deps: still missing after apt-get install: $check" >&2
+		if [[ $check == have_node20 ]]; then
+			echo "install-deps: this system's nodejs package is older than 20; install Node.js 20 or newer (with npm) another way" >&2
+		fi
 		exit 1
 	fi
 done
+web_deps

@@ -1,0 +1,124 @@
+// The live dashboard (broadcast/web/index.html) in headless Chromium, driven
+// by playwright-core, against a real walcast that is killed and restarted.
+// See harness.js for how to run it.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+
+import { chromium } from "playwright-core";
+
+import { WALCAST_URL, label, skip, sql, token, walcast } from "./harness.js";
+
+// Chromium as this machine runs it: no sandbox as root, no GPU, and none of
+// the background connections that a closed network refuses.
+const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync", "--no-first-run"];
+
+// The page's state, as a person would read it.
+function pageState() {
+  const rows = [...document.querySelectorAll("#guarantees tr")].map((tr) => ({
+    id: tr.dataset.id,
+    action: tr.dataset.action,
+    elector: tr.querySelector("[data-col=elector]").textContent,
+    status: tr.querySelector("[data-col=status]").textContent,
+  }));
+  return {
+    status: document.getElementById("status").textContent,
+    who: document.getElementById("who").textContent,
+    rows,
+    stats: { ...window.walcastDashboard.stats },
+  };
+}
+
+// waitState polls the page until pred(state) holds.
+async function waitState(page, what, pred, timeout = 10000) {
+  const deadline = Date.now() + timeout;
+  let state;
+  for (;;) {
+    state = await page.evaluate(pageState);
+    if (pred(state)) return state;
+    if (Date.now() > deadline) {
+      throw new Error(`${what}: not within ${timeout} ms; page shows ${JSON.stringify({ ...state, rows: state.rows.slice(0, 12) })}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+const row = (state, elector) => state.rows.find((r) => r.elector === elector);
+
+test("dashboard: two pages follow an update, walcast's restart, and catch up with no row twice", { skip, timeout: 90000 }, async (t) => {
+  const p = label("dash");
+  const n = (i) => `${p}-${i}`;
+  // Rows from before the pages open: the pages read them from walcast's history.
+  await sql(`INSERT INTO guarantee (committee_id, user_id, elector_name, status) VALUES
+    (1, 11, '${n(1)}', 'medium'), (1, 12, '${n(2)}', 'medium'), (1, 13, '${n(3)}', 'weak'), (2, 14, '${n(4)}', 'strong');
+    INSERT INTO vote_count (committee_id, candidate_id, votes) VALUES (1, 1, 10), (1, 2, 4)
+      ON CONFLICT (committee_id, candidate_id) DO UPDATE SET votes = EXCLUDED.votes;`);
+
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ARGS });
+  t.after(() => browser.close());
+  const errors = [];
+  const open = async (tok) => {
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await ctx.newPage();
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(`${WALCAST_URL}/#token=${tok}`);
+    return page;
+  };
+  const admin = await open(await token({ user: 1, role: "admin" }));
+  const supervisor = await open(await token({ user: 2, role: "supervisor", committees: [1] }));
+  const pages = [admin, supervisor];
+
+  const before = await Promise.all(pages.map((page) => waitState(page, "history shown",
+    (s) => s.status === "open" && row(s, n(1)) && row(s, n(3)))));
+  assert.match(before[0].who, /admin · user 1/);
+  assert.match(before[1].who, /supervisor · user 2 · committees 1/);
+  assert.ok(row(before[0], n(4)), "admin sees committee 2");
+  assert.ok(!row(before[1], n(4)), "the supervisor of committee 1 does not see committee 2");
+
+  // An UPDATE shows on both pages within a second.
+  const began = Date.now();
+  await sql(`UPDATE guarantee SET status = 'strong', elector_name = '${n(1)}-renamed' WHERE elector_name = '${n(1)}'`);
+  await Promise.all(pages.map((page) => waitState(page, "the update",
+    (s) => row(s, `${n(1)}-renamed`)?.status === "strong", 1000)));
+  const took = Date.now() - began;
+  t.diagnostic(`the UPDATE showed on both pages ${took} ms after it was sent`);
+  assert.ok(took < 1000, `took ${took} ms`);
+
+  // walcast dies: both pages say so.
+  await walcast.kill();
+  await Promise.all(pages.map((page) => waitState(page, "reconnecting", (s) => s.status === "reconnecting", 5000)));
+  assert.equal(await admin.locator("#status").textContent(), "reconnecting");
+  assert.ok(await admin.locator("#status").isVisible());
+
+  // Changes while it is down, then it comes back.
+  await sql(`INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1, 15, '${n(5)}'), (2, 16, '${n(6)}');
+    UPDATE guarantee SET status = 'weak' WHERE elector_name = '${n(2)}';
+    DELETE FROM guarantee WHERE elector_name = '${n(3)}';
+    UPDATE vote_count SET votes = 25 WHERE committee_id = 1 AND candidate_id = 2;`);
+  await walcast.start();
+  const after = await Promise.all(pages.map((page) => waitState(page, "caught up",
+    (s) => s.status === "open" && row(s, n(5)) && row(s, n(2))?.status === "weak" && !row(s, n(3)), 20000)));
+
+  for (const [i, s] of after.entries()) {
+    const ids = s.rows.map((r) => r.id);
+    assert.equal(new Set(ids).size, ids.length, `page ${i} shows a row twice: ${ids}`);
+    const electors = s.rows.map((r) => r.elector);
+    assert.equal(new Set(electors).size, electors.length, `page ${i} shows an elector twice`);
+    assert.equal(s.stats.outOfOrder, 0, `page ${i} was handed an id twice or out of order`);
+    assert.ok(s.stats.replayed > 0 && s.stats.live > 0, JSON.stringify(s.stats));
+  }
+  assert.ok(row(after[0], n(6)), "admin sees the committee 2 row made while walcast was down");
+  assert.ok(!row(after[1], n(6)), "the supervisor does not");
+  // Vote bars followed: candidate 2 of committee 1 went from 4 to 25.
+  assert.equal((await admin.locator('#votes [data-committee="1"] [data-candidate="2"] .num').textContent()).trim(), "25");
+  assert.deepEqual(errors, []);
+
+  const shot = process.env.WALCAST_SCREENSHOT;
+  if (shot) {
+    mkdirSync(dirname(shot), { recursive: true });
+    await admin.screenshot({ path: shot });
+    t.diagnostic(`screenshot: ${shot}`);
+  }
+});
