@@ -47,6 +47,23 @@ type Config struct {
 	// DrainTimeout bounds how long shutdown waits for in-flight
 	// transactions to be stored and confirmed.
 	DrainTimeout time.Duration // default 5 s
+
+	// HeartbeatInterval is how often a streaming capture writes a
+	// heartbeat (a logical message, PostgreSQL 14+) and reads the WAL its
+	// slot retains. 0: no heartbeats; liveness then comes from the
+	// server's keepalives and the WAL is read every 10 s.
+	HeartbeatInterval time.Duration
+	// StallThreshold: a heartbeat not back within it (or, without
+	// heartbeats, no message from the server for that long) counts as a
+	// stall, reported in Status and logged. 0: no stall detection.
+	StallThreshold time.Duration
+	// MaxRetainedWAL: the WAL the slot holds back, in bytes, above which a
+	// warning is logged (once per crossing). 0: no warning.
+	MaxRetainedWAL int64
+	// OnLost is called once when PostgreSQL invalidated the slot (changes
+	// were lost), before Run returns the SetupError saying so: the place
+	// to tell clients to resync.
+	OnLost func()
 }
 
 // Status is a snapshot of a Capture's progress, for health checks and
@@ -59,6 +76,23 @@ type Status struct {
 	LastError string // the last error that ended a session, "" after a good start
 	Waiting   string // why capture is waiting (slot held by another process), or ""
 	Sessions  uint64 // replication sessions started streaming
+
+	// Liveness is how a streaming session is known to move: "heartbeat"
+	// (logical messages, PostgreSQL 14+) or "keepalive"; "" before the
+	// first session.
+	Liveness string
+	// HeartbeatLag is the round trip of the last heartbeat, or the age of
+	// the oldest one not yet back when that is larger; 0 before the first.
+	HeartbeatLag  time.Duration
+	LastHeartbeat time.Time // when the last heartbeat came back
+	// Stalled says why a streaming session counts as stalled (see
+	// Config.StallThreshold), or "".
+	Stalled string
+
+	// The slot's WAL, as last read while streaming (-1 when unknown).
+	RetainedWAL int64  // bytes from restart_lsn to the current WAL position
+	WALStatus   string // wal_status: reserved, extended, unreserved, lost; "" before the first read
+	SafeWALSize int64  // safe_wal_size (negative past the limit); NoWALLimit when unlimited or unknown
 }
 
 // Capture streams committed changes of the tracked tables from a
@@ -73,9 +107,19 @@ type Capture struct {
 	confirmed atomic.Uint64
 	serverEnd atomic.Uint64
 	sessions  atomic.Uint64
-	mu        sync.Mutex
-	lastErr   string
-	waiting   string
+	live      liveness
+
+	lostReported atomic.Bool // OnLost was called
+	noMessages   sync.Once   // the PostgreSQL < 14 note was logged
+
+	mu           sync.Mutex
+	lastErr      string
+	waiting      string
+	waitingSince time.Time // when this standby started waiting; zero when not waiting
+	retainedWAL  int64
+	walStatus    string
+	safeWAL      int64
+	walOver      bool // retainedWAL is above MaxRetainedWAL (logged)
 }
 
 // New returns a Capture. Call Run to start it.
@@ -92,22 +136,31 @@ func New(cfg Config, sink Sink) *Capture {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Capture{cfg: cfg, sink: sink, log: cfg.Logger.With("slot", cfg.Slot)}
+	return &Capture{cfg: cfg, sink: sink, log: cfg.Logger.With("slot", cfg.Slot), retainedWAL: -1, safeWAL: NoWALLimit}
 }
 
 // Status returns the current progress.
 func (c *Capture) Status() Status {
+	now := time.Now()
+	mode, lag, lastBack := c.live.snapshot(now)
+	st := Status{
+		Streaming:     c.streaming.Load(),
+		Received:      c.received.Load(),
+		Confirmed:     c.confirmed.Load(),
+		ServerEnd:     c.serverEnd.Load(),
+		Sessions:      c.sessions.Load(),
+		Liveness:      mode,
+		HeartbeatLag:  lag,
+		LastHeartbeat: lastBack,
+	}
+	if st.Streaming {
+		st.Stalled = c.live.stall(now, c.cfg.StallThreshold)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Status{
-		Streaming: c.streaming.Load(),
-		Received:  c.received.Load(),
-		Confirmed: c.confirmed.Load(),
-		ServerEnd: c.serverEnd.Load(),
-		LastError: c.lastErr,
-		Waiting:   c.waiting,
-		Sessions:  c.sessions.Load(),
-	}
+	st.LastError, st.Waiting = c.lastErr, c.waiting
+	st.RetainedWAL, st.WALStatus, st.SafeWALSize = c.retainedWAL, c.walStatus, c.safeWAL
+	return st
 }
 
 func (c *Capture) setErr(err error) {
@@ -120,10 +173,34 @@ func (c *Capture) setErr(err error) {
 	}
 }
 
-func (c *Capture) setWaiting(s string) {
+// setWaiting records why capture waits for the slot ("" once it streams)
+// and reports whether it started waiting just now.
+func (c *Capture) setWaiting(s string) (started bool) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.waiting = s
-	c.mu.Unlock()
+	if s == "" {
+		c.waitingSince = time.Time{}
+		return false
+	}
+	if c.waitingSince.IsZero() {
+		c.waitingSince = time.Now()
+		return true
+	}
+	return false
+}
+
+// stopWaiting ends a standby's wait and returns how long it lasted (0 when
+// capture was not waiting).
+func (c *Capture) stopWaiting() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var waited time.Duration
+	if !c.waitingSince.IsZero() {
+		waited = time.Since(c.waitingSince)
+	}
+	c.waiting, c.waitingSince = "", time.Time{}
+	return waited
 }
 
 // Run streams until ctx is cancelled, reconnecting with capped exponential
@@ -131,6 +208,7 @@ func (c *Capture) setWaiting(s string) {
 // a *SetupError when the database's setup must be fixed first.
 func (c *Capture) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
+	var heldBy int32 = -1 // the slot's holder as last logged
 	for {
 		started := time.Now()
 		err := c.session(ctx)
@@ -144,9 +222,12 @@ func (c *Capture) Run(ctx context.Context) error {
 		}
 		var held *slotHeldError
 		if errors.As(err, &held) {
-			// A standby waits its turn: poll often so it takes over quickly.
-			c.setWaiting(held.Error())
-			c.log.Info("replication slot is held by another process; waiting to take over", "holder_pid", held.pid, "holder", held.holder)
+			// A standby waits its turn: poll often so it takes over
+			// quickly, but say so once, and again when the holder changes.
+			if c.setWaiting(held.Error()) || held.pid != heldBy {
+				c.log.Info("replication slot is held by another process; waiting to take over", "holder_pid", held.pid, "holder", held.holder)
+			}
+			heldBy = held.pid
 			if !sleep(ctx, time.Second) {
 				return nil
 			}
@@ -246,10 +327,7 @@ func (c *Capture) session(ctx context.Context) error {
 			}
 		}
 		if slot.walStatus == "lost" {
-			return &SetupError{
-				Problem: fmt.Sprintf("replication slot %s was invalidated by PostgreSQL (wal_status lost): changes were lost", c.cfg.Slot),
-				Fix:     fmt.Sprintf("drop it (SELECT pg_drop_replication_slot('%s');) and restart walcast, which creates it anew; clients must refetch", c.cfg.Slot),
-			}
+			return c.slotLost()
 		}
 		if slot.activePID != 0 {
 			return &slotHeldError{slot: c.cfg.Slot, pid: slot.activePID, holder: holderOf(ctx, setup, slot.activePID)}
@@ -280,15 +358,23 @@ func (c *Capture) session(ctx context.Context) error {
 			return err
 		}
 	}
-	setup.Close(ctx)
+	// The setup connection stays open for the session's heartbeats.
+	mode, emitSQL, err := c.heartbeatMode(ctx, setup)
+	if err != nil {
+		return err
+	}
+	args := []string{
+		"proto_version '1'",
+		"publication_names '" + strings.ReplaceAll(c.cfg.Publication, "'", "''") + "'",
+	}
+	if emitSQL != "" {
+		args = append(args, "messages 'true'")
+	}
 
 	c.confirmed.Store(slot.confirmed)
 	err = pglogrepl.StartReplication(ctx, conn, c.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
-		Mode: pglogrepl.LogicalReplication,
-		PluginArgs: []string{
-			"proto_version '1'",
-			"publication_names '" + strings.ReplaceAll(c.cfg.Publication, "'", "''") + "'",
-		},
+		Mode:       pglogrepl.LogicalReplication,
+		PluginArgs: args,
 	})
 	if err != nil {
 		var pgErr *pgconn.PgError
@@ -297,12 +383,41 @@ func (c *Capture) session(ctx context.Context) error {
 		}
 		return fmt.Errorf("start replication from slot %s at %s: %w", c.cfg.Slot, fmtLSN(slot.confirmed), err)
 	}
-	c.setWaiting("")
+	if waited := c.stopWaiting(); waited > 0 {
+		c.log.Info("took over the replication slot", "waited", waited.Round(time.Millisecond))
+	}
 	c.setErr(nil)
+	c.live.reset(mode, time.Now())
 	c.streaming.Store(true)
 	c.sessions.Add(1)
-	c.log.Info("streaming changes", "from", fmtLSN(slot.confirmed), "publication", c.cfg.Publication)
-	return c.stream(ctx, conn)
+	c.log.Info("streaming changes", "from", fmtLSN(slot.confirmed), "publication", c.cfg.Publication, "liveness", mode)
+	return c.stream(ctx, conn, setup, emitSQL)
+}
+
+// heartbeatMode decides how this session's liveness is known: heartbeats
+// when they are on and the server's pgoutput forwards logical messages
+// (PostgreSQL 14+), else keepalives. emitSQL writes one heartbeat; "" when
+// there are none.
+func (c *Capture) heartbeatMode(ctx context.Context, conn *pgx.Conn) (mode, emitSQL string, err error) {
+	if c.cfg.HeartbeatInterval <= 0 {
+		return livenessKeepalive, "", nil
+	}
+	var version int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return "", "", fmt.Errorf("read server version: %w", err)
+	}
+	switch {
+	case version < 140000:
+		c.noMessages.Do(func() {
+			c.log.Info("PostgreSQL before 14 does not forward logical messages to pgoutput: no heartbeats; stall detection uses the server's keepalives", "server_version_num", version)
+		})
+		return livenessKeepalive, "", nil
+	case version < 170000:
+		// The walwriter flushes the message within wal_writer_delay.
+		return livenessHeartbeat, "SELECT pg_logical_emit_message(false, '" + heartbeatPrefix + "', $1::text)", nil
+	default:
+		return livenessHeartbeat, "SELECT pg_logical_emit_message(false, '" + heartbeatPrefix + "', $1::text, true)", nil
+	}
 }
 
 // holderOf describes the process holding a slot, for the log line that
@@ -326,7 +441,30 @@ type pieceMsg struct {
 // decodes, the publisher stores pieces in the sink and advances the
 // confirmed position. They are kept apart so that reading WAL never waits
 // on one bus round trip, and the publisher can batch.
-func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn) error {
+//
+// A monitor runs next to them on the ordinary connection setup: heartbeats,
+// stall detection, the slot's WAL. It can end the session with a
+// SetupError (the slot was lost), which stream returns.
+func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, setup *pgx.Conn, emitSQL string) error {
+	sessCtx, endSession := context.WithCancelCause(ctx)
+	defer endSession(nil)
+	monDone := make(chan struct{})
+	go func() {
+		defer close(monDone)
+		c.monitor(sessCtx, setup, emitSQL, endSession)
+	}()
+	err := c.streamChanges(sessCtx, conn)
+	endSession(nil)
+	<-monDone
+	if cause := context.Cause(sessCtx); IsSetupError(cause) {
+		return cause
+	}
+	return err
+}
+
+// streamChanges runs the receiver and the publisher until ctx ends or the
+// connection fails, then drains.
+func (c *Capture) streamChanges(ctx context.Context, conn *pgconn.PgConn) error {
 	pending := make(chan *Piece, 256)
 	var outstanding atomic.Int64 // pieces sent to the publisher and not yet stored
 
@@ -352,14 +490,38 @@ func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn) error {
 		<-pubDone
 	}
 	timer.Stop()
-	if recvErr == nil || errors.Is(recvErr, context.Canceled) {
-		if err := c.sendStatus(conn, false); err != nil {
+	if (recvErr == nil || errors.Is(recvErr, context.Canceled)) && !IsSetupError(context.Cause(ctx)) {
+		if err := c.confirmAndEnd(conn); err != nil {
 			c.log.Warn("final standby status update failed; the next start re-reads from the last confirmed position", "err", err)
 		} else {
 			c.log.Info("confirmed position on shutdown", "confirmed", fmtLSN(c.confirmed.Load()))
 		}
 	}
 	return recvErr
+}
+
+// endStreamTimeout bounds the wait for the server to end the stream on
+// shutdown.
+const endStreamTimeout = 2 * time.Second
+
+// confirmAndEnd sends the final confirmed position and ends the stream
+// with CopyDone, reading (and discarding) what the server still sends
+// until it has ended its side. Closing the connection right after the
+// status update is not enough: under load the server has sent data that
+// was not read, and closing a socket with unread data resets the
+// connection, which can discard the status update before the server
+// reads it.
+func (c *Capture) confirmAndEnd(conn *pgconn.PgConn) error {
+	if err := c.sendStatus(conn, false); err != nil {
+		return err
+	}
+	netConn := conn.Conn()
+	_ = netConn.SetDeadline(time.Now().Add(endStreamTimeout))
+	defer netConn.SetDeadline(time.Time{})
+	if _, err := pglogrepl.SendStandbyCopyDone(context.Background(), conn); err != nil {
+		return fmt.Errorf("end replication stream: %w", err)
+	}
+	return nil
 }
 
 // publish stores pieces in order, batching whatever has queued up while the
@@ -369,6 +531,7 @@ func (c *Capture) publish(ctx context.Context, pending <-chan *Piece, outstandin
 	const maxBatch = 256
 	batch := make([]*Piece, 0, maxBatch)
 	txs := make([]schema.Tx, 0, maxBatch)
+	var failingSince time.Time // the first failure of the store being retried
 	for {
 		p, ok := <-pending
 		if !ok {
@@ -395,12 +558,21 @@ func (c *Capture) publish(ctx context.Context, pending <-chan *Piece, outstandin
 		for {
 			err := c.sink.Store(ctx, txs)
 			if err == nil {
+				if !failingSince.IsZero() {
+					c.log.Info("storing changes again; confirming resumes", "failed_for", time.Since(failingSince).Round(time.Millisecond))
+					failingSince = time.Time{}
+				}
 				break
 			}
 			if ctx.Err() != nil {
 				return
 			}
-			c.log.Error("storing changes failed; not confirming them and retrying", "err", err, "retry_in", backoff)
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+				c.log.Error("storing changes failed; not confirming them and retrying", "err", err, "retry_in", backoff)
+			} else {
+				c.log.Debug("storing changes failed again; retrying", "err", err, "retry_in", backoff)
+			}
 			if !sleep(ctx, backoff) {
 				return
 			}
@@ -469,6 +641,7 @@ func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
 			data = m.Data
+			c.live.heard.Store(now.UnixNano())
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
 		case *pgproto3.CopyDone:
@@ -505,6 +678,12 @@ func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan
 			}
 			storeMax(&c.received, uint64(xld.WALStart))
 			c.serverEnd.Store(uint64(xld.ServerWALEnd))
+			if len(xld.WALData) > 0 && xld.WALData[0] == msgMessage {
+				if id, ok := parseHeartbeat(xld.WALData, c.cfg.Slot); ok {
+					c.live.back(id, time.Now())
+					continue
+				}
+			}
 			piece, err := dec.Decode(xld.WALData)
 			if err != nil {
 				return fmt.Errorf("at %s: %w", xld.WALStart, err)
