@@ -281,7 +281,7 @@ func TestMetricsMoveWithChanges(t *testing.T) {
 	c.change(t)
 	// Delivery can overtake the capture's bookkeeping by a moment.
 	after := scrape()
-	for deadline := time.Now().Add(5 * time.Second); value(after, "walcast_bus_append_seconds_count") == "0" && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(5 * time.Second); (value(after, "walcast_bus_append_seconds_count") == "0" || value(after, `walcast_changes_total{action="created",table="public.guarantee"}`) != "2") && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 		after = scrape()
 	}
