@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/walcast/walcast/internal/benchenv"
+)
+
+// server is the WebSocket server under test: a walcast child, the minimal
+// baseline child, or a walcast someone else started (pid 0: no CPU or
+// memory figures).
+type server struct {
+	name    string
+	ws      string // ws://127.0.0.1:port
+	http    string // http://127.0.0.1:port
+	pid     int
+	cmd     *exec.Cmd
+	done    chan struct{}
+	logPath string
+}
+
+// walcastBinary returns the walcast program to run: --walcast-bin, or one
+// built from this module into dir (once per process).
+var builtWalcast string
+
+func walcastBinary(ctx context.Context, cfg *Config, dir string) (string, error) {
+	if cfg.WalcastBin != "" {
+		if _, err := os.Stat(cfg.WalcastBin); err != nil {
+			return "", fmt.Errorf("--walcast-bin: %w", err)
+		}
+		return cfg.WalcastBin, nil
+	}
+	if builtWalcast != "" {
+		return builtWalcast, nil
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", errors.New("no go command to build walcast with: pass --walcast-bin")
+	}
+	out := filepath.Join(dir, "walcast")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "github.com/walcast/walcast/cmd/walcast")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build walcast (run from the walcast module, or pass --walcast-bin): %w\n%s", err, b)
+	}
+	builtWalcast = out
+	return out, nil
+}
+
+// startWalcast runs `walcast run` as a child on a free loopback port and
+// waits until /readyz says it streams.
+func startWalcast(ctx context.Context, cfg *Config, dir, dbURL, redisURL, slot, secret string) (*server, error) {
+	bin, err := walcastBinary(ctx, cfg, dir)
+	if err != nil {
+		return nil, err
+	}
+	port, err := benchenv.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"run", "--database-url", dbURL, "--listen", "127.0.0.1:" + strconv.Itoa(port),
+		"--jwt-secret", secret, "--slot", slot,
+		// Every client connects from 127.0.0.1: lift the per-address rate.
+		"--connect-rate", "1000000", "--max-connections", "20000",
+		"--log-level", "warn"}
+	if redisURL != "" {
+		args = append(args, "--redis-url", redisURL)
+	}
+	args = append(args, cfg.WalcastArgs...)
+	return startChild(ctx, "walcast", bin, args, dir, port)
+}
+
+// startMinimal runs this program's minimal broadcast server as a child, so
+// that it has its own open-file limit and its own CPU and memory figures.
+func startMinimal(ctx context.Context, cfg *Config, dir string) (*server, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	port, err := benchenv.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"minimal-server", "--listen", "127.0.0.1:" + strconv.Itoa(port), "--row-size", strconv.Itoa(cfg.RowSize)}
+	return startChild(ctx, "minimal", self, args, dir, port)
+}
+
+func startChild(ctx context.Context, name, bin string, args []string, dir string, port int) (*server, error) {
+	logPath := filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, port))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = benchenv.ProcAttr(nil)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	s := &server{name: name, ws: fmt.Sprintf("ws://127.0.0.1:%d", port), http: fmt.Sprintf("http://127.0.0.1:%d", port),
+		pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{}), logPath: logPath}
+	go func() {
+		_ = cmd.Wait()
+		close(s.done)
+	}()
+	if err := s.waitReady(ctx); err != nil {
+		_ = s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// remoteServer is a walcast started by someone else.
+func remoteServer(target string) *server {
+	return &server{name: "walcast", ws: target, http: "http" + strings.TrimPrefix(target, "ws")}
+}
+
+func (s *server) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(60 * time.Second)
+	cl := &http.Client{Timeout: time.Second}
+	for {
+		select {
+		case <-s.done:
+			return fmt.Errorf("%s exited at start:\n%s", s.name, s.logTail(20))
+		default:
+		}
+		resp, err := cl.Get(s.http + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready within 60s (last: %v)\n%s", s.name, err, s.logTail(20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *server) logTail(n int) string {
+	b, _ := os.ReadFile(s.logPath)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return s.logPath + ":\n" + strings.Join(lines, "\n")
+}
+
+// stop ends a child with SIGINT (walcast shuts down in order), SIGKILL
+// after 10 s. A remote server is left alone.
+func (s *server) stop() error {
+	if s == nil || s.cmd == nil {
+		return nil
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-s.pid, syscall.SIGKILL)
+		<-s.done
+		return fmt.Errorf("%s did not stop within 10s of SIGINT; killed it", s.name)
+	}
+}
+
+// metrics scrapes /metrics and sums each metric over its labels.
+func (s *server) metrics(ctx context.Context) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.http+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s metrics: %w", s.name, err)
+	}
+	defer resp.Body.Close()
+	return parseMetrics(bufio.NewScanner(resp.Body))
+}
+
+// parseMetrics reads Prometheus text format, summing samples by name.
+func parseMetrics(sc *bufio.Scanner) (map[string]float64, error) {
+	m := map[string]float64{}
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 {
+			continue
+		}
+		name := line[:sp]
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			name = name[:i]
+		}
+		v, err := strconv.ParseFloat(line[sp+1:], 64)
+		if err != nil {
+			continue
+		}
+		m[strings.TrimSpace(name)] += v
+	}
+	return m, sc.Err()
+}
