@@ -127,6 +127,7 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}
 
+	a.log.Info("starting", "command", a.mode, "version", version)
 	hub := broadcast.NewHub(cfg.ClientWindow)
 	met := newMetrics()
 	var (
@@ -164,7 +165,11 @@ func (a *App) Run(ctx context.Context) error {
 			Tables:      cfg.Tables,
 			Logger:      a.log,
 
-			StatusInterval: a.statusInterval,
+			StatusInterval:    a.statusInterval,
+			HeartbeatInterval: cfg.HeartbeatInterval,
+			StallThreshold:    cfg.StallThreshold,
+			MaxRetainedWAL:    cfg.MaxRetainedWAL,
+			OnLost:            func() { resyncLost(hub) },
 		}, routeSink{router: schema.NewRouter(cfg.Tables), bus: bus, metrics: met})
 		met.watchCapture(capture.Status)
 		a.mu.Lock()
@@ -187,6 +192,8 @@ func (a *App) Run(ctx context.Context) error {
 		if capture != nil {
 			st := capture.Status()
 			switch {
+			case st.Streaming && st.Stalled != "":
+				ok, checks["replication"] = false, "stalled: "+st.Stalled
 			case st.Streaming:
 				checks["replication"] = "streaming"
 			case st.Waiting != "" && a.mode == cmdCapture:
@@ -198,6 +205,9 @@ func (a *App) Run(ctx context.Context) error {
 				ok, checks["replication"] = false, "not streaming: "+st.LastError
 			default:
 				ok, checks["replication"] = false, "starting"
+			}
+			if st.Streaming && st.Liveness == "heartbeat" {
+				checks["heartbeat"] = "lag " + st.HeartbeatLag.Round(time.Millisecond).String()
 			}
 		}
 		return ok, checks
@@ -224,6 +234,17 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	srv.Handle("GET /metrics", met.handler())
 	return a.serve(ctx, srv, work...)
+}
+
+// resyncLost tells the clients of this process that changes were lost
+// before they reached the bus (PostgreSQL invalidated the slot), and gives
+// them a moment to receive it: capture stops right after, and with it the
+// process.
+func resyncLost(hub *broadcast.Hub) {
+	hub.Resync("replication slot lost: changes were lost")
+	if hub.Clients() > 0 {
+		time.Sleep(time.Second)
+	}
 }
 
 // appender is what capture needs of a bus.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -34,6 +35,10 @@ type Config struct {
 	ConnectRate    float64
 	LogLevel       string
 	LogFormat      string
+
+	HeartbeatInterval time.Duration
+	StallThreshold    time.Duration
+	MaxRetainedWAL    int64
 }
 
 // option is one configuration setting: its flag, its environment variables
@@ -229,6 +234,36 @@ var options = []option{
 		},
 	},
 	{
+		flag: "heartbeat-interval", env: []string{"WALCAST_HEARTBEAT_INTERVAL"}, def: "10s",
+		help: "how often capture writes a heartbeat into the WAL (PostgreSQL 14+) and reads the WAL its slot retains; 0 turns heartbeats off",
+		in:   []string{cmdRun, cmdCapture},
+		set: func(c *Config, v string) error {
+			d, err := parseOptionalDuration(v)
+			c.HeartbeatInterval = d
+			return err
+		},
+	},
+	{
+		flag: "stall-threshold", env: []string{"WALCAST_STALL_THRESHOLD"}, def: "60s",
+		help: "a heartbeat not back within this long is a stall: /readyz turns red and an error is logged; 0 turns stall detection off",
+		in:   []string{cmdRun, cmdCapture},
+		set: func(c *Config, v string) error {
+			d, err := parseOptionalDuration(v)
+			c.StallThreshold = d
+			return err
+		},
+	},
+	{
+		flag: "max-retained-wal", env: []string{"WALCAST_MAX_RETAINED_WAL"}, def: "1GB",
+		help: "warn when the replication slot holds back more WAL than this (512MB, 2GB; 1024-based like PostgreSQL); 0 turns the warning off",
+		in:   []string{cmdRun, cmdCapture},
+		set: func(c *Config, v string) error {
+			n, err := parseSize(v)
+			c.MaxRetainedWAL = n
+			return err
+		},
+	},
+	{
 		flag: "log-level", env: []string{"WALCAST_LOG_LEVEL"}, def: "info",
 		help: "debug, info, warn or error",
 		in:   []string{cmdRun, cmdCapture, cmdServe, cmdDemo},
@@ -253,6 +288,40 @@ var options = []option{
 			return nil
 		},
 	},
+}
+
+// parseOptionalDuration parses a Go duration of at least 100ms, or 0 for
+// off.
+func parseOptionalDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || (d > 0 && d < 100*time.Millisecond) {
+		return 0, errors.New("want a duration like 10s or 1m (at least 100ms), or 0 for off")
+	}
+	return d, nil
+}
+
+// parseSize parses a byte size as PostgreSQL writes them: a whole number
+// with an optional unit B, kB, MB, GB or TB (1024-based, case-insensitive).
+func parseSize(v string) (int64, error) {
+	bad := errors.New("want a size like 512MB or 2GB (units B, kB, MB, GB, TB), or 0 for off")
+	s := strings.TrimSpace(v)
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, bad
+	}
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if err != nil {
+		return 0, bad
+	}
+	shift := map[string]uint{"": 0, "b": 0, "kb": 10, "mb": 20, "gb": 30, "tb": 40}
+	sh, ok := shift[strings.ToLower(strings.TrimSpace(s[i:]))]
+	if !ok || n > (1<<62)>>sh {
+		return 0, bad
+	}
+	return n << sh, nil
 }
 
 func validIdent(s string) bool {

@@ -59,6 +59,41 @@ func (m *metrics) watchCapture(status func() cdc.Status) {
 		return float64(s.ServerEnd - s.Confirmed)
 	})
 	gauge("walcast_replication_sessions_total", "Replication sessions started; more than one means reconnects.", func(s cdc.Status) float64 { return float64(s.Sessions) })
+	gauge("walcast_heartbeat_lag_seconds", "Round trip of the last heartbeat through the WAL and the replication stream, or the age of the oldest one not yet back when larger.", func(s cdc.Status) float64 { return s.HeartbeatLag.Seconds() })
+	gauge("walcast_replication_stalled", "1 while a streaming session counts as stalled (no heartbeat back within --stall-threshold).", func(s cdc.Status) float64 { return b2f(s.Stalled != "") })
+	m.reg.MustRegister(slotCollector{status})
+}
+
+// slotCollector reports the slot's WAL as capture last read it; nothing
+// before the first read.
+type slotCollector struct{ status func() cdc.Status }
+
+var (
+	retainedDesc  = prometheus.NewDesc("walcast_slot_retained_wal_bytes", "WAL the replication slot holds back on the database server: current WAL position minus restart_lsn.", nil, nil)
+	safeDesc      = prometheus.NewDesc("walcast_slot_safe_wal_size_bytes", "WAL that may still be written before PostgreSQL invalidates the slot (safe_wal_size), negative past the limit; absent when max_slot_wal_keep_size is unlimited.", nil, nil)
+	walStatusDesc = prometheus.NewDesc("walcast_slot_wal_status", "1 for the slot's wal_status (reserved, extended, unreserved, lost), 0 for the others.", []string{"status"}, nil)
+	walStatuses   = []string{"reserved", "extended", "unreserved", "lost"}
+)
+
+func (c slotCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- retainedDesc
+	ch <- safeDesc
+	ch <- walStatusDesc
+}
+
+func (c slotCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.status()
+	if s.RetainedWAL >= 0 {
+		ch <- prometheus.MustNewConstMetric(retainedDesc, prometheus.GaugeValue, float64(s.RetainedWAL))
+	}
+	if s.SafeWALSize != cdc.NoWALLimit {
+		ch <- prometheus.MustNewConstMetric(safeDesc, prometheus.GaugeValue, float64(s.SafeWALSize))
+	}
+	if s.WALStatus != "" {
+		for _, st := range walStatuses {
+			ch <- prometheus.MustNewConstMetric(walStatusDesc, prometheus.GaugeValue, b2f(st == s.WALStatus), st)
+		}
+	}
 }
 
 // watchServer exports the WebSocket side.
