@@ -61,13 +61,14 @@ var (
 	cmdCheck   = "check"
 	cmdToken   = "token"
 	cmdDemo    = "demo"
+	cmdSlot    = "slot"
 )
 
 var options = []option{
 	{
 		flag: "database-url", env: []string{"WALCAST_DATABASE_URL", "DATABASE_URL"},
 		help: "libpq URL of the source database",
-		in:   []string{cmdRun, cmdCapture, cmdCheck},
+		in:   []string{cmdRun, cmdCapture, cmdCheck, cmdSlot},
 		set:  func(c *Config, v string) error { c.DatabaseURL = v; return nil },
 	},
 	{
@@ -123,7 +124,7 @@ var options = []option{
 	{
 		flag: "slot", env: []string{"WALCAST_SLOT"}, def: "walcast",
 		help: "replication slot name (created if missing)",
-		in:   []string{cmdRun, cmdCapture, cmdCheck},
+		in:   []string{cmdRun, cmdCapture, cmdCheck, cmdSlot},
 		set: func(c *Config, v string) error {
 			if !validIdent(v) {
 				return errors.New("want lower-case letters, digits and underscores (PostgreSQL's rule for slot names)")
@@ -135,7 +136,7 @@ var options = []option{
 	{
 		flag: "publication", env: []string{"WALCAST_PUBLICATION"}, def: "walcast",
 		help: "publication name (created if missing)",
-		in:   []string{cmdRun, cmdCapture, cmdCheck},
+		in:   []string{cmdRun, cmdCapture, cmdCheck, cmdSlot},
 		set: func(c *Config, v string) error {
 			if v == "" {
 				return errors.New("must not be empty")

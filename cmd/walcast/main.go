@@ -1,7 +1,7 @@
 // Command walcast streams committed row changes of the election tables
 // from PostgreSQL's logical replication to browsers over WebSocket.
 //
-// Usage: walcast run|capture|serve|check|token|demo|version [flags]
+// Usage: walcast run|capture|serve|check|slot|token|demo|version [flags]
 package main
 
 import (
@@ -31,6 +31,7 @@ commands:
   capture   capture changes into Redis (no /ws); pair with serve
   serve     serve changes from Redis over WebSocket
   check     diagnose the database setup and print the fix for each problem
+  slot      show the replication slot (slot status) or drop it (slot drop --yes)
   token     mint a development access token
   demo      everything on one machine for a first look
   version   print the version
@@ -83,6 +84,8 @@ func dispatch(ctx context.Context, command string, args []string, stdout, stderr
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, topUsage)
 		return nil
+	case cmdSlot:
+		return runSlot(ctx, args, stdout, getenv)
 	case cmdRun, cmdCheck, cmdToken, cmdDemo, cmdCapture, cmdServe:
 	default:
 		return &usageError{fmt.Sprintf("unknown command %q\n%s", command, topUsage)}
