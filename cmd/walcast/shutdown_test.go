@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/walcast/walcast/internal/testenv"
+	"github.com/walcast/walcast/schema"
+)
+
+// sigterm sends SIGTERM and returns how long the process took to exit,
+// failing unless it exits cleanly within 10 s.
+func (p *process) sigterm(t *testing.T) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		took := time.Since(start)
+		p.done <- nil // for Cleanup
+		if err != nil {
+			t.Fatalf("walcast exited with %v after SIGTERM:\n%s", err, p.out.String())
+		}
+		return took
+	case <-time.After(10 * time.Second):
+		t.Fatalf("walcast did not exit within 10 s of SIGTERM:\n%s", p.out.String())
+	}
+	return 0
+}
+
+// loadWriter commits rows to guarantee until stopped: one writer commits
+// one row per transaction, another 25 rows per transaction, so SIGTERM
+// finds transactions of both sizes in flight. Every row has a unique
+// elector_name.
+type loadWriter struct {
+	committed atomic.Int64
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+func startLoad(t *testing.T, dbURL string) *loadWriter {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &loadWriter{stop: cancel}
+	for _, size := range []int{1, 25} {
+		w.wg.Go(func() {
+			conn, err := pgx.Connect(ctx, dbURL)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close(context.Background())
+			for n := 0; ctx.Err() == nil; n++ {
+				_, err := conn.Exec(ctx, `INSERT INTO guarantee (committee_id, user_id, elector_name)
+					SELECT 1 + g % 3, 1, $1 || '-' || $2::int || '-' || g FROM generate_series(1, $3::int) g`, fmt.Sprint(size), n, size)
+				if err != nil {
+					if ctx.Err() == nil {
+						t.Errorf("write: %v", err)
+					}
+					return
+				}
+				w.committed.Add(int64(size))
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	t.Cleanup(w.halt)
+	return w
+}
+
+func (w *loadWriter) halt() {
+	w.stop()
+	w.wg.Wait()
+}
+
+// Under a steady write load, SIGTERM makes walcast store and confirm what
+// it read and exit cleanly within 10 s; the slot's confirmed position
+// then covers everything on the bus, so the next start re-reads nothing
+// already stored. Across three such restarts a resuming client receives
+// every committed row exactly once, and the Redis stream holds each row
+// once.
+func TestSigtermUnderLoadLosesAndRepeatsNothing(t *testing.T) {
+	pg := electionDB(t)
+	rd := testenv.StartRedis(t, testenv.WithAOF())
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	defer rdb.Close()
+	port := testenv.FreePort(t)
+	args := []string{"--redis-url", rd.URL()}
+	p := startProcess(t, pg.URL(), port, args...)
+	p.waitReady(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := &resumingClient{addr: p.addr, tok: token(t, 1, "admin"), ids: map[string]int{}, names: map[string]int{}}
+	clientDone := make(chan struct{})
+	go func() { defer close(clientDone); client.run(ctx) }()
+
+	load := startLoad(t, pg.URL())
+	var exits []time.Duration
+	for round := 0; round < 3; round++ {
+		time.Sleep(time.Second) // under load
+		before := load.committed.Load()
+		took := p.sigterm(t)
+		exits = append(exits, took)
+		out := p.out.String()
+		if !strings.Contains(out, "confirmed position on shutdown") {
+			t.Errorf("round %d: no \"confirmed position on shutdown\" in the log:\n%s", round, out)
+		}
+		if strings.Contains(out, "level=WARN") || strings.Contains(out, "level=ERROR") {
+			t.Errorf("round %d: warnings or errors during a clean shutdown:\n%s", round, out)
+		}
+
+		// Everything on the bus is confirmed: a restart re-reads none of it.
+		waitSlotInactive(t, pg.URL(), "walcast")
+		var confirmedText string
+		queryRow(t, pg.URL(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'walcast'", nil, &confirmedText)
+		confirmed := parseLSNText(t, confirmedText)
+		top, err := rdb.XRevRangeN(ctx, "walcast:changes", "+", "-", 1).Result()
+		if err != nil || len(top) == 0 {
+			t.Fatalf("read the stream's top: %v %v", top, err)
+		}
+		topPos, err := schema.ParsePosition(top[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if topPos.LSN >= confirmed {
+			t.Errorf("round %d: the stream's newest entry %s (commit at %d) is not below the confirmed position %s (%d): a restart re-reads stored changes",
+				round, top[0].ID, topPos.LSN, confirmedText, confirmed)
+		}
+		t.Logf("round %d: exited %v after SIGTERM with %d rows committed; confirmed %s, newest stream entry %s",
+			round, took.Round(time.Millisecond), before, confirmedText, top[0].ID)
+
+		time.Sleep(300 * time.Millisecond) // writes go on while walcast is down
+		p = startProcess(t, pg.URL(), port, args...)
+		p.waitReady(t)
+	}
+	time.Sleep(500 * time.Millisecond)
+	load.halt()
+
+	// Every row the database has, exactly once, to the client and in the stream.
+	rows := map[string]bool{}
+	conn, err := pgx.Connect(ctx, pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := conn.Query(ctx, `SELECT elector_name FROM guarantee`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r.Next() {
+		var name string
+		if err := r.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		rows[name] = true
+	}
+	conn.Close(ctx)
+	eventually(t, 30*time.Second, "the client received every row", func() bool {
+		client.mu.Lock()
+		defer client.mu.Unlock()
+		return len(client.names) >= len(rows)
+	})
+	cancel()
+	<-clientDone
+
+	client.mu.Lock()
+	defer client.mu.Unlock()
+	var missing, extra, dupNames, dupIDs []string
+	for name := range rows {
+		if client.names[name] == 0 {
+			missing = append(missing, name)
+		}
+	}
+	for name, n := range client.names {
+		if !rows[name] {
+			extra = append(extra, name)
+		}
+		if n > 1 {
+			dupNames = append(dupNames, name)
+		}
+	}
+	for id, n := range client.ids {
+		if n > 1 {
+			dupIDs = append(dupIDs, id)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("%d committed rows never delivered, e.g. %v", len(missing), first(missing))
+	}
+	if len(extra) > 0 {
+		t.Errorf("%d delivered rows not in the database, e.g. %v", len(extra), first(extra))
+	}
+	if len(dupNames) > 0 || len(dupIDs) > 0 {
+		t.Errorf("duplicates: %d rows, %d ids, e.g. %v %v", len(dupNames), len(dupIDs), first(dupNames), first(dupIDs))
+	}
+	if client.resyncs > 0 {
+		t.Errorf("%d resync_required", client.resyncs)
+	}
+	entries, err := rdb.XLen(context.Background(), "walcast:changes").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if entries != int64(len(rows)) {
+		t.Errorf("the stream holds %d entries for %d committed rows", entries, len(rows))
+	}
+	t.Logf("%d rows committed under load, %d delivered, %d stream entries, %d client reconnects; SIGTERM to exit: %v",
+		len(rows), len(client.ids), entries, client.drops, exits)
+	if len(rows) < 1000 {
+		t.Errorf("only %d rows written: the load was not steady", len(rows))
+	}
+}
+
+// parseLSNText parses PostgreSQL's "16/B374D848" form.
+func parseLSNText(t *testing.T, s string) uint64 {
+	t.Helper()
+	var hi, lo uint32
+	if _, err := fmt.Sscanf(strings.Replace(s, "/", " ", 1), "%X %X", &hi, &lo); err != nil {
+		t.Fatalf("parse lsn %q: %v", s, err)
+	}
+	return uint64(hi)<<32 | uint64(lo)
+}
