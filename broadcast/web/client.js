@@ -12,6 +12,8 @@
 /** Message types walcast sends for row changes. */
 export const CHANGE_TYPES = Object.freeze(["guarantee_update", "attendance_update", "voting_update", "dashboard_update"]);
 
+const STABLE = 5000; // a connection open this long resets the backoff
+
 const DEFAULTS = {
   initialDelay: 500, // first reconnect waits up to this (full jitter)
   maxDelay: 30000, // cap of the exponential backoff
@@ -131,7 +133,8 @@ export class WalcastClient {
   #status = "idle";
   #closed = false;
   #everOpened = false;
-  #attempt = 0; // consecutive reconnects since the last open
+  #attempt = 0; // reconnects since the last connection that lasted
+  #openedAt = 0;
   #failures = 0; // consecutive attempts that never opened
   #seq = 0; // invalidates async work of older attempts
   #ws = null;
@@ -139,8 +142,13 @@ export class WalcastClient {
   #lastId = null;
   #timers = { retry: 0, connect: 0, ping: 0, dead: 0, refresh: 0 };
   #stats = { received: 0, delivered: 0, skipped: 0, filtered: 0, connects: 0 };
-  #onOnline = () => {
-    if (this.#status === "reconnecting" && !this.#ws) this.#connectNow();
+  // wake runs when the network comes back or the page is shown again (a
+  // laptop waking up): check an open connection now instead of at the next
+  // ping, and end a reconnect's wait.
+  #wake = () => {
+    if (this.#closed || (globalThis.document && globalThis.document.visibilityState === "hidden")) return;
+    if (this.#ws && this.#status === "open") this.#ping(this.#ws);
+    else if (!this.#ws && this.#status === "reconnecting") this.#connectNow();
   };
 
   constructor(options = {}) {
@@ -161,7 +169,8 @@ export class WalcastClient {
       this.#last = key;
       this.#lastId = options.since;
     }
-    globalThis.addEventListener?.("online", this.#onOnline);
+    globalThis.addEventListener?.("online", this.#wake);
+    globalThis.document?.addEventListener?.("visibilitychange", this.#wake);
     // Connect after the caller has had a chance to add handlers.
     queueMicrotask(() => this.#connectNow());
   }
@@ -216,7 +225,7 @@ export class WalcastClient {
     if (this.#closed) return;
     this.#closed = true;
     this.#seq++;
-    globalThis.removeEventListener?.("online", this.#onOnline);
+    this.#unlisten();
     const ws = this.#ws;
     this.#detach();
     if (ws) {
@@ -301,7 +310,7 @@ export class WalcastClient {
 
   #onOpen(ws) {
     this.#everOpened = true;
-    this.#attempt = 0;
+    this.#openedAt = Date.now();
     this.#failures = 0;
     this.#setStatus("open");
     this.#sendSubscription();
@@ -335,6 +344,9 @@ export class WalcastClient {
   #onClosed(code, reason, opened) {
     if (this.#closed) return;
     if (!opened) this.#failures++;
+    // Backoff restarts after a connection that lasted, not after any open:
+    // a server that accepts and closes at once must not be hammered.
+    else if (Date.now() - this.#openedAt > STABLE) this.#attempt = 0;
     if (code === 4001) {
       // The token expired before a fresh auth frame reached walcast.
       if (!this.#getToken) return this.#fail("token expired", code);
@@ -367,9 +379,14 @@ export class WalcastClient {
     }
     this.#closed = true;
     this.#seq++;
-    globalThis.removeEventListener?.("online", this.#onOnline);
+    this.#unlisten();
     this.#setStatus("closed", { code, reason });
     this.#handlers.clear();
+  }
+
+  #unlisten() {
+    globalThis.removeEventListener?.("online", this.#wake);
+    globalThis.document?.removeEventListener?.("visibilitychange", this.#wake);
   }
 
   #detach() {
