@@ -39,10 +39,13 @@ type client struct {
 	// writingSince is when the write in progress started (unix nanos), or
 	// 0: the watchdog's view of a hung socket.
 	writingSince atomic.Int64
-	resume       chan schema.Position
-	reauth       chan time.Time // new expiry after an auth frame
-	last         schema.Position
-	log          *slog.Logger
+	// batch collects a delivery loop's frames into one socket write; nil
+	// when the connection was not accepted through batchingWriter.
+	batch  *batchConn
+	resume chan schema.Position
+	reauth chan time.Time // new expiry after an auth frame
+	last   schema.Position
+	log    *slog.Logger
 }
 
 const (
@@ -96,6 +99,7 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 		}
 		if n > 0 {
 			p, f := c.principal.Load(), c.filter.Load()
+			c.beginBatch()
 			for _, m := range buf[:n] {
 				if m.Type == typeResync {
 					if err := c.send(ctx, m.JSON); err != nil {
@@ -111,6 +115,9 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 				}
 				c.last = m.Pos
 				s.cfg.Hub.delivered.Add(1)
+			}
+			if err := c.endBatch(); err != nil {
+				return err
 			}
 			clear(buf[:n])
 			c.cursor.Store(cursor + uint64(n))
@@ -163,6 +170,7 @@ func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) err
 			return fmt.Errorf("replay since %s: %w", pos, err)
 		}
 		p, f := c.principal.Load(), c.filter.Load()
+		c.beginBatch()
 		for _, m := range msgs {
 			if p.Allows(m) && f.allows(m) {
 				if err := c.send(ctx, m.JSON); err != nil {
@@ -172,10 +180,35 @@ func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) err
 			c.last = m.Pos
 			pos = m.Pos
 		}
+		if err := c.endBatch(); err != nil {
+			return err
+		}
 		if len(msgs) < replayPage {
 			return nil
 		}
 	}
+}
+
+// beginBatch starts collecting frames for one socket write.
+func (c *client) beginBatch() {
+	if c.batch != nil {
+		c.batch.begin()
+	}
+}
+
+// endBatch writes the collected frames. The watchdog sees this write like
+// any other.
+func (c *client) endBatch() error {
+	if c.batch == nil {
+		return nil
+	}
+	c.writingSince.Store(time.Now().UnixNano())
+	err := c.batch.end()
+	c.writingSince.Store(0)
+	if err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
 }
 
 // send writes one frame. It passes no deadline to the library, which would

@@ -252,7 +252,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.release(p)
 
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	bw := &batchingWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(bw, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // the Origin was checked above, against our own patterns
 		CompressionMode:    websocket.CompressionDisabled,
 	})
@@ -263,6 +264,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(MaxClientFrame)
 	c := &client{
 		ws:     ws,
+		batch:  bw.conn,
 		resume: make(chan schema.Position, 1),
 		reauth: make(chan time.Time, 1),
 		log:    log,
