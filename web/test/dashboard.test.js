@@ -1,7 +1,7 @@
 // The live dashboard (broadcast/web/index.html) in headless Chromium, driven
 // by playwright-core, against a real walcast that is killed and restarted.
 // See harness.js for how to run it.
-import { test } from "node:test";
+import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
@@ -47,6 +47,22 @@ async function waitState(page, what, pred, timeout = 10000) {
 
 const row = (state, elector) => state.rows.find((r) => r.elector === elector);
 
+let browser;
+before(async () => {
+  if (!skip) browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ARGS });
+});
+after(() => browser?.close());
+
+// newPage opens a page in a context of its own (no shared storage) and
+// records the page's uncaught errors in errors.
+async function newPage(t, errors) {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  t.after(() => ctx.close());
+  const page = await ctx.newPage();
+  page.on("pageerror", (e) => errors.push(e.message));
+  return page;
+}
+
 test("dashboard: two pages follow an update, walcast's restart, and catch up with no row twice", { skip, timeout: 90000 }, async (t) => {
   const p = label("dash");
   const n = (i) => `${p}-${i}`;
@@ -56,13 +72,9 @@ test("dashboard: two pages follow an update, walcast's restart, and catch up wit
     INSERT INTO vote_count (committee_id, candidate_id, votes) VALUES (1, 1, 10), (1, 2, 4)
       ON CONFLICT (committee_id, candidate_id) DO UPDATE SET votes = EXCLUDED.votes;`);
 
-  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ARGS });
-  t.after(() => browser.close());
   const errors = [];
   const open = async (tok) => {
-    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    const page = await ctx.newPage();
-    page.on("pageerror", (e) => errors.push(e.message));
+    const page = await newPage(t, errors);
     await page.goto(`${WALCAST_URL}/#token=${tok}`);
     return page;
   };
@@ -121,4 +133,27 @@ test("dashboard: two pages follow an update, walcast's restart, and catch up wit
     await admin.screenshot({ path: shot });
     t.diagnostic(`screenshot: ${shot}`);
   }
+});
+
+test("dashboard: without a token it asks for one, then connects", { skip, timeout: 30000 }, async (t) => {
+  const errors = [];
+  const page = await newPage(t, errors);
+  await page.goto(`${WALCAST_URL}/`);
+  await page.locator("#login").waitFor({ state: "visible" });
+  assert.ok(!(await page.locator("#dashboard").isVisible()), "the dashboard shows without a token");
+  await page.locator("#token-input").fill("not a token");
+  await page.locator("#login-form button").click();
+  await page.locator("#login-error").filter({ hasText: "not a JWT" }).waitFor();
+
+  await page.locator("#token-input").fill(await token({ user: 5, role: "supervisor", committees: [2] }));
+  await page.locator("#login-form button").click();
+  await waitState(page, "open", (s) => s.status === "open");
+  assert.ok(await page.locator("#dashboard").isVisible());
+  assert.ok(!(await page.locator("#login").isVisible()));
+  assert.match(await page.locator("#who").textContent(), /supervisor · user 5 · committees 2/);
+
+  await page.locator("#signout").click();
+  await page.locator("#login").waitFor({ state: "visible" });
+  assert.equal(await page.locator("#status").textContent(), "closed");
+  assert.deepEqual(errors, []);
 });
