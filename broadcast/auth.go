@@ -32,8 +32,14 @@ type Principal struct {
 // Allows reports whether the principal may receive m: admins see
 // everything; others see their committees' messages, their own rows, and
 // election-wide messages (no committee, no owner). A message whose scope
-// is unknown (AdminOnly) reaches admins only.
+// is unknown (AdminOnly) reaches admins only. A personal dashboard reaches
+// its owner only.
 func (p *Principal) Allows(m *schema.Message) bool {
+	if m.Type == schema.TypeDashboard && m.HasOwner {
+		// A personal dashboard is its owner's alone, admins included:
+		// they have the admin dashboard.
+		return p.HasUser && m.Owner == p.UserID
+	}
 	if p.Role == RoleAdmin {
 		return true
 	}

@@ -46,6 +46,19 @@ type client struct {
 	reauth chan time.Time // new expiry after an auth frame
 	last   schema.Position
 	log    *slog.Logger
+
+	// dash is the dashboards to send after the welcome, taken when the
+	// client registered; dashResend asks the writer to send them again
+	// (after a subscribe), and dashFloor is the window sequence that
+	// resend is current at: older dashboard messages are superseded.
+	dash       []*schema.Message
+	dashResend chan struct{}
+	dashFloor  uint64
+
+	// ev queues presence and typing frames for the writer; typing limits
+	// the typing frames the client sends (reader only).
+	ev     clientEvents
+	typing typingLimiter
 }
 
 const (
@@ -84,6 +97,12 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 			return err
 		}
 	}
+	// The dashboards current at registration; the window holds what
+	// changed since.
+	if err := c.sendDashboards(ctx, c.dash); err != nil {
+		return err
+	}
+	c.dash = nil
 	expiry := time.NewTimer(time.Until(c.principal.Load().Expires))
 	defer expiry.Stop()
 	ping := time.NewTicker(s.cfg.PingInterval)
@@ -100,7 +119,7 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 		if n > 0 {
 			p, f := c.principal.Load(), c.filter.Load()
 			c.beginBatch()
-			for _, m := range buf[:n] {
+			for i, m := range buf[:n] {
 				if m.Type == typeResync {
 					if err := c.send(ctx, m.JSON); err != nil {
 						return err
@@ -110,11 +129,16 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 				if !c.last.Less(m.Pos) || !p.Allows(m) || !f.allows(m) {
 					continue // not for this client, or already sent by a replay
 				}
+				if m.DashboardKey != "" && cursor+uint64(i) < c.dashFloor {
+					continue // superseded by the dashboards sent after a subscribe
+				}
 				if err := c.send(ctx, m.JSON); err != nil {
 					return err
 				}
 				c.last = m.Pos
-				s.cfg.Hub.delivered.Add(1)
+				if m.DashboardKey == "" { // deliveries count changes
+					s.cfg.Hub.delivered.Add(1)
+				}
 			}
 			if err := c.endBatch(); err != nil {
 				return err
@@ -133,6 +157,16 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 			expiry.Reset(time.Until(exp))
 		case pos := <-c.resume:
 			if err := s.replay(ctx, c, pos); err != nil {
+				return err
+			}
+		case ev := <-c.ev.events:
+			if err := s.sendEvent(ctx, c, ev); err != nil {
+				return err
+			}
+		case <-c.dashResend:
+			var msgs []*schema.Message
+			msgs, c.dashFloor = s.cfg.Hub.dashboardsSince(c.principal.Load())
+			if err := c.sendDashboards(ctx, msgs); err != nil {
 				return err
 			}
 		case <-ping.C:
@@ -172,7 +206,9 @@ func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) err
 		p, f := c.principal.Load(), c.filter.Load()
 		c.beginBatch()
 		for _, m := range msgs {
-			if p.Allows(m) && f.allows(m) {
+			// Dashboards are snapshots: the newest of each follows the
+			// replay, older ones would only be undone by it.
+			if m.DashboardKey == "" && p.Allows(m) && f.allows(m) {
 				if err := c.send(ctx, m.JSON); err != nil {
 					return err
 				}
@@ -257,6 +293,12 @@ func (s *Server) read(ctx context.Context, c *client) error {
 			nf := narrow(c.principal.Load(), f)
 			c.filter.Store(nf)
 			err = c.send(ctx, subscribedFrame(nf))
+			if err == nil && nf.allows(&schema.Message{Type: schema.TypeDashboard}) {
+				select {
+				case c.dashResend <- struct{}{}:
+				default: // a resend is already due
+				}
+			}
 		case "resume":
 			pos, _ := schema.ParsePosition(f.Since)
 			select {
@@ -266,6 +308,16 @@ func (s *Server) read(ctx context.Context, c *client) error {
 			}
 		case "auth":
 			err = s.reauth(ctx, c, f.Token)
+		case "presence":
+			viewing := ""
+			if f.Viewing != nil {
+				viewing = *f.Viewing
+			}
+			s.presence.join(c, viewing)
+		case "typing":
+			if c.typing.allow(time.Now()) {
+				s.presence.typing(c, f.Target)
+			}
 		}
 		if err != nil {
 			return err

@@ -22,6 +22,8 @@ type clientFrame struct {
 	Committees []int64  `json:"committees"`
 	Since      string   `json:"since"`
 	Token      string   `json:"token"`
+	Viewing    *string  `json:"viewing"`
+	Target     string   `json:"target"`
 }
 
 // frameError is a client mistake answered with an error frame; the
@@ -62,6 +64,14 @@ func parseClientFrame(b []byte) (clientFrame, error) {
 	case "auth":
 		if f.Token == "" {
 			return f, &frameError{"bad_auth", "auth frame without a token"}
+		}
+	case "presence":
+		if f.Viewing != nil && len(*f.Viewing) > MaxPresenceText {
+			return f, &frameError{"bad_presence", fmt.Sprintf("viewing is longer than %d bytes", MaxPresenceText)}
+		}
+	case "typing":
+		if f.Target == "" || len(f.Target) > MaxPresenceText {
+			return f, &frameError{"bad_typing", fmt.Sprintf("typing needs a target of 1 to %d bytes", MaxPresenceText)}
 		}
 	case "":
 		return f, &frameError{"bad_frame", `frame has no "type"`}

@@ -28,6 +28,9 @@ type Hub struct {
 	last    schema.Position   // position of the newest message published
 	notify  chan struct{}     // closed and replaced on every publish
 	clients map[*client]struct{}
+	// dash holds the newest dashboard_update message of each dashboard
+	// (by DashboardKey): what a new connection is sent after its welcome.
+	dash map[string]*schema.Message
 
 	published atomic.Uint64 // messages published
 	delivered atomic.Uint64 // messages written to clients
@@ -44,6 +47,7 @@ func NewHub(window int) *Hub {
 		window:  make([]*schema.Message, window),
 		notify:  make(chan struct{}),
 		clients: map[*client]struct{}{},
+		dash:    map[string]*schema.Message{},
 	}
 }
 
@@ -59,6 +63,9 @@ func (h *Hub) Publish(msgs []*schema.Message) {
 		h.head++
 		if m.Type != typeResync {
 			h.last = m.Pos
+		}
+		if m.DashboardKey != "" {
+			h.keepDashboard(m)
 		}
 	}
 	wake := h.notify
@@ -119,6 +126,7 @@ func (h *Hub) add(c *client) schema.Position {
 	defer h.mu.Unlock()
 	c.cursor.Store(h.head)
 	h.clients[c] = struct{}{}
+	c.dash = h.dashboardsFor(c.principal.Load())
 	return h.last
 }
 

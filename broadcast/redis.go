@@ -25,6 +25,7 @@ const (
 	fieldCommittee = "c"
 	fieldOwner     = "u"
 	fieldAdminOnly = "a"
+	fieldDashboard = "k"
 )
 
 // RedisBus stores messages in a Redis stream and reads them back for serve
@@ -148,11 +149,19 @@ func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
 		if m.AdminOnly {
 			vals = append(vals, fieldAdminOnly, "1")
 		}
+		if m.DashboardKey != "" {
+			vals = append(vals, fieldDashboard, m.DashboardKey)
+		}
 		args := &redis.XAddArgs{Stream: b.key, ID: string(id), Values: vals}
 		if b.history > 0 {
 			args.MaxLen, args.Approx = b.history, true
 		}
 		cmds[i] = pipe.XAdd(ctx, args)
+		if m.DashboardKey != "" {
+			// The newest of each dashboard, for replicas that start after
+			// it was appended (the stream may have trimmed it by then).
+			pipe.HSet(ctx, b.dashboardKey(), m.DashboardKey, encodeDashboard(m))
+		}
 	}
 	_, err := pipe.Exec(ctx)
 	if err == nil {
@@ -232,6 +241,7 @@ func fromEntry(x redis.XMessage) (*schema.Message, error) {
 		m.HasCommittee = err == nil
 	}
 	m.AdminOnly = x.Values[fieldAdminOnly] == "1"
+	m.DashboardKey, _ = x.Values[fieldDashboard].(string)
 	if s, ok := x.Values[fieldOwner].(string); ok {
 		m.Owner, err = strconv.ParseInt(s, 10, 64)
 		m.HasOwner = err == nil
@@ -260,6 +270,9 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 			}
 			last, started = head, true
 			hub.Start(head)
+			if err := b.seedDashboards(ctx, hub); err != nil {
+				b.log.Warn("cannot read the newest dashboards; connections get them at their next update", "err", err)
+			}
 			b.log.Info("following stream", "from", head.String())
 		}
 		res, err := b.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{b.key, last.String()}, Count: 1000, Block: time.Second}).Result()

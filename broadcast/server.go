@@ -45,6 +45,8 @@ type ServerConfig struct {
 	// WriteTimeout is how long a write may hang before Watch closes the
 	// connection (default 10 s).
 	WriteTimeout time.Duration
+	// Presence tracks who is online; an in-process one when nil.
+	Presence *Presence
 }
 
 // Server serves the WebSocket endpoint and health checks.
@@ -61,6 +63,7 @@ type Server struct {
 	limiter  *rateLimiter
 	refused  map[string]uint64 // upgrades refused, by reason
 	resumes  atomic.Uint64
+	presence *Presence
 }
 
 // Refused returns how many upgrades were refused, by reason (an AuthError
@@ -99,7 +102,10 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), perUser: map[int64]int{}, refused: map[string]uint64{},
+	if cfg.Presence == nil {
+		cfg.Presence = NewPresence()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), perUser: map[int64]int{}, refused: map[string]uint64{}, presence: cfg.Presence,
 		limiter: newRateLimiter(cfg.Limits.ConnectRate, cfg.Limits.ConnectBurst)}
 	if !cfg.NoWebSocket {
 		s.mux.HandleFunc("GET /ws", s.serveWS)
@@ -269,12 +275,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		reauth: make(chan time.Time, 1),
 		log:    log,
 	}
+	c.dashResend = make(chan struct{}, 1)
+	c.ev.events = make(chan presenceEvent, eventQueue)
 	c.principal.Store(p)
 	// Register before reading history: messages published from now on
 	// queue up, everything earlier is in history, and the id check skips
 	// the overlap.
 	at := s.cfg.Hub.add(c)
 	defer s.cfg.Hub.remove(c)
+	defer s.presence.leave(c)
 	log = log.With("user_id", p.UserID, "role", p.Role)
 	log.Debug("websocket connected")
 	err = s.run(r.Context(), c, at, since)

@@ -1,5 +1,7 @@
 package schema
 
+import "strconv"
+
 // The message types of the front end's protocol.
 const (
 	TypeGuarantee  = "guarantee_update"
@@ -25,8 +27,31 @@ type Message struct {
 	// admins, rather than sending it to all as if it were election-wide.
 	AdminOnly bool
 
+	// DashboardKey names the dashboard a TypeDashboard message carries
+	// ("admin", "supervisor:3", "personal:12"; see DashboardKey); empty
+	// for other types. A newer message for the same key supersedes an
+	// older one, which is what lets a server send a new connection only
+	// the latest of each.
+	DashboardKey string
+
 	JSON []byte // the complete text frame sent to clients
 }
 
 // ID returns the message id clients see.
 func (m *Message) ID() string { return m.Pos.String() }
+
+// The dashboard types of dashboard_update messages.
+const (
+	DashboardPersonal   = "personal"   // one user's own work; scoped to that user (Owner)
+	DashboardSupervisor = "supervisor" // one committee; scoped to it (Committee)
+	DashboardAdmin      = "admin"      // the whole election; AdminOnly
+)
+
+// DashboardKey returns the key of a dashboard: its type, and the user or
+// committee it is about ("personal:12", "supervisor:3", "admin").
+func DashboardKey(dashboardType string, id int64) string {
+	if dashboardType == DashboardAdmin {
+		return DashboardAdmin
+	}
+	return dashboardType + ":" + strconv.FormatInt(id, 10)
+}

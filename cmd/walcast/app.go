@@ -29,6 +29,7 @@ type App struct {
 
 	mu      sync.Mutex
 	capture *cdc.Capture
+	live    liveState // dashboards and presence: see live.go
 
 	// statusInterval overrides cdc's standby status interval, for tests.
 	statusInterval time.Duration
@@ -69,7 +70,8 @@ type routeSink struct {
 	metrics *metrics
 }
 
-func (s routeSink) Store(ctx context.Context, txs []schema.Tx) error {
+// storeChanges routes the changes of txs and appends them to the bus.
+func (s routeSink) storeChanges(ctx context.Context, txs []schema.Tx) error {
 	n := 0
 	for i := range txs {
 		n += len(txs[i].Changes)
@@ -155,6 +157,13 @@ func (a *App) Run(ctx context.Context) error {
 		mem := broadcast.NewMemoryBus(cfg.History, hub)
 		bus, history = mem, mem
 	}
+	var dash *dashSink
+	if capturing {
+		if dash = a.startDashboards(bus, history); dash != nil {
+			bus = dash
+		}
+	}
+	presence := a.startPresence(serving, redis, &work)
 
 	var capture *cdc.Capture
 	if capturing {
@@ -176,6 +185,9 @@ func (a *App) Run(ctx context.Context) error {
 		a.capture = capture
 		a.mu.Unlock()
 		work = append(work, capture.Run)
+		if dash != nil {
+			work = append(work, dash.run(func() uint64 { return capture.Status().Confirmed }, func() bool { return capture.Status().Streaming }, met))
+		}
 	}
 
 	ready := func(ctx context.Context) (bool, map[string]string) {
@@ -214,6 +226,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	srv := broadcast.NewServer(broadcast.ServerConfig{
 		Hub:            hub,
+		Presence:       presence,
 		History:        history,
 		Verifier:       verifier,
 		Logger:         a.log,

@@ -35,6 +35,7 @@ type Config struct {
 	ConnectRate    float64
 	LogLevel       string
 	LogFormat      string
+	Live           liveConfig // dashboards and presence: see live.go
 
 	HeartbeatInterval time.Duration
 	StallThreshold    time.Duration

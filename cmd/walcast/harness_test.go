@@ -229,7 +229,7 @@ func (c *wsClient) changeRaw(t *testing.T) []byte {
 				t.Fatalf("frame is not JSON: %v: %.200s", err, b)
 			}
 			switch ctl.Type {
-			case "welcome", "pong", "subscribed", "auth_ok":
+			case "welcome", "pong", "subscribed", "auth_ok", "dashboard_update", "presence_state", "presence_diff", "typing":
 				continue
 			}
 			return b
@@ -249,7 +249,7 @@ func (c *wsClient) quiet(t *testing.T, d time.Duration) {
 			if !ok {
 				return
 			}
-			if strings.Contains(string(b), `"type":"welcome"`) {
+			if strings.Contains(string(b), `"type":"welcome"`) || strings.Contains(string(b), `"type":"dashboard_update"`) {
 				continue
 			}
 			t.Fatalf("unexpected frame: %s", b)

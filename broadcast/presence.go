@@ -1,0 +1,470 @@
+package broadcast
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/walcast/walcast/internal/jsonx"
+)
+
+// Presence tracks who is online and what they are viewing, and relays
+// typing indicators. A connection takes part once it sends a presence
+// frame: it is then listed (when its token names a user), gets a
+// presence_state, then a presence_diff whenever someone it may see joins,
+// leaves or changes what they view. Nothing of it is stored on the bus.
+//
+// A user is listed once however many connections (tabs, replicas) they
+// have; viewing is the union over them. Visibility follows the delivery
+// rules of messages: a user is visible to admins, to themself, and to
+// connections whose token shares one of the user's committees.
+//
+// Without a link, presence is this process's alone. With a Redis link,
+// replicas share their users (see RedisBus.PresenceLink).
+type Presence struct {
+	mu     sync.Mutex
+	conns  map[*client]*presenceConn
+	self   map[int64]*presenceEntry            // this process's users
+	remote map[string]map[int64]*presenceEntry // other replicas' users, by replica
+	merged map[int64]*presenceEntry            // everyone, as announced to connections
+	link   presenceLink
+}
+
+// presenceLink shares this process's users with other replicas.
+type presenceLink interface {
+	// changed is called, with Presence.mu held, when a local user's entry
+	// changed (nil: the user left this process). It must not block.
+	changed(user int64, e *presenceEntry)
+	// typing relays a typing frame to the other replicas; it must not block.
+	typing(t typingEvent)
+}
+
+// presenceConn is one connection taking part in presence.
+type presenceConn struct {
+	p       *Principal
+	viewing string
+	joining bool
+}
+
+// presenceEntry is one user as others see them.
+type presenceEntry struct {
+	UserID     int64    `json:"user_id"`
+	Role       string   `json:"role"`
+	Committees []int64  `json:"committees"` // sorted; used for visibility, not sent
+	Viewing    []string `json:"viewing"`    // sorted, without duplicates
+}
+
+func (e *presenceEntry) equal(o *presenceEntry) bool {
+	if e == nil || o == nil {
+		return e == o
+	}
+	return e.UserID == o.UserID && e.Role == o.Role && slices.Equal(e.Committees, o.Committees) && slices.Equal(e.Viewing, o.Viewing)
+}
+
+// visibleTo applies the delivery rules to a listed user.
+func (e *presenceEntry) visibleTo(p *Principal) bool {
+	if p.Role == RoleAdmin || (p.HasUser && p.UserID == e.UserID) {
+		return true
+	}
+	for _, c := range e.Committees {
+		if p.Committees[c] {
+			return true
+		}
+	}
+	return false
+}
+
+// NewPresence returns an in-process Presence.
+func NewPresence() *Presence {
+	return &Presence{
+		conns:  map[*client]*presenceConn{},
+		self:   map[int64]*presenceEntry{},
+		remote: map[string]map[int64]*presenceEntry{},
+		merged: map[int64]*presenceEntry{},
+	}
+}
+
+// presenceEvent is a frame queued for a connection's writer. epoch ties a
+// presence frame to the state it follows: after a lost frame the writer
+// sends a fresh presence_state and drops the older frames still queued.
+type presenceEvent struct {
+	frame []byte
+	epoch uint64 // the connection's epoch + 1; 0: not a presence frame (typing)
+}
+
+// clientEvents is the per-connection side of presence.
+type clientEvents struct {
+	events chan presenceEvent
+	epoch  atomic.Uint64
+	lost   atomic.Bool // a presence frame did not fit the queue
+}
+
+const eventQueue = 256
+
+// push queues a frame for c without blocking; p.mu is held for presence
+// frames.
+func (c *client) push(frame []byte, presence bool) {
+	ev := presenceEvent{frame: frame}
+	if presence {
+		ev.epoch = c.ev.epoch.Load() + 1
+	}
+	select {
+	case c.ev.events <- ev:
+	default:
+		if presence {
+			c.ev.lost.Store(true)
+		}
+	}
+}
+
+// join adds c to presence or changes what it views, answering a presence
+// frame.
+func (pr *Presence) join(c *client, viewing string) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	pc, joined := pr.conns[c]
+	if !joined {
+		// Until its state is sent, a joining connection gets no diffs:
+		// the state includes them.
+		pc = &presenceConn{joining: true}
+		pr.conns[c] = pc
+	}
+	pc.p, pc.viewing = c.principal.Load(), viewing
+	if pc.p.HasUser {
+		pr.updateSelf(pc.p.UserID)
+	}
+	if !joined {
+		c.push(pr.stateFrame(pc.p), true)
+		pc.joining = false
+	}
+}
+
+// leave removes a closed connection.
+func (pr *Presence) leave(c *client) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	pc, ok := pr.conns[c]
+	if !ok {
+		return
+	}
+	delete(pr.conns, c)
+	if pc.p.HasUser {
+		pr.updateSelf(pc.p.UserID)
+	}
+}
+
+// resync returns a fresh presence_state for c after one of its presence
+// frames was lost, and drops the frames still queued before it.
+func (pr *Presence) resync(c *client) []byte {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	c.ev.epoch.Add(1)
+	c.ev.lost.Store(false)
+	pc, ok := pr.conns[c]
+	if !ok {
+		return nil
+	}
+	return pr.stateFrame(pc.p)
+}
+
+// updateSelf recomputes this process's entry for user from its
+// connections and announces the change. pr.mu is held.
+func (pr *Presence) updateSelf(user int64) {
+	var e *presenceEntry
+	for _, pc := range pr.conns {
+		if !pc.p.HasUser || pc.p.UserID != user {
+			continue
+		}
+		if e == nil {
+			e = &presenceEntry{UserID: user}
+		}
+		e.addConn(pc)
+	}
+	e.normalize()
+	if e.equal(pr.self[user]) {
+		return
+	}
+	if e == nil {
+		delete(pr.self, user)
+	} else {
+		pr.self[user] = e
+	}
+	if pr.link != nil {
+		pr.link.changed(user, e)
+	}
+	pr.remerge([]int64{user})
+}
+
+func (e *presenceEntry) addConn(pc *presenceConn) {
+	e.Role = strongerRole(e.Role, pc.p.Role)
+	for c := range pc.p.Committees {
+		e.Committees = append(e.Committees, c)
+	}
+	if pc.viewing != "" {
+		e.Viewing = append(e.Viewing, pc.viewing)
+	}
+}
+
+// merge adds another replica's entry of the same user.
+func (e *presenceEntry) merge(o *presenceEntry) {
+	e.Role = strongerRole(e.Role, o.Role)
+	e.Committees = append(e.Committees, o.Committees...)
+	e.Viewing = append(e.Viewing, o.Viewing...)
+}
+
+func (e *presenceEntry) normalize() {
+	if e == nil {
+		return
+	}
+	slices.Sort(e.Committees)
+	e.Committees = slices.Compact(e.Committees)
+	slices.Sort(e.Viewing)
+	e.Viewing = slices.Compact(e.Viewing)
+	if e.Committees == nil {
+		e.Committees = []int64{}
+	}
+	if e.Viewing == nil {
+		e.Viewing = []string{}
+	}
+}
+
+// strongerRole keeps the widest role a user's tokens name.
+func strongerRole(a, b string) string {
+	rank := func(r string) int {
+		switch r {
+		case RoleAdmin:
+			return 3
+		case RoleSupervisor:
+			return 2
+		case "":
+			return 0
+		}
+		return 1
+	}
+	if rank(b) > rank(a) || (rank(b) == rank(a) && b < a) {
+		return b
+	}
+	return a
+}
+
+// setRemote replaces what one replica reports about one user (e nil: the
+// user left it).
+func (pr *Presence) setRemote(replica string, user int64, e *presenceEntry) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	users := pr.remote[replica]
+	if e == nil {
+		if users == nil {
+			return
+		}
+		delete(users, user)
+	} else {
+		if users == nil {
+			users = map[int64]*presenceEntry{}
+			pr.remote[replica] = users
+		}
+		e.normalize()
+		users[user] = e
+	}
+	pr.remerge([]int64{user})
+}
+
+// replaceRemote replaces everything known about other replicas: the
+// periodic full read, which also drops replicas that went away.
+func (pr *Presence) replaceRemote(all map[string]map[int64]*presenceEntry) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	touched := map[int64]bool{}
+	for _, users := range pr.remote {
+		for u := range users {
+			touched[u] = true
+		}
+	}
+	for _, users := range all {
+		for u, e := range users {
+			e.normalize()
+			touched[u] = true
+		}
+	}
+	pr.remote = all
+	pr.remerge(keysOf(touched))
+}
+
+// dropReplica forgets a replica that announced it is going away.
+func (pr *Presence) dropReplica(replica string) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	users := pr.remote[replica]
+	delete(pr.remote, replica)
+	touched := make([]int64, 0, len(users))
+	for u := range users {
+		touched = append(touched, u)
+	}
+	pr.remerge(touched)
+}
+
+func keysOf(m map[int64]bool) []int64 {
+	out := make([]int64, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// presenceDiff is one connection's share of a change.
+type presenceDiff struct {
+	joins, updates []*presenceEntry
+	leaves         []int64
+}
+
+// remerge recomputes the merged entries of users and sends each
+// connection the part of the change it may see. pr.mu is held.
+func (pr *Presence) remerge(users []int64) {
+	sort.Slice(users, func(i, j int) bool { return users[i] < users[j] })
+	var diffs map[*client]*presenceDiff
+	for _, u := range users {
+		var e *presenceEntry
+		if s := pr.self[u]; s != nil {
+			e = &presenceEntry{UserID: u}
+			e.merge(s)
+		}
+		for _, rs := range pr.remote {
+			if r := rs[u]; r != nil {
+				if e == nil {
+					e = &presenceEntry{UserID: u}
+				}
+				e.merge(r)
+			}
+		}
+		e.normalize()
+		old := pr.merged[u]
+		if e.equal(old) {
+			continue
+		}
+		if e == nil {
+			delete(pr.merged, u)
+		} else {
+			pr.merged[u] = e
+		}
+		for c, pc := range pr.conns {
+			if pc.joining {
+				continue
+			}
+			before := old != nil && old.visibleTo(pc.p)
+			after := e != nil && e.visibleTo(pc.p)
+			if !before && !after {
+				continue
+			}
+			if diffs == nil {
+				diffs = map[*client]*presenceDiff{}
+			}
+			d := diffs[c]
+			if d == nil {
+				d = &presenceDiff{}
+				diffs[c] = d
+			}
+			switch {
+			case !before:
+				d.joins = append(d.joins, e)
+			case !after:
+				d.leaves = append(d.leaves, u)
+			default:
+				d.updates = append(d.updates, e)
+			}
+		}
+	}
+	for c, d := range diffs {
+		c.push(diffFrame(d), true)
+	}
+}
+
+// Online returns the users online anywhere, for tests and metrics.
+func (pr *Presence) Online() []int64 {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	out := make([]int64, 0, len(pr.merged))
+	for u := range pr.merged {
+		out = append(out, u)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// stateFrame lists the users p may see. pr.mu is held.
+func (pr *Presence) stateFrame(p *Principal) []byte {
+	users := make([]*presenceEntry, 0, len(pr.merged))
+	for _, e := range pr.merged {
+		if e.visibleTo(p) {
+			users = append(users, e)
+		}
+	}
+	sort.Slice(users, func(i, j int) bool { return users[i].UserID < users[j].UserID })
+	b := []byte(`{"type":"presence_state","users":`)
+	b = appendEntries(b, users)
+	return append(b, '}')
+}
+
+func diffFrame(d *presenceDiff) []byte {
+	b := []byte(`{"type":"presence_diff","joins":`)
+	b = appendEntries(b, d.joins)
+	b = append(b, `,"updates":`...)
+	b = appendEntries(b, d.updates)
+	b = append(b, `,"leaves":`...)
+	if d.leaves == nil {
+		d.leaves = []int64{}
+	}
+	l, _ := json.Marshal(d.leaves)
+	b = append(b, l...)
+	return append(b, '}')
+}
+
+// appendEntries writes users as clients see them: user_id, role, viewing
+// (their committees decide visibility but are not disclosed).
+func appendEntries(b []byte, users []*presenceEntry) []byte {
+	b = append(b, '[')
+	for i, e := range users {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"user_id":`...)
+		b = strconv.AppendInt(b, e.UserID, 10)
+		b = append(b, `,"role":`...)
+		b = jsonx.AppendString(b, e.Role)
+		b = append(b, `,"viewing":`...)
+		b = jsonx.AppendStrings(b, e.Viewing)
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// sendEvent writes a queued presence or typing frame, or, when one of the
+// connection's presence frames was lost, a fresh presence_state instead
+// of the stale frames queued before it.
+func (s *Server) sendEvent(ctx context.Context, c *client, ev presenceEvent) error {
+	if c.ev.lost.Load() {
+		if frame := s.presence.resync(c); frame != nil {
+			if err := c.send(ctx, frame); err != nil {
+				return err
+			}
+		}
+	}
+	if ev.epoch != 0 && ev.epoch != c.ev.epoch.Load()+1 {
+		return nil // superseded by the state sent after a lost frame
+	}
+	return c.send(ctx, ev.frame)
+}
+
+// selfEntries returns this process's users.
+func (pr *Presence) selfEntries() map[int64]*presenceEntry {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	out := make(map[int64]*presenceEntry, len(pr.self))
+	for u, e := range pr.self {
+		out[u] = e
+	}
+	return out
+}

@@ -1,0 +1,487 @@
+package dashboard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walcast/walcast/schema"
+)
+
+// DefaultInterval is the shortest time between two recomputations of one
+// dashboard.
+const DefaultInterval = 500 * time.Millisecond
+
+// Config configures a Builder.
+type Config struct {
+	DatabaseURL string
+	// Tables are the tracked tables. The first table of each of the kinds
+	// guarantee, attendance and vote_count is aggregated; election_results
+	// feeds no dashboard.
+	Tables []schema.Table
+	// CommitteeTable holds each committee's electors_count; default
+	// "committee" in the guarantee table's schema. When it does not exist,
+	// dashboards report electors as null.
+	CommitteeTable string
+	// Interval is the shortest time between two recomputations of one
+	// dashboard (DefaultInterval when zero).
+	Interval time.Duration
+	Logger   *slog.Logger
+}
+
+// Emitter stores computed dashboard messages. Their Pos is left for it to
+// assign. An error sends the dashboards back to be recomputed after the
+// interval.
+type Emitter func(ctx context.Context, msgs []schema.Message) error
+
+// Builder recomputes the dashboards that committed changes affect.
+type Builder struct {
+	cfg                                      Config
+	log                                      *slog.Logger
+	guarantee, attendance, voteCount, commit string // quoted table names; "" when not tracked
+	kinds                                    map[string]schema.Kind
+
+	mu    sync.Mutex
+	dirty dirtySet
+	wake  chan struct{}
+
+	// known are the users and committees whose dashboards were emitted:
+	// after a TRUNCATE they must be told they are now empty.
+	known dirtySet
+
+	rounds, personal, supervisor, admin atomic.Uint64
+}
+
+// dirtySet is what needs recomputing.
+type dirtySet struct {
+	users, committees       map[int64]bool
+	admin                   bool
+	allUsers, allCommittees bool
+	xids                    map[uint32]bool // transactions the result must include
+}
+
+func (d *dirtySet) empty() bool {
+	return !d.admin && !d.allUsers && !d.allCommittees && len(d.users) == 0 && len(d.committees) == 0
+}
+
+func (d *dirtySet) user(id int64) {
+	if d.users == nil {
+		d.users = map[int64]bool{}
+	}
+	d.users[id] = true
+}
+
+func (d *dirtySet) committee(id int64) {
+	if d.committees == nil {
+		d.committees = map[int64]bool{}
+	}
+	d.committees[id] = true
+}
+
+// merge adds o to d.
+func (d *dirtySet) merge(o dirtySet) {
+	for u := range o.users {
+		d.user(u)
+	}
+	for c := range o.committees {
+		d.committee(c)
+	}
+	d.admin = d.admin || o.admin
+	d.allUsers = d.allUsers || o.allUsers
+	d.allCommittees = d.allCommittees || o.allCommittees
+	for x := range o.xids {
+		if d.xids == nil {
+			d.xids = map[uint32]bool{}
+		}
+		if len(d.xids) < maxXids {
+			d.xids[x] = true
+		}
+	}
+}
+
+// New returns a Builder. It connects when Run starts.
+func New(cfg Config) *Builder {
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	b := &Builder{cfg: cfg, log: cfg.Logger.With("component", "dashboard"), kinds: map[string]schema.Kind{}, wake: make(chan struct{}, 1)}
+	committeeSchema := "public"
+	for _, t := range cfg.Tables {
+		var slot *string
+		switch t.Kind {
+		case schema.KindGuarantee:
+			slot = &b.guarantee
+			committeeSchema = t.Schema
+		case schema.KindAttendance:
+			slot = &b.attendance
+		case schema.KindVoteCount:
+			slot = &b.voteCount
+		default:
+			continue
+		}
+		if *slot != "" {
+			b.log.Warn("dashboards aggregate only the first table of each kind; ignoring", "table", t.Qualified(), "kind", t.Kind)
+			continue
+		}
+		*slot = t.QuotedIdent()
+		b.kinds[t.Qualified()] = t.Kind
+	}
+	b.commit = cfg.CommitteeTable
+	if b.commit == "" {
+		b.commit = schema.QuoteIdent(committeeSchema) + ".committee"
+	}
+	return b
+}
+
+// Stats counts recomputations since start.
+type Stats struct {
+	Rounds     uint64 // recompute rounds (one set of queries each)
+	Personal   uint64 // personal dashboards computed
+	Supervisor uint64 // supervisor (committee) dashboards computed
+	Admin      uint64 // admin dashboards computed
+}
+
+// Stats returns the recomputation counters.
+func (b *Builder) Stats() Stats {
+	return Stats{Rounds: b.rounds.Load(), Personal: b.personal.Load(), Supervisor: b.supervisor.Load(), Admin: b.admin.Load()}
+}
+
+// Note records which dashboards the changes of a stored transaction
+// affect. It is cheap and never blocks on the database.
+func (b *Builder) Note(tx *schema.Tx) {
+	var d dirtySet
+	for i := range tx.Changes {
+		ch := &tx.Changes[i]
+		kind, ok := b.kinds[ch.Schema+"."+ch.Table]
+		if !ok {
+			continue
+		}
+		d.admin = true
+		if ch.Op == schema.Truncate || ch.Unscoped {
+			d.allCommittees = true
+			d.allUsers = d.allUsers || kind != schema.KindVoteCount
+			continue
+		}
+		for _, row := range [2]schema.Row{ch.New, ch.Old} {
+			if v, ok := row.Get(schema.CommitteeColumn); ok {
+				if id, ok := parseID(v); ok {
+					d.committee(id)
+				}
+			}
+			if kind == schema.KindVoteCount {
+				continue
+			}
+			if v, ok := row.Get(schema.OwnerColumn); ok {
+				if id, ok := parseID(v); ok {
+					d.user(id)
+				}
+			}
+		}
+	}
+	if !d.admin {
+		return
+	}
+	b.mu.Lock()
+	b.dirty.merge(d)
+	if b.dirty.xids == nil {
+		b.dirty.xids = map[uint32]bool{}
+	}
+	if len(b.dirty.xids) < maxXids {
+		b.dirty.xids[tx.Xid] = true
+	}
+	b.mu.Unlock()
+	b.signal()
+}
+
+// maxXids bounds the transactions one round checks for visibility.
+const maxXids = 1024
+
+func (b *Builder) signal() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns and clears the dirty set.
+func (b *Builder) take() dirtySet {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d := b.dirty
+	b.dirty = dirtySet{}
+	return d
+}
+
+// giveBack returns a dirty set that could not be handled.
+func (b *Builder) giveBack(d dirtySet) {
+	b.mu.Lock()
+	b.dirty.merge(d)
+	b.mu.Unlock()
+	b.signal()
+}
+
+// Run recomputes dirty dashboards and emits them until ctx ends. At start
+// it computes every dashboard once. ready, when not nil, gates the work: a
+// standby capture computes nothing, and nothing is computed while emit
+// could not store the result.
+func (b *Builder) Run(ctx context.Context, emit Emitter, ready func() bool) error {
+	b.giveBack(dirtySet{admin: true, allUsers: true, allCommittees: true})
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	var last time.Time
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-b.wake:
+		}
+		// At most one round per interval: changes arriving meanwhile
+		// accumulate in the dirty set.
+		wait := time.Until(last.Add(b.cfg.Interval))
+		if failures > 0 {
+			wait = max(wait, min(b.cfg.Interval<<min(failures, 5), 10*time.Second))
+		}
+		if !sleep(ctx, wait) {
+			return nil
+		}
+		if ready != nil && !ready() {
+			// Look again soon: readiness (streaming, a transaction
+			// stored whole) comes without a change to announce it.
+			if !sleep(ctx, min(b.cfg.Interval, 50*time.Millisecond)) {
+				return nil
+			}
+			b.signal()
+			continue
+		}
+		d := b.take()
+		if d.empty() {
+			continue
+		}
+		last = time.Now()
+		if conn == nil {
+			c, err := pgx.Connect(ctx, b.cfg.DatabaseURL)
+			if err != nil {
+				failures++
+				b.log.Error("cannot connect to compute dashboards; retrying", "err", err)
+				b.giveBack(d)
+				continue
+			}
+			conn = c
+		}
+		msgs, err := b.compute(ctx, conn, d)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			failures++
+			b.log.Error("computing dashboards failed; retrying", "err", err)
+			conn.Close(ctx)
+			conn = nil
+			b.giveBack(d)
+			continue
+		}
+		if err := emit(ctx, msgs); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			failures++
+			b.log.Debug("dashboards not stored; recomputing later", "err", err)
+			b.giveBack(d)
+			continue
+		}
+		failures = 0
+		b.rememberEmitted(msgs)
+	}
+}
+
+// rememberEmitted records the users and committees that have dashboards.
+func (b *Builder) rememberEmitted(msgs []schema.Message) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range msgs {
+		switch m := &msgs[i]; {
+		case m.HasOwner:
+			b.known.user(m.Owner)
+		case m.HasCommittee:
+			b.known.committee(m.Committee)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// errNotVisible: a transaction already decoded from the WAL is not yet
+// visible to new snapshots (PostgreSQL writes the commit record before it
+// marks the transaction committed in memory).
+var errNotVisible = errors.New("a committed transaction is not visible yet")
+
+// compute runs the queries of one round in one snapshot.
+func (b *Builder) compute(ctx context.Context, conn *pgx.Conn, d dirtySet) ([]schema.Message, error) {
+	b.rounds.Add(1)
+	var tx pgx.Tx
+	for attempt := 0; ; attempt++ {
+		var err error
+		tx, err = conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		if err != nil {
+			return nil, fmt.Errorf("begin: %w", err)
+		}
+		err = visible(ctx, tx, d.xids)
+		if err == nil {
+			break
+		}
+		_ = tx.Rollback(ctx)
+		if !errors.Is(err, errNotVisible) {
+			return nil, err
+		}
+		if attempt == 200 {
+			b.log.Warn("a committed transaction stayed invisible for 1 s; computing dashboards anyway")
+			if tx, err = conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}); err != nil {
+				return nil, fmt.Errorf("begin: %w", err)
+			}
+			break
+		}
+		if !sleep(ctx, 5*time.Millisecond) {
+			return nil, ctx.Err()
+		}
+	}
+	defer tx.Rollback(ctx)
+
+	q := &queries{b: b, tx: tx}
+	if err := q.prepare(ctx); err != nil {
+		return nil, err
+	}
+	users := keys(d.users)
+	committees := keys(d.committees)
+	if d.allUsers {
+		all, err := q.allUsers(ctx)
+		if err != nil {
+			return nil, err
+		}
+		users = union(users, all, b.knownIDs(true))
+	}
+	if d.allCommittees {
+		all, err := q.allCommittees(ctx)
+		if err != nil {
+			return nil, err
+		}
+		committees = union(committees, all, b.knownIDs(false))
+	}
+	at := schema.CommitTime(time.Now())
+	var msgs []schema.Message
+	if len(users) > 0 {
+		ms, err := q.personal(ctx, users, at)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, ms...)
+		b.personal.Add(uint64(len(ms)))
+	}
+	if len(committees) > 0 {
+		ms, err := q.supervisor(ctx, committees, at)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, ms...)
+		b.supervisor.Add(uint64(len(ms)))
+	}
+	if d.admin {
+		m, err := q.admin(ctx, at)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+		b.admin.Add(1)
+	}
+	return msgs, nil
+}
+
+// visible reports errNotVisible while one of xids is still in progress in
+// tx's snapshot.
+func visible(ctx context.Context, tx pgx.Tx, xids map[uint32]bool) error {
+	if len(xids) == 0 {
+		return nil
+	}
+	list := make([]int64, 0, len(xids))
+	for x := range xids {
+		list = append(list, int64(x))
+	}
+	var n int
+	err := tx.QueryRow(ctx, `SELECT count(*) FROM pg_snapshot_xip(pg_current_snapshot()) x
+		WHERE (x::text::bigint % 4294967296) = ANY($1)`, list).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("check visibility: %w", err)
+	}
+	if n > 0 {
+		return errNotVisible
+	}
+	return nil
+}
+
+func (b *Builder) knownIDs(users bool) []int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if users {
+		return keys(b.known.users)
+	}
+	return keys(b.known.committees)
+}
+
+func keys(m map[int64]bool) []int64 {
+	out := make([]int64, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func union(lists ...[]int64) []int64 {
+	seen := map[int64]bool{}
+	var out []int64
+	for _, l := range lists {
+		for _, v := range l {
+			if !seen[v] {
+				seen[v] = true
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// parseID reads an integer id column's JSON (a bare number; a quoted one
+// for numeric columns). null is not an id.
+func parseID(v []byte) (int64, bool) {
+	s := string(v)
+	if len(s) >= 2 && s[0] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
+}
