@@ -195,9 +195,25 @@ func (c *Capture) probe(ctx context.Context, conn *pgx.Conn, emitSQL string, end
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	failing := false // the last heartbeat write failed: log the first failure only
+	failing := false  // the last heartbeat write failed: log the first failure only
+	var own *pgx.Conn // a connection this probe opened to replace conn
+	defer func() {
+		if own != nil {
+			own.Close(context.WithoutCancel(ctx))
+		}
+	}()
 	for {
 		qctx, cancel := context.WithTimeout(ctx, max(every, 5*time.Second))
+		if conn.IsClosed() {
+			// The server or a timeout (idle_session_timeout, a query that
+			// timed out) closed it: open another for the rest of the session.
+			if nc, err := pgx.Connect(qctx, c.cfg.DatabaseURL); err == nil {
+				if own != nil {
+					own.Close(context.WithoutCancel(ctx))
+				}
+				own, conn = nc, nc
+			}
+		}
 		if emitSQL != "" {
 			at := time.Now()
 			c.live.sent(at)

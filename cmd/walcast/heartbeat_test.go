@@ -236,3 +236,54 @@ func TestHeartbeatFlags(t *testing.T) {
 		}
 	}
 }
+
+// The connection heartbeats are written on is killed: walcast says so once,
+// opens another, and heartbeats come back again.
+func TestHeartbeatsSurviveALostConnection(t *testing.T) {
+	pg := electionDB(t)
+	app, logs := startLogged(t, cmdRun, testConfig(t, pg.URL(), "--heartbeat-interval", "100ms"))
+	app.waitStreaming(t)
+	eventually(t, 10*time.Second, "a heartbeat came back", func() bool { return !app.app.Status().LastHeartbeat.IsZero() })
+
+	var killed int
+	queryRow(t, pg.URL(), `SELECT count(pg_terminate_backend(pid))::int FROM pg_stat_activity
+		WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+		AND (query LIKE '%walcast_heartbeat%' OR query LIKE '%restart_lsn%')`, nil, &killed)
+	if killed != 1 {
+		t.Fatalf("terminated %d heartbeat connections, want 1", killed)
+	}
+	since := time.Now()
+	eventually(t, 10*time.Second, "heartbeats come back on a new connection", func() bool {
+		return app.app.Status().LastHeartbeat.After(since.Add(200 * time.Millisecond))
+	})
+	if st := app.app.Status(); st.Stalled != "" || !st.Streaming {
+		t.Errorf("status = %+v", st)
+	}
+	eventually(t, 5*time.Second, "the recovery is logged", func() bool { return strings.Contains(logs.String(), "writing heartbeats again") })
+	if out := logs.String(); strings.Count(out, "cannot write a heartbeat") > 1 {
+		t.Errorf("heartbeat failure logged more than once:\n%s", out)
+	}
+}
+
+// A standby says once that it waits, not every second, and says when it
+// takes over.
+func TestStandbyLogsOnceWhenWaitingAndOnceWhenTakingOver(t *testing.T) {
+	pg := electionDB(t)
+	active := startApp(t, testConfig(t, pg.URL()))
+	active.waitStreaming(t)
+	standby, logs := startLogged(t, cmdRun, testConfig(t, pg.URL()))
+	eventually(t, 10*time.Second, "the standby waits", func() bool { return standby.app.Status().Waiting != "" })
+	time.Sleep(2500 * time.Millisecond) // two more polls of the slot
+	if n := strings.Count(logs.String(), "waiting to take over"); n != 1 {
+		t.Errorf("standby logged %d times that it waits, want once", n)
+	}
+	active.stop(t)
+	standby.waitStreaming(t)
+	out := logs.String()
+	if !strings.Contains(out, `msg="took over the replication slot" slot=walcast waited=`) {
+		t.Errorf("no take-over line in:\n%s", out)
+	}
+	if n := strings.Count(out, "waiting to take over"); n != 1 {
+		t.Errorf("standby logged %d times that it waits, want once", n)
+	}
+}
