@@ -43,8 +43,9 @@ type client struct {
 	// when the connection was not accepted through batchingWriter.
 	batch  *batchConn
 	resume chan schema.Position
-	reauth chan time.Time // new expiry after an auth frame
-	last   schema.Position
+	reauth chan time.Time  // new expiry after an auth frame
+	last   schema.Position // newest position this connection stands past
+	sent   schema.Position // newest id actually sent on it
 	log    *slog.Logger
 
 	// dash is the dashboards to send after the welcome, taken when the
@@ -135,7 +136,7 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 				if err := c.send(ctx, m.JSON); err != nil {
 					return err
 				}
-				c.last = m.Pos
+				c.last, c.sent = m.Pos, m.Pos
 				if m.DashboardKey == "" { // deliveries count changes
 					s.cfg.Hub.delivered.Add(1)
 				}
@@ -189,6 +190,9 @@ var ready = func() chan struct{} { c := make(chan struct{}); close(c); return c 
 // by the id check in write.
 func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) error {
 	s.resumes.Add(1)
+	if pos.Less(c.sent) {
+		pos = c.sent // each id goes out at most once per connection
+	}
 	c.last = pos
 	for {
 		msgs, err := s.cfg.History.Since(ctx, pos, replayPage)
@@ -198,7 +202,7 @@ func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) err
 				return fmt.Errorf("read head: %w", herr)
 			}
 			c.last = head
-			return c.send(ctx, resyncFrame(err.Error()))
+			return c.send(ctx, resyncFrame(err.Error(), &head))
 		}
 		if err != nil {
 			return fmt.Errorf("replay since %s: %w", pos, err)
@@ -212,6 +216,7 @@ func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) err
 				if err := c.send(ctx, m.JSON); err != nil {
 					return err
 				}
+				c.sent = m.Pos
 			}
 			c.last = m.Pos
 			pos = m.Pos

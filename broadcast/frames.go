@@ -95,9 +95,17 @@ func welcomeFrame(head schema.Position) []byte {
 	return append(b, `"}`...)
 }
 
-func resyncFrame(reason string) []byte {
+// resyncFrame tells the client to refetch. at, when known, is the position
+// the connection continues from: what follows on it comes after at, and a
+// client that reconnects before anything arrives resumes from there.
+func resyncFrame(reason string, at *schema.Position) []byte {
 	b := []byte(`{"type":"resync_required","reason":`)
 	b = jsonx.AppendString(b, reason)
+	if at != nil {
+		b = append(b, `,"position":"`...)
+		b = at.Append(b)
+		b = append(b, '"')
+	}
 	return append(b, '}')
 }
 

@@ -95,7 +95,7 @@ const typeResync = "resync_required"
 // Resync tells every connected client that messages were lost before they
 // reached this hub, so they must refetch (resync_required).
 func (h *Hub) Resync(reason string) {
-	h.Publish([]*schema.Message{{Type: typeResync, JSON: resyncFrame(reason)}})
+	h.Publish([]*schema.Message{{Type: typeResync, JSON: resyncFrame(reason, nil)}})
 }
 
 // HubStats are the hub's counters since start.
