@@ -512,12 +512,13 @@ const endStreamTimeout = 2 * time.Second
 // connection, which can discard the status update before the server
 // reads it.
 func (c *Capture) confirmAndEnd(conn *pgconn.PgConn) error {
-	if err := c.sendStatus(conn, false); err != nil {
-		return err
-	}
+	// A server that stopped reading must not hold shutdown up.
 	netConn := conn.Conn()
 	_ = netConn.SetDeadline(time.Now().Add(endStreamTimeout))
 	defer netConn.SetDeadline(time.Time{})
+	if err := c.sendStatus(conn, false); err != nil {
+		return err
+	}
 	if _, err := pglogrepl.SendStandbyCopyDone(context.Background(), conn); err != nil {
 		return fmt.Errorf("end replication stream: %w", err)
 	}

@@ -251,3 +251,26 @@ func changeEntries(rdb *redis.Client) (int64, error) {
 		from = "(" + res[len(res)-1].ID
 	}
 }
+
+// A walsender that stopped answering does not hold shutdown up: walcast
+// gives up on ending the stream after 2 s and exits; the next start
+// re-reads from the last confirmed position.
+func TestShutdownWithAFrozenWalsenderExitsInTime(t *testing.T) {
+	pg := electionDB(t)
+	app, logs := startLogged(t, cmdRun, testConfig(t, pg.URL()))
+	app.waitStreaming(t)
+	pauseProcess(t, walsenderPID(t, pg.URL(), "walcast"))
+	pg.Exec(t, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1, 1, 'unsent')`)
+	start := time.Now()
+	if err := app.stop(t); err != nil {
+		t.Fatalf("walcast returned %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("walcast stopped %v after it was asked to", took.Round(time.Millisecond))
+	if took > 10*time.Second {
+		t.Errorf("shutdown took %v, want at most 10 s", took)
+	}
+	if !strings.Contains(logs.String(), "final standby status update failed") {
+		t.Errorf("no warning about the unconfirmed shutdown:\n%s", logs.String())
+	}
+}
