@@ -472,6 +472,14 @@ export class WalcastClient {
           this.#last = parseId(msg.position);
         }
         break;
+      case "resync_required":
+        // The connection continues from where walcast says: ids after it
+        // follow, even if they are lower than ids of the lost history.
+        if (parseId(msg.position)) {
+          this.#lastId = msg.position;
+          this.#last = parseId(msg.position);
+        }
+        break;
       case "error":
         return this.#emit("error", msg);
     }
