@@ -108,7 +108,7 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 	defer expiry.Stop()
 	ping := time.NewTicker(s.cfg.PingInterval)
 	defer ping.Stop()
-	buf := make([]*schema.Message, 64)
+	buf := make([]*schema.Message, 32)
 	for {
 		// Deliver what the hub has after our cursor, then wait for more.
 		cursor := c.cursor.Load()

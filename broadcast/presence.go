@@ -103,7 +103,9 @@ type clientEvents struct {
 	lost   atomic.Bool // a presence frame did not fit the queue
 }
 
-const eventQueue = 256
+// eventQueue is small: presence is opt-in, so most connections never use it,
+// and a connection whose queue overflows gets a fresh presence_state.
+const eventQueue = 16
 
 // push queues a frame for c without blocking; p.mu is held for presence
 // frames.

@@ -256,14 +256,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, msg, code)
 		return
 	}
-	defer s.release(p)
-
 	bw := &batchingWriter{ResponseWriter: w}
 	ws, err := websocket.Accept(bw, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // the Origin was checked above, against our own patterns
 		CompressionMode:    websocket.CompressionDisabled,
 	})
 	if err != nil {
+		s.release(p)
 		log.Info("websocket upgrade failed", "err", err)
 		return
 	}
@@ -282,13 +281,22 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// queue up, everything earlier is in history, and the id check skips
 	// the overlap.
 	at := s.cfg.Hub.add(c)
-	defer s.cfg.Hub.remove(c)
-	defer s.presence.leave(c)
 	log = log.With("user_id", p.UserID, "role", p.Role)
-	log.Debug("websocket connected")
-	err = s.run(r.Context(), c, at, since)
-	ws.CloseNow()
-	log.Debug("websocket closed", "reason", err)
+	c.log = log
+	// The session runs on a goroutine of its own and this handler returns:
+	// net/http's connection state (its 8 KiB of buffers, the request) and
+	// the handler's deep stack are then freed, which is most of what an
+	// idle connection would otherwise hold. Shutdown still reaches the
+	// session through the hub and waits for it through s.sessions.
+	go func() {
+		defer s.release(p)
+		defer s.cfg.Hub.remove(c)
+		defer s.presence.leave(c)
+		log.Debug("websocket connected")
+		err := s.run(context.Background(), c, at, since)
+		ws.CloseNow()
+		log.Debug("websocket closed", "reason", err)
+	}()
 }
 
 // admit counts a new session against the limits, returning an HTTP status
