@@ -123,61 +123,6 @@ func isAuthError(err error) bool {
 	return strings.Contains(s, "WRONGPASS") || strings.Contains(s, "NOAUTH") || strings.Contains(s, "invalid password") || strings.Contains(s, "invalid username-password")
 }
 
-// errNotNewer is Redis's refusal of an XADD id at or below the stream's top.
-const errNotNewer = "equal or smaller than the target stream top item"
-
-// Append stores msgs with one pipelined round trip. Entries Redis refuses
-// as not newer than its top were stored before (WAL re-read after a crash
-// or a lost acknowledgement) and count as stored.
-func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	pipe := b.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, len(msgs))
-	id := make([]byte, 0, 32)
-	for i := range msgs {
-		m := &msgs[i]
-		id = m.Pos.Append(id[:0])
-		vals := []any{fieldJSON, m.JSON, fieldType, m.Type}
-		if m.HasCommittee {
-			vals = append(vals, fieldCommittee, m.Committee)
-		}
-		if m.HasOwner {
-			vals = append(vals, fieldOwner, m.Owner)
-		}
-		if m.AdminOnly {
-			vals = append(vals, fieldAdminOnly, "1")
-		}
-		if m.DashboardKey != "" {
-			vals = append(vals, fieldDashboard, m.DashboardKey)
-		}
-		args := &redis.XAddArgs{Stream: b.key, ID: string(id), Values: vals}
-		if b.history > 0 {
-			args.MaxLen, args.Approx = b.history, true
-		}
-		cmds[i] = pipe.XAdd(ctx, args)
-		if m.DashboardKey != "" {
-			// The newest of each dashboard, for replicas that start after
-			// it was appended (the stream may have trimmed it by then).
-			pipe.HSet(ctx, b.dashboardKey(), m.DashboardKey, encodeDashboard(m))
-		}
-	}
-	_, err := pipe.Exec(ctx)
-	if err == nil {
-		return b.note(nil)
-	}
-	for i, c := range cmds {
-		if e := c.Err(); e != nil && !strings.Contains(e.Error(), errNotNewer) {
-			if strings.Contains(e.Error(), "WRONGTYPE") {
-				e = &BusError{Problem: fmt.Sprintf("redis key %s holds another type, not a stream", b.key), Fix: fmt.Sprintf("DEL %s", b.key)}
-			}
-			return b.note(fmt.Errorf("append %s to %s: %w", msgs[i].Pos, b.key, e))
-		}
-	}
-	return b.note(nil)
-}
-
 // Head returns the position of the newest stored message.
 func (b *RedisBus) Head(ctx context.Context) (schema.Position, error) {
 	res, err := b.rdb.XRevRangeN(ctx, b.key, "+", "-", 1).Result()
