@@ -260,6 +260,9 @@ func TestMetricsMoveWithChanges(t *testing.T) {
 	app := startApp(t, testConfig(t, pg.URL()))
 	app.waitStreaming(t)
 	c := dial(t, app.addr, token(t, 1, "admin"), "")
+	if w := c.next(t, 5*time.Second); w["type"] != "welcome" { // registered by now
+		t.Fatalf("first frame %v", w)
+	}
 	scrape := func() string {
 		code, body := httpGet(t, "http://"+app.addr+"/metrics")
 		if code != 200 {
