@@ -171,18 +171,32 @@ func dial(t *testing.T, addr, tok, query string) *wsClient {
 	}
 	conn.SetReadLimit(64 << 20)
 	c := &wsClient{conn: conn, frames: make(chan []byte, 1<<17), closed: make(chan error, 1)}
+	first := make(chan struct{})
 	go func() {
-		for {
+		defer close(c.frames)
+		for n := 0; ; n++ {
 			_, b, err := conn.Read(context.Background())
 			if err != nil {
 				c.closed <- err
-				close(c.frames)
+				if n == 0 {
+					close(first)
+				}
 				return
 			}
 			c.frames <- b
+			if n == 0 {
+				close(first)
+			}
 		}
 	}()
 	t.Cleanup(func() { conn.CloseNow() })
+	// The first frame (welcome) is sent once the connection is registered:
+	// changes committed after dial returns reach it.
+	select {
+	case <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no welcome from %s within 10 s", addr)
+	}
 	return c
 }
 
