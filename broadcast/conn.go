@@ -36,6 +36,12 @@ type client struct {
 	filter    atomic.Pointer[filter]
 	cursor    atomic.Uint64 // hub sequence of the next message to consider
 	slow      atomic.Bool   // set by the hub when the cursor fell out of its window
+	// wake is signalled by the hub when it publishes a message this
+	// client may receive (and periodically, to move its cursor).
+	wake chan struct{}
+	// wokenGen and indexed are the hub's bookkeeping, under the hub's lock.
+	wokenGen uint64
+	indexed  *Principal
 	// writingSince is when the write in progress started (unix nanos), or
 	// 0: the watchdog's view of a hung socket.
 	writingSince atomic.Int64
@@ -108,29 +114,34 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 	defer expiry.Stop()
 	ping := time.NewTicker(s.cfg.PingInterval)
 	defer ping.Stop()
-	buf := make([]*schema.Message, 32)
+	buf := make([]entry, 32)
+	wants := func(m *schema.Message) bool {
+		return m.Type == typeResync || (c.principal.Load().Allows(m) && c.filter.Load().allows(m))
+	}
 	for {
-		// Deliver what the hub has after our cursor, then wait for more.
+		// Deliver what the hub has for us after our cursor, then wait to
+		// be woken by a publish that may concern us.
 		cursor := c.cursor.Load()
-		n, wait, lost := s.cfg.Hub.next(cursor, buf)
+		n, to, lost := s.cfg.Hub.next(cursor, buf, wants)
 		if lost || c.slow.Load() {
 			c.ws.Close(CloseTooSlow, "too slow: reconnect and resume from your last id")
 			return errSlow
 		}
+		var wait <-chan struct{} = c.wake
 		if n > 0 {
-			p, f := c.principal.Load(), c.filter.Load()
 			c.beginBatch()
-			for i, m := range buf[:n] {
+			for _, e := range buf[:n] {
+				m := e.m
 				if m.Type == typeResync {
 					if err := c.send(ctx, m.JSON); err != nil {
 						return err
 					}
 					continue
 				}
-				if !c.last.Less(m.Pos) || !p.Allows(m) || !f.allows(m) {
-					continue // not for this client, or already sent by a replay
+				if !c.last.Less(m.Pos) {
+					continue // already sent by a replay
 				}
-				if m.DashboardKey != "" && cursor+uint64(i) < c.dashFloor {
+				if m.DashboardKey != "" && e.seq < c.dashFloor {
 					continue // superseded by the dashboards sent after a subscribe
 				}
 				if err := c.send(ctx, m.JSON); err != nil {
@@ -145,7 +156,9 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 				return err
 			}
 			clear(buf[:n])
-			c.cursor.Store(cursor + uint64(n))
+		}
+		if to != cursor {
+			c.cursor.Store(to)
 			wait = ready // look again before sleeping, after control events
 		}
 		select {
@@ -350,6 +363,7 @@ func (s *Server) reauth(ctx context.Context, c *client, token string) error {
 		return errors.New("auth frame named another user")
 	}
 	c.principal.Store(p)
+	s.cfg.Hub.reindex(c)
 	select {
 	case c.reauth <- p.Expires:
 	case <-ctx.Done():

@@ -26,8 +26,18 @@ type Hub struct {
 	window  []*schema.Message // ring; message with sequence s is at s % len
 	head    uint64            // sequence of the next message to publish
 	last    schema.Position   // position of the newest message published
-	notify  chan struct{}     // closed and replaced on every publish
 	clients map[*client]struct{}
+
+	// Who to wake for a message: publishing wakes only the clients that
+	// may receive it (admins, the message's committee, its owner), not
+	// every connection. Everyone is woken at least every fullWakeEvery, so
+	// cursors of clients that see no traffic keep up with the window.
+	admins      map[*client]struct{}
+	byCommittee map[int64]map[*client]struct{}
+	byOwner     map[int64]map[*client]struct{}
+	fullWakeAt  time.Time
+	gen         uint64    // publish generation, to wake each client once
+	toWake      []*client // scratch, under mu
 	// dash holds the newest dashboard_update message of each dashboard
 	// (by DashboardKey): what a new connection is sent after its welcome.
 	dash map[string]*schema.Message
@@ -44,10 +54,12 @@ func NewHub(window int) *Hub {
 		window = DefaultWindow
 	}
 	return &Hub{
-		window:  make([]*schema.Message, window),
-		notify:  make(chan struct{}),
-		clients: map[*client]struct{}{},
-		dash:    map[string]*schema.Message{},
+		window:      make([]*schema.Message, window),
+		clients:     map[*client]struct{}{},
+		admins:      map[*client]struct{}{},
+		byCommittee: map[int64]map[*client]struct{}{},
+		byOwner:     map[int64]map[*client]struct{}{},
+		dash:        map[string]*schema.Message{},
 	}
 }
 
@@ -68,18 +80,63 @@ func (h *Hub) Publish(msgs []*schema.Message) {
 			h.keepDashboard(m)
 		}
 	}
-	wake := h.notify
-	h.notify = make(chan struct{})
-	head := h.head
+	h.gen++
+	wake := h.toWake[:0]
 	var slow []*client
-	for c := range h.clients {
-		if head-c.cursor.Load() > uint64(len(h.window)) && c.slow.CompareAndSwap(false, true) {
-			slow = append(slow, c)
+	now := time.Now()
+	all := now.Sub(h.fullWakeAt) >= fullWakeEvery
+	if !all {
+		wake = h.collect(wake, h.admins) // admins receive everything
+	}
+	var seen map[int64]bool // committees and owners already collected, for bursts
+	if len(msgs) > 8 {
+		seen = map[int64]bool{}
+	}
+	for _, m := range msgs {
+		if all {
+			break
+		}
+		if m.Type == typeResync || (!m.HasCommittee && !m.HasOwner && !m.AdminOnly) {
+			all = true // election-wide: everyone may receive it
+			break
+		}
+		if m.AdminOnly {
+			continue
+		}
+		// Committee ids and owner ids share seen with opposite signs.
+		if m.HasCommittee && (seen == nil || !seen[m.Committee+1]) {
+			wake = h.collect(wake, h.byCommittee[m.Committee])
+			if seen != nil {
+				seen[m.Committee+1] = true
+			}
+		}
+		if m.HasOwner && (seen == nil || !seen[-m.Owner-1]) {
+			wake = h.collect(wake, h.byOwner[m.Owner])
+			if seen != nil {
+				seen[-m.Owner-1] = true
+			}
 		}
 	}
+	if all {
+		h.fullWakeAt = now
+		wake = wake[:0]
+		head := h.head
+		for c := range h.clients {
+			wake = append(wake, c)
+			if head-c.cursor.Load() > uint64(len(h.window)) && c.slow.CompareAndSwap(false, true) {
+				slow = append(slow, c)
+			}
+		}
+	}
+	for _, c := range wake {
+		select {
+		case c.wake <- struct{}{}:
+		default: // already has a wake-up pending
+		}
+	}
+	h.toWake = wake[:0]
 	h.mu.Unlock()
 	h.published.Add(uint64(len(msgs)))
-	close(wake)
 	for _, c := range slow {
 		h.dropped.Add(1)
 		// The client's writer may be blocked on a full socket: close from
@@ -118,6 +175,81 @@ func (h *Hub) Clients() int {
 	return len(h.clients)
 }
 
+// fullWakeEvery bounds how long a client that receives nothing may go
+// without moving its cursor: well under the time it takes traffic to fill
+// the window, so it is never closed as slow for messages it would not get.
+const fullWakeEvery = 100 * time.Millisecond
+
+// collect appends to wake the clients of set not yet woken this publish.
+func (h *Hub) collect(wake []*client, set map[*client]struct{}) []*client {
+	for c := range set {
+		if c.wokenGen != h.gen {
+			c.wokenGen = h.gen
+			wake = append(wake, c)
+		}
+	}
+	return wake
+}
+
+// index files c under what its principal may receive; h.mu is held.
+func (h *Hub) index(c *client) {
+	p := c.principal.Load()
+	c.indexed = p
+	if p.Role == RoleAdmin {
+		h.admins[c] = struct{}{}
+		return
+	}
+	for id := range p.Committees {
+		addTo(h.byCommittee, id, c)
+	}
+	if p.HasUser {
+		addTo(h.byOwner, p.UserID, c)
+	}
+}
+
+func (h *Hub) unindex(c *client) {
+	p := c.indexed
+	if p == nil {
+		return
+	}
+	delete(h.admins, c)
+	for id := range p.Committees {
+		removeFrom(h.byCommittee, id, c)
+	}
+	if p.HasUser {
+		removeFrom(h.byOwner, p.UserID, c)
+	}
+	c.indexed = nil
+}
+
+// reindex follows a principal replaced by an auth frame.
+func (h *Hub) reindex(c *client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.clients[c]; ok {
+		h.unindex(c)
+		h.index(c)
+	}
+}
+
+func addTo(m map[int64]map[*client]struct{}, id int64, c *client) {
+	set := m[id]
+	if set == nil {
+		set = map[*client]struct{}{}
+		m[id] = set
+	}
+	set[c] = struct{}{}
+}
+
+func removeFrom(m map[int64]map[*client]struct{}, id int64, c *client) {
+	if set := m[id]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(m, id)
+		}
+	}
+}
+
 // add registers c with its cursor at the newest message: it receives what
 // is published from now on. It returns the position of the newest message
 // published before, which is where the client stands.
@@ -126,6 +258,7 @@ func (h *Hub) add(c *client) schema.Position {
 	defer h.mu.Unlock()
 	c.cursor.Store(h.head)
 	h.clients[c] = struct{}{}
+	h.index(c)
 	c.dash = h.dashboardsFor(c.principal.Load())
 	return h.last
 }
@@ -143,23 +276,41 @@ func (h *Hub) Start(pos schema.Position) {
 func (h *Hub) remove(c *client) {
 	h.mu.Lock()
 	delete(h.clients, c)
+	h.unindex(c)
 	h.mu.Unlock()
 }
 
-// next copies into buf the messages after cursor, up to len(buf). It
-// returns how many, a channel closed at the next publish (for waiting when
-// there are none), and lost=true when the cursor fell out of the window.
-func (h *Hub) next(cursor uint64, buf []*schema.Message) (n int, wait <-chan struct{}, lost bool) {
+// entry is a window message and its sequence.
+type entry struct {
+	seq uint64
+	m   *schema.Message
+}
+
+// scanLimit bounds how much of the window one next call looks at under the
+// read lock.
+const scanLimit = 4096
+
+// next copies into buf the messages after cursor that wants accepts, up to
+// len(buf), looking at no more than scanLimit messages. It returns how many
+// it copied, the cursor to continue from, and lost=true when cursor fell
+// out of the window. Filtering under the lock means a client skips the
+// traffic that is not for it without a copy or a wake-up per message.
+func (h *Hub) next(cursor uint64, buf []entry, wants func(*schema.Message) bool) (n int, to uint64, lost bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if h.head-cursor > uint64(len(h.window)) {
-		return 0, nil, true
+		return 0, cursor, true
 	}
-	for s := cursor; s < h.head && n < len(buf); s++ {
-		buf[n] = h.window[s%uint64(len(h.window))]
-		n++
+	end := min(h.head, cursor+scanLimit)
+	s := cursor
+	for ; s < end && n < len(buf); s++ {
+		m := h.window[s%uint64(len(h.window))]
+		if wants(m) {
+			buf[n] = entry{seq: s, m: m}
+			n++
+		}
 	}
-	return n, h.notify, false
+	return n, s, false
 }
 
 // each calls f for every client, for shutdown.

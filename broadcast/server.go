@@ -271,6 +271,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		ws:     ws,
 		batch:  bw.conn,
 		resume: make(chan schema.Position, 1),
+		wake:   make(chan struct{}, 1),
 		reauth: make(chan time.Time, 1),
 		log:    log,
 	}
