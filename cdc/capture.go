@@ -606,8 +606,21 @@ func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan
 	netConn := conn.Conn()
 
 	// Cancelling ctx interrupts a blocked read; the loop then sees ctx.Err.
-	stop := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Now()) })
-	defer stop()
+	// receive waits for the interruption to be done before it returns, so
+	// that it cannot cut short the reads of the shutdown that follows.
+	stopWatch, watchDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		select {
+		case <-ctx.Done():
+			_ = netConn.SetReadDeadline(time.Now())
+		case <-stopWatch:
+		}
+	}()
+	defer func() {
+		close(stopWatch)
+		<-watchDone
+	}()
 
 	const tick = time.Second
 	lastStatus := time.Now()
@@ -628,6 +641,9 @@ func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan
 			lastStatus, lastSent = now, conf
 		}
 		_ = netConn.SetReadDeadline(now.Add(tick))
+		if err := ctx.Err(); err != nil {
+			return err // the interruption's deadline may have been overwritten just now
+		}
 		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) {

@@ -43,16 +43,20 @@ func (p *process) sigterm(t *testing.T) time.Duration {
 // one row per transaction, another 25 rows per transaction, so SIGTERM
 // finds transactions of both sizes in flight. Every row has a unique
 // elector_name.
+//
+// halt lets each writer finish its statement rather than cancelling it: a
+// cancelled statement may still commit on the server after the client gave
+// up, and then be missing from a check that reads the table right away.
 type loadWriter struct {
 	committed atomic.Int64
-	stop      context.CancelFunc
+	stopped   atomic.Bool
 	wg        sync.WaitGroup
 }
 
 func startLoad(t *testing.T, dbURL string) *loadWriter {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &loadWriter{stop: cancel}
+	w := &loadWriter{}
+	ctx := context.Background()
 	for _, size := range []int{1, 25} {
 		w.wg.Go(func() {
 			conn, err := pgx.Connect(ctx, dbURL)
@@ -60,14 +64,12 @@ func startLoad(t *testing.T, dbURL string) *loadWriter {
 				t.Error(err)
 				return
 			}
-			defer conn.Close(context.Background())
-			for n := 0; ctx.Err() == nil; n++ {
+			defer conn.Close(ctx)
+			for n := 0; !w.stopped.Load(); n++ {
 				_, err := conn.Exec(ctx, `INSERT INTO guarantee (committee_id, user_id, elector_name)
 					SELECT 1 + g % 3, 1, $1 || '-' || $2::int || '-' || g FROM generate_series(1, $3::int) g`, fmt.Sprint(size), n, size)
 				if err != nil {
-					if ctx.Err() == nil {
-						t.Errorf("write: %v", err)
-					}
+					t.Errorf("write: %v", err)
 					return
 				}
 				w.committed.Add(int64(size))
@@ -80,7 +82,7 @@ func startLoad(t *testing.T, dbURL string) *loadWriter {
 }
 
 func (w *loadWriter) halt() {
-	w.stop()
+	w.stopped.Store(true)
 	w.wg.Wait()
 }
 
@@ -216,6 +218,9 @@ func TestSigtermUnderLoadLosesAndRepeatsNothing(t *testing.T) {
 	}
 	t.Logf("%d rows committed under load, %d delivered, %d stream entries, %d client reconnects; SIGTERM to exit: %v",
 		len(rows), len(client.ids), entries, client.drops, exits)
+	if int64(len(rows)) != load.committed.Load() {
+		t.Errorf("the database has %d rows, the writers committed %d", len(rows), load.committed.Load())
+	}
 	if len(rows) < 1000 {
 		t.Errorf("only %d rows written: the load was not steady", len(rows))
 	}
