@@ -65,6 +65,9 @@ func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
 		return nil, fmt.Errorf("parse redis url: %w", err)
 	}
 	opts.MaxRetries = 0 // walcast retries with its own backoff and logs
+	// Shutdown cancels the follower's blocking read instead of waiting it
+	// out.
+	opts.ContextTimeoutEnabled = true
 	opts.ReadTimeout = 5 * time.Second
 	opts.WriteTimeout = 5 * time.Second
 	if cfg.Key == "" {
