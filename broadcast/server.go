@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -248,6 +250,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		since = &pos
 	}
+	sub, err := subscriptionFrom(r.URL.Query())
+	if err != nil {
+		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	if code, msg := s.admit(p); code != 0 {
 		log.Info("websocket refused", "reason", msg)
 		if code == http.StatusServiceUnavailable {
@@ -278,6 +285,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.dashResend = make(chan struct{}, 1)
 	c.ev.events = make(chan presenceEvent, eventQueue)
 	c.principal.Store(p)
+	if sub != nil {
+		// A subscription given at connect applies to the replay too.
+		c.filter.Store(narrow(p, *sub))
+	}
 	// Register before reading history: messages published from now on
 	// queue up, everything earlier is in history, and the id check skips
 	// the overlap.
@@ -333,6 +344,44 @@ func (s *Server) release(p *Principal) {
 	}
 	s.mu.Unlock()
 	s.sessions.Done()
+}
+
+// subscriptionFrom reads a subscription given at connect:
+// ?types=guarantee_update,voting_update&committees=3,4 (either or both),
+// validated like a subscribe frame. nil when neither is given.
+func subscriptionFrom(q url.Values) (*clientFrame, error) {
+	if !q.Has("types") && !q.Has("committees") {
+		return nil, nil
+	}
+	f := clientFrame{Type: "subscribe", Types: []string{}}
+	if q.Has("types") {
+		for _, t := range strings.Split(q.Get("types"), ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				f.Types = append(f.Types, t)
+			}
+		}
+	} else {
+		f.Types = nil
+	}
+	if q.Has("committees") {
+		f.Committees = []int64{}
+		for _, c := range strings.Split(q.Get("committees"), ",") {
+			if c = strings.TrimSpace(c); c == "" {
+				continue
+			}
+			id, err := strconv.ParseInt(c, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("committees: %q is not a committee id", c)
+			}
+			f.Committees = append(f.Committees, id)
+		}
+	}
+	for _, t := range f.Types {
+		if !knownTypes[t] {
+			return nil, fmt.Errorf("types: unknown message type %q", t)
+		}
+	}
+	return &f, nil
 }
 
 func remoteIP(r *http.Request) string {

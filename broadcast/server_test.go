@@ -487,3 +487,28 @@ func TestResumeNeverRepeatsOnAConnection(t *testing.T) {
 		t.Errorf("got %v, want resync_required at %s", m, next)
 	}
 }
+
+// A subscription given at connect narrows the replay too, and is
+// validated like a subscribe frame.
+func TestSubscriptionAtConnect(t *testing.T) {
+	s := newTestServer(t, 0)
+	first := s.publish(t, schema.TypeVoting, 4, 0)
+	s.publish(t, schema.TypeGuarantee, 4, 0) // replayed? no: wrong type
+	replayed := s.publish(t, schema.TypeVoting, 4, 0)
+	c := connect(t, s, mint(t, 2, "supervisor", 3, 4), "types=voting_update&committees=4,9&since="+first.String())
+	if got := c.ids(1)[0]; got != replayed.String() {
+		t.Fatalf("replay gave %s, want %s", got, replayed)
+	}
+	s.publish(t, schema.TypeVoting, 3, 0) // committee not subscribed
+	s.publish(t, schema.TypeVoting, 9, 0) // not in the token: never widened
+	live := s.publish(t, schema.TypeVoting, 4, 0)
+	if got := c.ids(1)[0]; got != live.String() {
+		t.Errorf("live gave %s, want %s", got, live)
+	}
+	for _, q := range []string{"types=nope", "committees=x"} {
+		_, resp, err := websocket.Dial(context.Background(), strings.Replace(s.url, "http", "ws", 1)+"/ws?token="+mint(t, 2, "admin")+"&"+q, nil)
+		if err == nil || resp == nil || resp.StatusCode != 400 {
+			t.Errorf("%s: %v, want HTTP 400", q, err)
+		}
+	}
+}

@@ -261,6 +261,13 @@ export class WalcastClient {
     url.searchParams.set("token", token);
     url.searchParams.delete("since");
     if (this.#lastId !== null) url.searchParams.set("since", this.#lastId);
+    // The subscription goes with the connect too, so that walcast filters
+    // the replay; the subscribe frame sent on open confirms it.
+    const sub = this.#subscription;
+    url.searchParams.delete("types");
+    url.searchParams.delete("committees");
+    if (sub?.types) url.searchParams.set("types", sub.types.join(","));
+    if (sub?.committees) url.searchParams.set("committees", sub.committees.join(","));
     let ws;
     try {
       ws = new this.#WebSocket(url.href);
