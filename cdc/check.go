@@ -55,6 +55,20 @@ type CheckConfig struct {
 	Slot        string
 	Publication string
 	Tables      []schema.Table
+	// MaxRetainedWAL is the retained WAL past which the slot is a
+	// warning (walcast's --max-retained-wal); 0 means the default, 1 GiB.
+	MaxRetainedWAL int64
+}
+
+// sizeText writes a byte count the way PostgreSQL's settings do (1024-based).
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // retainedWALWarning is how much WAL a slot may hold back before Check
@@ -642,7 +656,7 @@ func (c *checker) slot(ctx context.Context) {
 		c.failed("slot WAL", "read the WAL kept by slot "+name, err)
 		return
 	}
-	c.add(slotWALFinding(name, w))
+	c.add(slotWALFinding(name, w, c.cfg.MaxRetainedWAL))
 }
 
 // slotWAL is how much WAL a slot holds back: from pg_replication_slots.
@@ -655,7 +669,10 @@ type slotWAL struct {
 }
 
 // slotWALFinding judges a slot's WAL retention.
-func slotWALFinding(slot string, w slotWAL) Finding {
+func slotWALFinding(slot string, w slotWAL, limit int64) Finding {
+	if limit <= 0 {
+		limit = retainedWALWarning
+	}
 	const check = "slot WAL"
 	drop := fmt.Sprintf("SELECT pg_drop_replication_slot('%s');", strings.ReplaceAll(slot, "'", "''"))
 	if w.status == "lost" {
@@ -678,9 +695,9 @@ func slotWALFinding(slot string, w slotWAL) Finding {
 		f.Level = LevelWarning
 		f.Detail += ": it is lost at the next checkpoint unless walcast catches up"
 		f.Fix = "keep walcast running so it confirms its position, or raise the limit: ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();"
-	case w.retained != nil && *w.retained > retainedWALWarning:
+	case w.retained != nil && *w.retained > limit:
 		f.Level = LevelWarning
-		f.Detail += ": more than 1 GB, which fills the server's disk while walcast is stopped or behind"
+		f.Detail += fmt.Sprintf(": more than %s, which fills the server's disk while walcast is stopped or behind", sizeText(limit))
 		f.Fix = "keep walcast running so it confirms its position; if nothing reads this slot any more, drop it: " + drop
 	}
 	return f

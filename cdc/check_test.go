@@ -321,9 +321,12 @@ func TestCheckSlotWALLevels(t *testing.T) {
 			[]string{"s is lost", "1. SELECT pg_drop_replication_slot('s');\n2. restart walcast"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkWant(t, []Finding{slotWALFinding("s", tc.w)}, "slot WAL", tc.level, tc.texts...)
+			checkWant(t, []Finding{slotWALFinding("s", tc.w, 0)}, "slot WAL", tc.level, tc.texts...)
 		})
 	}
+	// --max-retained-wal moves the line.
+	checkWant(t, []Finding{slotWALFinding("s", slotWAL{status: "reserved", retained: i64(600 << 20), retainedPretty: str("600 MB")}, 512<<20)},
+		"slot WAL", LevelWarning, "more than 512 MB")
 	for l, want := range map[Level]string{LevelOK: "ok", LevelInfo: "info", LevelWarning: "warning", LevelProblem: "problem"} {
 		if l.String() != want {
 			t.Errorf("Level(%d).String() = %q, want %q", int(l), l.String(), want)

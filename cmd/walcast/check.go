@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"github.com/walcast/walcast/cdc"
@@ -19,11 +20,17 @@ func runCheck(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	if cfg.DatabaseURL == "" {
 		return &usageError{"--database-url (or WALCAST_DATABASE_URL, DATABASE_URL) is required"}
 	}
+	limit := cfg.MaxRetainedWAL
+	if limit == 0 {
+		limit = math.MaxInt64 // --max-retained-wal 0: no warning
+	}
 	findings := cdc.Check(ctx, cdc.CheckConfig{
 		DatabaseURL: cfg.DatabaseURL,
 		Slot:        cfg.Slot,
 		Publication: cfg.Publication,
 		Tables:      cfg.Tables,
+
+		MaxRetainedWAL: limit,
 	})
 	if problems := writeFindings(stdout, findings); problems > 0 {
 		return errCheckFailed

@@ -258,7 +258,7 @@ var options = []option{
 	{
 		flag: "max-retained-wal", env: []string{"WALCAST_MAX_RETAINED_WAL"}, def: "1GB",
 		help: "warn when the replication slot holds back more WAL than this (512MB, 2GB; 1024-based like PostgreSQL); 0 turns the warning off",
-		in:   []string{cmdRun, cmdCapture},
+		in:   []string{cmdRun, cmdCapture, cmdCheck},
 		set: func(c *Config, v string) error {
 			n, err := parseSize(v)
 			c.MaxRetainedWAL = n
