@@ -5,6 +5,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/walcast/walcast/internal/jsonx"
 	"github.com/walcast/walcast/schema"
 )
 
@@ -47,6 +48,7 @@ type relation struct {
 
 type relCol struct {
 	name  string
+	jkey  []byte // name as a JSON object key with its colon
 	oid   uint32
 	key   bool
 	conv  conv
@@ -246,6 +248,7 @@ func (d *Decoder) relation(r *reader) error {
 		c.oid = r.uint32("column type")
 		r.uint32("column type modifier")
 		c.key = c.flags&1 != 0
+		c.jkey = append(jsonx.AppendString(nil, c.name), ':')
 		c.conv = convFor(d.types, c.oid, d.userTypes)
 		rel.colByName[c.name] = i
 		rel.cols = append(rel.cols, c)
@@ -364,7 +367,7 @@ func (d *Decoder) fill(ch *schema.Change, rel *relation, oldKind byte) {
 			}
 			start := len(buf)
 			buf = appendValue(buf, rel.cols[i].conv, c)
-			ch.Old = append(ch.Old, schema.Column{Name: rel.cols[i].name, Value: buf[start:len(buf):len(buf)]})
+			ch.Old = append(ch.Old, schema.Column{Name: rel.cols[i].name, Key: rel.cols[i].jkey, Value: buf[start:len(buf):len(buf)]})
 		}
 	}
 	if len(d.newCols) > 0 {
@@ -378,7 +381,7 @@ func (d *Decoder) fill(ch *schema.Change, rel *relation, oldKind byte) {
 				// REPLICA IDENTITY FULL carries the old value, which is the
 				// current one: the column did not change.
 				if v, ok := ch.Old.Get(name); ok && ch.OldFull {
-					ch.New = append(ch.New, schema.Column{Name: name, Value: v})
+					ch.New = append(ch.New, schema.Column{Name: name, Key: rel.cols[i].jkey, Value: v})
 				} else {
 					ch.Unchanged = append(ch.Unchanged, name)
 				}
@@ -386,7 +389,7 @@ func (d *Decoder) fill(ch *schema.Change, rel *relation, oldKind byte) {
 			}
 			start := len(buf)
 			buf = appendValue(buf, rel.cols[i].conv, c)
-			ch.New = append(ch.New, schema.Column{Name: name, Value: buf[start:len(buf):len(buf)]})
+			ch.New = append(ch.New, schema.Column{Name: name, Key: rel.cols[i].jkey, Value: buf[start:len(buf):len(buf)]})
 		}
 	}
 }

@@ -35,6 +35,9 @@ func (op Op) String() string {
 type Column struct {
 	Name  string
 	Value []byte // JSON text: a number, string, object, array, true/false or null
+	// Key, when set, is Name already encoded as a JSON object key with its
+	// colon ("name":): the decoder encodes each relation's names once.
+	Key []byte
 }
 
 // Row is a row's columns in table order.
@@ -83,6 +86,10 @@ type Change struct {
 
 // Tx is one committed transaction's changes to tracked tables, in order.
 type Tx struct {
+	// commitTimeText caches the formatted commit time for Route, which
+	// writes it into every message of the transaction.
+	commitTimeText []byte
+
 	CommitLSN  uint64    // LSN of the commit record: the Position.LSN of every change
 	EndLSN     uint64    // end of the commit record: the slot may be confirmed up to here once Tx is stored
 	CommitTime time.Time // the transaction's commit timestamp

@@ -232,7 +232,10 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 	b = append(b, `,"version":"`...)
 	b = strconv.AppendUint(b, ch.Pos.LSN, 10)
 	b = append(b, `","timestamp":"`...)
-	b = tx.CommitTime.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
+	if tx.commitTimeText == nil {
+		tx.commitTimeText = tx.CommitTime.UTC().AppendFormat(nil, TimeFormat)
+	}
+	b = append(b, tx.commitTimeText...)
 	b = append(b, `"}`...)
 	m.JSON = b
 	return m, true
@@ -259,11 +262,19 @@ func appendRow(b []byte, r Row) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = jsonx.AppendString(b, r[i].Name)
-		b = append(b, ':')
+		b = appendKey(b, &r[i])
 		b = append(b, r[i].Value...)
 	}
 	return append(b, '}')
+}
+
+// appendKey writes a column's name as an object key, colon included.
+func appendKey(b []byte, c *Column) []byte {
+	if len(c.Key) > 0 {
+		return append(b, c.Key...)
+	}
+	b = jsonx.AppendString(b, c.Name)
+	return append(b, ':')
 }
 
 // appendChanged writes the old values of the columns an update changed.
@@ -274,15 +285,23 @@ func appendChanged(b []byte, old, new Row) []byte {
 	b = append(b, '{')
 	n := 0
 	for i := range old {
-		if v, ok := new.Get(old[i].Name); ok && string(v) == string(old[i].Value) {
+		// Both rows come from one relation in its column order, so the
+		// column is usually at the same index; search only when it is not.
+		var v []byte
+		ok := false
+		if i < len(new) && new[i].Name == old[i].Name {
+			v, ok = new[i].Value, true
+		} else {
+			v, ok = new.Get(old[i].Name)
+		}
+		if ok && string(v) == string(old[i].Value) {
 			continue
 		}
 		if n > 0 {
 			b = append(b, ',')
 		}
 		n++
-		b = jsonx.AppendString(b, old[i].Name)
-		b = append(b, ':')
+		b = appendKey(b, &old[i])
 		b = append(b, old[i].Value...)
 	}
 	return append(b, '}')
