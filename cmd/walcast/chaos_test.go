@@ -192,13 +192,21 @@ func TestCrashesLoseNothingAndDuplicateNothing(t *testing.T) {
 	if len(rows) < 500 {
 		t.Errorf("only %d rows written: the load was not steady", len(rows))
 	}
+	client.checkExactlyOnce(t, rows)
+}
+
+// checkExactlyOnce asserts that the client received every row of the
+// database exactly once, nothing else, no id twice and no resync; c.mu is
+// held by the caller.
+func (c *resumingClient) checkExactlyOnce(t *testing.T, rows map[string]bool) {
+	t.Helper()
 	var missing, extra, dupNames, dupIDs []string
 	for name := range rows {
-		if client.names[name] == 0 {
+		if c.names[name] == 0 {
 			missing = append(missing, name)
 		}
 	}
-	for name, n := range client.names {
+	for name, n := range c.names {
 		if !rows[name] {
 			extra = append(extra, name)
 		}
@@ -206,7 +214,7 @@ func TestCrashesLoseNothingAndDuplicateNothing(t *testing.T) {
 			dupNames = append(dupNames, name)
 		}
 	}
-	for id, n := range client.ids {
+	for id, n := range c.ids {
 		if n > 1 {
 			dupIDs = append(dupIDs, id)
 		}
@@ -220,8 +228,8 @@ func TestCrashesLoseNothingAndDuplicateNothing(t *testing.T) {
 	if len(dupNames) > 0 || len(dupIDs) > 0 {
 		t.Errorf("duplicates: %d rows, %d ids, e.g. %v %v", len(dupNames), len(dupIDs), first(dupNames), first(dupIDs))
 	}
-	if client.resyncs > 0 {
-		t.Errorf("%d resync_required: history should cover every drop", client.resyncs)
+	if c.resyncs > 0 {
+		t.Errorf("%d resync_required: history should cover every drop", c.resyncs)
 	}
 }
 

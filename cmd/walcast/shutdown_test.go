@@ -178,37 +178,7 @@ func TestSigtermUnderLoadLosesAndRepeatsNothing(t *testing.T) {
 
 	client.mu.Lock()
 	defer client.mu.Unlock()
-	var missing, extra, dupNames, dupIDs []string
-	for name := range rows {
-		if client.names[name] == 0 {
-			missing = append(missing, name)
-		}
-	}
-	for name, n := range client.names {
-		if !rows[name] {
-			extra = append(extra, name)
-		}
-		if n > 1 {
-			dupNames = append(dupNames, name)
-		}
-	}
-	for id, n := range client.ids {
-		if n > 1 {
-			dupIDs = append(dupIDs, id)
-		}
-	}
-	if len(missing) > 0 {
-		t.Errorf("%d committed rows never delivered, e.g. %v", len(missing), first(missing))
-	}
-	if len(extra) > 0 {
-		t.Errorf("%d delivered rows not in the database, e.g. %v", len(extra), first(extra))
-	}
-	if len(dupNames) > 0 || len(dupIDs) > 0 {
-		t.Errorf("duplicates: %d rows, %d ids, e.g. %v %v", len(dupNames), len(dupIDs), first(dupNames), first(dupIDs))
-	}
-	if client.resyncs > 0 {
-		t.Errorf("%d resync_required", client.resyncs)
-	}
+	client.checkExactlyOnce(t, rows)
 	entries, err := changeEntries(rdb)
 	if err != nil {
 		t.Fatal(err)
