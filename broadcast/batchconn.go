@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // coder/websocket flushes every frame to the socket: one write(2) per
@@ -91,6 +92,14 @@ func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	nc, brw, err := hj.Hijack()
 	if err != nil {
+		return nil, nil, err
+	}
+	// net/http leaves the deadlines of its ReadTimeout and WriteTimeout on
+	// a hijacked connection, and the WebSocket library sets none of its
+	// own: without this, every WebSocket would be cut when they pass. The
+	// session's liveness is bounded by pings and the write watchdog.
+	if err := nc.SetDeadline(time.Time{}); err != nil {
+		nc.Close()
 		return nil, nil, err
 	}
 	w.conn = &batchConn{Conn: nc}

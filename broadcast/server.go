@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
 	"strconv"
@@ -34,8 +34,15 @@ type ServerConfig struct {
 	// an Origin header (non-browser clients) are always allowed.
 	AllowedOrigins []string
 	// Ready reports readiness for /readyz: whether the server should get
-	// traffic, and the state of each dependency.
+	// traffic, and the state of each dependency as "state" or
+	// "state: detail". The public /readyz shows only the state; the
+	// detail (raw errors that may name a database user, host or database)
+	// is served by DetailedReadyHandler, for the internal listener.
 	Ready func(ctx context.Context) (bool, map[string]string)
+	// TrustedProxies are the TCP peers whose X-Forwarded-For is read to
+	// find the client's address (see clientAddr); empty: the header is
+	// ignored and the client is the TCP peer.
+	TrustedProxies []netip.Prefix
 	// NoWebSocket serves only the health endpoints (walcast capture).
 	NoWebSocket bool
 	// Limits caps connections in total, per user and per IP rate.
@@ -108,12 +115,12 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.Presence = NewPresence()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), perUser: map[int64]int{}, refused: map[string]uint64{}, presence: cfg.Presence,
-		limiter: newRateLimiter(cfg.Limits.ConnectRate, cfg.Limits.ConnectBurst)}
+		limiter: newRateLimiter(cfg.Limits.ConnectRate, cfg.Limits.ConnectBurst, cfg.Limits.MaxTrackedAddrs)}
 	if !cfg.NoWebSocket {
 		s.mux.HandleFunc("GET /ws", s.serveWS)
 	}
 	s.mux.HandleFunc("GET /healthz", s.serveHealth)
-	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { s.serveReady(w, r, false) })
 	return s
 }
 
@@ -168,12 +175,28 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 }
 
-func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+// HealthHandler serves /healthz, for a listener other than Handler's.
+func (s *Server) HealthHandler() http.Handler { return http.HandlerFunc(s.serveHealth) }
+
+// DetailedReadyHandler serves /readyz with each check's detail, raw errors
+// included: mount it only on a listener the public cannot reach.
+func (s *Server) DetailedReadyHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveReady(w, r, true) })
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request, detail bool) {
 	ready, checks := true, map[string]string{}
 	if s.cfg.Ready != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		ready, checks = s.cfg.Ready(ctx)
 		cancel()
+	}
+	if !detail {
+		public := make(map[string]string, len(checks))
+		for k, v := range checks {
+			public[k] = checkState(v)
+		}
+		checks = public
 	}
 	code := http.StatusOK
 	status := "ready"
@@ -181,6 +204,15 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 		code, status = http.StatusServiceUnavailable, "not ready"
 	}
 	writeJSON(w, code, map[string]any{"status": status, "checks": checks})
+}
+
+// checkState is the public part of a readiness check, "state" of
+// "state: detail".
+func checkState(v string) string {
+	if i := strings.Index(v, ":"); i >= 0 {
+		return v[:i]
+	}
+	return v
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -214,9 +246,12 @@ func RedactedPath(u *url.URL) string {
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	ip := remoteIP(r)
-	log := s.log.With("remote", ip, "path", RedactedPath(r.URL))
-	if !s.limiter.allow(ip, time.Now()) {
+	addr, peer := clientAddr(r, s.cfg.TrustedProxies)
+	log := s.log.With("remote", addr.String(), "path", RedactedPath(r.URL))
+	if peer != addr {
+		log = log.With("proxy", peer.String())
+	}
+	if !s.limiter.allow(addrKey(addr), time.Now()) {
 		s.refuse("rate_limited")
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "too many requests: new connections from this address are rate-limited; retry with backoff", http.StatusTooManyRequests)
@@ -382,14 +417,6 @@ func subscriptionFrom(q url.Values) (*clientFrame, error) {
 		}
 	}
 	return &f, nil
-}
-
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // originAllowed applies --allowed-origins; see ServerConfig.AllowedOrigins.

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -24,8 +22,9 @@ type App struct {
 	mode string // cmdRun, cmdCapture or cmdServe
 	log  *slog.Logger
 
-	listening chan struct{}
-	addr      string
+	listening    chan struct{}
+	addr         string
+	internalAddr string
 
 	mu      sync.Mutex
 	capture *cdc.Capture
@@ -33,6 +32,8 @@ type App struct {
 
 	// statusInterval overrides cdc's standby status interval, for tests.
 	statusInterval time.Duration
+	// httpTimeouts overrides defaultTimeouts, for tests.
+	httpTimeouts *httpTimeouts
 }
 
 // NewApp returns an App running mode (run, capture or serve) with cfg;
@@ -231,7 +232,8 @@ func (a *App) Run(ctx context.Context) error {
 		Verifier:       verifier,
 		Logger:         a.log,
 		AllowedOrigins: cfg.AllowedOrigins,
-		Ready:          ready,
+		TrustedProxies: cfg.Net.TrustedProxies,
+		Ready:          a.redactedReady(ready),
 		NoWebSocket:    !serving,
 		Limits: broadcast.Limits{
 			MaxConnections: cfg.MaxConns,
@@ -245,8 +247,31 @@ func (a *App) Run(ctx context.Context) error {
 		met.watchServer(hub, srv)
 		srv.Handle("GET /", broadcast.WebHandler())
 	}
-	srv.Handle("GET /metrics", met.handler())
-	return a.serve(ctx, srv, work...)
+	public := broadcast.NewConnLimiter(httpConnCap(cfg))
+	met.watchListener("public", public)
+	var internal http.Handler
+	if cfg.Net.InternalListen != "" {
+		internal = internalMux(srv, met)
+	} else {
+		// Back-compat: scrapers find /metrics on --listen. It holds counts
+		// and names of tables, no secret; /readyz there has no detail.
+		srv.Handle("GET /metrics", met.handler())
+	}
+	return a.serve(ctx, srv, public, internal, met, work...)
+}
+
+// redactedReady masks the configured secrets in the readiness details: a
+// driver's error text is not ours to trust.
+func (a *App) redactedReady(ready func(context.Context) (bool, map[string]string)) func(context.Context) (bool, map[string]string) {
+	red := &redactor{}
+	red.add(a.cfg)
+	return func(ctx context.Context) (bool, map[string]string) {
+		ok, checks := ready(ctx)
+		for k, v := range checks {
+			checks[k] = red.redact(v)
+		}
+		return ok, checks
+	}
 }
 
 // resyncLost tells the clients of this process that changes were lost
@@ -296,27 +321,40 @@ func newVerifier(cfg *Config) (*broadcast.Verifier, error) {
 	return v, nil
 }
 
-// serve listens, runs the background work next to the HTTP server, and
-// shuts both down in order when ctx ends.
-func (a *App) serve(ctx context.Context, srv *broadcast.Server, work ...func(context.Context) error) error {
-	ln, err := net.Listen("tcp", a.cfg.Listen)
+// serve listens, runs the background work next to the HTTP servers, and
+// shuts them down in order when ctx ends. internal is nil without
+// --internal-listen.
+func (a *App) serve(ctx context.Context, srv *broadcast.Server, limit *broadcast.ConnLimiter, internal http.Handler, met *metrics, work ...func(context.Context) error) error {
+	pub, err := a.listen("public", a.cfg.Listen, srv.Handler(), limit, false)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", a.cfg.Listen, err)
+		return err
 	}
-	a.addr = ln.Addr().String()
+	listeners := []*listener{pub}
+	if internal != nil {
+		ilimit := broadcast.NewConnLimiter(internalConnCap)
+		met.watchListener("internal", ilimit)
+		in, err := a.listen("internal", a.cfg.Net.InternalListen, internal, ilimit, true)
+		if err != nil {
+			pub.ln.Close()
+			return err
+		}
+		listeners = append(listeners, in)
+		a.internalAddr = in.ln.Addr().String()
+	}
+	a.addr = pub.ln.Addr().String()
 	close(a.listening)
-	a.log.Info("listening", "addr", a.addr)
+	if a.internalAddr != "" {
+		a.log.Info("listening", "addr", a.addr, "internal", a.internalAddr)
+	} else {
+		a.log.Info("listening", "addr", a.addr)
+	}
 
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	workCtx, stopWork := context.WithCancel(ctx)
 	defer stopWork()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve http: %w", err)
-		}
-		return nil
-	})
+	for _, l := range listeners {
+		g.Go(l.serve)
+	}
 	for _, w := range work {
 		g.Go(func() error { return w(workCtx) })
 	}
@@ -326,7 +364,9 @@ func (a *App) serve(ctx context.Context, srv *broadcast.Server, work ...func(con
 		stopWork()
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 8*time.Second)
 		defer cancel()
-		_ = httpSrv.Shutdown(shutdownCtx)
+		for _, l := range listeners {
+			l.shutdown(shutdownCtx)
+		}
 		srv.Shutdown(shutdownCtx)
 		return nil
 	})

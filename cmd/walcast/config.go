@@ -36,6 +36,7 @@ type Config struct {
 	LogLevel       string
 	LogFormat      string
 	Live           liveConfig // dashboards and presence: see live.go
+	Net            netConfig  // listeners: see listeners.go
 
 	HeartbeatInterval time.Duration
 	StallThreshold    time.Duration
@@ -350,12 +351,19 @@ type flagValue struct {
 	o   *option
 	cfg *Config
 	val string
+	// err receives the first invalid value's message. Set reports no
+	// error to the flag package, which would print the raw value (a
+	// password in a URL included).
+	err *error
 }
 
-func (f *flagValue) String() string { return f.val }
+func (f *flagValue) String() string { return redact(f.o.flag, f.val) }
 func (f *flagValue) Set(v string) error {
 	if err := f.o.set(f.cfg, v); err != nil {
-		return err
+		if *f.err == nil {
+			*f.err = &usageError{fmt.Sprintf("invalid value %q for flag -%s: %s", redact(f.o.flag, v), f.o.flag, scrubError(f.o.flag, v, err))}
+		}
+		return nil
 	}
 	f.val = v
 	return nil
@@ -369,6 +377,7 @@ func parseConfig(command string, args []string, getenv func(string) string) (*Co
 	fs.SetOutput(new(strings.Builder))
 	fs.Usage = func() {}
 	var mine []*option
+	var flagErr error
 	for i := range options {
 		o := &options[i]
 		if !o.appliesTo(command) {
@@ -382,17 +391,20 @@ func parseConfig(command string, args []string, getenv func(string) string) (*Co
 		for _, name := range o.env {
 			if v := getenv(name); v != "" {
 				if err := o.set(cfg, v); err != nil {
-					return nil, nil, &usageError{fmt.Sprintf("%s=%q: %v", name, redact(o.flag, v), err)}
+					return nil, nil, &usageError{fmt.Sprintf("%s=%q: %s", name, redact(o.flag, v), scrubError(o.flag, v, err))}
 				}
 				break
 			}
 		}
-		fs.Var(&flagValue{o: o, cfg: cfg}, o.flag, o.help)
+		fs.Var(&flagValue{o: o, cfg: cfg, err: &flagErr}, o.flag, o.help)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, nil, &usageError{usage(command, mine)}
-		}
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return nil, nil, &usageError{usage(command, mine)}
+	case flagErr != nil:
+		return nil, nil, flagErr
+	case err != nil:
 		return nil, nil, &usageError{err.Error()}
 	}
 	return cfg, fs.Args(), nil
@@ -405,20 +417,6 @@ func (o *option) appliesTo(command string) bool {
 		}
 	}
 	return false
-}
-
-// redact keeps secrets out of error messages.
-func redact(flagName, v string) string {
-	if flagName == "jwt-secret" {
-		return "…"
-	}
-	if u, err := url.Parse(v); err == nil && u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			return u.String()
-		}
-	}
-	return v
 }
 
 func usage(command string, opts []*option) string {

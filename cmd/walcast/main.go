@@ -52,7 +52,16 @@ func realMain(args []string, stdout, stderr io.Writer, getenv func(string) strin
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := dispatch(ctx, args[0], args[1:], stdout, stderr, getenv)
+	return realMainContext(ctx, args, stdout, stderr, getenv)
+}
+
+// realMainContext is realMain until ctx ends (tests end it).
+func realMainContext(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	// Whatever is written (logs, errors, reports) passes through the
+	// redactor, which learns the configured secrets once they are parsed.
+	red := &redactor{}
+	stdout, stderr = red.writer(stdout), red.writer(stderr)
+	err := dispatch(ctx, args[0], args[1:], stdout, stderr, getenv, red)
 	var ue *usageError
 	var se *cdc.SetupError
 	var be *broadcast.BusError
@@ -76,7 +85,7 @@ func realMain(args []string, stdout, stderr io.Writer, getenv func(string) strin
 	}
 }
 
-func dispatch(ctx context.Context, command string, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+func dispatch(ctx context.Context, command string, args []string, stdout, stderr io.Writer, getenv func(string) string, red *redactor) error {
 	switch command {
 	case "version", "--version":
 		fmt.Fprintln(stdout, "walcast", version)
@@ -94,6 +103,7 @@ func dispatch(ctx context.Context, command string, args []string, stdout, stderr
 	if err != nil {
 		return err
 	}
+	red.add(cfg)
 	switch command {
 	case cmdRun, cmdCapture, cmdServe:
 		if len(rest) > 0 {

@@ -125,6 +125,21 @@ func (c refusedCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// watchListener exports a listener's TCP connections.
+func (m *metrics) watchListener(name string, l *broadcast.ConnLimiter) {
+	labels := prometheus.Labels{"listener": name}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "walcast_http_connections_open", Help: "TCP connections open on the listener, WebSockets included.", ConstLabels: labels},
+			func() float64 { return float64(l.Open()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "walcast_http_connections_max", Help: "The listener's cap on open TCP connections.", ConstLabels: labels},
+			func() float64 { return float64(l.Max()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "walcast_http_connections_accepted_total", Help: "TCP connections accepted by the listener.", ConstLabels: labels},
+			func() float64 { return float64(l.Accepted()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "walcast_http_connections_refused_total", Help: "TCP connections closed at once because the listener's cap was reached.", ConstLabels: labels},
+			func() float64 { return float64(l.Refused()) }),
+	)
+}
+
 // watchRedis exports whether the bus answers.
 func (m *metrics) watchRedis(r *broadcast.RedisBus) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "walcast_bus_up", Help: "1 when the last Redis command succeeded."},
