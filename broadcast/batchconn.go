@@ -94,10 +94,12 @@ func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	// net/http leaves the deadlines of its ReadTimeout and WriteTimeout on
-	// a hijacked connection, and the WebSocket library sets none of its
-	// own: without this, every WebSocket would be cut when they pass. The
-	// session's liveness is bounded by pings and the write watchdog.
+	// The deadlines of the server's ReadTimeout and WriteTimeout must not
+	// outlive the handshake, or every WebSocket would be cut when they
+	// pass; the WebSocket library sets none of its own. net/http clears
+	// them when it hijacks (Go 1.26); clearing them here keeps that true
+	// whatever serves us (TestWebSocketOutlivesHTTPTimeouts checks it).
+	// The session's liveness is bounded by pings and the write watchdog.
 	if err := nc.SetDeadline(time.Time{}); err != nil {
 		nc.Close()
 		return nil, nil, err

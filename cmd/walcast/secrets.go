@@ -80,8 +80,8 @@ func secretParts(flagName, v string) []string {
 				user := rest[:at]
 				if c := strings.IndexByte(user, ':'); c >= 0 {
 					parts = append(parts, user[c+1:])
-				} else {
-					parts = append(parts, user)
+				} else if u, err := url.Parse(v); err != nil || u.User == nil {
+					parts = append(parts, user) // unparsable: may all be a password
 				}
 			}
 		}
