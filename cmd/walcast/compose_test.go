@@ -21,6 +21,7 @@ func TestComposeKeepsWhatWalcastNeeds(t *testing.T) {
 		`WALCAST_DATABASE_URL: postgres://`,
 		`WALCAST_REDIS_URL: redis://redis:6379/0`,
 		`./schema/election.sql:/docker-entrypoint-initdb.d/`,
+		`WALCAST_INTERNAL_LISTEN: ":9090"`,
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("compose.yaml lacks %s", want)
