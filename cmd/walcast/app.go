@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -307,6 +308,11 @@ func (a *App) checkRedis(ctx context.Context, r *broadcast.RedisBus) error {
 
 func newVerifier(cfg *Config) (*broadcast.Verifier, error) {
 	ac := broadcast.AuthConfig{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
+	if strings.Contains(cfg.JWTPublicKey, "-----BEGIN") {
+		// Key text instead of a path: the file error would print it, and
+		// it may be the private key.
+		return nil, &usageError{"--jwt-public-key takes the path of a PEM file, not the key itself"}
+	}
 	if cfg.JWTPublicKey != "" {
 		k, err := broadcast.LoadPublicKey(cfg.JWTPublicKey)
 		if err != nil {

@@ -107,6 +107,7 @@ func TestSecretsNeverPrintedInConfigurationErrors(t *testing.T) {
 		{"run", "--jwt-secret", jwtKey, "--history", "lots"},
 		{"serve", "--jwt-secret", jwtKey, "--bogus"},
 		{"run", "--jwt-secret=" + jwtKey, "--database-url", "postgres://" + esc + "@db/e", "extra"},
+		{"serve", "--redis-url", "redis://h:6379/0", "--jwt-public-key", "-----BEGIN PRIVATE KEY-----\n" + jwtKey + "\n-----END PRIVATE KEY-----"},
 	} {
 		var out, errOut syncBuffer
 		code := realMainContext(context.Background(), args, &out, &errOut, func(string) string { return "" })
