@@ -147,8 +147,11 @@ type listener struct {
 
 func (a *App) listen(name, addr string, h http.Handler, limit *broadcast.ConnLimiter, internal bool) (*listener, error) {
 	ln, err := net.Listen("tcp", addr)
+	if err != nil && internal {
+		return nil, fmt.Errorf("listen on %s (--internal-listen): %w", addr, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s (%s): %w", addr, name, err)
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	return &listener{name: name, ln: limit.Listener(ln), srv: a.httpServer(h, internal), limit: limit}, nil
 }
