@@ -23,12 +23,12 @@ type MemoryBus struct {
 	hub *Hub
 
 	mu      sync.RWMutex
-	ring    []*schema.Message
-	start   int             // index of the oldest message in ring
-	n       int             // messages in ring
-	last    schema.Position // newest stored position
-	trimmed schema.Position // newest position evicted from ring
-	floor   schema.Position // positions at or before floor were never stored here
+	ring    []*schema.Message // changes only: see Append
+	start   int               // index of the oldest message in ring
+	n       int               // messages in ring
+	last    schema.Position   // newest stored position
+	trimmed schema.Position   // newest position evicted from ring
+	first   schema.Position   // the first position this bus stored
 }
 
 // NewMemoryBus returns a bus keeping the last history messages (at least 1)
@@ -43,6 +43,11 @@ func NewMemoryBus(history int, hub *Hub) *MemoryBus {
 // Append stores msgs and publishes them. Messages at or before the newest
 // stored position are already stored and are skipped, which makes
 // re-reading WAL after a reconnect harmless.
+//
+// Dashboard messages are published and take their position, but are not
+// kept for resume: a replay skips them (the newest of each is sent after
+// it), so keeping them would only push changes out of history, and a
+// burst of one per user would evict it all.
 func (b *MemoryBus) Append(ctx context.Context, msgs []schema.Message) error {
 	if len(msgs) == 0 {
 		return nil
@@ -54,6 +59,14 @@ func (b *MemoryBus) Append(ctx context.Context, msgs []schema.Message) error {
 		if !b.last.Less(m.Pos) {
 			continue
 		}
+		if b.first.IsZero() {
+			b.first = m.Pos
+		}
+		b.last = m.Pos
+		fresh = append(fresh, m)
+		if m.DashboardKey != "" {
+			continue
+		}
 		if b.n == len(b.ring) {
 			b.trimmed = b.ring[b.start].Pos
 			b.ring[b.start] = nil
@@ -62,8 +75,6 @@ func (b *MemoryBus) Append(ctx context.Context, msgs []schema.Message) error {
 		}
 		b.ring[(b.start+b.n)%len(b.ring)] = m
 		b.n++
-		b.last = m.Pos
-		fresh = append(fresh, m)
 	}
 	// Publishing under the lock keeps the hub's order identical to the
 	// history's, which is what makes resume seamless.
@@ -88,10 +99,10 @@ func (b *MemoryBus) Since(ctx context.Context, pos schema.Position, limit int) (
 	if b.last.Less(pos) {
 		return nil, ErrUnknownPosition
 	}
-	if pos.Less(b.trimmed) || (b.n == 0 && pos.Less(b.last)) {
+	if pos.Less(b.trimmed) {
 		return nil, ErrTooOld
 	}
-	if b.n > 0 && pos.Less(b.ring[b.start].Pos) && b.trimmed.IsZero() && !pos.IsZero() {
+	if b.trimmed.IsZero() && !pos.IsZero() && pos.Less(b.first) {
 		// Older than anything this process stored: earlier messages may
 		// have been delivered by a previous process and are not here.
 		return nil, ErrTooOld

@@ -18,12 +18,33 @@ import (
 // refuses as not newer than the stream's top were stored before (a change
 // re-read from WAL) and are skipped, as with single XADDs.
 //
-// KEYS: stream, dashboards hash. ARGV[1]: MAXLEN (0: no trim); then per
-// message: id, json, type, committee, owner, admin-only, dashboard key,
-// dashboard record ("" for absent fields).
+// Trimming keeps --history changes: dashboard entries are not counted
+// against it. Their ids are listed, in order, in a list next to the
+// stream, and the stream's MAXLEN is history plus the dashboards it holds
+// (counted up to history again, so the stream never exceeds twice its
+// budget). A burst of one dashboard per user therefore cannot push
+// changes out of resume history; dashboards themselves are never
+// replayed (the newest of each is kept in the dashboards hash).
+//
+// KEYS: stream, dashboards hash, dashboard ids list. ARGV[1]: history
+// (0: no trim); then per message: id, json, type, committee, owner,
+// admin-only, dashboard key, dashboard record ("" for absent fields).
 var appendScript = redis.NewScript(`
 local maxlen = tonumber(ARGV[1])
+local dashes = 0
+if maxlen > 0 then dashes = math.min(redis.call('LLEN', KEYS[3]), maxlen) end
 local stored = 0
+local function older(a, b)
+  local al, as = string.match(a, '^(%d+)-(%d+)$')
+  local bl, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not al or not bl then return false end
+  if al ~= bl then
+    if #al ~= #bl then return #al < #bl end
+    return al < bl
+  end
+  if #as ~= #bs then return #as < #bs end
+  return as < bs
+end
 for i = 2, #ARGV, 8 do
   local f = {'m', ARGV[i+1], 't', ARGV[i+2]}
   if ARGV[i+3] ~= '' then f[#f+1] = 'c'; f[#f+1] = ARGV[i+3] end
@@ -32,7 +53,7 @@ for i = 2, #ARGV, 8 do
   if ARGV[i+6] ~= '' then f[#f+1] = 'k'; f[#f+1] = ARGV[i+6] end
   local r
   if maxlen > 0 then
-    r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen, ARGV[i], unpack(f))
+    r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen + dashes, ARGV[i], unpack(f))
   else
     r = redis.pcall('XADD', KEYS[1], ARGV[i], unpack(f))
   end
@@ -40,8 +61,24 @@ for i = 2, #ARGV, 8 do
     if not string.find(r.err, 'equal or smaller', 1, true) then return r end
   else
     stored = stored + 1
+    if maxlen > 0 and ARGV[i+6] ~= '' then
+      redis.call('RPUSH', KEYS[3], ARGV[i])
+      dashes = math.min(dashes + 1, maxlen)
+    end
   end
   if ARGV[i+6] ~= '' then redis.call('HSET', KEYS[2], ARGV[i+6], ARGV[i+7]) end
+end
+if maxlen > 0 then
+  -- Forget the dashboards trimmed away.
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  if #first == 0 then
+    redis.call('DEL', KEYS[3])
+  else
+    local n = 0
+    local ids = redis.call('LRANGE', KEYS[3], 0, 999)
+    while n < #ids and older(ids[n+1], first[1][1]) do n = n + 1 end
+    if n > 0 then redis.call('LTRIM', KEYS[3], n, -1) end
+  end
 end
 return stored
 `)
@@ -66,7 +103,7 @@ func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
 }
 
 func (b *RedisBus) appendOnce(ctx context.Context, msgs []schema.Message) error {
-	keys := []string{b.key, b.dashboardKey()}
+	keys := []string{b.key, b.dashboardKey(), b.dashboardIDsKey()}
 	pipe := b.rdb.Pipeline()
 	var cmds []*redis.Cmd
 	for start := 0; start < len(msgs); start += appendChunk {
@@ -107,3 +144,8 @@ func (b *RedisBus) appendOnce(ctx context.Context, msgs []schema.Message) error 
 	}
 	return nil
 }
+
+// dashboardIDsKey is the list of the dashboard entries' ids in the
+// stream, oldest first: what keeps them out of the history budget (see
+// appendScript).
+func (b *RedisBus) dashboardIDsKey() string { return b.key + ":dashids" }

@@ -19,6 +19,14 @@ import (
 // dashboard.
 const DefaultInterval = 500 * time.Millisecond
 
+// DefaultBatch is the most dashboards one round computes and emits. A
+// round that would emit more (start-up, a TRUNCATE, an unscoped delete:
+// every user's and committee's dashboard) emits this many and carries the
+// rest to the next rounds, so that a burst reaches the bus and the serve
+// replicas' windows at a bounded rate: at the default interval, 2,000 a
+// second.
+const DefaultBatch = 1000
+
 // Config configures a Builder.
 type Config struct {
 	DatabaseURL string
@@ -33,7 +41,11 @@ type Config struct {
 	// Interval is the shortest time between two recomputations of one
 	// dashboard (DefaultInterval when zero).
 	Interval time.Duration
-	Logger   *slog.Logger
+	// Batch is the most dashboards one round emits (DefaultBatch when
+	// zero); the admin dashboard comes first, then committees', then
+	// users'; the rest wait for the next rounds.
+	Batch  int
+	Logger *slog.Logger
 }
 
 // Emitter stores computed dashboard messages. Their Pos is left for it to
@@ -57,18 +69,27 @@ type Builder struct {
 	known dirtySet
 
 	rounds, personal, supervisor, admin atomic.Uint64
+	failed                              [3]atomic.Uint64 // by kindIndex
+	// logged holds the failures already logged at error level, so that a
+	// dashboard failing every round logs its fix once.
+	logged map[string]bool
 }
 
-// dirtySet is what needs recomputing.
+// dirtySet is what needs recomputing. Users and committees named by
+// changes come before the backlog of "every dashboard" rounds (start-up,
+// TRUNCATE), which is spread over later rounds: a change's dashboards
+// are not held back behind tens of thousands of others.
 type dirtySet struct {
-	users, committees       map[int64]bool
-	admin                   bool
-	allUsers, allCommittees bool
-	xids                    map[uint32]bool // transactions the result must include
+	users, committees               map[int64]bool
+	backlogUsers, backlogCommittees map[int64]bool
+	admin                           bool
+	allUsers, allCommittees         bool
+	xids                            map[uint32]bool // transactions the result must include
 }
 
 func (d *dirtySet) empty() bool {
-	return !d.admin && !d.allUsers && !d.allCommittees && len(d.users) == 0 && len(d.committees) == 0
+	return !d.admin && !d.allUsers && !d.allCommittees && len(d.users) == 0 && len(d.committees) == 0 &&
+		len(d.backlogUsers) == 0 && len(d.backlogCommittees) == 0
 }
 
 func (d *dirtySet) user(id int64) {
@@ -85,6 +106,13 @@ func (d *dirtySet) committee(id int64) {
 	d.committees[id] = true
 }
 
+func addID(m *map[int64]bool, id int64) {
+	if *m == nil {
+		*m = map[int64]bool{}
+	}
+	(*m)[id] = true
+}
+
 // merge adds o to d.
 func (d *dirtySet) merge(o dirtySet) {
 	for u := range o.users {
@@ -92,6 +120,12 @@ func (d *dirtySet) merge(o dirtySet) {
 	}
 	for c := range o.committees {
 		d.committee(c)
+	}
+	for u := range o.backlogUsers {
+		addID(&d.backlogUsers, u)
+	}
+	for c := range o.backlogCommittees {
+		addID(&d.backlogCommittees, c)
 	}
 	d.admin = d.admin || o.admin
 	d.allUsers = d.allUsers || o.allUsers
@@ -111,10 +145,13 @@ func New(cfg Config) *Builder {
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultInterval
 	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = DefaultBatch
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	b := &Builder{cfg: cfg, log: cfg.Logger.With("component", "dashboard"), kinds: map[string]schema.Kind{}, wake: make(chan struct{}, 1)}
+	b := &Builder{cfg: cfg, log: cfg.Logger.With("component", "dashboard"), kinds: map[string]schema.Kind{}, wake: make(chan struct{}, 1), logged: map[string]bool{}}
 	committeeSchema := "public"
 	for _, t := range cfg.Tables {
 		var slot *string
@@ -149,11 +186,30 @@ type Stats struct {
 	Personal   uint64 // personal dashboards computed
 	Supervisor uint64 // supervisor (committee) dashboards computed
 	Admin      uint64 // admin dashboards computed
+	// Failed counts dashboards whose queries failed, by dashboard type
+	// (schema.DashboardPersonal, …): they were skipped, the others sent.
+	Failed map[string]uint64
 }
 
 // Stats returns the recomputation counters.
 func (b *Builder) Stats() Stats {
-	return Stats{Rounds: b.rounds.Load(), Personal: b.personal.Load(), Supervisor: b.supervisor.Load(), Admin: b.admin.Load()}
+	failed := map[string]uint64{}
+	for i, k := range kindNames {
+		failed[k] = b.failed[i].Load()
+	}
+	return Stats{Rounds: b.rounds.Load(), Personal: b.personal.Load(), Supervisor: b.supervisor.Load(), Admin: b.admin.Load(), Failed: failed}
+}
+
+// kindNames are the dashboard types by kindIndex.
+var kindNames = [3]string{schema.DashboardPersonal, schema.DashboardSupervisor, schema.DashboardAdmin}
+
+func kindIndex(typ string) int {
+	for i, k := range kindNames {
+		if k == typ {
+			return i
+		}
+	}
+	return len(kindNames) - 1
 }
 
 // Note records which dashboards the changes of a stored transaction
@@ -283,7 +339,7 @@ func (b *Builder) Run(ctx context.Context, emit Emitter, ready func() bool) erro
 			}
 			conn = c
 		}
-		msgs, err := b.compute(ctx, conn, d)
+		msgs, rest, err := b.compute(ctx, conn, d)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -306,6 +362,10 @@ func (b *Builder) Run(ctx context.Context, emit Emitter, ready func() bool) erro
 		}
 		failures = 0
 		b.rememberEmitted(msgs)
+		if !rest.empty() {
+			// The rest of a burst: the next round, one interval on.
+			b.giveBack(rest)
+		}
 	}
 }
 
@@ -342,15 +402,20 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // marks the transaction committed in memory).
 var errNotVisible = errors.New("a committed transaction is not visible yet")
 
-// compute runs the queries of one round in one snapshot.
-func (b *Builder) compute(ctx context.Context, conn *pgx.Conn, d dirtySet) ([]schema.Message, error) {
+// compute runs the queries of one round in one snapshot: the admin
+// dashboard, then up to the batch of committees' and users' dashboards.
+// It returns the dashboards it computed and what is left for the next
+// rounds. A dashboard whose queries fail is left out (see isolate); an
+// error means the round as a whole could not run (connection lost).
+func (b *Builder) compute(ctx context.Context, conn *pgx.Conn, d dirtySet) ([]schema.Message, dirtySet, error) {
 	b.rounds.Add(1)
+	var rest dirtySet
 	var tx pgx.Tx
 	for attempt := 0; ; attempt++ {
 		var err error
 		tx, err = conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 		if err != nil {
-			return nil, fmt.Errorf("begin: %w", err)
+			return nil, rest, fmt.Errorf("begin: %w", err)
 		}
 		err = visible(ctx, tx, d.xids)
 		if err == nil {
@@ -358,68 +423,102 @@ func (b *Builder) compute(ctx context.Context, conn *pgx.Conn, d dirtySet) ([]sc
 		}
 		_ = tx.Rollback(ctx)
 		if !errors.Is(err, errNotVisible) {
-			return nil, err
+			return nil, rest, err
 		}
 		if attempt == 200 {
 			b.log.Warn("a committed transaction stayed invisible for 1 s; computing dashboards anyway")
 			if tx, err = conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}); err != nil {
-				return nil, fmt.Errorf("begin: %w", err)
+				return nil, rest, fmt.Errorf("begin: %w", err)
 			}
 			break
 		}
 		if !sleep(ctx, 5*time.Millisecond) {
-			return nil, ctx.Err()
+			return nil, rest, ctx.Err()
 		}
 	}
 	defer tx.Rollback(ctx)
 
-	q := &queries{b: b, tx: tx}
+	q := &queries{b: b, tx: tx, conn: conn}
 	if err := q.prepare(ctx); err != nil {
-		return nil, err
+		return nil, rest, err
 	}
-	users := keys(d.users)
-	committees := keys(d.committees)
+	backUsers, backCommittees := keys(d.backlogUsers), keys(d.backlogCommittees)
 	if d.allUsers {
 		all, err := q.allUsers(ctx)
 		if err != nil {
-			return nil, err
+			return nil, rest, err
 		}
-		users = union(users, all, b.knownIDs(true))
+		backUsers = union(backUsers, all, b.knownIDs(true))
 	}
 	if d.allCommittees {
 		all, err := q.allCommittees(ctx)
 		if err != nil {
-			return nil, err
+			return nil, rest, err
 		}
-		committees = union(committees, all, b.knownIDs(false))
+		backCommittees = union(backCommittees, all, b.knownIDs(false))
 	}
+	budget := b.cfg.Batch
+	if d.admin {
+		budget--
+	}
+	committees := pick(&budget, d.committees, backCommittees, &rest.committees, &rest.backlogCommittees)
+	users := pick(&budget, d.users, backUsers, &rest.users, &rest.backlogUsers)
+
 	at := schema.CommitTime(time.Now())
 	var msgs []schema.Message
-	if len(users) > 0 {
-		ms, err := q.personal(ctx, users, at)
+	if d.admin {
+		m, ok, err := q.admin(ctx, at)
 		if err != nil {
-			return nil, err
+			return nil, rest, err
 		}
-		msgs = append(msgs, ms...)
-		b.personal.Add(uint64(len(ms)))
+		if ok {
+			msgs = append(msgs, m)
+			b.admin.Add(1)
+		}
 	}
 	if len(committees) > 0 {
 		ms, err := q.supervisor(ctx, committees, at)
 		if err != nil {
-			return nil, err
+			return nil, rest, err
 		}
 		msgs = append(msgs, ms...)
 		b.supervisor.Add(uint64(len(ms)))
 	}
-	if d.admin {
-		m, err := q.admin(ctx, at)
+	if len(users) > 0 {
+		ms, err := q.personal(ctx, users, at)
 		if err != nil {
-			return nil, err
+			return nil, rest, err
 		}
-		msgs = append(msgs, m)
-		b.admin.Add(1)
+		msgs = append(msgs, ms...)
+		b.personal.Add(uint64(len(ms)))
 	}
-	return msgs, nil
+	return msgs, rest, nil
+}
+
+// pick returns up to *budget ids, those named by changes (live) first,
+// then the backlog, and files the ones left over into restLive and
+// restBacklog. It does not modify live: a failed round gives it back.
+func pick(budget *int, live map[int64]bool, backlog []int64, restLive, restBacklog *map[int64]bool) []int64 {
+	var out []int64
+	for id := range live {
+		if *budget > 0 {
+			out = append(out, id)
+			*budget--
+		} else {
+			addID(restLive, id)
+		}
+	}
+	for _, id := range backlog {
+		switch {
+		case live[id]:
+		case *budget > 0:
+			out = append(out, id)
+			*budget--
+		default:
+			addID(restBacklog, id)
+		}
+	}
+	return out
 }
 
 // visible reports errNotVisible while one of xids is still in progress in

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -140,10 +141,19 @@ func (a *App) startDashboards(bus appender, history broadcast.History) *dashSink
 	if a.cfg.Live.DashboardInterval <= 0 {
 		return nil
 	}
+	batch := a.cfg.Live.DashboardBatch
+	if a.mode == cmdRun && a.cfg.ClientWindow > 0 {
+		// One round's dashboards reach this process's hub at once: keep
+		// them a small part of the window that idle clients may lag, so a
+		// burst never closes them as too slow. (A capture process cannot
+		// see its serve replicas' windows: --dashboard-batch says it.)
+		batch = min(batch, max(1, a.cfg.ClientWindow/4))
+	}
 	b := dashboard.New(dashboard.Config{
 		DatabaseURL: a.cfg.DatabaseURL,
 		Tables:      a.cfg.Tables,
 		Interval:    a.cfg.Live.DashboardInterval,
+		Batch:       batch,
 		Logger:      a.log,
 	})
 	a.mu.Lock()
@@ -171,6 +181,12 @@ func (d *dashSink) run(status func() uint64, streaming func() bool, met *metrics
 			}
 			return float64(s.Admin)
 		}))
+	}
+	for _, kind := range []string{schema.DashboardPersonal, schema.DashboardSupervisor, schema.DashboardAdmin} {
+		met.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "walcast_dashboard_failures_total", Help: "Dashboards whose queries failed, by type: skipped (the others were sent) until a change touches them again; the log says why and how to fix it.",
+			ConstLabels: prometheus.Labels{"dashboard_type": kind},
+		}, func() float64 { return float64(stats().Failed[kind]) }))
 	}
 	met.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "walcast_dashboard_rounds_total", Help: "Dashboard recompute rounds (one set of aggregate queries each).",
@@ -200,6 +216,7 @@ type liveState struct {
 // liveConfig holds the settings of dashboards and presence.
 type liveConfig struct {
 	DashboardInterval time.Duration
+	DashboardBatch    int
 	PresenceTTL       time.Duration
 }
 
@@ -215,6 +232,19 @@ func init() {
 					return errors.New("want a duration such as 500ms, or 0 for off")
 				}
 				c.Live.DashboardInterval = d
+				return nil
+			},
+		},
+		option{
+			flag: "dashboard-batch", env: []string{"WALCAST_DASHBOARD_BATCH"}, def: strconv.Itoa(dashboard.DefaultBatch),
+			help: "most dashboards sent per --dashboard-interval; a burst (start-up, TRUNCATE: one per user and committee) is spread over later rounds, admin and committee dashboards first",
+			in:   []string{cmdRun, cmdCapture},
+			set: func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 {
+					return errors.New("want a positive integer")
+				}
+				c.Live.DashboardBatch = n
 				return nil
 			},
 		},
