@@ -3,6 +3,7 @@ package broadcast
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/walcast/walcast/schema"
@@ -56,5 +57,41 @@ func TestMemoryBusAfterRestart(t *testing.T) {
 	bus.Append(ctx, msgs(schema.Position{LSN: 50}))
 	if _, err := bus.Since(ctx, schema.Position{LSN: 40}, 10); !errors.Is(err, ErrTooOld) {
 		t.Errorf("err = %v, want ErrTooOld", err)
+	}
+}
+
+// Dashboard messages are published but not kept for resume: a burst of
+// them, far larger than the history, evicts no change.
+func TestMemoryBusKeepsDashboardsOutOfHistory(t *testing.T) {
+	ctx := context.Background()
+	hub := NewHub(0)
+	bus := NewMemoryBus(10, hub)
+	p := func(l, s uint64) schema.Position { return schema.Position{LSN: l, Seq: s} }
+	bus.Append(ctx, msgs(p(10, 0), p(10, 1)))
+	dash := make([]schema.Message, 1000)
+	for i := range dash {
+		dash[i] = schema.Message{Pos: p(10, uint64(2+i)), Type: schema.TypeDashboard, DashboardKey: fmt.Sprintf("personal:%d", i), JSON: []byte(`{}`)}
+	}
+	bus.Append(ctx, dash)
+	bus.Append(ctx, msgs(p(20, 0)))
+	got, err := bus.Since(ctx, p(10, 0), 100)
+	if err != nil || len(got) != 2 || got[0].Pos != p(10, 1) || got[1].Pos != p(20, 0) {
+		t.Fatalf("Since(10-0) after 1,000 dashboards = %v, %v; want the changes 10-1 and 20-0", got, err)
+	}
+	// The position of a dashboard (a welcome may name one) resumes.
+	if got, err := bus.Since(ctx, p(10, 500), 100); err != nil || len(got) != 1 {
+		t.Fatalf("Since(a dashboard's position) = %v, %v; want 20-0", got, err)
+	}
+	if head, _ := bus.Head(ctx); head != p(20, 0) {
+		t.Errorf("head = %v", head)
+	}
+	if n := len(hub.Dashboards()); n != 1000 {
+		t.Errorf("hub keeps %d dashboards, want 1000", n)
+	}
+	// Only dashboards stored yet: resuming from 0-0 is not too old.
+	fresh := NewMemoryBus(10, nil)
+	fresh.Append(ctx, dash[:3])
+	if got, err := fresh.Since(ctx, schema.Position{}, 100); err != nil || len(got) != 0 {
+		t.Errorf("Since(0-0) with only dashboards stored = %v, %v; want nothing, no error", got, err)
 	}
 }

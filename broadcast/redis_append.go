@@ -20,11 +20,13 @@ import (
 //
 // Trimming keeps --history changes: dashboard entries are not counted
 // against it. Their ids are listed, in order, in a list next to the
-// stream, and the stream's MAXLEN is history plus the dashboards it holds
-// (counted up to history again, so the stream never exceeds twice its
-// budget). A burst of one dashboard per user therefore cannot push
-// changes out of resume history; dashboards themselves are never
-// replayed (the newest of each is kept in the dashboards hash).
+// stream, and the stream's MAXLEN is history plus the dashboards it holds.
+// A burst of one dashboard per user therefore does not push changes out
+// of resume history; dashboards themselves are never replayed (the newest
+// of each is kept in the dashboards hash). They are counted up to four
+// times history: a capture restarting in a loop emits every dashboard at
+// each start without a change to age them out, and the stream must stay
+// bounded (at most five times history entries).
 //
 // KEYS: stream, dashboards hash, dashboard ids list. ARGV[1]: history
 // (0: no trim); then per message: id, json, type, committee, owner,
@@ -32,7 +34,7 @@ import (
 var appendScript = redis.NewScript(`
 local maxlen = tonumber(ARGV[1])
 local dashes = 0
-if maxlen > 0 then dashes = math.min(redis.call('LLEN', KEYS[3]), maxlen) end
+if maxlen > 0 then dashes = math.min(redis.call('LLEN', KEYS[3]), 4 * maxlen) end
 local stored = 0
 local function older(a, b)
   local al, as = string.match(a, '^(%d+)-(%d+)$')
@@ -63,7 +65,7 @@ for i = 2, #ARGV, 8 do
     stored = stored + 1
     if maxlen > 0 and ARGV[i+6] ~= '' then
       redis.call('RPUSH', KEYS[3], ARGV[i])
-      dashes = math.min(dashes + 1, maxlen)
+      dashes = math.min(dashes + 1, 4 * maxlen)
     end
   end
   if ARGV[i+6] ~= '' then redis.call('HSET', KEYS[2], ARGV[i+6], ARGV[i+7]) end
