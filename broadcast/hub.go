@@ -36,6 +36,7 @@ type Hub struct {
 	byCommittee map[int64]map[*client]struct{}
 	byOwner     map[int64]map[*client]struct{}
 	fullWakeAt  time.Time
+	fullWakeSeq uint64 // head at the last full wake
 	gen         uint64    // publish generation, to wake each client once
 	toWake      []*client // scratch, under mu
 	// dash holds the newest dashboard_update message of each dashboard
@@ -84,7 +85,10 @@ func (h *Hub) Publish(msgs []*schema.Message) {
 	wake := h.toWake[:0]
 	var slow []*client
 	now := time.Now()
-	all := now.Sub(h.fullWakeAt) >= fullWakeEvery
+	// Wake everyone also after a quarter window of messages: a burst for
+	// a few clients (a round of dashboards, one per user) would otherwise
+	// lap the idle ones' cursors between two timed wakes.
+	all := now.Sub(h.fullWakeAt) >= fullWakeEvery || h.head-h.fullWakeSeq >= uint64(len(h.window)/4)
 	if !all {
 		wake = h.collect(wake, h.admins) // admins receive everything
 	}
@@ -118,7 +122,7 @@ func (h *Hub) Publish(msgs []*schema.Message) {
 		}
 	}
 	if all {
-		h.fullWakeAt = now
+		h.fullWakeAt, h.fullWakeSeq = now, h.head
 		wake = wake[:0]
 		head := h.head
 		for c := range h.clients {
