@@ -36,7 +36,7 @@ type Hub struct {
 	byCommittee map[int64]map[*client]struct{}
 	byOwner     map[int64]map[*client]struct{}
 	fullWakeAt  time.Time
-	fullWakeSeq uint64 // head at the last full wake
+	fullWakeSeq uint64    // head at the last full wake
 	gen         uint64    // publish generation, to wake each client once
 	toWake      []*client // scratch, under mu
 	// dash holds the newest dashboard_update message of each dashboard
