@@ -20,7 +20,7 @@ type dashboardFrame struct {
 	CommitteeID   *int64 `json:"committee_id"`
 	Data          struct {
 		Guarantees struct {
-			Strong, Medium, Weak, Total int64
+			Strong, Medium, Weak, Unset, Total int64
 		} `json:"guarantees"`
 		AttendanceMarked int64 `json:"attendance_marked"`
 		Attendance       struct {
