@@ -79,7 +79,7 @@ func (q *queries) wholeRound(ctx context.Context, err error) bool {
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		switch pe.Code[:2] {
+		switch sqlClass(pe) {
 		case "08", "25", "40", "53", "57", "58":
 			return pe.Code != "57014" // a statement timeout: smaller batches may pass
 		}
@@ -94,7 +94,15 @@ func (q *queries) wholeRound(ctx context.Context, err error) bool {
 // for the one failing dashboard is pointless.
 func structural(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code[:2] == "42" || pe.Code[:2] == "0A")
+	return errors.As(err, &pe) && (sqlClass(pe) == "42" || sqlClass(pe) == "0A")
+}
+
+// sqlClass is the class of an SQLSTATE: its first two characters.
+func sqlClass(pe *pgconn.PgError) string {
+	if len(pe.Code) < 2 {
+		return ""
+	}
+	return pe.Code[:2]
 }
 
 // isolate computes the dashboards of ids with f, in a savepoint. When f
