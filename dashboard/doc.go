@@ -11,6 +11,12 @@
 // message carries the scope the broadcast package delivers by: the owner,
 // the committee, or admins only.
 //
+// A round emits at most Config.Batch dashboards (admin, then committees',
+// then users'); the rest of a burst, such as every user's dashboard after
+// a TRUNCATE, follows in later rounds. NULLs in the tables are counted or
+// skipped (see queries.go), and a dashboard whose queries fail is left out
+// and counted while the others are sent.
+//
 // Start with Builder: Note is called with every stored transaction, Run
 // recomputes and emits.
 package dashboard
