@@ -24,7 +24,7 @@ const DefaultInterval = 500 * time.Millisecond
 // every user's and committee's dashboard) emits this many and carries the
 // rest to the next rounds, so that a burst reaches the bus and the serve
 // replicas' windows at a bounded rate: at the default interval, 4,000 a
-// second, a sixteenth of the default client window per round.
+// second, about a thirtieth of the default client window per round.
 const DefaultBatch = 2000
 
 // Config configures a Builder.
