@@ -39,7 +39,7 @@ func testDashboardBurst(t *testing.T, bus string) {
 	// 20,000 personal dashboards.
 	pg.Exec(t, fmt.Sprintf(`INSERT INTO guarantee (committee_id, user_id, elector_name)
 		SELECT 1 + g %% 3, 100000 + g, 'e' || g FROM generate_series(1, %d) g`, users))
-	args := []string{"--history", fmt.Sprint(history), "--client-window", "1024", "--dashboard-interval", "20ms", "--dashboard-batch", "250"}
+	args := []string{"--history", fmt.Sprint(history), "--client-window", "4096", "--dashboard-interval", "40ms", "--dashboard-batch", "400"}
 	var rdb *redis.Client
 	if bus == "redis" {
 		rd := testenv.StartRedis(t)
