@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -184,17 +183,37 @@ func fromEntry(x redis.XMessage) (*schema.Message, error) {
 		return nil, fmt.Errorf("stream entry %s has no message", x.ID)
 	}
 	m.Type, _ = x.Values[fieldType].(string)
-	if s, ok := x.Values[fieldCommittee].(string); ok {
-		m.Committee, err = strconv.ParseInt(s, 10, 64)
-		m.HasCommittee = err == nil
-	}
-	m.AdminOnly = x.Values[fieldAdminOnly] == "1"
 	m.DashboardKey, _ = x.Values[fieldDashboard].(string)
-	if s, ok := x.Values[fieldOwner].(string); ok {
-		m.Owner, err = strconv.ParseInt(s, 10, 64)
-		m.HasOwner = err == nil
+	// Scope fails closed: a field that is there but cannot be read (another
+	// writer, a damaged entry) makes the entry admin-only instead of
+	// election-wide. An absent or empty field means no committee, no owner.
+	var badCommittee, badOwner bool
+	m.Committee, m.HasCommittee, badCommittee = entryID(x.Values[fieldCommittee])
+	m.Owner, m.HasOwner, badOwner = entryID(x.Values[fieldOwner])
+	switch x.Values[fieldAdminOnly] {
+	case nil, "":
+		m.AdminOnly = badCommittee || badOwner
+	default: // "1", or a value walcast never writes
+		m.AdminOnly = true
 	}
 	return m, nil
+}
+
+// entryID reads a committee or owner field of a stream entry: absent or
+// empty is no id; anything but an exact 64-bit integer is unreadable.
+func entryID(v any) (id int64, ok, unreadable bool) {
+	s, isString := v.(string)
+	switch {
+	case v == nil || isString && s == "":
+		return 0, false, false
+	case !isString:
+		return 0, false, true
+	}
+	id, err := schema.ParseID(s)
+	if err != nil {
+		return 0, false, true
+	}
+	return id, true, false
 }
 
 // Follow reads the stream after its current head and publishes every

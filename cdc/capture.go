@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +107,11 @@ type Capture struct {
 	serverEnd atomic.Uint64
 	sessions  atomic.Uint64
 	live      liveness
+
+	// tracked are the tracked tables by relation id, resolved by each
+	// session's setup before its receiver starts (same goroutine).
+	tracked map[uint32]trackedRel
+	renames renameLog
 
 	lostReported atomic.Bool // OnLost was called
 	noMessages   sync.Once   // the PostgreSQL < 14 note was logged
@@ -306,9 +310,11 @@ func (c *Capture) session(ctx context.Context) error {
 		return fmt.Errorf("connect to database: %w", redactURLError(err))
 	}
 	defer setup.Close(context.WithoutCancel(ctx))
-	if err := prepare(ctx, setup, c.cfg.Publication, c.cfg.Tables); err != nil {
+	tracked, err := prepare(ctx, setup, c.cfg.Publication, c.cfg.Tables)
+	if err != nil {
 		return err
 	}
+	c.tracked = tracked
 	slot, err := querySlot(ctx, setup, c.cfg.Slot)
 	if err != nil {
 		return err
@@ -365,7 +371,7 @@ func (c *Capture) session(ctx context.Context) error {
 	}
 	args := []string{
 		"proto_version '1'",
-		"publication_names '" + strings.ReplaceAll(c.cfg.Publication, "'", "''") + "'",
+		"publication_names " + publicationNamesOption(c.cfg.Publication),
 	}
 	if emitSQL != "" {
 		args = append(args, "messages 'true'")
@@ -603,6 +609,7 @@ func storeMax(v *atomic.Uint64, n uint64) {
 func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan<- *Piece, outstanding *atomic.Int64) error {
 	dec := NewDecoder()
 	dec.MaxRowBytes = c.cfg.MaxRowBytes
+	dec.tracked, dec.onRenamed = c.tracked, c.renamed
 	netConn := conn.Conn()
 
 	// Cancelling ctx interrupts a blocked read; the loop then sees ctx.Err.

@@ -42,8 +42,11 @@ type relation struct {
 	identity  byte // 'd' default, 'f' full, 'i' index, 'n' nothing
 	cols      []relCol
 	keepBig   []bool // columns kept when the row is oversized
-	tracked   bool
 	colByName map[string]int
+	// unscoped is set when the relation as published lacks a routing
+	// column its table has (a publication column list): every change of
+	// it goes to admins only.
+	unscoped bool
 }
 
 type relCol struct {
@@ -68,6 +71,15 @@ type Decoder struct {
 	types     *pgtype.Map
 	userTypes map[uint32]typeInfo
 	relations map[uint32]*relation
+	// tracked are the tracked tables by relation id, as resolved at the
+	// session's start (nil in tests of the decoder alone: then tables are
+	// known by name only). A tracked relation keeps its configured name
+	// whatever PostgreSQL now calls it: publications follow a renamed
+	// table, and so does walcast.
+	tracked map[uint32]trackedRel
+	// onRenamed is told when a tracked relation arrives under another
+	// name than the configured one.
+	onRenamed func(rel uint32, configured schema.Table, now string)
 	tx        *schema.Tx // transaction being read; nil between transactions
 	seq       uint64     // ordinal of the next change in tx
 	newCols   []tupleCol
@@ -256,6 +268,19 @@ func (d *Decoder) relation(r *reader) error {
 	if r.err != nil {
 		return fmt.Errorf("decode relation: %w", r.err)
 	}
+	if t, ok := d.tracked[rel.id]; ok {
+		if rel.schema != t.table.Schema || rel.name != t.table.Name {
+			if d.onRenamed != nil {
+				d.onRenamed(rel.id, t.table, rel.schema+"."+rel.name)
+			}
+			rel.schema, rel.name = t.table.Schema, t.table.Name
+		}
+		for _, name := range t.routing {
+			if _, published := rel.colByName[name]; !published {
+				rel.unscoped = true
+			}
+		}
+	}
 	rel.keepBig = make([]bool, len(rel.cols))
 	for i, c := range rel.cols {
 		// Under REPLICA IDENTITY FULL every column is flagged as key, so
@@ -318,11 +343,13 @@ func (d *Decoder) change(kind byte, r *reader) (*Piece, error) {
 	}
 	ch.Schema, ch.Table = rel.schema, rel.name
 	d.fill(&ch, rel, oldKind)
-	if ch.Op == schema.Delete && !ch.OldFull {
+	if rel.unscoped {
+		ch.Unscoped, ch.UnscopedReason = true, schema.UnroutableMissingColumns
+	} else if ch.Op == schema.Delete && !ch.OldFull {
 		for _, name := range []string{schema.CommitteeColumn, schema.OwnerColumn} {
 			if _, has := rel.colByName[name]; has {
 				if _, sent := ch.Old.Get(name); !sent {
-					ch.Unscoped = true
+					ch.Unscoped, ch.UnscopedReason = true, schema.UnroutableKeyOnlyDelete
 				}
 			}
 		}

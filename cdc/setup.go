@@ -87,15 +87,24 @@ func parseLSN(s string) (uint64, error) {
 	return uint64(h)<<32 | uint64(l), nil
 }
 
+// trackedRel is a tracked table as resolved at a session's start: the
+// table walcast follows by its relation id, and the routing columns it has.
+type trackedRel struct {
+	table   schema.Table
+	routing []string // of committee_id and user_id, those the table has
+}
+
 // prepare checks what replication needs and creates the publication when
-// it is missing. It returns SetupErrors for what it cannot fix.
-func prepare(ctx context.Context, conn *pgx.Conn, publication string, tables []schema.Table) error {
+// it is missing. It resolves the tracked tables to their relation ids, by
+// which the session follows them (a renamed table keeps its id). It
+// returns SetupErrors for what it cannot fix.
+func prepare(ctx context.Context, conn *pgx.Conn, publication string, tables []schema.Table) (map[uint32]trackedRel, error) {
 	var walLevel string
 	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
-		return fmt.Errorf("read wal_level: %w", err)
+		return nil, fmt.Errorf("read wal_level: %w", err)
 	}
 	if walLevel != "logical" {
-		return &SetupError{
+		return nil, &SetupError{
 			Problem: fmt.Sprintf("wal_level is %s, logical replication needs logical", walLevel),
 			Fix:     "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (a reload is not enough)",
 		}
@@ -103,27 +112,73 @@ func prepare(ctx context.Context, conn *pgx.Conn, publication string, tables []s
 	var canReplicate bool
 	var role string
 	if err := conn.QueryRow(ctx, `SELECT current_user, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&role, &canReplicate); err != nil {
-		return fmt.Errorf("read role attributes: %w", err)
+		return nil, fmt.Errorf("read role attributes: %w", err)
 	}
 	if !canReplicate {
-		return &SetupError{
+		return nil, &SetupError{
 			Problem: fmt.Sprintf("role %s has no REPLICATION attribute", role),
 			Fix:     fmt.Sprintf("ALTER ROLE %s WITH REPLICATION;", schema.QuoteIdent(role)),
 		}
 	}
+	rels := make(map[uint32]trackedRel, len(tables))
 	for _, t := range tables {
-		var exists bool
-		if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", t.QuotedIdent()).Scan(&exists); err != nil {
-			return fmt.Errorf("look up table %s: %w", t.Qualified(), err)
+		var oid *uint32
+		var routing []string
+		err := conn.QueryRow(ctx, `SELECT c.oid, ARRAY(SELECT a.attname::text FROM pg_attribute a
+				WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($2) ORDER BY a.attnum)
+			FROM (SELECT to_regclass($1) AS oid) r LEFT JOIN pg_class c ON c.oid = r.oid`,
+			t.QuotedIdent(), []string{schema.CommitteeColumn, schema.OwnerColumn}).Scan(&oid, &routing)
+		if err != nil {
+			return nil, fmt.Errorf("look up table %s: %w", t.Qualified(), err)
 		}
-		if !exists {
-			return &SetupError{
-				Problem: fmt.Sprintf("tracked table %s does not exist", t.Qualified()),
-				Fix:     fmt.Sprintf("create it (walcast's election schema is schema/election.sql), or map an existing table with --tables name=%s", t.Kind),
-			}
+		if oid == nil {
+			return nil, missingTable(ctx, conn, publication, tables, t)
 		}
+		rels[*oid] = trackedRel{table: t, routing: routing}
 	}
-	return ensurePublication(ctx, conn, publication, tables)
+	if err := ensurePublication(ctx, conn, publication, tables); err != nil {
+		return nil, err
+	}
+	if err := checkPublishedColumns(ctx, conn, publication, rels); err != nil {
+		return nil, err
+	}
+	return rels, nil
+}
+
+// missingTable is the SetupError for a tracked table that does not exist.
+// When the publication holds tables that --tables does not name, the
+// missing one was most likely renamed or moved to another schema
+// (publications follow a table, not its name): the fix says so.
+func missingTable(ctx context.Context, conn *pgx.Conn, publication string, tables []schema.Table, t schema.Table) error {
+	se := &SetupError{
+		Problem: fmt.Sprintf("tracked table %s does not exist", t.Qualified()),
+		Fix:     fmt.Sprintf("create it (walcast's election schema is schema/election.sql), or map an existing table with --tables name=%s", t.Kind),
+	}
+	// Names as --tables takes them: schema.name, unquoted.
+	rows, err := conn.Query(ctx, `SELECT p.schemaname, p.tablename
+		FROM pg_publication_tables p JOIN pg_publication pub ON pub.pubname = p.pubname
+		WHERE p.pubname = $1 AND NOT pub.puballtables ORDER BY 1, 2`, publication)
+	if err != nil {
+		return se // the hint is a courtesy; the problem stands without it
+	}
+	configured := map[string]bool{}
+	for _, c := range tables {
+		configured[c.Qualified()] = true
+	}
+	var others []string
+	var s, n string
+	_, err = pgx.ForEachRow(rows, []any{&s, &n}, func() error {
+		if !configured[s+"."+n] {
+			others = append(others, s+"."+n)
+		}
+		return nil
+	})
+	if err == nil && len(others) > 0 {
+		se.Problem += fmt.Sprintf(", and publication %s publishes %s, which --tables does not name", publication, strings.Join(others, ", "))
+		se.Fix = fmt.Sprintf("if %s was renamed or moved to another schema (e.g. a Django RenameModel), track it under its new name: --tables %s=%s (with the other tables); otherwise %s",
+			t.Qualified(), others[0], t.Kind, se.Fix)
+	}
+	return se
 }
 
 func ensurePublication(ctx context.Context, conn *pgx.Conn, publication string, tables []schema.Table) error {
@@ -173,4 +228,80 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, publication string, 
 		}
 	}
 	return nil
+}
+
+// checkPublishedColumns refuses a publication that publishes a tracked
+// table with a row filter, or with a column list that leaves out a routing
+// column the table has (PostgreSQL 15 and later). Without committee_id or
+// user_id walcast could not tell who may see a row; with a row filter it
+// would miss changes without knowing.
+func checkPublishedColumns(ctx context.Context, conn *pgx.Conn, publication string, rels map[uint32]trackedRel) error {
+	var version int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return fmt.Errorf("read server version: %w", err)
+	}
+	if version < 150000 {
+		return nil // no column lists or row filters before 15
+	}
+	oids := make([]uint32, 0, len(rels))
+	for oid := range rels {
+		oids = append(oids, oid)
+	}
+	rows, err := conn.Query(ctx, `SELECT r.prrelid, format('%I.%I', n.nspname, c.relname), r.prqual IS NOT NULL,
+			ARRAY(SELECT a.attname::text FROM pg_attribute a
+				WHERE a.attrelid = r.prrelid AND a.attname = ANY($3) AND a.attnum > 0 AND NOT a.attisdropped
+				AND r.prattrs IS NOT NULL AND NOT a.attnum = ANY(r.prattrs::int2[]) ORDER BY a.attnum)
+		FROM pg_publication_rel r
+		JOIN pg_publication p ON p.oid = r.prpubid
+		JOIN pg_class c ON c.oid = r.prrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE p.pubname = $1 AND r.prrelid = ANY($2::oid[])
+		ORDER BY 2`, publication, oids, []string{schema.CommitteeColumn, schema.OwnerColumn})
+	if err != nil {
+		return fmt.Errorf("read the column lists of publication %s: %w", publication, err)
+	}
+	var (
+		oid      uint32
+		quoted   string
+		filtered bool
+		left     []string
+		problems []string
+		tables   []string
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&oid, &quoted, &filtered, &left}, func() error {
+		switch {
+		case len(left) > 0:
+			problems = append(problems, fmt.Sprintf("%s without %s (walcast could not tell who may see its rows)", quoted, strings.Join(left, ", ")))
+		case filtered:
+			problems = append(problems, fmt.Sprintf("%s with a row filter (walcast would miss the rows it leaves out)", quoted))
+		default:
+			return nil
+		}
+		tables = append(tables, quoted)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read the column lists of publication %s: %w", publication, err)
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	pub := schema.QuoteIdent(publication)
+	list := strings.Join(tables, ", ")
+	return &SetupError{
+		Problem: fmt.Sprintf("publication %s publishes %s", publication, strings.Join(problems, "; ")),
+		Fix:     fmt.Sprintf("publish the whole table: ALTER PUBLICATION %s DROP TABLE %s; ALTER PUBLICATION %[1]s ADD TABLE %[2]s;", pub, list),
+	}
+}
+
+// publicationNamesOption is pgoutput's publication_names option for one
+// publication: an SQL string literal holding a list of identifiers, which
+// pgoutput splits like SQL does (SplitIdentifierString): a bare name is
+// folded to lower case and a comma separates names. walcast treats
+// --publication as the exact name, as it does when it creates the
+// publication and looks it up, so the name is always double-quoted here:
+// "Walcast" stays Walcast instead of streaming the publication walcast, and
+// a comma or a quote in the name stays part of it.
+func publicationNamesOption(name string) string {
+	ident := `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
+	return "'" + strings.ReplaceAll(ident, "'", "''") + "'"
 }

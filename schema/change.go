@@ -78,8 +78,11 @@ type Change struct {
 	Omitted   []string
 	// Unscoped is set when the row lacks columns that scope its delivery
 	// (committee_id, user_id) although its table has them: a delete under
-	// a key-only replica identity. Such a change goes to admins only.
-	Unscoped bool
+	// a key-only replica identity, or a publication whose column list
+	// leaves them out. Such a change goes to admins only;
+	// UnscopedReason says why (an Unroutable constant).
+	Unscoped       bool
+	UnscopedReason string
 
 	Pos Position // commit LSN of the transaction and ordinal of the change
 }

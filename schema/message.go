@@ -26,6 +26,10 @@ type Message struct {
 	// AdminOnly keeps a message whose scope is unknown from everyone but
 	// admins, rather than sending it to all as if it were election-wide.
 	AdminOnly bool
+	// Unroutable says why walcast could not place the message (one of the
+	// Unroutable constants) when that is why AdminOnly is set; "" when
+	// the scope is known. It is not stored on the bus.
+	Unroutable string
 
 	// DashboardKey names the dashboard a TypeDashboard message carries
 	// ("admin", "supervisor:3", "personal:12"; see DashboardKey); empty

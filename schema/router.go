@@ -169,12 +169,35 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 		row = ch.Old
 	}
 	m.Pos = ch.Pos
-	m.AdminOnly = ch.Unscoped
+	if ch.Unscoped {
+		m.AdminOnly = true
+		m.Unroutable = ch.UnscopedReason
+		if m.Unroutable == "" {
+			m.Unroutable = UnroutableMissingColumns
+		}
+	}
+	// A routing value that is present but not an exact integer must not
+	// read as "no scope", which would send the row to everyone: the
+	// message goes to admins only and says why (fail closed). SQL NULL
+	// keeps its meaning: no committee, or no owner.
 	if v, ok := row.Get(CommitteeColumn); ok {
-		m.Committee, m.HasCommittee = parseID(v)
+		switch id, state := readID(v); state {
+		case idValid:
+			m.Committee, m.HasCommittee = id, true
+		case idUnreadable:
+			m.AdminOnly, m.Unroutable = true, UnroutableCommittee
+		}
 	}
 	if v, ok := row.Get(OwnerColumn); ok {
-		m.Owner, m.HasOwner = parseID(v)
+		switch id, state := readID(v); state {
+		case idValid:
+			m.Owner, m.HasOwner = id, true
+		case idUnreadable:
+			m.AdminOnly = true
+			if m.Unroutable == "" {
+				m.Unroutable = UnroutableOwner
+			}
+		}
 	}
 
 	b := make([]byte, 0, 256+rowSize(row)+rowSize(ch.Old))
@@ -314,13 +337,78 @@ func appendScalar(b []byte, r Row, name string) []byte {
 	return append(b, "null"...)
 }
 
-// parseID reads an integer id column's JSON (a bare number; a quoted one
-// for numeric columns).
-func parseID(v []byte) (int64, bool) {
-	s := string(v)
-	if len(s) >= 2 && s[0] == '"' {
-		s = s[1 : len(s)-1]
+// Why a message went to admins only (Message.Unroutable): the reason
+// label of walcast_unroutable_changes_total.
+const (
+	// UnroutableCommittee: committee_id is present but not an exact
+	// 64-bit integer (a uuid, "3.00", a text code, a float, out of range).
+	UnroutableCommittee = "unreadable_committee_id"
+	// UnroutableOwner: user_id is present but not an exact 64-bit integer.
+	UnroutableOwner = "unreadable_user_id"
+	// UnroutableMissingColumns: the table has committee_id or user_id but
+	// the change does not carry it: the publication's column list leaves
+	// it out.
+	UnroutableMissingColumns = "routing_columns_not_published"
+	// UnroutableKeyOnlyDelete: a delete under a key-only replica identity
+	// carries only the key, not committee_id or user_id.
+	UnroutableKeyOnlyDelete = "delete_without_routing_columns"
+)
+
+// idState says what a routing column's value is.
+type idState uint8
+
+const (
+	idNull       idState = iota // SQL NULL: no scope
+	idValid                     // an exact 64-bit integer
+	idUnreadable                // anything else: the message's scope is unknown
+)
+
+// readID reads a routing column's JSON: a bare integer (integer columns),
+// or a string holding one (numeric and text columns). NULL is idNull;
+// everything that is not exactly a 64-bit integer in canonical decimal is
+// idUnreadable ("3.00", "03", " 3", "1e3", a uuid, 2^63).
+func readID(v []byte) (int64, idState) {
+	if string(v) == "null" {
+		return 0, idNull
+	}
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	id, err := ParseID(string(v))
+	if err != nil {
+		return 0, idUnreadable
+	}
+	return id, idValid
+}
+
+// ParseID parses an id the way walcast reads every committee and user id:
+// an exact 64-bit integer in canonical decimal, an optional minus sign and
+// digits without leading zeros. Anything else ("+3", "03", "3.00", " 3",
+// "1e3", a number out of int64 range) is an error, so that an id is never
+// rounded, truncated or guessed.
+func ParseID(s string) (int64, error) {
+	digits := strings.TrimPrefix(s, "-")
+	if digits == "" || len(digits) > 19 {
+		return 0, fmt.Errorf("id %q: not an integer", truncate(s, 32))
+	}
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return 0, fmt.Errorf("id %q: not an integer", truncate(s, 32))
+		}
+	}
+	if digits[0] == '0' && (len(digits) > 1 || len(s) > 1) {
+		return 0, fmt.Errorf("id %q: not in canonical form", truncate(s, 32))
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
+	if err != nil {
+		return 0, fmt.Errorf("id %q: out of the 64-bit range", truncate(s, 32))
+	}
+	return n, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

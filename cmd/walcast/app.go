@@ -67,9 +67,10 @@ func (a *App) Status() cdc.Status {
 // routeSink turns committed transactions into messages and appends them to
 // the bus: the seam between capture and delivery.
 type routeSink struct {
-	router  *schema.Router
-	bus     appender
-	metrics *metrics
+	router     *schema.Router
+	bus        appender
+	metrics    *metrics
+	unroutable *unroutable // counts and logs what went to admins only
 }
 
 // storeChanges routes the changes of txs and appends them to the bus.
@@ -82,9 +83,18 @@ func (s routeSink) storeChanges(ctx context.Context, txs []schema.Tx) error {
 		return nil
 	}
 	msgs := make([]schema.Message, 0, n)
+	type unplacedMsg struct {
+		table string
+		i     int // in msgs
+	}
+	var unplaced []unplacedMsg // messages sent to admins only for want of a scope
 	for i := range txs {
 		for j := range txs[i].Changes {
 			if m, ok := s.router.Route(&txs[i], &txs[i].Changes[j]); ok {
+				if m.Unroutable != "" {
+					ch := &txs[i].Changes[j]
+					unplaced = append(unplaced, unplacedMsg{ch.Schema + "." + ch.Table, len(msgs)})
+				}
 				msgs = append(msgs, m)
 			}
 		}
@@ -92,6 +102,10 @@ func (s routeSink) storeChanges(ctx context.Context, txs []schema.Tx) error {
 	start := time.Now()
 	if err := s.bus.Append(ctx, msgs); err != nil {
 		return err
+	}
+	// Counted once stored: a failed append is retried with the same input.
+	for _, u := range unplaced {
+		s.unroutable.note(u.table, &msgs[u.i])
 	}
 	if s.metrics != nil {
 		s.metrics.stored(time.Since(start), txs[len(txs)-1].CommitTime)
@@ -181,7 +195,7 @@ func (a *App) Run(ctx context.Context) error {
 			StallThreshold:    cfg.StallThreshold,
 			MaxRetainedWAL:    cfg.MaxRetainedWAL,
 			OnLost:            func() { resyncLost(hub) },
-		}, routeSink{router: schema.NewRouter(cfg.Tables), bus: bus, metrics: met})
+		}, routeSink{router: schema.NewRouter(cfg.Tables), bus: bus, metrics: met, unroutable: newUnroutable(a.log, met.reg)})
 		met.watchCapture(capture.Status)
 		a.mu.Lock()
 		a.capture = capture

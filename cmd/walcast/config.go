@@ -140,8 +140,15 @@ var options = []option{
 		help: "publication name (created if missing)",
 		in:   []string{cmdRun, cmdCapture, cmdCheck, cmdSlot},
 		set: func(c *Config, v string) error {
-			if v == "" {
+			// Any name is taken exactly as given (quoted wherever walcast
+			// writes it); only what PostgreSQL would alter is refused.
+			switch {
+			case v == "":
 				return errors.New("must not be empty")
+			case len(v) > maxIdentBytes:
+				return fmt.Errorf("%d bytes is too long: PostgreSQL truncates names to %d bytes", len(v), maxIdentBytes)
+			case strings.ContainsRune(v, 0):
+				return errors.New("must not contain a NUL byte")
 			}
 			c.Publication = v
 			return nil
@@ -327,8 +334,13 @@ func parseSize(v string) (int64, error) {
 	return n << sh, nil
 }
 
+// maxIdentBytes is PostgreSQL's longest name (NAMEDATALEN - 1); a longer
+// one is silently truncated, so walcast would then look up another name
+// than the one it created.
+const maxIdentBytes = 63
+
 func validIdent(s string) bool {
-	if s == "" || len(s) > 63 {
+	if s == "" || len(s) > maxIdentBytes {
 		return false
 	}
 	for _, r := range s {
