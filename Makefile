@@ -1,9 +1,11 @@
 # walcast's everyday commands. `make` alone builds the binary.
 
 GO ?= go
-# Packages whose Fuzz tests `make fuzz` runs, and for how long each.
-FUZZ_PKGS ?= ./cdc
-FUZZTIME ?= 30s
+# Packages whose Fuzz tests `make fuzz` runs (every package with a Fuzz
+# function, found anew each run so that a new fuzzer is never left out),
+# and for how long each target runs.
+FUZZ_PKGS ?= $(shell grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u)
+FUZZTIME ?= 2m
 
 .DEFAULT_GOAL := build
 .PHONY: build test deps demo fmt vet fuzz bench soak

@@ -42,9 +42,26 @@ func FuzzClientFrame(f *testing.F) {
 	for _, s := range []string{`{"type":"ping"}`, `{"type":"subscribe","types":["voting_update"],"committees":[1,2]}`, `{"type":"resume","since":"1-2"}`, `{"type":"auth","token":"a"}`} {
 		f.Add([]byte(s))
 	}
+	users := []*Principal{
+		{Role: RoleAdmin},
+		{UserID: 7, HasUser: true, Role: "user", Committees: map[int64]bool{1: true, 3: true}},
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, err := parseClientFrame(b)
+		cf, err := parseClientFrame(b)
 		if err == nil {
+			// What the server answers a valid frame with is valid JSON,
+			// and a subscription never widens what the token allows.
+			for _, p := range users {
+				sub := narrow(p, cf)
+				if !json.Valid(subscribedFrame(sub)) {
+					t.Fatalf("subscribed frame for %q is not JSON", b)
+				}
+				for c := range sub.committees {
+					if p.Role != RoleAdmin && !p.Committees[c] {
+						t.Fatalf("%q: subscription widened to committee %d", b, c)
+					}
+				}
+			}
 			return
 		}
 		fe, ok := err.(*frameError)

@@ -282,8 +282,9 @@ func TestDecoderFixtures(t *testing.T) {
 }
 
 // FuzzDecoder feeds arbitrary message sequences to the decoder, seeded with
-// the recorded fixtures. It must never panic, and every value it produces
-// must be valid JSON.
+// the recorded fixtures. It must never panic, every value it produces must
+// be valid JSON, and so must the frame the router makes of each change;
+// a frame whose scope walcast could not read goes to admins only.
 func FuzzDecoder(f *testing.F) {
 	for _, fx := range fixtures {
 		b, err := os.ReadFile(filepath.Join("testdata", fx.name+".pgoutput"))
@@ -291,6 +292,11 @@ func FuzzDecoder(f *testing.F) {
 			f.Add(b)
 		}
 	}
+	tables, err := schema.ParseTables(schema.DefaultTables)
+	if err != nil {
+		f.Fatal(err)
+	}
+	router := schema.NewRouter(tables)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d := NewDecoder()
 		d.BatchChanges = 3
@@ -305,13 +311,23 @@ func FuzzDecoder(f *testing.F) {
 			if p == nil {
 				continue
 			}
-			for _, ch := range p.Changes {
+			for i, ch := range p.Changes {
 				for _, r := range []schema.Row{ch.New, ch.Old} {
 					for _, c := range r {
 						if !json.Valid(c.Value) {
 							t.Fatalf("%s: invalid JSON %q", c.Name, c.Value)
 						}
 					}
+				}
+				m, ok := router.Route(&p.Tx, &p.Changes[i])
+				if !ok {
+					continue
+				}
+				if !json.Valid(m.JSON) {
+					t.Fatalf("invalid frame: %s", m.JSON)
+				}
+				if m.Unroutable != "" && !m.AdminOnly {
+					t.Fatalf("unroutable (%s) but not admin-only: %s", m.Unroutable, m.JSON)
 				}
 			}
 		}

@@ -57,7 +57,11 @@ func FuzzParseHeartbeat(f *testing.F) {
 	f.Add(pgoutputMessage(false, heartbeatPrefix, heartbeatContent(time.Unix(1, 2), "walcast")))
 	f.Add(pgoutputMessage(true, "x", ""))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		parseHeartbeat(b, "walcast")
+		// Its output is an id, not JSON: the contract is no panic, and no
+		// heartbeat recognised in a message that is not one.
+		if _, ok := parseHeartbeat(b, "walcast"); ok && (len(b) == 0 || b[0] != msgMessage) {
+			t.Fatalf("%q: recognised as a heartbeat", b)
+		}
 	})
 }
 

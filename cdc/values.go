@@ -69,11 +69,14 @@ func convInteger(dst, text []byte) []byte {
 	return append(dst, text...)
 }
 
+// isInteger reports whether b is an integer as JSON writes one: an
+// optional minus sign, then 0 or digits without a leading zero ("00" is
+// not JSON, although no integer column outputs it).
 func isInteger(b []byte) bool {
 	if len(b) > 0 && b[0] == '-' {
 		b = b[1:]
 	}
-	if len(b) == 0 || len(b) > 20 {
+	if len(b) == 0 || len(b) > 20 || len(b) > 1 && b[0] == '0' {
 		return false
 	}
 	for _, c := range b {

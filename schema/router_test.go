@@ -147,7 +147,7 @@ func TestRouteShapesAndScope(t *testing.T) {
 	}
 }
 
-func mustTables(t *testing.T, spec string) []Table {
+func mustTables(t testing.TB, spec string) []Table {
 	t.Helper()
 	tb, err := ParseTables(spec)
 	if err != nil {
