@@ -18,7 +18,7 @@ func TestValueConversions(t *testing.T) {
 		{pgtype.Int4OID, "42", `42`},
 		{pgtype.Int8OID, "-9223372036854775808", `-9223372036854775808`},
 		{pgtype.Int4OID, "4x", `"4x"`}, // never broken JSON
-		{pgtype.Int4OID, "00", `"00"`},  // not a JSON number
+		{pgtype.Int4OID, "00", `"00"`}, // not a JSON number
 		{pgtype.Int4OID, "-01", `"-01"`},
 		{pgtype.Int4OID, "0", `0`},
 		{pgtype.Int4OID, "-0", `-0`},
