@@ -512,10 +512,32 @@ func (c *checker) publication(ctx context.Context) {
 		return
 	} else if len(filtered) > 0 {
 		ok = false
-		list := strings.Join(filtered, ", ")
-		c.add(Finding{Check: check, Level: LevelWarning,
-			Detail: fmt.Sprintf("publication %s publishes only some rows or columns of %s: walcast misses the rest", c.cfg.Publication, list),
-			Fix:    fmt.Sprintf("ALTER PUBLICATION %s DROP TABLE %s; ALTER PUBLICATION %[1]s ADD TABLE %[2]s;", quoted, list)})
+		// A row filter, or a column list without committee_id or user_id,
+		// is refused at start (walcast would miss rows, or could not tell
+		// who may see them); a column list that keeps them only loses data.
+		var refused, partial []string
+		for _, f := range filtered {
+			if f.refused {
+				refused = append(refused, f.quoted)
+			} else {
+				partial = append(partial, f.quoted)
+			}
+		}
+		fix := func(list string) string {
+			return fmt.Sprintf("ALTER PUBLICATION %s DROP TABLE %s; ALTER PUBLICATION %[1]s ADD TABLE %[2]s;", quoted, list)
+		}
+		if len(refused) > 0 {
+			list := strings.Join(refused, ", ")
+			c.add(Finding{Check: check, Level: LevelProblem,
+				Detail: fmt.Sprintf("publication %s publishes %s with a row filter or without committee_id/user_id: walcast would miss rows or could not tell who may see them, so it refuses to start", c.cfg.Publication, list),
+				Fix:    fix(list)})
+		}
+		if len(partial) > 0 {
+			list := strings.Join(partial, ", ")
+			c.add(Finding{Check: check, Level: LevelWarning,
+				Detail: fmt.Sprintf("publication %s publishes only some rows or columns of %s: walcast misses the rest", c.cfg.Publication, list),
+				Fix:    fix(list)})
+		}
 	}
 	if ok {
 		what := fmt.Sprintf("the %d tracked tables", len(c.cfg.Tables))
@@ -571,33 +593,45 @@ func (c *checker) publishedTables(ctx context.Context) (map[string]bool, error) 
 	return published, err
 }
 
+// filteredTable is a tracked table that the publication publishes with a
+// row filter or a column list.
+type filteredTable struct {
+	quoted  string
+	refused bool // a row filter, or a column list without a routing column: walcast refuses to start
+}
+
 // filteredTables returns the tracked tables that the publication publishes
 // with a row filter or a column list (PostgreSQL 15 and later).
-func (c *checker) filteredTables(ctx context.Context) ([]string, error) {
+func (c *checker) filteredTables(ctx context.Context) ([]filteredTable, error) {
 	if c.version < 150000 {
 		return nil, nil
 	}
-	rows, err := c.conn.Query(ctx, `SELECT n.nspname, c.relname
+	rows, err := c.conn.Query(ctx, `SELECT n.nspname, c.relname, r.prqual IS NOT NULL OR EXISTS (
+				SELECT 1 FROM pg_attribute a
+				WHERE a.attrelid = r.prrelid AND a.attname = ANY($2) AND a.attnum > 0 AND NOT a.attisdropped
+				AND r.prattrs IS NOT NULL AND NOT a.attnum = ANY(r.prattrs::int2[]))
 		FROM pg_publication_rel r
 		JOIN pg_publication p ON p.oid = r.prpubid
 		JOIN pg_class c ON c.oid = r.prrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE p.pubname = $1 AND (r.prqual IS NOT NULL OR r.prattrs IS NOT NULL)`, c.cfg.Publication)
+		WHERE p.pubname = $1 AND (r.prqual IS NOT NULL OR r.prattrs IS NOT NULL)`,
+		c.cfg.Publication, []string{schema.CommitteeColumn, schema.OwnerColumn})
 	if err != nil {
 		return nil, err
 	}
-	filtered := map[string]bool{}
+	filtered := map[string]bool{} // by qualified name: refused
 	var s, t string
-	if _, err := pgx.ForEachRow(rows, []any{&s, &t}, func() error {
-		filtered[s+"."+t] = true
+	var refused bool
+	if _, err := pgx.ForEachRow(rows, []any{&s, &t, &refused}, func() error {
+		filtered[s+"."+t] = refused
 		return nil
 	}); err != nil {
 		return nil, err
 	}
-	var out []string
+	var out []filteredTable
 	for _, ti := range c.tableInfo {
-		if filtered[ti.table.Qualified()] {
-			out = append(out, ti.quoted)
+		if r, ok := filtered[ti.table.Qualified()]; ok {
+			out = append(out, filteredTable{quoted: ti.quoted, refused: r})
 		}
 	}
 	return out, nil

@@ -181,6 +181,12 @@ func TestCheck(t *testing.T) {
 		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "walcast", Tables: defaults})
 		checkWant(t, fs, "publication", LevelProblem, "does not include public.vote_count, public.election_results",
 			"ALTER PUBLICATION walcast ADD TABLE public.vote_count, public.election_results;")
+		checkWant(t, fs, "publication", LevelProblem, "public.attendance with a row filter", "refuses to start",
+			"ALTER PUBLICATION walcast DROP TABLE public.attendance; ALTER PUBLICATION walcast ADD TABLE public.attendance;")
+
+		pg.ExecDB(t, dbURL, `CREATE PUBLICATION cols FOR TABLE guarantee (id, notes), attendance (id, committee_id, user_id, attended), vote_count, election_results`)
+		fs = checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "cols", Tables: defaults})
+		checkWant(t, fs, "publication", LevelProblem, "publishes public.guarantee with a row filter or without committee_id/user_id")
 		checkWant(t, fs, "publication", LevelWarning, "only some rows or columns of public.attendance")
 
 		fs = checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "inserts_only", Tables: defaults})
