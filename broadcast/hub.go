@@ -92,9 +92,16 @@ func (h *Hub) Publish(msgs []*schema.Message) {
 	if !all {
 		wake = h.collect(wake, h.admins) // admins receive everything
 	}
-	var seen map[int64]bool // committees and owners already collected, for bursts
+	// Committees and owners already collected, for bursts. Keyed apart:
+	// ids are any 64-bit integers, so no arithmetic can fold the two sets
+	// into one without two ids colliding (committee -2 and owner 0 did).
+	type scope struct {
+		owner bool
+		id    int64
+	}
+	var seen map[scope]bool
 	if len(msgs) > 8 {
-		seen = map[int64]bool{}
+		seen = map[scope]bool{}
 	}
 	for _, m := range msgs {
 		if all {
@@ -107,17 +114,16 @@ func (h *Hub) Publish(msgs []*schema.Message) {
 		if m.AdminOnly {
 			continue
 		}
-		// Committee ids and owner ids share seen with opposite signs.
-		if m.HasCommittee && (seen == nil || !seen[m.Committee+1]) {
+		if c := (scope{false, m.Committee}); m.HasCommittee && (seen == nil || !seen[c]) {
 			wake = h.collect(wake, h.byCommittee[m.Committee])
 			if seen != nil {
-				seen[m.Committee+1] = true
+				seen[c] = true
 			}
 		}
-		if m.HasOwner && (seen == nil || !seen[-m.Owner-1]) {
+		if o := (scope{true, m.Owner}); m.HasOwner && (seen == nil || !seen[o]) {
 			wake = h.collect(wake, h.byOwner[m.Owner])
 			if seen != nil {
-				seen[-m.Owner-1] = true
+				seen[o] = true
 			}
 		}
 	}
