@@ -376,6 +376,7 @@ func (c *checker) tables(ctx context.Context) {
 		return
 	}
 	i := 0
+	var missing []missingAt
 	for rows.Next() {
 		var quoted string
 		var kind, ident *string
@@ -392,6 +393,7 @@ func (c *checker) tables(ctx context.Context) {
 		c.tableInfo = append(c.tableInfo, info)
 		switch {
 		case kind == nil:
+			missing = append(missing, missingAt{len(c.out), t})
 			c.add(Finding{Check: "table", Level: LevelProblem,
 				Detail: fmt.Sprintf("%s (tracked as %s) does not exist", t.Qualified(), t.Kind),
 				Fix: fmt.Sprintf("create the election tables with schema/election.sql (psql \"$DATABASE_URL\" -f schema/election.sql), "+
@@ -406,7 +408,25 @@ func (c *checker) tables(ctx context.Context) {
 	}
 	if err := rows.Err(); err != nil {
 		c.failed("table", "look up the tracked tables", err)
+		return
 	}
+	// A missing table the publication still holds under another name was
+	// renamed or moved (publications follow a table): say so.
+	if len(missing) > 0 {
+		if others := unnamedPublished(ctx, c.conn, c.cfg.Publication, c.cfg.Tables); len(others) > 0 {
+			for _, m := range missing {
+				f := &c.out[m.i]
+				f.Detail += fmt.Sprintf("; publication %s publishes %s, which --tables does not name", c.cfg.Publication, strings.Join(others, ", "))
+				f.Fix = renamedFix(m.t, others[0]) + "; otherwise " + f.Fix
+			}
+		}
+	}
+}
+
+// missingAt is a tracked table found missing, and its finding's index.
+type missingAt struct {
+	i int
+	t schema.Table
 }
 
 func relkindName(k string) string {

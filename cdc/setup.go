@@ -154,12 +154,29 @@ func missingTable(ctx context.Context, conn *pgx.Conn, publication string, table
 		Problem: fmt.Sprintf("tracked table %s does not exist", t.Qualified()),
 		Fix:     fmt.Sprintf("create it (walcast's election schema is schema/election.sql), or map an existing table with --tables name=%s", t.Kind),
 	}
-	// Names as --tables takes them: schema.name, unquoted.
+	if others := unnamedPublished(ctx, conn, publication, tables); len(others) > 0 {
+		se.Problem += fmt.Sprintf(", and publication %s publishes %s, which --tables does not name", publication, strings.Join(others, ", "))
+		se.Fix = renamedFix(t, others[0]) + "; otherwise " + se.Fix
+	}
+	return se
+}
+
+// renamedFix is the fix for a tracked table that may have been renamed to
+// now.
+func renamedFix(t schema.Table, now string) string {
+	return fmt.Sprintf("if %s was renamed or moved to another schema (e.g. a Django RenameModel), track it under its new name: --tables %s=%s (with the other tables)",
+		t.Qualified(), now, t.Kind)
+}
+
+// unnamedPublished returns the tables the publication lists by name that
+// --tables does not name, as --tables takes them (schema.name, unquoted).
+// It is a hint, so a failed query returns nothing.
+func unnamedPublished(ctx context.Context, conn *pgx.Conn, publication string, tables []schema.Table) []string {
 	rows, err := conn.Query(ctx, `SELECT p.schemaname, p.tablename
 		FROM pg_publication_tables p JOIN pg_publication pub ON pub.pubname = p.pubname
 		WHERE p.pubname = $1 AND NOT pub.puballtables ORDER BY 1, 2`, publication)
 	if err != nil {
-		return se // the hint is a courtesy; the problem stands without it
+		return nil
 	}
 	configured := map[string]bool{}
 	for _, c := range tables {
@@ -167,18 +184,15 @@ func missingTable(ctx context.Context, conn *pgx.Conn, publication string, table
 	}
 	var others []string
 	var s, n string
-	_, err = pgx.ForEachRow(rows, []any{&s, &n}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&s, &n}, func() error {
 		if !configured[s+"."+n] {
 			others = append(others, s+"."+n)
 		}
 		return nil
-	})
-	if err == nil && len(others) > 0 {
-		se.Problem += fmt.Sprintf(", and publication %s publishes %s, which --tables does not name", publication, strings.Join(others, ", "))
-		se.Fix = fmt.Sprintf("if %s was renamed or moved to another schema (e.g. a Django RenameModel), track it under its new name: --tables %s=%s (with the other tables); otherwise %s",
-			t.Qualified(), others[0], t.Kind, se.Fix)
+	}); err != nil {
+		return nil
 	}
-	return se
+	return others
 }
 
 func ensurePublication(ctx context.Context, conn *pgx.Conn, publication string, tables []schema.Table) error {

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/walcast/walcast/cdc"
 )
 
 func logCount(logs *syncBuffer, s string) int { return strings.Count(logs.String(), s) }
@@ -167,6 +170,15 @@ func TestRenamedTrackedTableKeepsStreaming(t *testing.T) {
 	se := runUntilSetupError(t, pg.URL())
 	if !strings.Contains(se.Problem, "public.guarantee does not exist") || !strings.Contains(se.Fix, "--tables app.guarantees_guarantee=guarantee") {
 		t.Errorf("next start: %v, want the missing table with the --tables fix", se)
+	}
+	found := false
+	for _, f := range cdc.Check(context.Background(), cdc.CheckConfig{DatabaseURL: pg.URL(), Slot: "walcast", Publication: "walcast", Tables: testConfig(t, pg.URL()).Tables}) {
+		if f.Check == "table" && f.Level == cdc.LevelProblem && strings.Contains(f.Fix, "--tables app.guarantees_guarantee=guarantee") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("walcast check does not suggest the new name of the missing table")
 	}
 	cfg = testConfig(t, pg.URL(), "--tables", "app.guarantees_guarantee=guarantee,attendance,vote_count,election_results")
 	cfg.Live.DashboardInterval = 0
