@@ -157,7 +157,7 @@ func convJSON(dst, text []byte) []byte {
 // 12:00:00.123456+00"; other offsets go through pgx's parser.
 func convTimestamptz(dst, text []byte) []byte {
 	n := len(text)
-	if n >= 22 && text[10] == ' ' && string(text[n-3:]) == "+00" && isDigits(text[:4]) {
+	if n >= 22 && text[10] == ' ' && string(text[n-3:]) == "+00" && isDigits(text[:4]) && jsonSafe(text) {
 		dst = append(dst, '"')
 		dst = append(dst, text[:10]...)
 		dst = append(dst, 'T')
@@ -176,7 +176,7 @@ func convTimestamptz(dst, text []byte) []byte {
 // convTimestamp writes a timestamp without time zone in ISO 8601 form,
 // without a zone, as the column has none.
 func convTimestamp(dst, text []byte) []byte {
-	if len(text) >= 19 && text[10] == ' ' && isDigits(text[:4]) && isDigits(text[11:13]) {
+	if len(text) >= 19 && text[10] == ' ' && isDigits(text[:4]) && isDigits(text[11:13]) && jsonSafe(text) {
 		dst = append(dst, '"')
 		dst = append(dst, text[:10]...)
 		dst = append(dst, 'T')
@@ -184,6 +184,19 @@ func convTimestamp(dst, text []byte) []byte {
 		return append(dst, '"')
 	}
 	return convString(dst, text)
+}
+
+// jsonSafe reports whether b can be copied into a JSON string as it is:
+// printable ASCII without quote or backslash. The timestamp fast paths
+// copy PostgreSQL's text, which always is; anything else takes the slow,
+// escaping path.
+func jsonSafe(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 func isDigits(b []byte) bool {

@@ -37,6 +37,9 @@ func TestValueConversions(t *testing.T) {
 		{pgtype.TimestamptzOID, "2026-11-25 14:30:00+02:30", `"2026-11-25T12:00:00Z"`},
 		{pgtype.TimestamptzOID, "infinity", `"infinity"`},
 		{pgtype.TimestampOID, "2026-11-25 12:00:00.5", `"2026-11-25T12:00:00.5"`},
+		{pgtype.TimestampOID, "2026-01-01 00:00:00 BC", `"2026-01-01T00:00:00 BC"`},
+		{pgtype.TimestampOID, "2026-11-25 12:00:00\"x", `"2026-11-25 12:00:00\"x"`},     // never copied raw
+		{pgtype.TimestamptzOID, "0000000000 0000000\"+00", `"0000000000 0000000\"+00"`}, // found by FuzzValues
 		{pgtype.DateOID, "2026-11-25", `"2026-11-25"`},
 		{pgtype.JSONBOID, `{"a": [1, null]}`, `{"a": [1, null]}`},
 		{pgtype.JSONOID, `{not json`, `"{not json"`},
