@@ -109,7 +109,9 @@ type Capture struct {
 	live      liveness
 
 	// tracked are the tracked tables by relation id, resolved by each
-	// session's setup before its receiver starts (same goroutine).
+	// session's setup before its receiver starts (same goroutine), and
+	// kept for the next session: a table renamed while walcast runs is
+	// followed across reconnections.
 	tracked map[uint32]trackedRel
 	renames renameLog
 
@@ -310,7 +312,7 @@ func (c *Capture) session(ctx context.Context) error {
 		return fmt.Errorf("connect to database: %w", redactURLError(err))
 	}
 	defer setup.Close(context.WithoutCancel(ctx))
-	tracked, err := prepare(ctx, setup, c.cfg.Publication, c.cfg.Tables)
+	tracked, err := prepare(ctx, setup, c.cfg.Publication, c.cfg.Tables, c.tracked)
 	if err != nil {
 		return err
 	}

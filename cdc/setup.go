@@ -91,14 +91,18 @@ func parseLSN(s string) (uint64, error) {
 // table walcast follows by its relation id, and the routing columns it has.
 type trackedRel struct {
 	table   schema.Table
+	quoted  string   // its name now, quoted for SQL (differs from table's once renamed)
 	routing []string // of committee_id and user_id, those the table has
 }
 
 // prepare checks what replication needs and creates the publication when
 // it is missing. It resolves the tracked tables to their relation ids, by
-// which the session follows them (a renamed table keeps its id). It
-// returns SetupErrors for what it cannot fix.
-func prepare(ctx context.Context, conn *pgx.Conn, publication string, tables []schema.Table) (map[uint32]trackedRel, error) {
+// which the session follows them (a renamed table keeps its id). prev is
+// the previous session's result in this process, nil at start: a table
+// renamed while walcast runs is still found by its id when the session
+// reconnects, whereas at start the configured name must exist. It returns
+// SetupErrors for what it cannot fix.
+func prepare(ctx context.Context, conn *pgx.Conn, publication string, tables []schema.Table, prev map[uint32]trackedRel) (map[uint32]trackedRel, error) {
 	var walLevel string
 	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
 		return nil, fmt.Errorf("read wal_level: %w", err)
@@ -121,22 +125,33 @@ func prepare(ctx context.Context, conn *pgx.Conn, publication string, tables []s
 		}
 	}
 	rels := make(map[uint32]trackedRel, len(tables))
+	oids := make([]uint32, 0, len(tables)) // in --tables order
+	const lookup = `SELECT c.oid, format('%I.%I', n.nspname, c.relname), ARRAY(SELECT a.attname::text FROM pg_attribute a
+			WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($2) ORDER BY a.attnum)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = `
+	routingCols := []string{schema.CommitteeColumn, schema.OwnerColumn}
 	for _, t := range tables {
-		var oid *uint32
-		var routing []string
-		err := conn.QueryRow(ctx, `SELECT c.oid, ARRAY(SELECT a.attname::text FROM pg_attribute a
-				WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($2) ORDER BY a.attnum)
-			FROM (SELECT to_regclass($1) AS oid) r LEFT JOIN pg_class c ON c.oid = r.oid`,
-			t.QuotedIdent(), []string{schema.CommitteeColumn, schema.OwnerColumn}).Scan(&oid, &routing)
+		var oid uint32
+		tr := trackedRel{table: t}
+		err := conn.QueryRow(ctx, lookup+"to_regclass($1)", t.QuotedIdent(), routingCols).Scan(&oid, &tr.quoted, &tr.routing)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// Renamed while this process runs: follow it by its id.
+			for id, p := range prev {
+				if p.table == t {
+					err = conn.QueryRow(ctx, lookup+"$1::oid", id, routingCols).Scan(&oid, &tr.quoted, &tr.routing)
+				}
+			}
+		}
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, missingTable(ctx, conn, publication, tables, t)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("look up table %s: %w", t.Qualified(), err)
 		}
-		if oid == nil {
-			return nil, missingTable(ctx, conn, publication, tables, t)
-		}
-		rels[*oid] = trackedRel{table: t, routing: routing}
+		rels[oid] = tr
+		oids = append(oids, oid)
 	}
-	if err := ensurePublication(ctx, conn, publication, tables); err != nil {
+	if err := ensurePublication(ctx, conn, publication, rels, oids); err != nil {
 		return nil, err
 	}
 	if err := checkPublishedColumns(ctx, conn, publication, rels); err != nil {
@@ -195,13 +210,16 @@ func unnamedPublished(ctx context.Context, conn *pgx.Conn, publication string, t
 	return others
 }
 
-func ensurePublication(ctx context.Context, conn *pgx.Conn, publication string, tables []schema.Table) error {
+// ensurePublication creates the publication when it is missing, and
+// otherwise checks that it publishes every tracked table, by relation id
+// so that a renamed table still counts.
+func ensurePublication(ctx context.Context, conn *pgx.Conn, publication string, rels map[uint32]trackedRel, oids []uint32) error {
 	var exists, allTables bool
 	err := conn.QueryRow(ctx, "SELECT true, puballtables FROM pg_publication WHERE pubname = $1", publication).Scan(&exists, &allTables)
 	if errors.Is(err, pgx.ErrNoRows) {
-		list := make([]string, len(tables))
-		for i, t := range tables {
-			list[i] = t.QuotedIdent()
+		list := make([]string, len(oids))
+		for i, oid := range oids {
+			list[i] = rels[oid].quoted
 		}
 		sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", schema.QuoteIdent(publication), strings.Join(list, ", "))
 		if _, err := conn.Exec(ctx, sql); err != nil {
@@ -218,26 +236,24 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, publication string, 
 	if allTables {
 		return nil
 	}
-	rows, err := conn.Query(ctx, "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1", publication)
+	rows, err := conn.Query(ctx, `SELECT format('%I.%I', schemaname, tablename)::regclass::oid FROM pg_publication_tables WHERE pubname = $1`, publication)
 	if err != nil {
 		return fmt.Errorf("read tables of publication %s: %w", publication, err)
 	}
-	published := map[string]bool{}
-	for rows.Next() {
-		var s, t string
-		if err := rows.Scan(&s, &t); err != nil {
-			return fmt.Errorf("read tables of publication %s: %w", publication, err)
-		}
-		published[s+"."+t] = true
-	}
-	if err := rows.Err(); err != nil {
+	published := map[uint32]bool{}
+	var oid uint32
+	if _, err := pgx.ForEachRow(rows, []any{&oid}, func() error {
+		published[oid] = true
+		return nil
+	}); err != nil {
 		return fmt.Errorf("read tables of publication %s: %w", publication, err)
 	}
-	for _, t := range tables {
-		if !published[t.Qualified()] {
+	for _, oid := range oids {
+		if !published[oid] {
+			t := rels[oid]
 			return &SetupError{
-				Problem: fmt.Sprintf("publication %s does not include tracked table %s", publication, t.Qualified()),
-				Fix:     fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", schema.QuoteIdent(publication), t.QuotedIdent()),
+				Problem: fmt.Sprintf("publication %s does not include tracked table %s", publication, t.table.Qualified()),
+				Fix:     fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", schema.QuoteIdent(publication), t.quoted),
 			}
 		}
 	}

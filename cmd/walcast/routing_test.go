@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/walcast/walcast/cdc"
 )
@@ -149,6 +150,17 @@ func TestRenamedTrackedTableKeepsStreaming(t *testing.T) {
 		if m["data"].(map[string]any)["elector_name"] != name || m["table"] != "public.guarantee" {
 			t.Fatalf("after the rename: got %v, want %q as public.guarantee", m, name)
 		}
+	}
+	// A reconnection (here: the walsender is terminated) keeps following
+	// the table by its id, although its configured name is gone.
+	pg.Exec(t, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'walcast'`)
+	eventually(t, 30*time.Second, "walcast streams again", func() bool {
+		st := app.app.Status()
+		return st.Sessions >= 2 && st.Streaming
+	})
+	pg.Exec(t, `INSERT INTO guarantees_guarantee (committee_id, user_id, elector_name) VALUES (3, 12, 'after reconnect')`)
+	if m := c.change(t); m["data"].(map[string]any)["elector_name"] != "after reconnect" {
+		t.Fatalf("after the reconnection: got %v", m)
 	}
 	if n := logCount(logs, "a tracked table was renamed or moved"); n != 1 {
 		t.Errorf("%d rename warnings, want 1", n)
