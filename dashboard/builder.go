@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -575,12 +574,14 @@ func union(lists ...[]int64) []int64 {
 }
 
 // parseID reads an integer id column's JSON (a bare number; a quoted one
-// for numeric columns). null is not an id.
+// for numeric and text columns) by the rule routing uses (schema.ParseID),
+// so a dashboard is marked changed for exactly the id its message is
+// routed by. null and unreadable values are not ids.
 func parseID(v []byte) (int64, bool) {
 	s := string(v)
-	if len(s) >= 2 && s[0] == '"' {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
 		s = s[1 : len(s)-1]
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
+	n, err := schema.ParseID(s)
 	return n, err == nil
 }
