@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"crypto"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -21,9 +22,15 @@ const (
 )
 
 // Principal is who a connection's token says it is, and what it may see.
+//
+// Its methods are the one place that decides visibility, for every kind of
+// frame: Allows for messages (live, replayed, dashboards), SeesUser for
+// presence entries and typing frames, SeesCommittee for subscriptions.
+// Callers evaluate them against the principal in force when a frame is
+// written (client.principal), never a copy kept from an earlier token.
 type Principal struct {
 	UserID     int64
-	HasUser    bool
+	HasUser    bool // always true for a verified token: one naming no user is refused
 	Role       string
 	Committees map[int64]bool
 	Expires    time.Time
@@ -53,6 +60,28 @@ func (p *Principal) Allows(m *schema.Message) bool {
 		return true
 	}
 	return m.HasOwner && p.HasUser && m.Owner == p.UserID
+}
+
+// SeesCommittee reports whether the principal may receive a committee's
+// traffic: what a subscription may name.
+func (p *Principal) SeesCommittee(id int64) bool {
+	return p.Role == RoleAdmin || p.Committees[id]
+}
+
+// SeesUser reports whether the principal may see a user, listed in
+// presence or typing, whose tokens name committees (sorted or not): the
+// message rules applied to a person. Admins see everyone, a user sees
+// themself, others see the users sharing one of their committees.
+func (p *Principal) SeesUser(user int64, committees []int64) bool {
+	if p.Role == RoleAdmin || (p.HasUser && p.UserID == user) {
+		return true
+	}
+	for _, c := range committees {
+		if p.Committees[c] {
+			return true
+		}
+	}
+	return false
 }
 
 // AuthConfig configures token verification.
@@ -121,6 +150,9 @@ func (v *Verifier) Verify(token string) (*Principal, error) {
 		return nil, &AuthError{Reason: "missing", Detail: "no token: pass ?token= or an Authorization: Bearer header"}
 	}
 	opts := []jwt.ParserOption{
+		// Numbers stay their JSON text, so an id above 2^53 is read
+		// exactly instead of rounded through float64.
+		jwt.WithJSONNumber(),
 		jwt.WithValidMethods(v.methods),
 		jwt.WithLeeway(v.cfg.Leeway),
 		jwt.WithExpirationRequired(),
@@ -183,13 +215,16 @@ func principalFrom(c jwt.MapClaims) (*Principal, error) {
 	if !ok {
 		uid, ok = c["sub"]
 	}
-	if ok {
-		id, err := claimInt(uid)
-		if err != nil {
-			return nil, &AuthError{Reason: "claims", Detail: "user_id: " + err.Error()}
-		}
-		p.UserID, p.HasUser = id, true
+	if !ok {
+		// Every cap per user would be void for it (simplejwt always sets
+		// user_id).
+		return nil, &AuthError{Reason: "claims", Detail: "token names no user: user_id or sub is required"}
 	}
+	id, err := claimInt(uid)
+	if err != nil {
+		return nil, &AuthError{Reason: "claims", Detail: "user_id: " + err.Error()}
+	}
+	p.UserID, p.HasUser = id, true
 	if r, ok := c["role"]; ok {
 		s, ok := r.(string)
 		if !ok {
@@ -210,9 +245,6 @@ func principalFrom(c jwt.MapClaims) (*Principal, error) {
 			p.Committees[id] = true
 		}
 	}
-	if !p.HasUser && p.Role != RoleAdmin && len(p.Committees) == 0 {
-		return nil, &AuthError{Reason: "claims", Detail: "token names no user_id, sub, role or committees"}
-	}
 	exp, err := c.GetExpirationTime()
 	if err != nil || exp == nil {
 		return nil, &AuthError{Reason: "claims", Detail: "token has no valid exp claim"}
@@ -221,21 +253,25 @@ func principalFrom(c jwt.MapClaims) (*Principal, error) {
 	return p, nil
 }
 
+// claimInt reads an id claim as an exact 64-bit integer: a JSON integer
+// or a string of one (simplejwt may send ids as strings). 1.5, 1e3,
+// 9007199254740993.0, "abc" and anything outside int64 are refused rather
+// than rounded, so no token can stand for another id.
 func claimInt(v any) (int64, error) {
+	var text string
 	switch n := v.(type) {
-	case float64:
-		if n != float64(int64(n)) {
-			return 0, fmt.Errorf("%v is not an integer id", n)
-		}
-		return int64(n), nil
+	case json.Number:
+		text = string(n)
 	case string:
-		id, err := strconv.ParseInt(n, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%q is not an integer id", n)
-		}
-		return id, nil
+		text = n
+	default:
+		return 0, fmt.Errorf("%v is not an integer id", v)
 	}
-	return 0, fmt.Errorf("%v is not an integer id", v)
+	id, err := strconv.ParseInt(text, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not an exact 64-bit integer id", text)
+	}
+	return id, nil
 }
 
 // MintToken signs an HS256 access token, for `walcast token`, the demo and

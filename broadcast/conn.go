@@ -49,7 +49,7 @@ type client struct {
 	// when the connection was not accepted through batchingWriter.
 	batch  *batchConn
 	resume chan schema.Position
-	reauth chan time.Time  // new expiry after an auth frame
+	reauth chan authChange // a verified auth frame, for the writer to apply
 	last   schema.Position // newest position this connection stands past
 	sent   schema.Position // newest id actually sent on it
 	log    *slog.Logger
@@ -63,9 +63,11 @@ type client struct {
 	dashFloor  uint64
 
 	// ev queues presence and typing frames for the writer; typing limits
-	// the typing frames the client sends (reader only).
-	ev     clientEvents
-	typing typingLimiter
+	// the typing frames the client sends (reader only), presenceLimit its
+	// presence frames.
+	ev            clientEvents
+	typing        typingLimiter
+	presenceLimit presenceLimiter
 }
 
 const (
@@ -167,8 +169,13 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 		case <-expiry.C:
 			c.ws.Close(CloseTokenExpired, "token expired")
 			return errors.New("token expired")
-		case exp := <-c.reauth:
-			expiry.Reset(time.Until(exp))
+		case a := <-c.reauth:
+			err := s.applyAuth(ctx, c, a.p)
+			close(a.done)
+			if err != nil {
+				return err
+			}
+			expiry.Reset(time.Until(a.p.Expires))
 		case pos := <-c.resume:
 			if err := s.replay(ctx, c, pos); err != nil {
 				return err
@@ -331,7 +338,7 @@ func (s *Server) read(ctx context.Context, c *client) error {
 			if f.Viewing != nil {
 				viewing = *f.Viewing
 			}
-			s.presence.join(c, viewing)
+			s.presence.request(c, viewing)
 		case "typing":
 			if c.typing.allow(time.Now()) {
 				s.presence.typing(c, f.Target)
@@ -343,31 +350,3 @@ func (s *Server) read(ctx context.Context, c *client) error {
 	}
 }
 
-// reauth replaces the connection's token in place, keeping it open past the
-// old token's expiry. The new token must name the same user.
-func (s *Server) reauth(ctx context.Context, c *client, token string) error {
-	p, err := s.cfg.Verifier.Verify(token)
-	if err != nil {
-		var ae *AuthError
-		errors.As(err, &ae)
-		reason := "bad token"
-		if ae != nil {
-			reason = ae.Reason
-		}
-		return c.send(ctx, errorFrame("auth_failed", "token refused: "+reason))
-	}
-	old := c.principal.Load()
-	if p.UserID != old.UserID || p.HasUser != old.HasUser {
-		_ = c.send(ctx, errorFrame("auth_failed", "a refreshed token must name the same user"))
-		c.ws.Close(CloseAuthChanged, "token names another user")
-		return errors.New("auth frame named another user")
-	}
-	c.principal.Store(p)
-	s.cfg.Hub.reindex(c)
-	select {
-	case c.reauth <- p.Expires:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return c.send(ctx, []byte(`{"type":"auth_ok"}`))
-}

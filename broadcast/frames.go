@@ -152,9 +152,23 @@ func narrow(p *Principal, f clientFrame) *filter {
 	if f.Committees != nil {
 		out.committees = map[int64]bool{}
 		for _, c := range f.Committees {
-			if p.Role == RoleAdmin || p.Committees[c] {
+			if p.SeesCommittee(c) {
 				out.committees[c] = true
 			}
+		}
+	}
+	return out
+}
+
+// narrowTo returns f without the committees p may not see, after an auth
+// frame replaced the token the subscription was narrowed for: a committee
+// the new token dropped is not kept, even though delivery also checks the
+// token.
+func (f *filter) narrowTo(p *Principal) *filter {
+	out := &filter{types: f.types, committees: map[int64]bool{}}
+	for c := range f.committees {
+		if p.SeesCommittee(c) {
+			out.committees[c] = true
 		}
 	}
 	return out

@@ -26,8 +26,16 @@ import (
 // Without a link, presence is this process's alone. With a Redis link,
 // replicas share their users (see RedisBus.PresenceLink).
 type Presence struct {
-	mu     sync.Mutex
-	conns  map[*client]*presenceConn
+	mu    sync.Mutex
+	conns map[*client]*presenceConn
+	// Who may see whom, indexed like the hub indexes messages, so that a
+	// change costs the connections that may see it rather than every
+	// connection: admins see everyone, byCommittee the users sharing a
+	// committee, byUser a user's own connections (admins included).
+	admins      map[*client]struct{}
+	byCommittee map[int64]map[*client]struct{}
+	byUser      map[int64]map[*client]struct{}
+	gen         uint64 // visit generation, so a connection in several sets is visited once
 	self   map[int64]*presenceEntry            // this process's users
 	remote map[string]map[int64]*presenceEntry // other replicas' users, by replica
 	merged map[int64]*presenceEntry            // everyone, as announced to connections
@@ -43,11 +51,15 @@ type presenceLink interface {
 	typing(t typingEvent)
 }
 
-// presenceConn is one connection taking part in presence.
+// presenceConn is one connection taking part in presence. It keeps no
+// principal of its own for visibility: that is always the connection's
+// current one (client.principal); indexed is only what the index filed
+// it under, to remove it.
 type presenceConn struct {
-	p       *Principal
 	viewing string
 	joining bool
+	indexed *Principal
+	visited uint64
 }
 
 // presenceEntry is one user as others see them.
@@ -67,33 +79,32 @@ func (e *presenceEntry) equal(o *presenceEntry) bool {
 
 // visibleTo applies the delivery rules to a listed user.
 func (e *presenceEntry) visibleTo(p *Principal) bool {
-	if p.Role == RoleAdmin || (p.HasUser && p.UserID == e.UserID) {
-		return true
-	}
-	for _, c := range e.Committees {
-		if p.Committees[c] {
-			return true
-		}
-	}
-	return false
+	return p.SeesUser(e.UserID, e.Committees)
 }
 
 // NewPresence returns an in-process Presence.
 func NewPresence() *Presence {
 	return &Presence{
-		conns:  map[*client]*presenceConn{},
+		conns:       map[*client]*presenceConn{},
+		admins:      map[*client]struct{}{},
+		byCommittee: map[int64]map[*client]struct{}{},
+		byUser:      map[int64]map[*client]struct{}{},
 		self:   map[int64]*presenceEntry{},
 		remote: map[string]map[int64]*presenceEntry{},
 		merged: map[int64]*presenceEntry{},
 	}
 }
 
-// presenceEvent is a frame queued for a connection's writer. epoch ties a
-// presence frame to the state it follows: after a lost frame the writer
-// sends a fresh presence_state and drops the older frames still queued.
+// presenceEvent is a frame queued for a connection's writer. epoch ties it
+// to the principal and state it was computed for: after a lost presence
+// frame or an auth frame the writer drops the older frames still queued
+// (a fresh presence_state replaces them).
 type presenceEvent struct {
 	frame []byte
-	epoch uint64 // the connection's epoch + 1; 0: not a presence frame (typing)
+	epoch uint64 // the connection's epoch + 1 when queued
+	// from is the sender of a typing frame (nil for presence frames): the
+	// writer checks it against the principal in force when it writes.
+	from *presenceEntry
 }
 
 // clientEvents is the per-connection side of presence.
@@ -107,24 +118,21 @@ type clientEvents struct {
 // and a connection whose queue overflows gets a fresh presence_state.
 const eventQueue = 16
 
-// push queues a frame for c without blocking; p.mu is held for presence
-// frames.
-func (c *client) push(frame []byte, presence bool) {
-	ev := presenceEvent{frame: frame}
-	if presence {
-		ev.epoch = c.ev.epoch.Load() + 1
-	}
+// push queues a presence frame (from nil) or a typing frame for c without
+// blocking; pr.mu is held, which orders it with the epoch changes.
+func (c *client) push(frame []byte, from *presenceEntry) {
+	ev := presenceEvent{frame: frame, epoch: c.ev.epoch.Load() + 1, from: from}
 	select {
 	case c.ev.events <- ev:
 	default:
-		if presence {
+		if from == nil { // a lost typing frame is just lost
 			c.ev.lost.Store(true)
 		}
 	}
 }
 
 // join adds c to presence or changes what it views, answering a presence
-// frame.
+// frame (after the rate limit: see request).
 func (pr *Presence) join(c *client, viewing string) {
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
@@ -134,19 +142,26 @@ func (pr *Presence) join(c *client, viewing string) {
 		// the state includes them.
 		pc = &presenceConn{joining: true}
 		pr.conns[c] = pc
+		pr.index(c, pc)
 	}
-	pc.p, pc.viewing = c.principal.Load(), viewing
-	if pc.p.HasUser {
-		pr.updateSelf(pc.p.UserID)
+	pc.viewing = viewing
+	p := c.principal.Load()
+	if pc.indexed != p {
+		// The token changed since the connection was filed (an auth
+		// frame being applied): follow it.
+		pr.unindex(c, pc)
+		pr.index(c, pc)
 	}
+	pr.updateSelf(p.UserID)
 	if !joined {
-		c.push(pr.stateFrame(pc.p), true)
+		c.push(pr.stateFrame(p), nil)
 		pc.joining = false
 	}
 }
 
 // leave removes a closed connection.
 func (pr *Presence) leave(c *client) {
+	c.presenceLimit.close()
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
 	pc, ok := pr.conns[c]
@@ -154,9 +169,33 @@ func (pr *Presence) leave(c *client) {
 		return
 	}
 	delete(pr.conns, c)
-	if pc.p.HasUser {
-		pr.updateSelf(pc.p.UserID)
+	pr.unindex(c, pc)
+	pr.updateSelf(pc.indexed.UserID)
+}
+
+// reauth follows a connection whose token an auth frame replaced (its
+// principal already stored): frames queued under the old token are
+// dropped, the connection is filed under the new one, what others see of
+// it changes, and it gets a fresh presence_state, returned here (nil when
+// it takes no part in presence).
+func (pr *Presence) reauth(c *client) []byte {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	c.ev.epoch.Add(1)
+	c.ev.lost.Store(false)
+	pc, ok := pr.conns[c]
+	if !ok {
+		return nil
 	}
+	old := pc.indexed
+	pr.unindex(c, pc)
+	pr.index(c, pc)
+	p := c.principal.Load()
+	if old.UserID != p.UserID {
+		pr.updateSelf(old.UserID)
+	}
+	pr.updateSelf(p.UserID)
+	return pr.stateFrame(p)
 }
 
 // resync returns a fresh presence_state for c after one of its presence
@@ -166,25 +205,77 @@ func (pr *Presence) resync(c *client) []byte {
 	defer pr.mu.Unlock()
 	c.ev.epoch.Add(1)
 	c.ev.lost.Store(false)
-	pc, ok := pr.conns[c]
-	if !ok {
+	if _, ok := pr.conns[c]; !ok {
 		return nil
 	}
-	return pr.stateFrame(pc.p)
+	return pr.stateFrame(c.principal.Load())
+}
+
+// index files c under who may see it and whom it may see. pr.mu is held.
+func (pr *Presence) index(c *client, pc *presenceConn) {
+	p := c.principal.Load()
+	pc.indexed = p
+	addTo(pr.byUser, p.UserID, c)
+	if p.Role == RoleAdmin {
+		pr.admins[c] = struct{}{}
+		return
+	}
+	for id := range p.Committees {
+		addTo(pr.byCommittee, id, c)
+	}
+}
+
+func (pr *Presence) unindex(c *client, pc *presenceConn) {
+	p := pc.indexed
+	if p == nil {
+		return
+	}
+	removeFrom(pr.byUser, p.UserID, c)
+	delete(pr.admins, c)
+	for id := range p.Committees {
+		removeFrom(pr.byCommittee, id, c)
+	}
+}
+
+// audience calls f once for each connection in presence that may see
+// user with any of committees (a superset: f still applies SeesUser). The
+// cost is the size of those sets, not the number of connections. pr.mu is
+// held.
+func (pr *Presence) audience(user int64, committees [][]int64, f func(*client, *presenceConn)) {
+	pr.gen++
+	visit := func(set map[*client]struct{}) {
+		for c := range set {
+			pc := pr.conns[c]
+			if pc == nil || pc.visited == pr.gen {
+				continue
+			}
+			pc.visited = pr.gen
+			f(c, pc)
+		}
+	}
+	visit(pr.admins)
+	visit(pr.byUser[user])
+	for _, cs := range committees {
+		for _, id := range cs {
+			visit(pr.byCommittee[id])
+		}
+	}
 }
 
 // updateSelf recomputes this process's entry for user from its
 // connections and announces the change. pr.mu is held.
 func (pr *Presence) updateSelf(user int64) {
 	var e *presenceEntry
-	for _, pc := range pr.conns {
-		if !pc.p.HasUser || pc.p.UserID != user {
+	for c := range pr.byUser[user] {
+		pc := pr.conns[c]
+		if pc == nil {
 			continue
 		}
 		if e == nil {
 			e = &presenceEntry{UserID: user}
 		}
-		e.addConn(pc)
+		// What others see of a connection is its current token's.
+		e.addConn(c.principal.Load(), pc.viewing)
 	}
 	e.normalize()
 	if e.equal(pr.self[user]) {
@@ -201,13 +292,13 @@ func (pr *Presence) updateSelf(user int64) {
 	pr.remerge([]int64{user})
 }
 
-func (e *presenceEntry) addConn(pc *presenceConn) {
-	e.Role = strongerRole(e.Role, pc.p.Role)
-	for c := range pc.p.Committees {
+func (e *presenceEntry) addConn(p *Principal, viewing string) {
+	e.Role = strongerRole(e.Role, p.Role)
+	for c := range p.Committees {
 		e.Committees = append(e.Committees, c)
 	}
-	if pc.viewing != "" {
-		e.Viewing = append(e.Viewing, pc.viewing)
+	if viewing != "" {
+		e.Viewing = append(e.Viewing, viewing)
 	}
 }
 
@@ -352,14 +443,22 @@ func (pr *Presence) remerge(users []int64) {
 		} else {
 			pr.merged[u] = e
 		}
-		for c, pc := range pr.conns {
+		var committees [2][]int64
+		if old != nil {
+			committees[0] = old.Committees
+		}
+		if e != nil {
+			committees[1] = e.Committees
+		}
+		pr.audience(u, committees[:], func(c *client, pc *presenceConn) {
 			if pc.joining {
-				continue
+				return
 			}
-			before := old != nil && old.visibleTo(pc.p)
-			after := e != nil && e.visibleTo(pc.p)
+			p := c.principal.Load()
+			before := old != nil && old.visibleTo(p)
+			after := e != nil && e.visibleTo(p)
 			if !before && !after {
-				continue
+				return
 			}
 			if diffs == nil {
 				diffs = map[*client]*presenceDiff{}
@@ -377,10 +476,10 @@ func (pr *Presence) remerge(users []int64) {
 			default:
 				d.updates = append(d.updates, e)
 			}
-		}
+		})
 	}
 	for c, d := range diffs {
-		c.push(diffFrame(d), true)
+		c.push(diffFrame(d), nil)
 	}
 }
 
@@ -454,8 +553,11 @@ func (s *Server) sendEvent(ctx context.Context, c *client, ev presenceEvent) err
 			}
 		}
 	}
-	if ev.epoch != 0 && ev.epoch != c.ev.epoch.Load()+1 {
-		return nil // superseded by the state sent after a lost frame
+	if ev.epoch != c.ev.epoch.Load()+1 {
+		return nil // queued before a lost frame or an auth frame: superseded
+	}
+	if ev.from != nil && !c.principal.Load().SeesUser(ev.from.UserID, ev.from.Committees) {
+		return nil // a typing frame the token in force does not allow
 	}
 	return c.send(ctx, ev.frame)
 }

@@ -314,7 +314,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		batch:  bw.conn,
 		resume: make(chan schema.Position, 1),
 		wake:   make(chan struct{}, 1),
-		reauth: make(chan time.Time, 1),
+		reauth: make(chan authChange, 1),
 		log:    log,
 	}
 	c.dashResend = make(chan struct{}, 1)

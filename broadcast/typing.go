@@ -33,32 +33,42 @@ type typingEvent struct {
 	Target     string  `json:"t"`
 }
 
-// typingLimiter is a connection's token bucket; only its reader uses it.
-type typingLimiter struct {
+// rateBucket is a token bucket refilled at rate per second up to burst;
+// it starts full.
+type rateBucket struct {
 	tokens float64
 	at     time.Time
 }
 
-func (l *typingLimiter) allow(now time.Time) bool {
-	if l.at.IsZero() {
-		l.tokens = typingBurst
+// take spends a token if one is there; otherwise it reports how long until
+// one is.
+func (b *rateBucket) take(now time.Time, rate, burst float64) (bool, time.Duration) {
+	if b.at.IsZero() {
+		b.tokens = burst
 	} else {
-		l.tokens = min(typingBurst, l.tokens+now.Sub(l.at).Seconds()*typingRate)
+		b.tokens = min(burst, b.tokens+now.Sub(b.at).Seconds()*rate)
 	}
-	l.at = now
-	if l.tokens < 1 {
-		return false
+	b.at = now
+	if b.tokens < 1 {
+		return false, time.Duration((1 - b.tokens) / rate * float64(time.Second))
 	}
-	l.tokens--
-	return true
+	b.tokens--
+	return true, 0
+}
+
+// typingLimiter is a connection's token bucket; only its reader uses it.
+type typingLimiter struct {
+	b rateBucket
+}
+
+func (l *typingLimiter) allow(now time.Time) bool {
+	ok, _ := l.b.take(now, typingRate, typingBurst)
+	return ok
 }
 
 // typing relays a typing frame of c, locally and through the link.
 func (pr *Presence) typing(c *client, target string) {
 	p := c.principal.Load()
-	if !p.HasUser {
-		return
-	}
 	t := typingEvent{UserID: p.UserID, Role: p.Role, Target: target, Committees: make([]int64, 0, len(p.Committees))}
 	for id := range p.Committees {
 		t.Committees = append(t.Committees, id)
@@ -84,12 +94,15 @@ func (pr *Presence) deliverTyping(t typingEvent) {
 	frame = append(frame, '}')
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
-	for c, pc := range pr.conns {
-		if pc.p.HasUser && pc.p.UserID == t.UserID {
-			continue // the sender's own connections
+	pr.audience(t.UserID, [][]int64{t.Committees}, func(c *client, pc *presenceConn) {
+		p := c.principal.Load()
+		if p.HasUser && p.UserID == t.UserID {
+			return // the sender's own connections
 		}
-		if sender.visibleTo(pc.p) {
-			c.push(frame, false)
+		if p.SeesUser(sender.UserID, sender.Committees) {
+			// The writer checks the sender again against the token in
+			// force when it writes.
+			c.push(frame, sender)
 		}
-	}
+	})
 }

@@ -1,0 +1,85 @@
+package broadcast
+
+import (
+	"context"
+	"errors"
+
+	"github.com/walcast/walcast/schema"
+)
+
+// An auth frame replaces a connection's token in place. The reader
+// verifies it; the writer applies it, between two deliveries, so that one
+// switch changes every kind of frame at once: everything the writer sends
+// after auth_ok (messages, replays, dashboards, presence, typing) is
+// decided by the new token, and nothing decided under the old one follows
+// auth_ok.
+
+// authChange is a verified token on its way from the reader to the writer;
+// done is closed once it is in force (or the writer gave up).
+type authChange struct {
+	p    *Principal
+	done chan struct{}
+}
+
+// reauth answers an auth frame. The new token must name the same user.
+// It returns once the token is in force, so the reader's next frame (a
+// subscribe) is judged by it.
+func (s *Server) reauth(ctx context.Context, c *client, token string) error {
+	p, err := s.cfg.Verifier.Verify(token)
+	if err != nil {
+		var ae *AuthError
+		errors.As(err, &ae)
+		reason := "bad token"
+		if ae != nil {
+			reason = ae.Reason
+		}
+		return c.send(ctx, errorFrame("auth_failed", "token refused: "+reason))
+	}
+	old := c.principal.Load()
+	if p.UserID != old.UserID || p.HasUser != old.HasUser {
+		_ = c.send(ctx, errorFrame("auth_failed", "a refreshed token must name the same user"))
+		c.ws.Close(CloseAuthChanged, "token names another user")
+		return errors.New("auth frame named another user")
+	}
+	a := authChange{p: p, done: make(chan struct{})}
+	select {
+	case c.reauth <- a:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-a.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// applyAuth puts p in force; only the writer calls it. In order: the
+// principal (which every later delivery decision reads), the
+// subscription narrowed to it, the hub's and presence's indexes, then
+// auth_ok, the fresh presence_state (frames queued under the old token
+// are dropped by their epoch), and the dashboards p may see, which
+// supersede the older dashboard messages still in the window.
+func (s *Server) applyAuth(ctx context.Context, c *client, p *Principal) error {
+	c.principal.Store(p)
+	if f := c.filter.Load(); f != nil && f.committees != nil {
+		c.filter.Store(f.narrowTo(p))
+	}
+	s.cfg.Hub.reindex(c)
+	state := s.presence.reauth(c)
+	if err := c.send(ctx, []byte(`{"type":"auth_ok"}`)); err != nil {
+		return err
+	}
+	if state != nil {
+		if err := c.send(ctx, state); err != nil {
+			return err
+		}
+	}
+	if c.filter.Load().allows(&schema.Message{Type: schema.TypeDashboard}) {
+		var msgs []*schema.Message
+		msgs, c.dashFloor = s.cfg.Hub.dashboardsSince(p)
+		return c.sendDashboards(ctx, msgs)
+	}
+	return nil
+}
