@@ -181,21 +181,24 @@ func (pr *Presence) leave(c *client) {
 func (pr *Presence) reauth(c *client) []byte {
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
+	pc, ok := pr.conns[c]
+	if ok {
+		old := pc.indexed
+		pr.unindex(c, pc)
+		pr.index(c, pc)
+		if p := c.principal.Load(); old.UserID != p.UserID {
+			pr.updateSelf(old.UserID)
+		}
+		pr.updateSelf(pc.indexed.UserID)
+	}
+	// Everything queued for c until now (its own update above included)
+	// is superseded by the state computed here, under the same lock.
 	c.ev.epoch.Add(1)
 	c.ev.lost.Store(false)
-	pc, ok := pr.conns[c]
 	if !ok {
 		return nil
 	}
-	old := pc.indexed
-	pr.unindex(c, pc)
-	pr.index(c, pc)
-	p := c.principal.Load()
-	if old.UserID != p.UserID {
-		pr.updateSelf(old.UserID)
-	}
-	pr.updateSelf(p.UserID)
-	return pr.stateFrame(p)
+	return pr.stateFrame(pc.indexed)
 }
 
 // resync returns a fresh presence_state for c after one of its presence

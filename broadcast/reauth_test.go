@@ -1,0 +1,232 @@
+package broadcast
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/walcast/walcast/schema"
+)
+
+// An attacker's connection holds a wide token, joins presence and
+// subscribes, then refreshes to a token that drops the admin role and a
+// committee (as the application does when a role is revoked). From
+// auth_ok on, nothing of what was dropped reaches it, whatever the kind of
+// frame, and others stop seeing it as a member of the dropped committee.
+func TestAuthFrameNarrowsEveryFrameKind(t *testing.T) {
+	s := newTestServer(t, 0)
+	for _, d := range []schema.Message{dashboard(schema.DashboardAdmin, 0), dashboard(schema.DashboardSupervisor, 1),
+		dashboard(schema.DashboardSupervisor, 2), dashboard(schema.DashboardPersonal, 5), dashboard(schema.DashboardPersonal, 6)} {
+		s.publishMsg(t, d, d.DashboardKey)
+	}
+	x := dialProbe(t, s.url, "x", mint(t, 5, "admin", 1, 2), "committees=1,2")
+	if got := tags(x.until(func(f []byte) bool { return frameJSON(f)["tag"] == "personal:5" })); !slices.Equal(got, []string{"admin", "supervisor:1", "supervisor:2", "personal:5"}) {
+		t.Fatalf("dashboards at connect: %v", got)
+	}
+	u1 := dialProbe(t, s.url, "u1", mint(t, 1, "", 1), "")
+	u2 := dialProbe(t, s.url, "u2", mint(t, 2, "", 2), "")
+	u1.send(`{"type":"presence","viewing":"a"}`)
+	u1.waitView("1:[a]")
+	u2.send(`{"type":"presence","viewing":"b"}`)
+	u2.waitView("2:[b]")
+	x.send(`{"type":"presence","viewing":"secret"}`)
+	x.waitView("1:[a] 2:[b] 5:admin[secret]")
+	u1.waitView("1:[a] 5:admin[secret]")
+	u2.waitView("2:[b] 5:admin[secret]")
+
+	// The refresh: no admin role, committee 1 only.
+	x.send(`{"type":"auth","token":"` + mint(t, 5, "supervisor", 1) + `"}`)
+	if f := x.next(); frameType(f) != "auth_ok" {
+		t.Fatalf("got %s, want auth_ok", f)
+	}
+	// A fresh presence_state replaces what x knew: user 2 is gone.
+	if f := x.next(); frameType(f) != "presence_state" {
+		t.Fatalf("after auth_ok got %s, want presence_state", f)
+	} else if x.apply(f); viewString(x.view) != "1:[a] 5:supervisor[secret]" {
+		t.Fatalf("presence after the refresh: %s", viewString(x.view))
+	}
+	// Then the dashboards the new token allows, and only those.
+	if got := tags(x.until(func(f []byte) bool { return frameJSON(f)["tag"] == "personal:5" })); !slices.Equal(got, []string{"supervisor:1", "personal:5"}) {
+		t.Fatalf("dashboards after the refresh: %v", got)
+	}
+	// What others see of x: user 2 (committee 2) no longer sees it, user 1
+	// sees its new role.
+	u2.waitView("2:[b]")
+	u1.waitView("1:[a] 5:supervisor[secret]")
+
+	// Everything of committee 2 and of admins now passes x by.
+	u2.send(`{"type":"presence","viewing":"b2"}`)
+	u2.send(`{"type":"typing","target":"guarantee:2"}`)
+	u2.sync()
+	s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, Committee: 2, HasCommittee: true}, "committee 2")
+	s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, AdminOnly: true}, "admin only")
+	s.publishMsg(t, dashboard(schema.DashboardAdmin, 0), "admin dashboard")
+	s.publishMsg(t, dashboard(schema.DashboardSupervisor, 2), "supervisor:2 dashboard")
+	s.publishMsg(t, dashboard(schema.DashboardPersonal, 6), "personal:6 dashboard")
+	s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, Committee: 1, HasCommittee: true, Owner: 2, HasOwner: true}, "committee 1")
+	s.publishMsg(t, schema.Message{Type: schema.TypeVoting}, "election-wide")
+	u1.send(`{"type":"typing","target":"guarantee:1"}`)
+	u1.sync()
+	var got []string
+	typed, marked := false, false
+	for _, f := range x.until(func(f []byte) bool {
+		typed = typed || frameType(f) == "typing"
+		marked = marked || frameJSON(f)["tag"] == "election-wide"
+		return typed && marked
+	}) {
+		m := frameJSON(f)
+		switch frameType(f) {
+		case "typing":
+			if m["user_id"].(fmt.Stringer).String() != "1" {
+				t.Errorf("x received %s after losing committee 2", f)
+			}
+		case "presence_diff":
+			t.Errorf("x received %s: nothing it may see changed", f)
+		default:
+			if tag, ok := m["tag"].(string); ok {
+				got = append(got, tag)
+			} else {
+				t.Errorf("x received %s", f)
+			}
+		}
+	}
+	if !slices.Equal(got, []string{"committee 1", "election-wide"}) {
+		t.Errorf("x received %v after the refresh, want [committee 1 election-wide]", got)
+	}
+
+	// Regaining committee 2 does not bring it back into the subscription:
+	// the refresh narrowed it to committee 1, and a subscription never
+	// widens. Presence follows the token: user 2 is visible again.
+	x.send(`{"type":"auth","token":"` + mint(t, 5, "supervisor", 1, 2) + `"}`)
+	if f := x.next(); frameType(f) != "auth_ok" {
+		t.Fatalf("got %s, want auth_ok", f)
+	}
+	if f := x.next(); frameType(f) != "presence_state" {
+		t.Fatalf("got %s, want presence_state", f)
+	} else if x.apply(f); viewString(x.view) != "1:[a] 2:[b2] 5:supervisor[secret]" {
+		t.Fatalf("presence after regaining committee 2: %s", viewString(x.view))
+	}
+	if got := tags(x.until(func(f []byte) bool { return frameJSON(f)["tag"] == "personal:5" })); !slices.Equal(got, []string{"supervisor:1", "personal:5"}) {
+		t.Fatalf("dashboards with the subscription narrowed to committee 1: %v", got)
+	}
+	x.send(`{"type":"subscribe","types":null,"committees":[1,2]}`)
+	var sub []byte
+	for sub == nil {
+		if f := x.next(); frameType(f) == "subscribed" {
+			sub = f
+		}
+	}
+	if !strings.Contains(string(sub), `"committees":[1,2]`) {
+		t.Errorf("subscribing again under the new token: %s", sub)
+	}
+}
+
+// Frames computed under the old token and still queued (presence diffs,
+// typing frames, messages in the window) when the auth frame is applied
+// never follow auth_ok: the attacker stops reading while another
+// committee's traffic piles up, then refreshes to a token without it.
+func TestQueuedFramesDoNotLeakAfterAuthOK(t *testing.T) {
+	s := newTestServer(t, 0)
+	x := dialProbe(t, s.url, "x", mint(t, 5, "admin"), "")
+	x.send(`{"type":"presence","viewing":"x"}`)
+	x.waitView("5:admin[x]")
+	// Eight users of committee 2 churn presence and type, while
+	// committee 2 rows and admin-only rows are published.
+	var others []*probe
+	for i := range 8 {
+		o := dialProbe(t, s.url, fmt.Sprint("o", i), mint(t, int64(100+i), "", 2), "")
+		o.send(`{"type":"presence","viewing":"o"}`)
+		others = append(others, o)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	// The load is paced (a frame or two every 2 ms per sender) so that the
+	// test stays fast under -race on a shared machine.
+	pace := time.NewTicker(2 * time.Millisecond)
+	defer pace.Stop()
+	for i, o := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				case <-pace.C:
+				}
+				frame := fmt.Sprintf(`{"type":"presence","viewing":"v%d"}`, n)
+				if n%2 == 1 {
+					frame = fmt.Sprintf(`{"type":"typing","target":"t%d-%d"}`, i, n)
+				}
+				if o.conn.Write(t.Context(), 1, []byte(frame)) != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	var mu sync.Mutex
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-pace.C:
+			}
+			mu.Lock()
+			s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, Committee: 2, HasCommittee: true}, "committee 2")
+			s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, AdminOnly: true}, "admin only")
+			mu.Unlock()
+		}
+	}()
+	// x saw the others' traffic under its admin token...
+	for n := 0; n < 50; {
+		if f := x.next(); frameType(f) == "typing" || frameType(f) == "guarantee_update" {
+			n++
+		}
+	}
+	x.send(`{"type":"auth","token":"` + mint(t, 5, "", 1) + `"}`)
+	for frameType(x.next()) != "auth_ok" {
+	}
+	after := 0
+	check := func(f []byte) {
+		after++
+		switch frameType(f) {
+		case "presence_state", "presence_diff":
+			for _, id := range x.apply(f) {
+				if id != 5 {
+					t.Errorf("after auth_ok x was told about user %d of committee 2: %s", id, f)
+				}
+			}
+		case "typing", "guarantee_update":
+			t.Errorf("after auth_ok x received %s", f)
+		}
+	}
+	// ...and nothing of it after auth_ok, while the traffic goes on.
+	for range 10 {
+		mu.Lock()
+		s.publishMsg(t, schema.Message{Type: schema.TypeVoting}, "tick")
+		mu.Unlock()
+		for _, f := range x.until(func(f []byte) bool { return frameJSON(f)["tag"] == "tick" }) {
+			check(f)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	// A last barrier on the presence queue: x's own change comes after
+	// anything queued for it before.
+	x.send(`{"type":"presence","viewing":"end"}`)
+	for _, f := range x.until(func(f []byte) bool {
+		return frameType(f) == "presence_diff" && strings.Contains(string(f), `"end"`)
+	}) {
+		check(f)
+	}
+	if got := viewString(x.view); got != "5:[end]" {
+		t.Errorf("x's presence after the refresh: %s, want only itself", got)
+	}
+	t.Logf("%d frames checked after auth_ok", after)
+}
