@@ -349,4 +349,3 @@ func (s *Server) read(ctx context.Context, c *client) error {
 		}
 	}
 }
-

@@ -35,11 +35,11 @@ type Presence struct {
 	admins      map[*client]struct{}
 	byCommittee map[int64]map[*client]struct{}
 	byUser      map[int64]map[*client]struct{}
-	gen         uint64 // visit generation, so a connection in several sets is visited once
-	self   map[int64]*presenceEntry            // this process's users
-	remote map[string]map[int64]*presenceEntry // other replicas' users, by replica
-	merged map[int64]*presenceEntry            // everyone, as announced to connections
-	link   presenceLink
+	gen         uint64                              // visit generation, so a connection in several sets is visited once
+	self        map[int64]*presenceEntry            // this process's users
+	remote      map[string]map[int64]*presenceEntry // other replicas' users, by replica
+	merged      map[int64]*presenceEntry            // everyone, as announced to connections
+	link        presenceLink
 }
 
 // presenceLink shares this process's users with other replicas.
@@ -89,9 +89,9 @@ func NewPresence() *Presence {
 		admins:      map[*client]struct{}{},
 		byCommittee: map[int64]map[*client]struct{}{},
 		byUser:      map[int64]map[*client]struct{}{},
-		self:   map[int64]*presenceEntry{},
-		remote: map[string]map[int64]*presenceEntry{},
-		merged: map[int64]*presenceEntry{},
+		self:        map[int64]*presenceEntry{},
+		remote:      map[string]map[int64]*presenceEntry{},
+		merged:      map[int64]*presenceEntry{},
 	}
 }
 
