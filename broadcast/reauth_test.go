@@ -97,6 +97,20 @@ func TestAuthFrameNarrowsEveryFrameKind(t *testing.T) {
 		t.Errorf("x received %v after the refresh, want [committee 1 election-wide]", got)
 	}
 
+	// A resume reads history under the token in force too: the rows of
+	// committee 2 it finds after the last id are not replayed.
+	last := s.publishMsg(t, schema.Message{Type: schema.TypeVoting}, "before resume")
+	x.until(func(f []byte) bool { return frameJSON(f)["tag"] == "before resume" })
+	s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, Committee: 2, HasCommittee: true}, "committee 2 in history")
+	s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, AdminOnly: true}, "admin only in history")
+	x.send(`{"type":"resume","since":"` + last + `"}`)
+	frames := x.sync()
+	s.publishMsg(t, schema.Message{Type: schema.TypeVoting}, "after resume")
+	frames = append(frames, x.until(func(f []byte) bool { return frameJSON(f)["tag"] == "after resume" })...)
+	if got := tags(frames); !slices.Equal(got, []string{"after resume"}) {
+		t.Errorf("resume after the refresh gave %v", got)
+	}
+
 	// Regaining committee 2 does not bring it back into the subscription:
 	// the refresh narrowed it to committee 1, and a subscription never
 	// widens. Presence follows the token: user 2 is visible again.
