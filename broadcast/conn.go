@@ -68,6 +68,7 @@ type client struct {
 	ev            clientEvents
 	typing        typingLimiter
 	presenceLimit presenceLimiter
+	authLimit     rateBucket // auth frames; reader only
 }
 
 const (

@@ -3,6 +3,8 @@ package broadcast
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/walcast/walcast/schema"
 )
@@ -21,10 +23,23 @@ type authChange struct {
 	done chan struct{}
 }
 
+// Auth frames a connection may send: a refresh every few minutes is what
+// clients need; each one costs a signature check, a presence_state, the
+// dashboards again, and (when the role or committees change) a presence
+// update for everyone who sees the user, on every replica.
+const (
+	authRate  = 0.1 // per second: one every 10 s
+	authBurst = 3.0
+)
+
 // reauth answers an auth frame. The new token must name the same user.
 // It returns once the token is in force, so the reader's next frame (a
 // subscribe) is judged by it.
 func (s *Server) reauth(ctx context.Context, c *client, token string) error {
+	if ok, wait := c.authLimit.take(time.Now(), authRate, authBurst); !ok {
+		// The token in force stays; the client may retry after wait.
+		return c.send(ctx, errorFrame("rate_limited", fmt.Sprintf("too many auth frames: retry in %s; the current token stays in force", wait.Round(time.Second))))
+	}
 	p, err := s.cfg.Verifier.Verify(token)
 	if err != nil {
 		var ae *AuthError

@@ -244,3 +244,30 @@ func TestQueuedFramesDoNotLeakAfterAuthOK(t *testing.T) {
 	}
 	t.Logf("%d frames checked after auth_ok", after)
 }
+
+// Auth frames back to back are limited: each one would cost a signature
+// check, a presence_state, the dashboards again and a presence update on
+// every replica. Beyond the burst the token in force stays.
+func TestAuthFramesAreRateLimited(t *testing.T) {
+	s := newTestServer(t, 0)
+	x := dialProbe(t, s.url, "x", mint(t, 5, "", 1), "")
+	tokens := []string{mint(t, 5, "", 1, 2), mint(t, 5, "", 1)}
+	var codes []string
+	for i := range 6 {
+		x.send(`{"type":"auth","token":"` + tokens[i%2] + `"}`)
+		f := x.next()
+		code := frameType(f)
+		if code == "error" {
+			code = frameJSON(f)["code"].(string)
+		}
+		codes = append(codes, code)
+	}
+	if got := strings.Join(codes, " "); got != "auth_ok auth_ok auth_ok rate_limited rate_limited rate_limited" {
+		t.Fatalf("six auth frames back to back: %s", got)
+	}
+	// The third token (committees 1 and 2) is still in force.
+	s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, Committee: 2, HasCommittee: true}, "committee 2")
+	if got := tags([][]byte{x.next()}); !slices.Equal(got, []string{"committee 2"}) {
+		t.Errorf("after the limited frames x received %v, want the third token's scope", got)
+	}
+}

@@ -95,6 +95,7 @@ type modelConn struct {
 	viewing string
 	typed   int // typing frames sent (the limit allows a burst of 2)
 	moved   int // presence changes sent
+	auths   int // auth frames sent
 	typing  map[string]bool
 }
 
@@ -192,6 +193,10 @@ func runScopeScenario(t *testing.T, seed uint64, steps int) {
 			}
 		case op < 7: // an auth frame: same user, another role and committees
 			c := conns[r.IntN(len(conns))]
+			if c.auths >= int(authBurst) { // the limit allows a burst of 3
+				continue
+			}
+			c.auths++
 			auths++
 			c.tok = randomToken(r, c.tok.user)
 			if !c.sub.all {
