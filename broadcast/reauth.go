@@ -28,7 +28,7 @@ type authChange struct {
 // dashboards again, and (when the role or committees change) a presence
 // update for everyone who sees the user, on every replica.
 const (
-	authRate  = 0.1 // per second: one every 10 s
+	authRate  = 0.5 // per second: one every 2 s, so tokens living only seconds still refresh
 	authBurst = 3.0
 )
 

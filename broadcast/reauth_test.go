@@ -253,21 +253,32 @@ func TestAuthFramesAreRateLimited(t *testing.T) {
 	x := dialProbe(t, s.url, "x", mint(t, 5, "", 1), "")
 	tokens := []string{mint(t, 5, "", 1, 2), mint(t, 5, "", 1)}
 	var codes []string
-	for i := range 6 {
+	lastOK := -1
+	for i := range 8 {
 		x.send(`{"type":"auth","token":"` + tokens[i%2] + `"}`)
 		f := x.next()
 		code := frameType(f)
 		if code == "error" {
 			code = frameJSON(f)["code"].(string)
 		}
+		if code == "auth_ok" {
+			lastOK = i
+		}
 		codes = append(codes, code)
 	}
-	if got := strings.Join(codes, " "); got != "auth_ok auth_ok auth_ok rate_limited rate_limited rate_limited" {
-		t.Fatalf("six auth frames back to back: %s", got)
+	limited := strings.Count(strings.Join(codes, " "), "rate_limited")
+	t.Logf("eight auth frames back to back: %v", codes)
+	if !slices.Equal(codes[:3], []string{"auth_ok", "auth_ok", "auth_ok"}) || limited < 4 {
+		t.Fatalf("eight auth frames back to back: %v, want a burst of 3 then mostly rate_limited", codes)
 	}
-	// The third token (committees 1 and 2) is still in force.
+	// The last token accepted is in force, not the last one sent.
 	s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, Committee: 2, HasCommittee: true}, "committee 2")
-	if got := tags([][]byte{x.next()}); !slices.Equal(got, []string{"committee 2"}) {
-		t.Errorf("after the limited frames x received %v, want the third token's scope", got)
+	s.publishMsg(t, schema.Message{Type: schema.TypeVoting}, "end")
+	want := []string{"end"}
+	if lastOK%2 == 0 {
+		want = []string{"committee 2", "end"}
+	}
+	if got := tags(x.until(func(f []byte) bool { return frameJSON(f)["tag"] == "end" })); !slices.Equal(got, want) {
+		t.Errorf("after the limited frames x received %v, want %v (token %d in force)", got, want, lastOK)
 	}
 }
