@@ -481,9 +481,33 @@ func (pr *Presence) remerge(users []int64) {
 			}
 		})
 	}
+	// Connections that see the same part of the change share one frame:
+	// within one remerge a user id and its list name the entry exactly.
+	frames := map[string][]byte{}
+	var key []byte
 	for c, d := range diffs {
-		c.push(diffFrame(d), nil)
+		key = d.appendKey(key[:0])
+		f, ok := frames[string(key)]
+		if !ok {
+			f = diffFrame(d)
+			frames[string(key)] = f
+		}
+		c.push(f, nil)
 	}
+}
+
+// appendKey names the diff by its users and lists, for sharing frames.
+func (d *presenceDiff) appendKey(b []byte) []byte {
+	for _, e := range d.joins {
+		b = strconv.AppendInt(append(b, 'j'), e.UserID, 10)
+	}
+	for _, e := range d.updates {
+		b = strconv.AppendInt(append(b, 'u'), e.UserID, 10)
+	}
+	for _, u := range d.leaves {
+		b = strconv.AppendInt(append(b, 'l'), u, 10)
+	}
+	return b
 }
 
 // Online returns the users online anywhere, for tests and metrics.
