@@ -39,6 +39,9 @@ type Presence struct {
 	self        map[int64]*presenceEntry            // this process's users
 	remote      map[string]map[int64]*presenceEntry // other replicas' users, by replica
 	merged      map[int64]*presenceEntry            // everyone, as announced to connections
+	// mergedBy indexes merged by committee, so that a presence_state costs
+	// the users the connection may see, not everyone online.
+	mergedBy map[int64]map[int64]*presenceEntry
 	link        presenceLink
 }
 
@@ -92,6 +95,7 @@ func NewPresence() *Presence {
 		self:        map[int64]*presenceEntry{},
 		remote:      map[string]map[int64]*presenceEntry{},
 		merged:      map[int64]*presenceEntry{},
+		mergedBy:    map[int64]map[int64]*presenceEntry{},
 	}
 }
 
@@ -441,10 +445,28 @@ func (pr *Presence) remerge(users []int64) {
 		if e.equal(old) {
 			continue
 		}
+		if old != nil {
+			for _, c := range old.Committees {
+				if set := pr.mergedBy[c]; set != nil {
+					delete(set, u)
+					if len(set) == 0 {
+						delete(pr.mergedBy, c)
+					}
+				}
+			}
+		}
 		if e == nil {
 			delete(pr.merged, u)
 		} else {
 			pr.merged[u] = e
+			for _, c := range e.Committees {
+				set := pr.mergedBy[c]
+				if set == nil {
+					set = map[int64]*presenceEntry{}
+					pr.mergedBy[c] = set
+				}
+				set[u] = e
+			}
 		}
 		var committees [2][]int64
 		if old != nil {
@@ -524,10 +546,27 @@ func (pr *Presence) Online() []int64 {
 
 // stateFrame lists the users p may see. pr.mu is held.
 func (pr *Presence) stateFrame(p *Principal) []byte {
-	users := make([]*presenceEntry, 0, len(pr.merged))
-	for _, e := range pr.merged {
-		if e.visibleTo(p) {
+	var users []*presenceEntry
+	if p.Role == RoleAdmin { // admins (few) see everyone
+		users = make([]*presenceEntry, 0, len(pr.merged))
+		for _, e := range pr.merged {
 			users = append(users, e)
+		}
+	} else {
+		// The users sharing one of p's committees, and p's own user,
+		// looked up by committee; each checked against the rule.
+		seen := map[int64]bool{}
+		add := func(e *presenceEntry) {
+			if e != nil && !seen[e.UserID] && e.visibleTo(p) {
+				seen[e.UserID] = true
+				users = append(users, e)
+			}
+		}
+		add(pr.merged[p.UserID])
+		for c := range p.Committees {
+			for _, e := range pr.mergedBy[c] {
+				add(e)
+			}
 		}
 	}
 	sort.Slice(users, func(i, j int) bool { return users[i].UserID < users[j].UserID })

@@ -46,3 +46,31 @@ func BenchmarkPresenceUpdate(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPresenceJoin measures a connection joining presence (its
+// presence_state included) and leaving again, with conns connections
+// online as in BenchmarkPresenceUpdate.
+//
+//	go test ./broadcast -run '^$' -bench PresenceJoin -benchtime 4000x
+func BenchmarkPresenceJoin(b *testing.B) {
+	for _, conns := range []int{500, 5000} {
+		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			pr := NewPresence()
+			for i := range conns {
+				c := &client{}
+				c.ev.events = make(chan presenceEvent, 4096)
+				c.principal.Store(&Principal{UserID: int64(i + 1), HasUser: true, Committees: map[int64]bool{int64(i / 10): true}, Expires: time.Now().Add(time.Hour)})
+				pr.join(c, "")
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				c := &client{}
+				c.ev.events = make(chan presenceEvent, 4)
+				c.principal.Store(&Principal{UserID: int64(conns + 1 + i), HasUser: true, Committees: map[int64]bool{int64(i % (conns / 10)): true}, Expires: time.Now().Add(time.Hour)})
+				pr.join(c, "x")
+				pr.leave(c)
+			}
+		})
+	}
+}
