@@ -42,7 +42,7 @@ type Presence struct {
 	// mergedBy indexes merged by committee, so that a presence_state costs
 	// the users the connection may see, not everyone online.
 	mergedBy map[int64]map[int64]*presenceEntry
-	link        presenceLink
+	link     presenceLink
 }
 
 // presenceLink shares this process's users with other replicas.
