@@ -69,11 +69,9 @@ type client struct {
 	typing        typingLimiter
 	presenceLimit presenceLimiter
 	authLimit     rateBucket // auth frames; reader only
+	// resumes limits the resume frames the client sends (reader only).
+	resumes resumeLimiter
 }
-
-const (
-	replayPage = 1000
-)
 
 // run drives the connection until it ends, returning why.
 func (s *Server) run(ctx context.Context, c *client, at schema.Position, since *schema.Position) error {
@@ -119,7 +117,7 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 	defer ping.Stop()
 	buf := make([]entry, 32)
 	wants := func(m *schema.Message) bool {
-		return m.Type == typeResync || (c.principal.Load().Allows(m) && c.filter.Load().allows(m))
+		return isMarker(m) || (c.principal.Load().Allows(m) && c.filter.Load().allows(m))
 	}
 	for {
 		// Deliver what the hub has for us after our cursor, then wait to
@@ -135,9 +133,13 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 			c.beginBatch()
 			for _, e := range buf[:n] {
 				m := e.m
-				if m.Type == typeResync {
+				if isMarker(m) {
 					if err := c.send(ctx, m.JSON); err != nil {
 						return err
+					}
+					if m.Type == typeEpoch {
+						// Ids start over: the new epoch's may be lower.
+						c.last, c.sent = schema.Position{}, schema.Position{}
 					}
 					continue
 				}
@@ -205,51 +207,6 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 
 // ready is a closed channel: waiting on it does not wait.
 var ready = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
-// replay sends what the client missed after pos, from history. Live
-// messages queue meanwhile; those the replay already covered are skipped
-// by the id check in write.
-func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) error {
-	s.resumes.Add(1)
-	if pos.Less(c.sent) {
-		pos = c.sent // each id goes out at most once per connection
-	}
-	c.last = pos
-	for {
-		msgs, err := s.cfg.History.Since(ctx, pos, replayPage)
-		if errors.Is(err, ErrTooOld) || errors.Is(err, ErrUnknownPosition) {
-			head, herr := s.cfg.History.Head(ctx)
-			if herr != nil {
-				return fmt.Errorf("read head: %w", herr)
-			}
-			c.last = head
-			return c.send(ctx, resyncFrame(err.Error(), &head))
-		}
-		if err != nil {
-			return fmt.Errorf("replay since %s: %w", pos, err)
-		}
-		p, f := c.principal.Load(), c.filter.Load()
-		c.beginBatch()
-		for _, m := range msgs {
-			// Dashboards are snapshots: the newest of each follows the
-			// replay, older ones would only be undone by it.
-			if m.DashboardKey == "" && p.Allows(m) && f.allows(m) {
-				if err := c.send(ctx, m.JSON); err != nil {
-					return err
-				}
-				c.sent = m.Pos
-			}
-			c.last = m.Pos
-			pos = m.Pos
-		}
-		if err := c.endBatch(); err != nil {
-			return err
-		}
-		if len(msgs) < replayPage {
-			return nil
-		}
-	}
-}
 
 // beginBatch starts collecting frames for one socket write.
 func (c *client) beginBatch() {
@@ -326,6 +283,10 @@ func (s *Server) read(ctx context.Context, c *client) error {
 				}
 			}
 		case "resume":
+			if !c.resumes.allow(time.Now()) {
+				err = c.send(ctx, errorFrame("rate_limited", resumeLimitMessage))
+				break
+			}
 			pos, _ := schema.ParsePosition(f.Since)
 			select {
 			case c.resume <- pos:

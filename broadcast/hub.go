@@ -42,6 +42,9 @@ type Hub struct {
 	// dash holds the newest dashboard_update message of each dashboard
 	// (by DashboardKey): what a new connection is sent after its welcome.
 	dash map[string]*schema.Message
+	// resume is what the window proves about the history it holds, for
+	// replays that read nothing from the bus (see replay.go).
+	resume windowHistory
 
 	published atomic.Uint64 // messages published
 	delivered atomic.Uint64 // messages written to clients
@@ -71,16 +74,34 @@ func (h *Hub) Publish(msgs []*schema.Message) {
 		return
 	}
 	h.mu.Lock()
+	h.store(msgs, nil)
+	h.wakeFor(msgs)
+}
+
+// store adds msgs to the window; h.mu is held. epoch, when not nil, is
+// the earlier epoch's newest id, for an epoch marker among msgs.
+func (h *Hub) store(msgs []*schema.Message, epoch *schema.Position) {
 	for _, m := range msgs {
-		h.window[h.head%uint64(len(h.window))] = m
+		i := h.head % uint64(len(h.window))
+		if old := h.window[i]; old != nil {
+			h.resume.evict(h.head-uint64(len(h.window)), old)
+		}
+		h.window[i] = m
 		h.head++
-		if m.Type != typeResync {
+		switch {
+		case isMarker(m):
+			h.resume.marked(h.head, m.Type == typeEpoch, epoch)
+		default:
 			h.last = m.Pos
 		}
 		if m.DashboardKey != "" {
 			h.keepDashboard(m)
 		}
 	}
+}
+
+// wakeFor wakes the clients that may receive msgs and releases h.mu.
+func (h *Hub) wakeFor(msgs []*schema.Message) {
 	h.gen++
 	wake := h.toWake[:0]
 	var slow []*client
@@ -107,7 +128,7 @@ func (h *Hub) Publish(msgs []*schema.Message) {
 		if all {
 			break
 		}
-		if m.Type == typeResync || (!m.HasCommittee && !m.HasOwner && !m.AdminOnly) {
+		if isMarker(m) || (!m.HasCommittee && !m.HasOwner && !m.AdminOnly) {
 			all = true // election-wide: everyone may receive it
 			break
 		}
@@ -163,6 +184,26 @@ const typeResync = "resync_required"
 // reached this hub, so they must refetch (resync_required).
 func (h *Hub) Resync(reason string) {
 	h.Publish([]*schema.Message{{Type: typeResync, JSON: resyncFrame(reason, nil)}})
+}
+
+// typeEpoch marks a window entry that begins a new epoch: the bus's
+// history was discarded and ids start over, possibly below earlier ones.
+const typeEpoch = "resync_required:epoch"
+
+// isMarker reports whether m is a resync marker rather than a message.
+func isMarker(m *schema.Message) bool { return m.Type == typeResync || m.Type == typeEpoch }
+
+// NewEpoch tells every connected client that the bus's history was
+// discarded and starts over (a new epoch, see docs/operations.md): they
+// must refetch, and the ids that follow may be lower than those before.
+// old is the previous epoch's newest id: no id at or below it can be
+// resumed from afterwards, whichever epoch it came from.
+func (h *Hub) NewEpoch(reason string, old schema.Position) {
+	zero := schema.Position{}
+	m := &schema.Message{Type: typeEpoch, JSON: resyncFrame(reason, &zero)}
+	h.mu.Lock()
+	h.store([]*schema.Message{m}, &old)
+	h.wakeFor([]*schema.Message{m})
 }
 
 // HubStats are the hub's counters since start.
@@ -279,6 +320,8 @@ func (h *Hub) Start(pos schema.Position) {
 	h.mu.Lock()
 	if h.head == 0 {
 		h.last = pos
+		// An empty bus: the window will hold its history from the start.
+		h.resume.fromStart = pos.IsZero()
 	}
 	h.mu.Unlock()
 }

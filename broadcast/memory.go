@@ -37,6 +37,12 @@ func NewMemoryBus(history int, hub *Hub) *MemoryBus {
 	if history < 1 {
 		history = 1
 	}
+	if hub != nil {
+		// The hub's window serves resumes within this bus's history, from
+		// its start: this bus begins empty.
+		hub.LimitResume(history)
+		hub.Start(schema.Position{})
+	}
 	return &MemoryBus{hub: hub, ring: make([]*schema.Message, history)}
 }
 

@@ -224,6 +224,9 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 	backoff := 100 * time.Millisecond
 	var last schema.Position
 	started, recovering := false, false
+	if b.history > 0 {
+		hub.LimitResume(int(b.history)) // the window answers no position the stream calls too old
+	}
 	for ctx.Err() == nil {
 		if !started {
 			head, err := b.Head(ctx)
@@ -332,17 +335,24 @@ func (b *RedisBus) lost(ctx context.Context, last schema.Position, res []redis.X
 // entry the stream holds. An id a client saw was an entry of this stream,
 // so an id before the first one was trimmed away, or belongs to history a
 // Redis restart without persistence lost; either way the entries after it
-// cannot all be replayed. Redis does not record the last trimmed id, so
-// this errs towards resync, never towards a silent gap.
+// cannot all be replayed. The zero position (since=0-0, "from the
+// beginning") is too old once the stream lost any entry: entries-added
+// (Redis 7) counts every entry ever added, so it exceeds the length after
+// a trim. Without that count (Redis before 7) a stream that holds entries
+// cannot prove it holds them all. This errs towards resync, never towards
+// a silent gap.
 func trimmedAfter(info *redis.XInfoStream, pos schema.Position) bool {
 	if deleted, err := schema.ParsePosition(info.MaxDeletedEntryID); err == nil && pos.Less(deleted) {
 		return true
+	}
+	if pos.IsZero() {
+		return info.Length > 0 && info.EntriesAdded != info.Length
 	}
 	first, err := schema.ParsePosition(info.FirstEntry.ID)
 	if err != nil {
 		first, err = schema.ParsePosition(info.RecordedFirstEntryID)
 	}
-	return err == nil && !pos.IsZero() && pos.Less(first)
+	return err == nil && pos.Less(first)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
