@@ -89,8 +89,12 @@ func (h *Hub) store(msgs []*schema.Message, epoch *schema.Position) {
 		h.window[i] = m
 		h.head++
 		switch {
+		case m.Type == typeEpoch:
+			h.resume.marked(h.head, true, epoch)
+			h.last = schema.Position{} // ids start over
+			clear(h.dash)              // the new epoch's dashboards follow
 		case isMarker(m):
-			h.resume.marked(h.head, m.Type == typeEpoch, epoch)
+			h.resume.marked(h.head, false, nil)
 		default:
 			h.last = m.Pos
 		}

@@ -29,6 +29,9 @@ type MemoryBus struct {
 	last    schema.Position   // newest stored position
 	trimmed schema.Position   // newest position evicted from ring
 	first   schema.Position   // the first position this bus stored
+	// earlier: non-zero ids at or below it belong to an earlier epoch.
+	earlier schema.Position
+	origin  schema.Origin
 }
 
 // NewMemoryBus returns a bus keeping the last history messages (at least 1)
@@ -102,6 +105,9 @@ func (b *MemoryBus) Head(ctx context.Context) (schema.Position, error) {
 func (b *MemoryBus) Since(ctx context.Context, pos schema.Position, limit int) ([]*schema.Message, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
+	if !pos.IsZero() && !b.earlier.IsZero() && !b.earlier.Less(pos) {
+		return nil, ErrTooOld // an id of an earlier epoch
+	}
 	if b.last.Less(pos) {
 		return nil, ErrUnknownPosition
 	}
@@ -132,3 +138,37 @@ func (b *MemoryBus) Since(ctx context.Context, pos schema.Position, limit int) (
 }
 
 func (b *MemoryBus) at(i int) *schema.Message { return b.ring[(b.start+i)%len(b.ring)] }
+
+// Lineage returns the origin recorded for this process's history and its
+// newest position (see cdc.Lineage).
+func (b *MemoryBus) Lineage(ctx context.Context) (schema.Origin, bool, schema.Position, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.origin, b.origin.SystemID != "", b.last, nil
+}
+
+// SetOrigin records the origin of the history.
+func (b *MemoryBus) SetOrigin(ctx context.Context, o schema.Origin) error {
+	b.mu.Lock()
+	b.origin = o
+	b.mu.Unlock()
+	return nil
+}
+
+// NewEpoch discards the history and tells the hub's clients to resync:
+// the ids that follow may be lower than the ones before.
+func (b *MemoryBus) NewEpoch(ctx context.Context, o schema.Origin, reason string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.earlier.Less(b.last) {
+		b.earlier = b.last
+	}
+	clear(b.ring)
+	b.start, b.n = 0, 0
+	b.last, b.trimmed, b.first = schema.Position{}, schema.Position{}, schema.Position{}
+	b.origin = o
+	if b.hub != nil {
+		b.hub.NewEpoch("the server's history was discarded (new epoch): refetch, then follow", b.earlier)
+	}
+	return nil
+}

@@ -149,6 +149,15 @@ func (b *RedisBus) Since(ctx context.Context, pos schema.Position, limit int) ([
 	if b.note(err) != nil {
 		return nil, fmt.Errorf("read %s: %w", b.key, err)
 	}
+	if !pos.IsZero() {
+		earlier, err := b.earlier(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !earlier.IsZero() && !earlier.Less(pos) {
+			return nil, ErrTooOld // an id of an earlier epoch
+		}
+	}
 	last, _ := schema.ParsePosition(info.LastGeneratedID)
 	if last.Less(pos) {
 		return nil, ErrUnknownPosition
@@ -223,6 +232,7 @@ func entryID(v any) (id int64, ok, unreadable bool) {
 func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 	backoff := 100 * time.Millisecond
 	var last schema.Position
+	var epoch string // the stream's epoch counter as last read
 	started, recovering := false, false
 	if b.history > 0 {
 		hub.LimitResume(int(b.history)) // the window answers no position the stream calls too old
@@ -238,17 +248,35 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 				backoff = min(backoff*2, 5*time.Second)
 				continue
 			}
-			last, started = head, true
+			ep, earlier, err := b.epoch(ctx)
+			if err != nil {
+				b.log.Error("cannot read the stream's epoch; retrying", "err", err, "retry_in", backoff)
+				if !sleepCtx(ctx, backoff) {
+					break
+				}
+				backoff = min(backoff*2, 5*time.Second)
+				continue
+			}
+			last, started, epoch = head, true, ep
 			hub.Start(head)
+			hub.ForgetEarlier(earlier)
 			if err := b.seedDashboards(ctx, hub); err != nil {
 				b.log.Warn("cannot read the newest dashboards; connections get them at their next update", "err", err)
 			}
 			b.log.Info("following stream", "from", head.String())
 		}
-		res, err := b.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{b.key, last.String()}, Count: 1000, Block: time.Second}).Result()
+		// The epoch is read after each read returns, in one round trip: an
+		// epoch unchanged then means every entry read is of this epoch.
+		pipe := b.rdb.Pipeline()
+		xr := pipe.XRead(ctx, &redis.XReadArgs{Streams: []string{b.key, last.String()}, Count: 1000, Block: time.Second})
+		ep := pipe.HMGet(ctx, b.originKey(), "epoch", "earlier")
+		_, _ = pipe.Exec(ctx)
+		res, err := xr.Result()
 		if errors.Is(err, redis.Nil) {
-			b.note(nil)
-			continue
+			res, err = nil, nil
+		}
+		if err == nil {
+			err = ep.Err()
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -265,6 +293,17 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 		}
 		b.note(nil)
 		backoff = 100 * time.Millisecond
+		if e, earlier := epochFields(ep.Val()); e != epoch {
+			// Capture discarded the stream (a new epoch): what this read
+			// returned may be of either; read the new stream from its start.
+			b.log.Warn("the stream began a new epoch (the database's history no longer continued it); clients must resync", "earlier_ids_up_to", earlier.String())
+			hub.NewEpoch("the server's history was discarded (new epoch): refetch, then follow", earlier)
+			epoch, last, recovering = e, schema.Position{}, false
+			continue
+		}
+		if len(res) == 0 {
+			continue
+		}
 		if recovering {
 			recovering = false
 			if b.reset(ctx, last) {

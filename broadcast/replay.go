@@ -105,6 +105,16 @@ func (h *Hub) LimitResume(n int) {
 	h.mu.Unlock()
 }
 
+// ForgetEarlier makes ids at or below pos (non-zero) too old to resume
+// from: they belong to an earlier epoch of the bus.
+func (h *Hub) ForgetEarlier(pos schema.Position) {
+	h.mu.Lock()
+	if h.resume.earlier.Less(pos) {
+		h.resume.earlier = pos
+	}
+	h.mu.Unlock()
+}
+
 // seekResult says where a replay goes.
 type seekResult int
 

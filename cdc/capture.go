@@ -59,6 +59,11 @@ type Config struct {
 	// MaxRetainedWAL: the WAL the slot holds back, in bytes, above which a
 	// warning is logged (once per crossing). 0: no warning.
 	MaxRetainedWAL int64
+	// Lineage, when set, is checked before every session: a database
+	// whose history does not continue the stored one is refused with a
+	// SetupError (see lineage.go), or with NewEpoch starts a new epoch.
+	Lineage  Lineage
+	NewEpoch bool
 	// OnLost is called once when PostgreSQL invalidated the slot (changes
 	// were lost), before Run returns the SetupError saying so: the place
 	// to tell clients to resync.
@@ -351,8 +356,12 @@ func (c *Capture) session(ctx context.Context) error {
 		return fmt.Errorf("open replication connection: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := pglogrepl.IdentifySystem(ctx, conn); err != nil {
+	sys, err := pglogrepl.IdentifySystem(ctx, conn)
+	if err != nil {
 		return fmt.Errorf("identify system: %w", err)
+	}
+	if err := c.checkLineage(ctx, conn, sys, slot.exists); err != nil {
+		return err
 	}
 	if !slot.exists {
 		res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",

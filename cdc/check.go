@@ -733,7 +733,7 @@ func slotWALFinding(slot string, w slotWAL, limit int64) Finding {
 		return Finding{Check: check, Level: LevelProblem,
 			Detail: fmt.Sprintf("slot %s is lost (wal_status lost): PostgreSQL removed WAL it still needed, so changes were lost", slot),
 			Fix: "1. " + drop + "\n" +
-				"2. restart walcast: it creates the slot again and streams from that moment\n" +
+				"2. restart walcast once with --new-epoch: it creates the slot again, streams from that moment and discards the stored history\n" +
 				"3. have clients refetch their data: changes made while the slot was lost never reached them"}
 	}
 	parts := []string{"wal_status " + w.status}

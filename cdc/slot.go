@@ -197,7 +197,7 @@ func readSlotWAL(ctx context.Context, conn *pgx.Conn, slot string) (slotWALState
 func lostSlotError(slot string) *SetupError {
 	return &SetupError{
 		Problem: fmt.Sprintf("replication slot %s was invalidated by PostgreSQL (wal_status lost): changes were lost", slot),
-		Fix: fmt.Sprintf("drop it (walcast slot drop --slot %s --yes, or SELECT pg_drop_replication_slot('%s');) and restart walcast, which creates it anew; clients must refetch",
+		Fix: fmt.Sprintf("drop it (walcast slot drop --slot %s --yes, or SELECT pg_drop_replication_slot('%s');) and restart walcast once with --new-epoch, which creates it anew and tells every client to resync",
 			slot, strings.ReplaceAll(slot, "'", "''")),
 	}
 }

@@ -152,6 +152,7 @@ func (a *App) Run(ctx context.Context) error {
 		bus     appender
 		history broadcast.History
 		redis   *broadcast.RedisBus
+		lineage lineageBus
 		work    []func(context.Context) error
 	)
 	if cfg.RedisURL != "" {
@@ -165,13 +166,13 @@ func (a *App) Run(ctx context.Context) error {
 		if err := a.checkRedis(ctx, redis); err != nil {
 			return err
 		}
-		bus, history = redis, redis
+		bus, history, lineage = redis, redis, redis
 		if serving {
 			work = append(work, func(ctx context.Context) error { return redis.Follow(ctx, hub) })
 		}
 	} else {
 		mem := broadcast.NewMemoryBus(cfg.History, hub)
-		bus, history = mem, mem
+		bus, history, lineage = mem, mem, mem
 	}
 	var dash *dashSink
 	if capturing {
@@ -195,6 +196,8 @@ func (a *App) Run(ctx context.Context) error {
 			StallThreshold:    cfg.StallThreshold,
 			MaxRetainedWAL:    cfg.MaxRetainedWAL,
 			OnLost:            func() { resyncLost(hub) },
+			Lineage:           epochLineage{lineageBus: lineage, dash: dash},
+			NewEpoch:          cfg.NewEpoch,
 		}, routeSink{router: schema.NewRouter(cfg.Tables), bus: bus, metrics: met, unroutable: newUnroutable(a.log, met.reg)})
 		met.watchCapture(capture.Status)
 		a.mu.Lock()

@@ -41,6 +41,9 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	StallThreshold    time.Duration
 	MaxRetainedWAL    int64
+	// NewEpoch: on a database whose history does not continue the bus's,
+	// start a new epoch instead of refusing (see epoch.go).
+	NewEpoch bool
 }
 
 // option is one configuration setting: its flag, its environment variables
@@ -54,6 +57,8 @@ type option struct {
 	// in lists the commands the option applies to.
 	in  []string
 	set func(c *Config, v string) error
+	// boolean: the flag may be given without a value (--name means true).
+	boolean bool
 }
 
 var (
@@ -370,6 +375,9 @@ type flagValue struct {
 }
 
 func (f *flagValue) String() string { return redact(f.o.flag, f.val) }
+
+// IsBoolFlag lets a boolean option be given as a bare --name.
+func (f *flagValue) IsBoolFlag() bool { return f.o.boolean }
 func (f *flagValue) Set(v string) error {
 	if err := f.o.set(f.cfg, v); err != nil {
 		if *f.err == nil {

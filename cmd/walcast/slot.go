@@ -131,7 +131,7 @@ func slotStatus(ctx context.Context, cfg *Config, stdout io.Writer) error {
 		return err
 	}
 	if s.WALStatus == "lost" {
-		fmt.Fprintf(stdout, "\nThe slot is lost: changes were lost. Drop it (walcast slot drop --slot %s --yes), restart walcast, and have clients refetch.\n", s.Name)
+		fmt.Fprintf(stdout, "\nThe slot is lost: changes were lost. Drop it (walcast slot drop --slot %s --yes), restart walcast once with --new-epoch, and have clients refetch.\n", s.Name)
 	}
 	return nil
 }
