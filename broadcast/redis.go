@@ -233,7 +233,8 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 	backoff := 100 * time.Millisecond
 	var last schema.Position
 	var epoch string // the stream's epoch counter as last read
-	started, recovering := false, false
+	var lossAt schema.Position // last as of the latest "fell behind" resync
+	started := false
 	if b.history > 0 {
 		hub.LimitResume(int(b.history)) // the window answers no position the stream calls too old
 	}
@@ -265,9 +266,11 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 			}
 			b.log.Info("following stream", "from", head.String())
 		}
-		// The epoch is read after each read returns, in one round trip: an
-		// epoch unchanged then means every entry read is of this epoch.
+		// One round trip: the stream's state before the read (to tell
+		// whether entries after last are gone), the read, and the epoch
+		// after it (unchanged then: every entry read is of this epoch).
 		pipe := b.rdb.Pipeline()
+		xi := pipe.XInfoStream(ctx, b.key)
 		xr := pipe.XRead(ctx, &redis.XReadArgs{Streams: []string{b.key, last.String()}, Count: 1000, Block: time.Second})
 		ep := pipe.HMGet(ctx, b.originKey(), "epoch", "earlier")
 		_, _ = pipe.Exec(ctx)
@@ -278,12 +281,16 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 		if err == nil {
 			err = ep.Err()
 		}
+		info, ierr := xi.Result()
+		gone := ierr != nil && strings.Contains(ierr.Error(), "no such key")
+		if err == nil && ierr != nil && !gone {
+			err = ierr
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
 			b.note(err)
-			recovering = true
 			b.log.Error("reading the stream failed; retrying from the last message read", "err", err, "last", last.String(), "retry_in", backoff)
 			if !sleepCtx(ctx, backoff) {
 				break
@@ -298,24 +305,29 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 			// returned may be of either; read the new stream from its start.
 			b.log.Warn("the stream began a new epoch (the database's history no longer continued it); clients must resync", "earlier_ids_up_to", earlier.String())
 			hub.NewEpoch("the server's history was discarded (new epoch): refetch, then follow", earlier)
-			epoch, last, recovering = e, schema.Position{}, false
+			epoch, last = e, schema.Position{}
 			continue
 		}
-		if len(res) == 0 {
-			continue
-		}
-		if recovering {
-			recovering = false
-			if b.reset(ctx, last) {
-				b.log.Error("redis lost stream history while this replica was disconnected (restart without persistence?); clients must resync", "last", last.String())
-				hub.Resync("the bus lost history")
+		if !last.IsZero() {
+			top := schema.Position{}
+			if !gone {
+				top, _ = schema.ParsePosition(info.LastGeneratedID)
 			}
-		}
-		if b.lost(ctx, last, res) {
-			// Entries after the last one read were trimmed before this
-			// replica read them: its clients cannot be told what they were.
-			b.log.Error("this replica fell further behind than the stream's history; clients must resync. Raise --history or add serve capacity", "last", last.String())
-			hub.Resync("the server fell behind its history")
+			switch {
+			case top.Less(last):
+				// The stream is gone or started over (a Redis restart
+				// without persistence): read the new one from its start.
+				b.log.Error("redis lost the stream's history (restart without persistence?); clients must resync", "last", last.String())
+				hub.Resync("the bus lost history")
+				last = schema.Position{}
+				continue
+			case trimmedAfter(info, last) && lossAt != last:
+				lossAt = last // said once, not every round until a read passes the gap
+				// Entries after the last one read were gone before this
+				// read: its clients cannot be told what they were.
+				b.log.Error("this replica fell further behind than the stream's history, or redis lost entries; clients must resync. Raise --history or add serve capacity", "last", last.String())
+				hub.Resync("the server fell behind its history")
+			}
 		}
 		for _, s := range res {
 			batch := make([]*schema.Message, 0, len(s.Messages))
@@ -335,38 +347,6 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 		}
 	}
 	return nil
-}
-
-// reset reports whether the stream no longer holds what this replica read
-// up to last: it is gone, restarted from lower ids, or begins after last.
-func (b *RedisBus) reset(ctx context.Context, last schema.Position) bool {
-	if last.IsZero() {
-		return false
-	}
-	info, err := b.rdb.XInfoStream(ctx, b.key).Result()
-	if err != nil {
-		return strings.Contains(err.Error(), "no such key")
-	}
-	top, err := schema.ParsePosition(info.LastGeneratedID)
-	return err != nil || top.Less(last) || trimmedAfter(info, last)
-}
-
-// lost reports whether entries between last and the ones just read were
-// trimmed away unread. Only a follower that lags can lose entries, so the
-// check runs when the read came back full.
-func (b *RedisBus) lost(ctx context.Context, last schema.Position, res []redis.XStream) bool {
-	n := 0
-	for _, s := range res {
-		n += len(s.Messages)
-	}
-	if n < 1000 || last.IsZero() {
-		return false
-	}
-	info, err := b.rdb.XInfoStream(ctx, b.key).Result()
-	if err != nil {
-		return false
-	}
-	return trimmedAfter(info, last)
 }
 
 // trimmedAfter reports whether entries after pos may be missing from the
