@@ -232,7 +232,7 @@ func entryID(v any) (id int64, ok, unreadable bool) {
 func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 	backoff := 100 * time.Millisecond
 	var last schema.Position
-	var epoch string // the stream's epoch counter as last read
+	var epoch string           // the stream's epoch counter as last read
 	var lossAt schema.Position // last as of the latest "fell behind" resync
 	started := false
 	if b.history > 0 {
