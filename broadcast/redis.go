@@ -38,6 +38,7 @@ type RedisBus struct {
 	log     *slog.Logger
 
 	healthy atomic.Bool // the last command to Redis succeeded
+	start   *startState // set by Preload, read by Follow after it
 }
 
 // RedisConfig configures a RedisBus.
@@ -237,6 +238,13 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 	started := false
 	if b.history > 0 {
 		hub.LimitResume(int(b.history)) // the window answers no position the stream calls too old
+	}
+	if st := b.start; st != nil {
+		last, started, epoch = st.head, true, st.epoch
+		if err := b.seedDashboards(ctx, hub); err != nil {
+			b.log.Warn("cannot read the newest dashboards; connections get them at their next update", "err", err)
+		}
+		b.log.Info("following stream", "from", last.String())
 	}
 	for ctx.Err() == nil {
 		if !started {

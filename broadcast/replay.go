@@ -115,6 +115,41 @@ func (h *Hub) ForgetEarlier(pos schema.Position) {
 	h.mu.Unlock()
 }
 
+// resumeCapacity is how many of the newest messages the window can serve
+// replays from.
+func (h *Hub) resumeCapacity() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if d := h.resume.depth; d > 0 && d < len(h.window) {
+		return d
+	}
+	return len(h.window)
+}
+
+// Preload fills an empty hub's window with the newest stored messages,
+// oldest first, so that it serves replays without reading the bus: before
+// is the position of the message just before them (zero when none), and
+// complete says they are the bus's whole history. It does nothing, and
+// returns false, once the hub has published or has clients: they would
+// take the preloaded messages for live ones.
+func (h *Hub) Preload(msgs []*schema.Message, before schema.Position, complete bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.head != 0 || len(h.clients) != 0 || len(msgs) > len(h.window) {
+		return false
+	}
+	for _, m := range msgs {
+		h.window[h.head%uint64(len(h.window))] = m
+		h.head++
+		h.last = m.Pos
+		if m.DashboardKey != "" {
+			h.keepDashboard(m)
+		}
+	}
+	h.resume.evicted, h.resume.fromStart = before, complete && before.IsZero()
+	return true
+}
+
 // seekResult says where a replay goes.
 type seekResult int
 
@@ -149,12 +184,12 @@ func (h *Hub) seek(pos schema.Position) (uint64, seekResult) {
 	var before schema.Position
 	known := false
 	switch {
-	case lo == r.floor && r.fromStart:
-		known = true // the beginning: before is the zero position
 	case lo > r.floor && h.head-(lo-1) <= uint64(len(h.window)):
 		before, known = h.window[(lo-1)%uint64(len(h.window))].Pos, true
-	case lo > r.floor && !r.evicted.IsZero():
+	case !r.evicted.IsZero(): // overwritten, or the entry before a preload
 		before, known = r.evicted, true
+	case lo == r.floor && r.fromStart:
+		known = true // the beginning: before is the zero position
 	}
 	if known && pos == before {
 		return lo, inWindow

@@ -168,6 +168,10 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		bus, history, lineage = redis, redis, redis
 		if serving {
+			// Before clients connect: resumes are then served from memory.
+			if err := redis.Preload(ctx, hub); err != nil {
+				a.log.Warn("cannot preload the stream's newest entries; resumes read Redis meanwhile (bounded)", "err", err)
+			}
 			work = append(work, func(ctx context.Context) error { return redis.Follow(ctx, hub) })
 		}
 	} else {
