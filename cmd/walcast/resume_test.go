@@ -115,3 +115,33 @@ func TestResumeFloodIsBounded(t *testing.T) {
 		t.Errorf("Redis sent %d bytes for the flood on a fresh replica, more than a tenth of the history (%d bytes): it should have preloaded its window", sent, mem)
 	}
 }
+
+// The dashboard page connects with since=0-0 ("everything"): once Redis
+// trimmed the stream, walcast cannot give everything and says so with
+// resync_required instead of replaying what is left; before the trim it
+// replays the whole history. Both on the capturing replica and on one
+// started after the trim.
+func TestSinceTheBeginningAfterATrim(t *testing.T) {
+	pg := electionDB(t)
+	rd := testenv.StartRedis(t)
+	app := startApp(t, testConfig(t, pg.URL(), "--redis-url", rd.URL(), "--history", "200", "--dashboard-interval", "0"))
+	app.waitStreaming(t)
+	pg.Exec(t, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1, 1, 'first')`)
+	c := dial(t, app.addr, token(t, 1, "admin"), "since=0-0")
+	if got := electorName(c.change(t)); got != "first" {
+		t.Fatalf("since=0-0 before a trim replayed %v first, want the first change", got)
+	}
+	for batch := 0; batch < 10; batch++ { // small batches: the follower keeps up with the trim
+		pg.Exec(t, `INSERT INTO guarantee (committee_id, user_id, elector_name) SELECT 1, 1, 'filler' FROM generate_series(1, 50)`)
+		for i := 0; i < 50; i++ {
+			c.change(t)
+		}
+	}
+	serve := startMode(t, cmdServe, modeConfig(t, cmdServe, "--redis-url", rd.URL()))
+	for _, addr := range []string{app.addr, serve.addr} {
+		m := dial(t, addr, token(t, 1, "admin"), "since=0-0").nextOf(t, "resync_required")
+		if m["position"] == nil {
+			t.Errorf("%s: %v, want the position the connection continues from", addr, m)
+		}
+	}
+}
