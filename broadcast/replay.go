@@ -120,10 +120,21 @@ func (h *Hub) ForgetEarlier(pos schema.Position) {
 func (h *Hub) resumeCapacity() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	if d := h.resume.depth; d > 0 && d < len(h.window) {
-		return d
+	span, _ := h.resumeSpan()
+	return int(span)
+}
+
+// resumeSpan is how many of the newest messages replays are served from,
+// and whether they are all the bus keeps; h.mu is held. It leaves an
+// eighth of the window as a margin: a client moved back to the oldest
+// message it serves is not closed as too slow by the next publish.
+func (h *Hub) resumeSpan() (span uint64, whole bool) {
+	n := uint64(len(h.window))
+	span = max(1, n-n/8)
+	if d := uint64(h.resume.depth); d > 0 && d <= span {
+		return d, true
 	}
-	return len(h.window)
+	return span, false
 }
 
 // Preload fills an empty hub's window with the newest stored messages,
@@ -171,10 +182,7 @@ func (h *Hub) seek(pos schema.Position) (uint64, seekResult) {
 	if h.last.Less(pos) {
 		return 0, askBus // newer than this replica has read: the bus knows
 	}
-	size := uint64(len(h.window))
-	if r.depth > 0 && uint64(r.depth) < size {
-		size = uint64(r.depth)
-	}
+	size, whole := h.resumeSpan()
 	lo := r.floor // the oldest resumable sequence
 	if h.head > size && h.head-size > lo {
 		lo = h.head - size
@@ -198,15 +206,12 @@ func (h *Hub) seek(pos schema.Position) (uint64, seekResult) {
 		return 0, askBus
 	}
 	if oldest := h.window[lo%uint64(len(h.window))].Pos; pos.Less(oldest) {
-		// The window holds the whole of what the bus keeps when its depth
-		// is the bus's history.
-		whole := r.depth > 0 && r.depth <= len(h.window)
 		switch {
 		case lo == r.floor && r.fromStart:
 			return 0, tooOld // not an id of this history: it is all here
 		case known && before.Less(pos):
 			return lo, inWindow // between two messages: nothing missed
-		case known && whole:
+		case known && whole: // the window serves all the bus keeps
 			return 0, tooOld
 		}
 		return 0, askBus

@@ -95,7 +95,7 @@ func TestResumeFramesAreRateLimited(t *testing.T) {
 // Replays from inside the window read nothing from the bus; a position
 // older than the history gets resync_required without a read.
 func TestReplayFromTheWindowReadsNoBus(t *testing.T) {
-	s, h := newCountingServer(t, 8, 8)
+	s, h := newCountingServer(t, 16, 8) // the window holds more than the bus keeps
 	ps := s.publishMany(t, 20)
 	c := connect(t, s, mint(t, 1, "admin"), "since="+ps[15].String())
 	got := c.ids(4)
