@@ -82,7 +82,7 @@ func (b *RedisBus) NewEpoch(ctx context.Context, o schema.Origin, reason string)
 		earlier = top
 	}
 	_, err = b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, b.key, b.dashboardKey())
+		p.Del(ctx, b.key, b.dashboardKey(), b.dashboardIDsKey())
 		p.HSet(ctx, b.originKey(), "sysid", o.SystemID, "timeline", o.Timeline, "slot", o.Slot, "earlier", earlier.String(), "reason", reason)
 		p.HIncrBy(ctx, b.originKey(), "epoch", 1)
 		return nil

@@ -120,21 +120,20 @@ func (h *Hub) ForgetEarlier(pos schema.Position) {
 func (h *Hub) resumeCapacity() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	span, _ := h.resumeSpan()
-	return int(span)
+	return int(h.resumeSpan())
 }
 
-// resumeSpan is how many of the newest messages replays are served from,
-// and whether they are all the bus keeps; h.mu is held. It leaves an
-// eighth of the window as a margin: a client moved back to the oldest
-// message it serves is not closed as too slow by the next publish.
-func (h *Hub) resumeSpan() (span uint64, whole bool) {
+// resumeSpan is how many of the newest messages replays are served from;
+// h.mu is held. It leaves an eighth of the window as a margin: a client
+// moved back to the oldest message it serves is not closed as too slow by
+// the next publish.
+func (h *Hub) resumeSpan() uint64 {
 	n := uint64(len(h.window))
-	span = max(1, n-n/8)
-	if d := uint64(h.resume.depth); d > 0 && d <= span {
-		return d, true
+	span := max(1, n-n/8)
+	if d := uint64(h.resume.depth); d > 0 && d < span {
+		return d
 	}
-	return span, false
+	return span
 }
 
 // Preload fills an empty hub's window with the newest stored messages,
@@ -182,7 +181,7 @@ func (h *Hub) seek(pos schema.Position) (uint64, seekResult) {
 	if h.last.Less(pos) {
 		return 0, askBus // newer than this replica has read: the bus knows
 	}
-	size, whole := h.resumeSpan()
+	size := h.resumeSpan()
 	lo := r.floor // the oldest resumable sequence
 	if h.head > size && h.head-size > lo {
 		lo = h.head - size
@@ -211,9 +210,11 @@ func (h *Hub) seek(pos schema.Position) (uint64, seekResult) {
 			return 0, tooOld // not an id of this history: it is all here
 		case known && before.Less(pos):
 			return lo, inWindow // between two messages: nothing missed
-		case known && whole: // the window serves all the bus keeps
-			return 0, tooOld
 		}
+		// Older than the window: only the bus knows whether it still
+		// holds the position (its history counts changes, the window
+		// dashboards too); it says so from its metadata, and a replay
+		// reads at most MaxReplayRead entries.
 		return 0, askBus
 	}
 	// Positions increase through the current history: binary search.
