@@ -66,9 +66,9 @@ func (l *resumeLimiter) allow(now time.Time) bool {
 // back across it.
 type windowHistory struct {
 	floor uint64 // sequence of the first message of the current history
-	// depth is how many of the newest messages are resumable: the bus's
-	// history (--history), so that every replica and the bus agree on
-	// what is too old; 0: the whole window.
+	// depth is how many of the newest messages are resumable from the
+	// window: the bus's history (--history), so that the window never
+	// serves a position the bus has trimmed; 0: the whole window.
 	depth int
 	// fromStart: the current history began with the bus's (the bus was
 	// empty, or a new epoch began), so since=0-0 is the whole of it as

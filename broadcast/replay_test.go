@@ -143,3 +143,17 @@ func TestReplayReadsOfTheBusAreBounded(t *testing.T) {
 		t.Errorf("one replay read %d entries from the bus, more than MaxReplayRead (%d)", n, MaxReplayRead)
 	}
 }
+
+// A client moved back to the oldest message the window serves is not
+// closed as too slow by the next publish: replays leave a margin.
+func TestReplayFromTheWindowEdgeSurvivesThePublishes(t *testing.T) {
+	s, _ := newCountingServer(t, 64, 1000)
+	ps := s.publishMany(t, 200)
+	oldest := ps[len(ps)-int(64-64/8)] // the oldest the window serves
+	c := connect(t, s, mint(t, 1, "admin"), "since="+oldest.String())
+	s.publishMany(t, 4)
+	got := c.ids(64 - 64/8 - 1 + 4)
+	if got[len(got)-1] != fmt.Sprint(schema.Position{LSN: 1000 + s.seq}) {
+		t.Errorf("replay then live ended at %s", got[len(got)-1])
+	}
+}
