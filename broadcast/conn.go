@@ -70,7 +70,7 @@ type client struct {
 	presenceLimit presenceLimiter
 	authLimit     rateBucket // auth frames; reader only
 	// resumes limits the resume frames the client sends (reader only).
-	resumes resumeLimiter
+	resumes rateBucket
 }
 
 // run drives the connection until it ends, returning why.
@@ -283,7 +283,7 @@ func (s *Server) read(ctx context.Context, c *client) error {
 				}
 			}
 		case "resume":
-			if !c.resumes.allow(time.Now()) {
+			if ok, _ := c.resumes.take(time.Now(), resumeRate, resumeBurst); !ok {
 				err = c.send(ctx, errorFrame("rate_limited", resumeLimitMessage))
 				break
 			}

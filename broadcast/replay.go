@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/walcast/walcast/schema"
 )
@@ -38,27 +37,6 @@ const resumeLimitMessage = "too many resume frames: at most 1 per second; the co
 // errReplayTooLong is the resync reason of a replay that would read more
 // of the bus than MaxReplayRead.
 var errReplayTooLong = errors.New("position is further behind than a replay may read")
-
-// resumeLimiter is a connection's token bucket for resume frames; only its
-// reader uses it.
-type resumeLimiter struct {
-	tokens float64
-	at     time.Time
-}
-
-func (l *resumeLimiter) allow(now time.Time) bool {
-	if l.at.IsZero() {
-		l.tokens = resumeBurst
-	} else {
-		l.tokens = min(resumeBurst, l.tokens+now.Sub(l.at).Seconds()*resumeRate)
-	}
-	l.at = now
-	if l.tokens < 1 {
-		return false
-	}
-	l.tokens--
-	return true
-}
 
 // windowHistory is what the hub's window proves about the history it
 // holds; under the hub's lock. The messages from sequence floor on are
