@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/walcast/walcast/internal/netguard"
 )
 
 // RedisPresence shares presence between serve replicas through Redis:
@@ -27,6 +29,7 @@ import (
 //   - typing frames travel on <stream>:presence:typing and are stored
 //     nowhere.
 type RedisPresence struct {
+	bus      *RedisBus
 	rdb      *redis.Client
 	pr       *Presence
 	replica  string
@@ -55,7 +58,7 @@ func (b *RedisBus) PresenceLink(pr *Presence, ttl time.Duration) *RedisPresence 
 	_, _ = rand.Read(id)
 	prefix := b.key + ":presence"
 	l := &RedisPresence{
-		rdb: b.rdb, pr: pr, replica: hex.EncodeToString(id), ttl: ttl,
+		bus: b, rdb: b.presence, pr: pr, replica: hex.EncodeToString(id), ttl: ttl,
 		prefix: prefix, channel: prefix, typingCh: prefix + ":typing",
 		dirty: map[int64]*presenceEntry{}, wake: make(chan struct{}, 1),
 	}
@@ -105,9 +108,18 @@ func (l *RedisPresence) signal() {
 
 // Run shares presence until ctx ends, then removes this replica's users.
 func (l *RedisPresence) Run(ctx context.Context) error {
-	ps := l.rdb.Subscribe(ctx, l.channel, l.typingCh)
-	defer ps.Close()
-	msgs := ps.Channel()
+	msgs := make(chan *redis.Message, 256)
+	resubscribed := make(chan struct{}, 1)
+	listenCtx, stopListen := context.WithCancel(ctx)
+	listenDone := make(chan struct{})
+	go func() {
+		defer close(listenDone)
+		l.listen(listenCtx, msgs, resubscribed)
+	}()
+	defer func() {
+		stopListen()
+		<-listenDone
+	}()
 	beat := time.NewTicker(l.ttl / 3)
 	defer beat.Stop()
 	l.heartbeat(ctx)
@@ -120,12 +132,71 @@ func (l *RedisPresence) Run(ctx context.Context) error {
 			l.flush(ctx)
 		case <-beat.C:
 			l.heartbeat(ctx)
-		case m, ok := <-msgs:
-			if !ok {
-				return nil
-			}
+		case <-resubscribed:
+			// Announcements sent while the old subscription was silent
+			// are lost: read every replica's state again now.
+			l.heartbeat(ctx)
+		case m := <-msgs:
 			l.receive(m)
 		}
+	}
+}
+
+// listen receives the presence channels' messages into msgs until ctx
+// ends. go-redis's own channel reader waits for ever on a connection that
+// went silent, so listen reads with a deadline: after a quiet ttl/3 it
+// sends a PING, and a subscription that answers neither within the Redis
+// timeout is closed and made anew (resubscribed is then signalled).
+func (l *RedisPresence) listen(ctx context.Context, msgs chan<- *redis.Message, resubscribed chan<- struct{}) {
+	quiet := l.ttl / 3
+	first := true
+	for ctx.Err() == nil {
+		ps := l.rdb.Subscribe(ctx, l.channel, l.typingCh)
+		if !first {
+			select {
+			case resubscribed <- struct{}{}:
+			default:
+			}
+		}
+		first = false
+		awaiting := false // a PING is out
+		for ctx.Err() == nil {
+			wait := quiet
+			if awaiting {
+				wait = l.bus.timeout
+			}
+			msg, err := ps.ReceiveTimeout(ctx, wait)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				if !netguard.IsTimeout(err) {
+					// go-redis reconnects the subscription by itself.
+					l.log.Debug("presence subscription failed; retrying", "err", err)
+					if !sleepCtx(ctx, 100*time.Millisecond) {
+						break
+					}
+					continue
+				}
+				if awaiting {
+					l.bus.silent(ctx, err, l.bus.prConn, "redis_pubsub")
+					break
+				}
+				if err := ps.Ping(ctx); err != nil && ctx.Err() == nil {
+					l.log.Debug("presence subscription ping failed", "err", err)
+				}
+				awaiting = true
+				continue
+			}
+			awaiting = false
+			if m, ok := msg.(*redis.Message); ok {
+				select {
+				case msgs <- m:
+				case <-ctx.Done():
+				}
+			}
+		}
+		ps.Close()
 	}
 }
 
@@ -159,6 +230,7 @@ func (l *RedisPresence) flush(ctx context.Context) {
 		pipe.Publish(ctx, l.typingCh, b)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
+		l.bus.silent(ctx, err, l.bus.prConn, "redis_presence")
 		// The next heartbeat rewrites every local user.
 		l.log.Warn("sharing presence through redis failed; retrying at the next heartbeat", "err", err)
 	}
@@ -186,6 +258,7 @@ func (l *RedisPresence) heartbeat(ctx context.Context) {
 	pipe.PExpire(ctx, l.replicasKey(), 2*l.ttl)
 	if _, err := pipe.Exec(ctx); err != nil {
 		if ctx.Err() == nil {
+			l.bus.silent(ctx, err, l.bus.prConn, "redis_presence")
 			l.log.Warn("presence heartbeat failed", "err", err)
 		}
 		return

@@ -2,15 +2,18 @@ package broadcast
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/walcast/walcast/internal/netguard"
 	"github.com/walcast/walcast/schema"
 )
 
@@ -31,11 +34,22 @@ const (
 // replicas. The entry id is the message's Position, so an append re-read
 // from WAL after a crash is refused by Redis as not newer than the stream's
 // top, and no change is ever stored twice.
+//
+// It holds three connection pools, so that one going silent is noticed and
+// replaced without waiting on the others: the main one (appends, history
+// reads, checks), the follower's, and presence's (commands and pub/sub).
 type RedisBus struct {
 	rdb     *redis.Client
 	key     string
 	history int64
 	log     *slog.Logger
+
+	// The follower's and presence's clients, and each client's open
+	// connections, closed at once when one of them went silent.
+	follow, presence               *redis.Client
+	mainConns, followConns, prConn *netguard.Tracker
+	timeout                        time.Duration
+	onReplaced                     func(conn, reason string)
 
 	healthy atomic.Bool // the last command to Redis succeeded
 	start   *startState // set by Preload, read by Follow after it
@@ -47,6 +61,18 @@ type RedisConfig struct {
 	Key     string // stream key; DefaultStreamKey when empty
 	History int    // entries kept, approximately (MAXLEN ~)
 	Logger  *slog.Logger
+
+	// Timeout bounds every command's reads and writes (default 5 s); the
+	// follower's blocking read waits its block time plus Timeout. A
+	// connection that does not answer within it is closed and replaced.
+	Timeout time.Duration
+	// Transport sets TCP keepalive and TCP_USER_TIMEOUT on every
+	// connection (zero: the operating system's defaults).
+	Transport netguard.Options
+	// OnReplaced is called when the connections of a pool were closed
+	// because one went silent: conn is "redis", "redis_follow",
+	// "redis_presence" or "redis_pubsub", reason "timeout".
+	OnReplaced func(conn, reason string)
 }
 
 // redisLogger routes go-redis's own log lines to slog at debug level:
@@ -60,28 +86,70 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 
 // NewRedisBus parses the URL and returns a bus; it does not connect yet.
 func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
-	opts, err := redis.ParseURL(cfg.URL)
-	if err != nil {
+	if _, err := redis.ParseURL(cfg.URL); err != nil {
 		return nil, fmt.Errorf("parse redis url: %w", err)
 	}
-	opts.MaxRetries = 0 // walcast retries with its own backoff and logs
-	// Shutdown cancels the follower's blocking read instead of waiting it
-	// out.
-	opts.ContextTimeoutEnabled = true
-	opts.ReadTimeout = 5 * time.Second
-	opts.WriteTimeout = 5 * time.Second
 	if cfg.Key == "" {
 		cfg.Key = DefaultStreamKey
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
 	redis.SetLogger(redisLogger{cfg.Logger})
-	return &RedisBus{rdb: redis.NewClient(opts), key: cfg.Key, history: int64(cfg.History), log: cfg.Logger.With("stream", cfg.Key)}, nil
+	b := &RedisBus{key: cfg.Key, history: int64(cfg.History), log: cfg.Logger.With("stream", cfg.Key),
+		mainConns: &netguard.Tracker{}, followConns: &netguard.Tracker{}, prConn: &netguard.Tracker{},
+		timeout: cfg.Timeout, onReplaced: cfg.OnReplaced}
+	b.rdb = newRedisClient(cfg, b.mainConns)
+	b.follow = newRedisClient(cfg, b.followConns)
+	b.presence = newRedisClient(cfg, b.prConn)
+	return b, nil
 }
 
-// Close closes the connection pool.
-func (b *RedisBus) Close() error { return b.rdb.Close() }
+// newRedisClient returns a client of cfg.URL (already checked) whose
+// connections have walcast's timeouts and are tracked by conns.
+func newRedisClient(cfg RedisConfig, conns *netguard.Tracker) *redis.Client {
+	opts, _ := redis.ParseURL(cfg.URL)
+	opts.MaxRetries = 0 // walcast retries with its own backoff and logs
+	// Shutdown cancels the follower's blocking read instead of waiting it
+	// out.
+	opts.ContextTimeoutEnabled = true
+	opts.ReadTimeout = cfg.Timeout
+	opts.WriteTimeout = cfg.Timeout
+	opts.DialTimeout = cfg.Timeout
+	nd := cfg.Transport.Dialer(cfg.Timeout)
+	dial := nd.DialContext
+	if opts.TLSConfig != nil {
+		td := &tls.Dialer{NetDialer: nd, Config: opts.TLSConfig}
+		dial = td.DialContext
+	}
+	opts.Dialer = conns.Wrap(func(ctx context.Context, network, addr string) (net.Conn, error) { return dial(ctx, network, addr) })
+	return redis.NewClient(opts)
+}
+
+// Close closes the connection pools.
+func (b *RedisBus) Close() error {
+	return errors.Join(b.rdb.Close(), b.follow.Close(), b.presence.Close())
+}
+
+// silent closes every connection of a pool after one of its commands
+// timed out (err) while its caller still waited (ctx not done): the path
+// to Redis is probably silent for all of them, and each would otherwise
+// cost another timeout. It reports whether it did.
+func (b *RedisBus) silent(ctx context.Context, err error, conns *netguard.Tracker, name string) bool {
+	if err == nil || ctx.Err() != nil || !netguard.IsTimeout(err) {
+		return false
+	}
+	n := conns.CloseAll()
+	b.log.Warn("a redis connection did not answer within --redis-timeout; closed its pool's connections, the next command opens new ones",
+		"conn", name, "closed", n, "timeout", b.timeout, "err", err)
+	if b.onReplaced != nil {
+		b.onReplaced(name, "timeout")
+	}
+	return true
+}
 
 // Healthy reports whether the last command to Redis succeeded.
 func (b *RedisBus) Healthy() bool { return b.healthy.Load() }
@@ -89,6 +157,13 @@ func (b *RedisBus) Healthy() bool { return b.healthy.Load() }
 func (b *RedisBus) note(err error) error {
 	b.healthy.Store(err == nil || errors.Is(err, redis.Nil))
 	return err
+}
+
+// noteMain is note for a command of the main pool that ran under ctx: a
+// timeout also replaces the pool's connections.
+func (b *RedisBus) noteMain(ctx context.Context, err error) error {
+	b.silent(ctx, err, b.mainConns, "redis")
+	return b.note(err)
 }
 
 // Check connects and verifies the stream key, for a clear error at start:
@@ -129,7 +204,7 @@ func isAuthError(err error) bool {
 // Head returns the position of the newest stored message.
 func (b *RedisBus) Head(ctx context.Context) (schema.Position, error) {
 	res, err := b.rdb.XRevRangeN(ctx, b.key, "+", "-", 1).Result()
-	if b.note(err) != nil {
+	if b.noteMain(ctx, err) != nil {
 		return schema.Position{}, fmt.Errorf("read head of %s: %w", b.key, err)
 	}
 	if len(res) == 0 {
@@ -274,15 +349,22 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 			}
 			b.log.Info("following stream", "from", head.String())
 		}
-		// One round trip: the stream's state before the read (to tell
-		// whether entries after last are gone), the read, and the epoch
-		// after it (unchanged then: every entry read is of this epoch).
-		pipe := b.rdb.Pipeline()
-		xi := pipe.XInfoStream(ctx, b.key)
-		xr := pipe.XRead(ctx, &redis.XReadArgs{Streams: []string{b.key, last.String()}, Count: 1000, Block: time.Second})
-		ep := pipe.HMGet(ctx, b.originKey(), "epoch", "earlier")
-		_, _ = pipe.Exec(ctx)
+		// One round trip on the follower's own connection: the stream's
+		// state before the read (to tell whether entries after last are
+		// gone), the read, and the epoch after it (unchanged then: every
+		// entry read is of this epoch). The blocking read waits its block
+		// time and then Timeout for the answer: a silent connection fails
+		// here instead of blocking for good.
+		const block = time.Second
+		rctx, cancel := context.WithTimeout(ctx, block+b.timeout)
+		pipe := b.follow.Pipeline()
+		xi := pipe.XInfoStream(rctx, b.key)
+		xr := pipe.XRead(rctx, &redis.XReadArgs{Streams: []string{b.key, last.String()}, Count: 1000, Block: block})
+		ep := pipe.HMGet(rctx, b.originKey(), "epoch", "earlier")
+		_, _ = pipe.Exec(rctx)
+		cancel()
 		res, err := xr.Result()
+		b.silent(ctx, err, b.followConns, "redis_follow")
 		if errors.Is(err, redis.Nil) {
 			res, err = nil, nil
 		}

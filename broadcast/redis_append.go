@@ -97,11 +97,11 @@ func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
 	err := b.appendOnce(ctx, msgs)
 	if err != nil && strings.Contains(err.Error(), "NOSCRIPT") {
 		if lerr := appendScript.Load(ctx, b.rdb).Err(); lerr != nil {
-			return b.note(fmt.Errorf("load append script: %w", lerr))
+			return b.noteMain(ctx, fmt.Errorf("load append script: %w", lerr))
 		}
 		err = b.appendOnce(ctx, msgs)
 	}
-	return b.note(err)
+	return b.noteMain(ctx, err)
 }
 
 func (b *RedisBus) appendOnce(ctx context.Context, msgs []schema.Message) error {

@@ -2,6 +2,8 @@ package cdc
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/walcast/walcast/internal/netguard"
 	"github.com/walcast/walcast/schema"
 )
 
@@ -68,6 +71,18 @@ type Config struct {
 	// were lost), before Run returns the SetupError saying so: the place
 	// to tell clients to resync.
 	OnLost func()
+
+	// Transport sets TCP keepalive and TCP_USER_TIMEOUT on every
+	// connection to PostgreSQL (zero: the operating system's defaults).
+	Transport netguard.Options
+	// QueryTimeout bounds each step on the ordinary connection (setup,
+	// heartbeats, the slot's WAL) and the start of a replication session;
+	// a connection that does not answer within it is closed and replaced.
+	QueryTimeout time.Duration // default 30 s
+	// OnReplaced is called when a connection was closed because it went
+	// silent or failed, and another opened in its place: conn is
+	// "replication" or "query", reason "silent", "timeout" or "closed".
+	OnReplaced func(conn, reason string)
 }
 
 // Status is a snapshot of a Capture's progress, for health checks and
@@ -123,6 +138,11 @@ type Capture struct {
 	lostReported atomic.Bool // OnLost was called
 	noMessages   sync.Once   // the PostgreSQL < 14 note was logged
 
+	// appName is the replication connection's application_name: "walcast"
+	// and a token of this Capture, so that capture can recognise a
+	// walsender left over from its own previous session.
+	appName string
+
 	mu           sync.Mutex
 	lastErr      string
 	waiting      string
@@ -131,6 +151,9 @@ type Capture struct {
 	walStatus    string
 	safeWAL      int64
 	walOver      bool // retainedWAL is above MaxRetainedWAL (logged)
+
+	stalled    string    // why the last session was closed as stalled, until the next one streams
+	stallSince time.Time // when the current stall was logged; zero when none
 }
 
 // New returns a Capture. Call Run to start it.
@@ -147,8 +170,18 @@ func New(cfg Config, sink Sink) *Capture {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Capture{cfg: cfg, sink: sink, log: cfg.Logger.With("slot", cfg.Slot), retainedWAL: -1, safeWAL: NoWALLimit}
+	if cfg.QueryTimeout <= 0 {
+		cfg.QueryTimeout = 30 * time.Second
+	}
+	token := make([]byte, 6)
+	_, _ = rand.Read(token)
+	return &Capture{cfg: cfg, sink: sink, log: cfg.Logger.With("slot", cfg.Slot), retainedWAL: -1, safeWAL: NoWALLimit,
+		appName: "walcast-" + hex.EncodeToString(token)}
 }
+
+// AppName is the application_name of this Capture's replication
+// connections: "walcast-" and a random token of this process.
+func (c *Capture) AppName() string { return c.appName }
 
 // Status returns the current progress.
 func (c *Capture) Status() Status {
@@ -169,6 +202,9 @@ func (c *Capture) Status() Status {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if st.Stalled == "" {
+		st.Stalled = c.stalled // a session closed as stalled, until the next one streams
+	}
 	st.LastError, st.Waiting = c.lastErr, c.waiting
 	st.RetainedWAL, st.WALStatus, st.SafeWALSize = c.retainedWAL, c.walStatus, c.safeWAL
 	return st
@@ -245,6 +281,10 @@ func (c *Capture) Run(ctx context.Context) error {
 			continue
 		}
 		c.setErr(err)
+		var stall *stallError
+		if errors.As(err, &stall) {
+			c.stallEnded(stall)
+		}
 		if time.Since(started) > time.Minute {
 			backoff = 100 * time.Millisecond
 		}
@@ -278,18 +318,96 @@ func (e *slotHeldError) Error() string {
 	return fmt.Sprintf("replication slot %s is active for PID %d (%s)", e.slot, e.pid, e.holder)
 }
 
-// replicationURL returns the database URL for a replication connection,
-// with the session settings that fix pgoutput's text formats.
-func replicationConfig(dbURL string) (*pgconn.Config, error) {
-	cfg, err := pgconn.ParseConfig(dbURL)
+// stallError ends a session whose server sent nothing, not even a
+// keepalive it was asked for, for the stall threshold.
+type stallError struct {
+	quiet, threshold time.Duration
+}
+
+func (e *stallError) Error() string {
+	return fmt.Sprintf("replication connection silent: nothing received from the server for %s (stall threshold %s); closed it",
+		e.quiet.Round(time.Millisecond), e.threshold)
+}
+
+// stallEnded records a session closed as stalled: reported as stalled
+// until the next session streams, logged once, counted.
+func (c *Capture) stallEnded(e *stallError) {
+	c.mu.Lock()
+	c.stalled = e.Error()
+	c.mu.Unlock()
+	c.noteStall(e.Error(), time.Now())
+	if c.cfg.OnReplaced != nil {
+		c.cfg.OnReplaced("replication", "silent")
+	}
+}
+
+// noteStall logs when the stream stalls and when it moves again, once
+// each per stall, whichever part of capture notices.
+func (c *Capture) noteStall(reason string, now time.Time) {
+	c.mu.Lock()
+	since := c.stallSince
+	switch {
+	case reason != "" && since.IsZero():
+		c.stallSince = now
+	case reason == "" && !since.IsZero():
+		c.stallSince = time.Time{}
+	default:
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	if reason != "" {
+		c.log.Error("replication stalled: changes are not coming through; not ready until they do", "reason", reason,
+			"hint", "the walsender may be stuck or the network down (see pg_stat_replication), or capture is far behind or cannot store changes")
+		return
+	}
+	c.log.Info("replication moving again", "stalled_for", now.Sub(since).Round(time.Millisecond))
+}
+
+// pgConfig parses the database URL for an ordinary connection with
+// walcast's transport settings.
+func (c *Capture) pgConfig() (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(c.cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", redactURLError(err))
 	}
+	cfg.DialFunc = c.cfg.Transport.Dialer(0).DialContext
+	return cfg, nil
+}
+
+// connect opens an ordinary connection, within QueryTimeout unless the URL
+// sets connect_timeout.
+func (c *Capture) connect(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := c.pgConfig()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ConnectTimeout == 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.QueryTimeout)
+		defer cancel()
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to database: %w", redactURLError(err))
+	}
+	return conn, nil
+}
+
+// replicationConfig returns the configuration of a replication
+// connection, with the session settings that fix pgoutput's text formats
+// and this Capture's application_name.
+func (c *Capture) replicationConfig() (*pgconn.Config, error) {
+	cfg, err := pgconn.ParseConfig(c.cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", redactURLError(err))
+	}
+	cfg.DialFunc = c.cfg.Transport.Dialer(0).DialContext
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
 	}
 	cfg.RuntimeParams["replication"] = "database"
-	cfg.RuntimeParams["application_name"] = "walcast"
+	cfg.RuntimeParams["application_name"] = c.appName
 	// pgoutput formats values with the walsender's settings: pin the ones
 	// the decoder's fast paths rely on.
 	cfg.RuntimeParams["DateStyle"] = "ISO, YMD"
@@ -312,17 +430,24 @@ func redactURLError(err error) error {
 // session runs one replication connection from setup to loss.
 func (c *Capture) session(ctx context.Context) error {
 	// Setup runs on an ordinary connection: catalog queries and DDL.
-	setup, err := pgx.Connect(ctx, c.cfg.DatabaseURL)
+	setup, err := c.connect(ctx)
 	if err != nil {
-		return fmt.Errorf("connect to database: %w", redactURLError(err))
+		return err
 	}
-	defer setup.Close(context.WithoutCancel(ctx))
-	tracked, err := prepare(ctx, setup, c.cfg.Publication, c.cfg.Tables, c.tracked)
+	defer closeConn(ctx, setup.PgConn())
+	// Each setup step must answer within QueryTimeout: a connection that
+	// went silent while it was being set up is closed by the timeout.
+	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, c.cfg.QueryTimeout) }
+	sctx, cancel := step()
+	tracked, err := prepare(sctx, setup, c.cfg.Publication, c.cfg.Tables, c.tracked)
+	cancel()
 	if err != nil {
 		return err
 	}
 	c.tracked = tracked
-	slot, err := querySlot(ctx, setup, c.cfg.Slot)
+	sctx, cancel = step()
+	slot, err := querySlot(sctx, setup, c.cfg.Slot)
+	cancel()
 	if err != nil {
 		return err
 	}
@@ -343,40 +468,52 @@ func (c *Capture) session(ctx context.Context) error {
 			return c.slotLost()
 		}
 		if slot.activePID != 0 {
-			return &slotHeldError{slot: c.cfg.Slot, pid: slot.activePID, holder: holderOf(ctx, setup, slot.activePID)}
+			sctx, cancel = step()
+			slot, err = c.reclaimSlot(sctx, setup, slot)
+			cancel()
+			if err != nil {
+				return err
+			}
 		}
 	}
 
-	rcfg, err := replicationConfig(c.cfg.DatabaseURL)
+	rcfg, err := c.replicationConfig()
 	if err != nil {
 		return err
 	}
-	conn, err := pgconn.ConnectConfig(ctx, rcfg)
+	sctx, cancel = step()
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(sctx, rcfg)
 	if err != nil {
 		return fmt.Errorf("open replication connection: %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	sys, err := pglogrepl.IdentifySystem(ctx, conn)
+	defer closeConn(ctx, conn)
+	sys, err := pglogrepl.IdentifySystem(sctx, conn)
 	if err != nil {
 		return fmt.Errorf("identify system: %w", err)
 	}
-	if err := c.checkLineage(ctx, conn, sys, slot.exists); err != nil {
+	if err := c.checkLineage(sctx, conn, sys, slot.exists); err != nil {
 		return err
 	}
 	if !slot.exists {
+		// No timeout: creating a slot waits for the transactions running
+		// at that moment to end, however long they take.
 		res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
 			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
 		if err != nil {
 			return fmt.Errorf("create replication slot %s: %w", c.cfg.Slot, err)
 		}
 		c.log.Info("created replication slot", "consistent_point", res.ConsistentPoint)
-		slot, err = querySlot(ctx, setup, c.cfg.Slot)
+		cancel()
+		sctx, cancel = step()
+		defer cancel()
+		slot, err = querySlot(sctx, setup, c.cfg.Slot)
 		if err != nil {
 			return err
 		}
 	}
 	// The setup connection stays open for the session's heartbeats.
-	mode, emitSQL, err := c.heartbeatMode(ctx, setup)
+	mode, emitSQL, err := c.heartbeatMode(sctx, setup)
 	if err != nil {
 		return err
 	}
@@ -389,7 +526,7 @@ func (c *Capture) session(ctx context.Context) error {
 	}
 
 	c.confirmed.Store(slot.confirmed)
-	err = pglogrepl.StartReplication(ctx, conn, c.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+	err = pglogrepl.StartReplication(sctx, conn, c.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
 		PluginArgs: args,
 	})
@@ -404,11 +541,60 @@ func (c *Capture) session(ctx context.Context) error {
 		c.log.Info("took over the replication slot", "waited", waited.Round(time.Millisecond))
 	}
 	c.setErr(nil)
+	c.mu.Lock()
+	c.stalled = ""
+	c.mu.Unlock()
 	c.live.reset(mode, time.Now())
 	c.streaming.Store(true)
 	c.sessions.Add(1)
 	c.log.Info("streaming changes", "from", fmtLSN(slot.confirmed), "publication", c.cfg.Publication, "liveness", mode)
 	return c.stream(ctx, conn, setup, emitSQL)
+}
+
+// closeConn closes a connection, waiting at most a second for the
+// goodbye to be written: a silent connection must not hold capture up.
+func closeConn(ctx context.Context, conn *pgconn.PgConn) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = conn.Close(cctx)
+}
+
+// reclaimSlot handles a slot that a walsender holds. When that walsender
+// is this Capture's own (its application_name carries this process's
+// token: a previous session whose connection went silent, which
+// PostgreSQL would otherwise keep until wal_sender_timeout), it terminates
+// it and waits for the slot to be free, and returns the slot's row.
+// Anyone else's walsender is left alone: it returns a *slotHeldError, and
+// capture waits as a standby.
+func (c *Capture) reclaimSlot(ctx context.Context, conn *pgx.Conn, slot slotInfo) (slotInfo, error) {
+	pid := slot.activePID
+	var terminated bool
+	err := conn.QueryRow(ctx, `SELECT pg_terminate_backend(a.pid)
+		FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid
+		WHERE s.slot_name = $1 AND s.database = current_database() AND a.pid = $2
+		AND a.backend_type = 'walsender' AND a.application_name = $3`, c.cfg.Slot, pid, c.appName).Scan(&terminated)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return slot, &slotHeldError{slot: c.cfg.Slot, pid: pid, holder: holderOf(ctx, conn, pid)}
+	}
+	if err != nil {
+		return slot, fmt.Errorf("terminate this process's previous walsender (PID %d), which still holds slot %s: %w", pid, c.cfg.Slot, err)
+	}
+	c.log.Warn("terminated this process's previous walsender, which still held the replication slot", "pid", pid)
+	for {
+		s, err := querySlot(ctx, conn, c.cfg.Slot)
+		if err != nil {
+			return slot, err
+		}
+		if s.activePID != pid {
+			if s.activePID != 0 {
+				return s, &slotHeldError{slot: c.cfg.Slot, pid: s.activePID, holder: holderOf(ctx, conn, s.activePID)}
+			}
+			return s, nil
+		}
+		if !sleep(ctx, 20*time.Millisecond) {
+			return slot, fmt.Errorf("previous walsender (PID %d) still holds slot %s after pg_terminate_backend: %w", pid, c.cfg.Slot, ctx.Err())
+		}
+	}
 }
 
 // heartbeatMode decides how this session's liveness is known: heartbeats
@@ -617,6 +803,14 @@ func storeMax(v *atomic.Uint64, n uint64) {
 // receive reads the replication stream until ctx is done or the connection
 // fails, sending standby status updates on the server's request, when the
 // confirmed position moved, and at least every StatusInterval.
+//
+// With a stall threshold, a connection that goes quiet is asked for a
+// keepalive every third of the threshold; when nothing at all arrives for
+// the threshold while receive waits for the server (not while it waits for
+// the bus to store), the connection is silent: receive returns a
+// *stallError and the session is replaced. A stream that is merely behind
+// (data arriving, heartbeats late) is reported, never cut: reconnecting
+// would only read the same backlog again.
 func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan<- *Piece, outstanding *atomic.Int64) error {
 	dec := NewDecoder()
 	dec.MaxRowBytes = c.cfg.MaxRowBytes
@@ -640,9 +834,15 @@ func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan
 		<-watchDone
 	}()
 
-	const tick = time.Second
+	threshold := c.cfg.StallThreshold
+	tick := time.Second
+	if threshold > 0 {
+		tick = min(tick, max(threshold/4, 50*time.Millisecond))
+	}
 	lastStatus := time.Now()
 	lastSent := c.confirmed.Load()
+	listening := time.Now() // the last message, or when receive last came back from the publisher
+	lastAsk := time.Time{}  // the last keepalive request sent because the connection was quiet
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -657,6 +857,18 @@ func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan
 				return err
 			}
 			lastStatus, lastSent = now, conf
+		}
+		if threshold > 0 {
+			quiet := now.Sub(listening)
+			if quiet > threshold {
+				return &stallError{quiet: quiet, threshold: threshold}
+			}
+			if quiet >= threshold/3 && now.Sub(lastAsk) >= threshold/3 {
+				if err := c.sendStatus(conn, true); err != nil {
+					return err
+				}
+				lastAsk, lastStatus, lastSent = now, now, conf
+			}
 		}
 		_ = netConn.SetReadDeadline(now.Add(tick))
 		if err := ctx.Err(); err != nil {
@@ -673,10 +885,11 @@ func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan
 			return fmt.Errorf("receive replication message: %w", err)
 		}
 		var data []byte
+		listening = time.Now()
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
 			data = m.Data
-			c.live.heard.Store(now.UnixNano())
+			c.live.heard.Store(listening.UnixNano())
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
 		case *pgproto3.CopyDone:
@@ -730,6 +943,7 @@ func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan
 			if err := c.push(ctx, conn, pending, piece, &lastStatus, &lastSent); err != nil {
 				return err
 			}
+			listening = time.Now()
 		}
 	}
 }

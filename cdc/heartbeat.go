@@ -196,22 +196,35 @@ func (c *Capture) probe(ctx context.Context, conn *pgx.Conn, emitSQL string, end
 	t := time.NewTicker(every)
 	defer t.Stop()
 	failing := false  // the last heartbeat write failed: log the first failure only
+	timedOut := false // the last failure was a timeout: the connection went silent
 	var own *pgx.Conn // a connection this probe opened to replace conn
 	defer func() {
 		if own != nil {
-			own.Close(context.WithoutCancel(ctx))
+			closeConn(ctx, own.PgConn())
 		}
 	}()
+	// A query that does not answer in time closes the connection (pgx
+	// closes a connection whose query's context ends mid-flight), and the
+	// next round opens another.
+	timeout := min(c.cfg.QueryTimeout, max(every, 5*time.Second))
 	for {
-		qctx, cancel := context.WithTimeout(ctx, max(every, 5*time.Second))
+		qctx, cancel := context.WithTimeout(ctx, timeout)
 		if conn.IsClosed() {
 			// The server or a timeout (idle_session_timeout, a query that
 			// timed out) closed it: open another for the rest of the session.
-			if nc, err := pgx.Connect(qctx, c.cfg.DatabaseURL); err == nil {
+			if nc, err := c.connect(qctx); err == nil {
 				if own != nil {
-					own.Close(context.WithoutCancel(ctx))
+					closeConn(ctx, own.PgConn())
 				}
 				own, conn = nc, nc
+				if c.cfg.OnReplaced != nil {
+					reason := "closed"
+					if timedOut {
+						reason = "timeout"
+					}
+					c.cfg.OnReplaced("query", reason)
+				}
+				timedOut = false
 			}
 		}
 		if emitSQL != "" {
@@ -221,6 +234,7 @@ func (c *Capture) probe(ctx context.Context, conn *pgx.Conn, emitSQL string, end
 			switch {
 			case err != nil && ctx.Err() == nil:
 				c.live.unsent(at)
+				timedOut = timedOut || qctx.Err() != nil
 				if !failing {
 					c.log.Warn("cannot write a heartbeat; retrying, stall detection waits meanwhile", "err", err)
 				}
@@ -233,6 +247,7 @@ func (c *Capture) probe(ctx context.Context, conn *pgx.Conn, emitSQL string, end
 		if ctx.Err() == nil {
 			w, err := readSlotWAL(qctx, conn, c.cfg.Slot)
 			if err != nil && ctx.Err() == nil {
+				timedOut = timedOut || qctx.Err() != nil
 				c.log.Debug("cannot read the slot's WAL retention", "err", err)
 			} else if err == nil {
 				if lost := c.noteWAL(w); lost != nil {
@@ -252,7 +267,7 @@ func (c *Capture) probe(ctx context.Context, conn *pgx.Conn, emitSQL string, end
 }
 
 // watchStall logs when the stream stalls and when it moves again: once
-// each per stall.
+// each per stall, also across a session closed as stalled and the next.
 func (c *Capture) watchStall(ctx context.Context) {
 	threshold := c.cfg.StallThreshold
 	if threshold <= 0 {
@@ -260,22 +275,12 @@ func (c *Capture) watchStall(ctx context.Context) {
 	}
 	t := time.NewTicker(min(time.Second, max(threshold/4, 50*time.Millisecond)))
 	defer t.Stop()
-	var since time.Time // when the current stall was noticed; zero when none
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			reason := c.live.stall(now, threshold)
-			switch {
-			case reason != "" && since.IsZero():
-				since = now
-				c.log.Error("replication stalled: changes are not coming through; not ready until they do", "reason", reason,
-					"hint", "the walsender may be stuck or the network down (see pg_stat_replication), or capture is far behind or cannot store changes")
-			case reason == "" && !since.IsZero():
-				c.log.Info("replication moving again", "stalled_for", now.Sub(since).Round(time.Millisecond))
-				since = time.Time{}
-			}
+			c.noteStall(c.live.stall(now, threshold), now)
 		}
 	}
 }

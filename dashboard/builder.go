@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/walcast/walcast/internal/netguard"
 	"github.com/walcast/walcast/schema"
 )
 
@@ -45,6 +46,16 @@ type Config struct {
 	// users'; the rest wait for the next rounds.
 	Batch  int
 	Logger *slog.Logger
+
+	// QueryTimeout bounds one round of queries (default 30 s): a
+	// connection that does not answer within it is closed and replaced.
+	QueryTimeout time.Duration
+	// Transport sets TCP keepalive and TCP_USER_TIMEOUT on the connection.
+	Transport netguard.Options
+	// OnReplaced is called with ("dashboard", reason) when the connection
+	// was closed after a failed round ("timeout" when it did not answer,
+	// "error" otherwise) and another will be opened.
+	OnReplaced func(conn, reason string)
 }
 
 // Emitter stores computed dashboard messages. Their Pos is left for it to
@@ -146,6 +157,9 @@ func New(cfg Config) *Builder {
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = DefaultBatch
+	}
+	if cfg.QueryTimeout <= 0 {
+		cfg.QueryTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -329,7 +343,7 @@ func (b *Builder) Run(ctx context.Context, emit Emitter, ready func() bool) erro
 		}
 		last = time.Now()
 		if conn == nil {
-			c, err := pgx.Connect(ctx, b.cfg.DatabaseURL)
+			c, err := b.connect(ctx)
 			if err != nil {
 				failures++
 				b.log.Error("cannot connect to compute dashboards; retrying", "err", err)
@@ -338,15 +352,29 @@ func (b *Builder) Run(ctx context.Context, emit Emitter, ready func() bool) erro
 			}
 			conn = c
 		}
-		msgs, rest, err := b.compute(ctx, conn, d)
+		// A round that does not finish in time closes the connection
+		// (pgx closes a connection whose query's context ends mid-flight).
+		rctx, cancel := context.WithTimeout(ctx, b.cfg.QueryTimeout)
+		msgs, rest, err := b.compute(rctx, conn, d)
+		timedOut := rctx.Err() != nil
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			failures++
-			b.log.Error("computing dashboards failed; retrying", "err", err)
-			conn.Close(ctx)
+			b.log.Error("computing dashboards failed; retrying on a new connection", "err", err, "timed_out", timedOut)
+			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			conn.Close(closeCtx)
+			cancel()
 			conn = nil
+			if b.cfg.OnReplaced != nil {
+				reason := "error"
+				if timedOut {
+					reason = "timeout"
+				}
+				b.cfg.OnReplaced("dashboard", reason)
+			}
 			b.giveBack(d)
 			continue
 		}
@@ -366,6 +394,23 @@ func (b *Builder) Run(ctx context.Context, emit Emitter, ready func() bool) erro
 			b.giveBack(rest)
 		}
 	}
+}
+
+// connect opens the connection dashboards are computed on, with the
+// transport settings, within QueryTimeout unless the URL sets
+// connect_timeout.
+func (b *Builder) connect(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(b.cfg.DatabaseURL)
+	if err != nil {
+		return nil, errors.New("parse database url: invalid URL")
+	}
+	cfg.DialFunc = b.cfg.Transport.Dialer(0).DialContext
+	if cfg.ConnectTimeout == 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.cfg.QueryTimeout)
+		defer cancel()
+	}
+	return pgx.ConnectConfig(ctx, cfg)
 }
 
 // rememberEmitted records the users and committees that have dashboards.

@@ -148,6 +148,7 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("starting", "command", a.mode, "version", version)
 	hub := broadcast.NewHub(cfg.ClientWindow)
 	met := newMetrics()
+	replaced := met.watchReplaced()
 	var (
 		bus     appender
 		history broadcast.History
@@ -157,7 +158,8 @@ func (a *App) Run(ctx context.Context) error {
 	)
 	if cfg.RedisURL != "" {
 		var err error
-		redis, err = broadcast.NewRedisBus(broadcast.RedisConfig{URL: cfg.RedisURL, History: cfg.History, Logger: a.log})
+		redis, err = broadcast.NewRedisBus(broadcast.RedisConfig{URL: cfg.RedisURL, History: cfg.History, Logger: a.log,
+			Timeout: cfg.Transport.RedisTimeout, Transport: cfg.Transport.TCP, OnReplaced: replaced})
 		if err != nil {
 			return &usageError{"--redis-url: " + err.Error()}
 		}
@@ -180,7 +182,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	var dash *dashSink
 	if capturing {
-		if dash = a.startDashboards(bus, history); dash != nil {
+		if dash = a.startDashboards(bus, history, replaced); dash != nil {
 			bus = dash
 		}
 	}
@@ -202,6 +204,9 @@ func (a *App) Run(ctx context.Context) error {
 			OnLost:            func() { resyncLost(hub) },
 			Lineage:           epochLineage{lineageBus: lineage, dash: dash},
 			NewEpoch:          cfg.NewEpoch,
+			Transport:         cfg.Transport.TCP,
+			QueryTimeout:      cfg.Transport.QueryTimeout,
+			OnReplaced:        replaced,
 		}, routeSink{router: schema.NewRouter(cfg.Tables), bus: bus, metrics: met, unroutable: newUnroutable(a.log, met.reg)})
 		met.watchCapture(capture.Status)
 		a.mu.Lock()
@@ -227,7 +232,7 @@ func (a *App) Run(ctx context.Context) error {
 		if capture != nil {
 			st := capture.Status()
 			switch {
-			case st.Streaming && st.Stalled != "":
+			case st.Stalled != "": // streaming but stalled, or a stalled session closed and being replaced
 				ok, checks["replication"] = false, "stalled: "+st.Stalled
 			case st.Streaming:
 				checks["replication"] = "streaming"

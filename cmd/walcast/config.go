@@ -44,6 +44,8 @@ type Config struct {
 	// NewEpoch: on a database whose history does not continue the bus's,
 	// start a new epoch instead of refusing (see epoch.go).
 	NewEpoch bool
+
+	Transport transportConfig // connection timeouts: see transport.go
 }
 
 // option is one configuration setting: its flag, its environment variables

@@ -137,7 +137,7 @@ func (s routeSink) Store(ctx context.Context, txs []schema.Tx) error {
 
 // startDashboards wraps the bus of a capturing process so that dashboards
 // are computed and appended to it; nil when dashboards are off.
-func (a *App) startDashboards(bus appender, history broadcast.History) *dashSink {
+func (a *App) startDashboards(bus appender, history broadcast.History, replaced func(conn, reason string)) *dashSink {
 	if a.cfg.Live.DashboardInterval <= 0 {
 		return nil
 	}
@@ -155,6 +155,10 @@ func (a *App) startDashboards(bus appender, history broadcast.History) *dashSink
 		Interval:    a.cfg.Live.DashboardInterval,
 		Batch:       batch,
 		Logger:      a.log,
+
+		QueryTimeout: a.cfg.Transport.QueryTimeout,
+		Transport:    a.cfg.Transport.TCP,
+		OnReplaced:   replaced,
 	})
 	a.mu.Lock()
 	a.live.dashboards = b
