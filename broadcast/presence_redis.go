@@ -151,7 +151,7 @@ func (l *RedisPresence) listen(ctx context.Context, msgs chan<- *redis.Message, 
 	quiet := l.ttl / 3
 	first := true
 	for ctx.Err() == nil {
-		ps := l.rdb.Subscribe(ctx, l.channel, l.typingCh)
+		ps := l.bus.pubsub.Subscribe(ctx, l.channel, l.typingCh)
 		if !first {
 			select {
 			case resubscribed <- struct{}{}:
@@ -179,7 +179,7 @@ func (l *RedisPresence) listen(ctx context.Context, msgs chan<- *redis.Message, 
 					continue
 				}
 				if awaiting {
-					l.bus.silent(ctx, err, l.bus.prConn, "redis_pubsub")
+					l.bus.replacePool(l.bus.psConns, "redis_pubsub")
 					break
 				}
 				if err := ps.Ping(ctx); err != nil && ctx.Err() == nil {
@@ -230,7 +230,6 @@ func (l *RedisPresence) flush(ctx context.Context) {
 		pipe.Publish(ctx, l.typingCh, b)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
-		l.bus.silent(ctx, err, l.bus.prConn, "redis_presence")
 		// The next heartbeat rewrites every local user.
 		l.log.Warn("sharing presence through redis failed; retrying at the next heartbeat", "err", err)
 	}
@@ -258,7 +257,6 @@ func (l *RedisPresence) heartbeat(ctx context.Context) {
 	pipe.PExpire(ctx, l.replicasKey(), 2*l.ttl)
 	if _, err := pipe.Exec(ctx); err != nil {
 		if ctx.Err() == nil {
-			l.bus.silent(ctx, err, l.bus.prConn, "redis_presence")
 			l.log.Warn("presence heartbeat failed", "err", err)
 		}
 		return

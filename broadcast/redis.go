@@ -35,9 +35,10 @@ const (
 // from WAL after a crash is refused by Redis as not newer than the stream's
 // top, and no change is ever stored twice.
 //
-// It holds three connection pools, so that one going silent is noticed and
+// It holds four connection pools, so that one going silent is noticed and
 // replaced without waiting on the others: the main one (appends, history
-// reads, checks), the follower's, and presence's (commands and pub/sub).
+// reads, checks), the follower's, presence's commands and presence's
+// subscription.
 type RedisBus struct {
 	rdb     *redis.Client
 	key     string
@@ -46,13 +47,16 @@ type RedisBus struct {
 
 	// The follower's and presence's clients, and each client's open
 	// connections, closed at once when one of them went silent.
-	follow, presence               *redis.Client
-	mainConns, followConns, prConn *netguard.Tracker
-	timeout                        time.Duration
-	onReplaced                     func(conn, reason string)
+	follow, presence, pubsub                 *redis.Client
+	mainConns, followConns, prConns, psConns *netguard.Tracker
+	timeout                                  time.Duration
+	onReplaced                               func(conn, reason string)
 
 	healthy atomic.Bool // the last command to Redis succeeded
 	start   *startState // set by Preload, read by Follow after it
+	// followFailing: the follower's last read failed; it is not healthy
+	// until a read succeeds, whatever the other pools do.
+	followFailing atomic.Bool
 }
 
 // RedisConfig configures a RedisBus.
@@ -100,11 +104,18 @@ func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
 	}
 	redis.SetLogger(redisLogger{cfg.Logger})
 	b := &RedisBus{key: cfg.Key, history: int64(cfg.History), log: cfg.Logger.With("stream", cfg.Key),
-		mainConns: &netguard.Tracker{}, followConns: &netguard.Tracker{}, prConn: &netguard.Tracker{},
-		timeout: cfg.Timeout, onReplaced: cfg.OnReplaced}
+		psConns: &netguard.Tracker{}, timeout: cfg.Timeout, onReplaced: cfg.OnReplaced}
+	// A read that waited a whole timeout for nothing replaces its pool's
+	// connections, whoever sees the error (go-redis retries a command on a
+	// new connection by itself). A subscription is quiet by nature: its
+	// silence is found by PING (see RedisPresence.listen).
+	b.mainConns = b.tracker("redis")
+	b.followConns = b.tracker("redis_follow")
+	b.prConns = b.tracker("redis_presence")
 	b.rdb = newRedisClient(cfg, b.mainConns)
 	b.follow = newRedisClient(cfg, b.followConns)
-	b.presence = newRedisClient(cfg, b.prConn)
+	b.presence = newRedisClient(cfg, b.prConns)
+	b.pubsub = newRedisClient(cfg, b.psConns)
 	return b, nil
 }
 
@@ -131,39 +142,38 @@ func newRedisClient(cfg RedisConfig, conns *netguard.Tracker) *redis.Client {
 
 // Close closes the connection pools.
 func (b *RedisBus) Close() error {
-	return errors.Join(b.rdb.Close(), b.follow.Close(), b.presence.Close())
+	return errors.Join(b.rdb.Close(), b.follow.Close(), b.presence.Close(), b.pubsub.Close())
 }
 
-// silent closes every connection of a pool after one of its commands
-// timed out (err) while its caller still waited (ctx not done): the path
-// to Redis is probably silent for all of them, and each would otherwise
-// cost another timeout. It reports whether it did.
-func (b *RedisBus) silent(ctx context.Context, err error, conns *netguard.Tracker, name string) bool {
-	if err == nil || ctx.Err() != nil || !netguard.IsTimeout(err) {
-		return false
-	}
+// tracker tracks a pool's connections and replaces them all when one of
+// them did not answer within a timeout.
+func (b *RedisBus) tracker(name string) *netguard.Tracker {
+	// go-redis computes deadlines from a cached clock: allow for its lag.
+	t := &netguard.Tracker{MinWait: b.timeout / 2}
+	t.OnTimeout = func() { b.replacePool(t, name) }
+	return t
+}
+
+// replacePool closes every connection of a pool after one of them did
+// not answer in time: the path to Redis is probably silent for all of
+// them, and each would otherwise cost another timeout. Commands in flight
+// on them fail (callers retry); the next command opens a new connection.
+func (b *RedisBus) replacePool(conns *netguard.Tracker, name string) {
 	n := conns.CloseAll()
 	b.log.Warn("a redis connection did not answer within --redis-timeout; closed its pool's connections, the next command opens new ones",
-		"conn", name, "closed", n, "timeout", b.timeout, "err", err)
+		"conn", name, "closed", n, "timeout", b.timeout)
 	if b.onReplaced != nil {
 		b.onReplaced(name, "timeout")
 	}
-	return true
 }
 
-// Healthy reports whether the last command to Redis succeeded.
-func (b *RedisBus) Healthy() bool { return b.healthy.Load() }
+// Healthy reports whether the last command to Redis succeeded and the
+// follower (when running) reads.
+func (b *RedisBus) Healthy() bool { return b.healthy.Load() && !b.followFailing.Load() }
 
 func (b *RedisBus) note(err error) error {
 	b.healthy.Store(err == nil || errors.Is(err, redis.Nil))
 	return err
-}
-
-// noteMain is note for a command of the main pool that ran under ctx: a
-// timeout also replaces the pool's connections.
-func (b *RedisBus) noteMain(ctx context.Context, err error) error {
-	b.silent(ctx, err, b.mainConns, "redis")
-	return b.note(err)
 }
 
 // Check connects and verifies the stream key, for a clear error at start:
@@ -204,7 +214,7 @@ func isAuthError(err error) bool {
 // Head returns the position of the newest stored message.
 func (b *RedisBus) Head(ctx context.Context) (schema.Position, error) {
 	res, err := b.rdb.XRevRangeN(ctx, b.key, "+", "-", 1).Result()
-	if b.noteMain(ctx, err) != nil {
+	if b.note(err) != nil {
 		return schema.Position{}, fmt.Errorf("read head of %s: %w", b.key, err)
 	}
 	if len(res) == 0 {
@@ -364,7 +374,7 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 		_, _ = pipe.Exec(rctx)
 		cancel()
 		res, err := xr.Result()
-		b.silent(ctx, err, b.followConns, "redis_follow")
+		b.followFailing.Store(err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil)
 		if errors.Is(err, redis.Nil) {
 			res, err = nil, nil
 		}

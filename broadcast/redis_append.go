@@ -97,11 +97,11 @@ func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
 	err := b.appendOnce(ctx, msgs)
 	if err != nil && strings.Contains(err.Error(), "NOSCRIPT") {
 		if lerr := appendScript.Load(ctx, b.rdb).Err(); lerr != nil {
-			return b.noteMain(ctx, fmt.Errorf("load append script: %w", lerr))
+			return b.note(fmt.Errorf("load append script: %w", lerr))
 		}
 		err = b.appendOnce(ctx, msgs)
 	}
-	return b.noteMain(ctx, err)
+	return b.note(err)
 }
 
 func (b *RedisBus) appendOnce(ctx context.Context, msgs []schema.Message) error {
@@ -133,7 +133,8 @@ func (b *RedisBus) appendOnce(ctx context.Context, msgs []schema.Message) error 
 		}
 		cmds = append(cmds, appendScript.EvalSha(ctx, pipe, keys, args...))
 	}
-	if _, err := pipe.Exec(ctx); err == nil {
+	_, err := pipe.Exec(ctx)
+	if err == nil {
 		return nil
 	}
 	for i, c := range cmds {
@@ -144,7 +145,9 @@ func (b *RedisBus) appendOnce(ctx context.Context, msgs []schema.Message) error 
 			return fmt.Errorf("append from %s to %s: %w", msgs[i*appendChunk].Pos, b.key, e)
 		}
 	}
-	return nil
+	// The pipeline failed as a whole (a timeout, a lost connection) without
+	// marking its commands: nothing is known to be stored.
+	return fmt.Errorf("append from %s to %s: %w", msgs[0].Pos, b.key, err)
 }
 
 // dashboardIDsKey is the list of the dashboard entries' ids in the

@@ -73,7 +73,15 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 // went silent, the others (opened over the same path) most likely did
 // too, and each would otherwise cost a full timeout before the pool
 // discarded it.
+//
+// OnTimeout, when set, is called when a read on a tracked connection
+// failed because a deadline of at least MinWait expired: the connection
+// did not answer for that long. Shorter deadlines (a library's speculative
+// millisecond reads) are not reported. Set both before the first dial.
 type Tracker struct {
+	OnTimeout func()
+	MinWait   time.Duration
+
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{}
 }
@@ -122,6 +130,38 @@ func (t *Tracker) Len() int {
 type trackedConn struct {
 	net.Conn
 	t *Tracker
+
+	mu          sync.Mutex
+	armed, till time.Time // when the read deadline was set, and to what
+}
+
+func (c *trackedConn) arm(t time.Time) {
+	c.mu.Lock()
+	c.armed, c.till = time.Now(), t
+	c.mu.Unlock()
+}
+
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	c.arm(t)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	c.arm(t)
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && c.t.OnTimeout != nil && IsTimeout(err) {
+		c.mu.Lock()
+		waited := c.till.Sub(c.armed)
+		c.mu.Unlock()
+		if waited >= c.t.MinWait {
+			c.t.OnTimeout()
+		}
+	}
+	return n, err
 }
 
 func (c *trackedConn) Close() error {

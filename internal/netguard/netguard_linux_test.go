@@ -116,3 +116,42 @@ func TestTrackerClosesAll(t *testing.T) {
 		t.Error("IsTimeout")
 	}
 }
+
+func TestTrackerReportsLongTimeoutsOnly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // accepts and never answers
+		}
+	}()
+	var reported int
+	tr := &Tracker{MinWait: 50 * time.Millisecond, OnTimeout: func() { reported++ }}
+	c, err := tr.Wrap(Defaults().Dialer(time.Second).DialContext)(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 1)
+	c.SetReadDeadline(time.Now().Add(time.Millisecond))
+	if _, err := c.Read(buf); !IsTimeout(err) {
+		t.Fatalf("read: %v", err)
+	}
+	if reported != 0 {
+		t.Fatalf("a 1 ms deadline was reported")
+	}
+	c.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := c.Read(buf); !IsTimeout(err) {
+		t.Fatalf("read: %v", err)
+	}
+	if reported != 1 {
+		t.Fatalf("a 100 ms silence reported %d times, want 1", reported)
+	}
+}
