@@ -84,9 +84,11 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // A paused walsender is a stall: heartbeats stop coming back, /readyz
-// turns red saying so, one error names the slot; when the walsender
-// continues, /readyz turns green and the change committed meanwhile
-// arrives.
+// turns red saying so, one error names the slot. The server sends
+// nothing, so walcast closes the connection and terminates its own
+// walsender, which still holds the slot; the termination takes effect
+// when the walsender continues: walcast streams on a new session at once,
+// /readyz turns green and the change committed meanwhile arrives.
 func TestReadinessFollowsReplicationStalls(t *testing.T) {
 	pg := electionDB(t)
 	app, logs := startLogged(t, cmdRun, testConfig(t, pg.URL(), "--heartbeat-interval", "200ms", "--stall-threshold", "2s"))
@@ -137,9 +139,16 @@ func TestReadinessFollowsReplicationStalls(t *testing.T) {
 	eventually(t, 5*time.Second, "the stall is logged", func() bool { return strings.Contains(logs.String(), "replication stalled") })
 	time.Sleep(1500 * time.Millisecond) // the stall goes on: it must not be logged again
 
+	eventually(t, 10*time.Second, "walcast terminates its old walsender", func() bool {
+		return strings.Contains(logs.String(), "terminated this process's previous walsender")
+	})
 	resume()
+	continued := time.Now()
 	waitReady(t, app.addr)
-	t.Logf("/readyz green %v after the walsender continued", time.Since(paused).Round(time.Millisecond))
+	t.Logf("/readyz green %v after the walsender continued", time.Since(continued).Round(time.Millisecond))
+	if st := app.app.Status(); st.Sessions != 2 {
+		t.Errorf("sessions = %d, want 2: the stalled one replaced", st.Sessions)
+	}
 	if got := c.change(t)["data"].(map[string]any)["elector_name"]; got != "during the stall" {
 		t.Fatalf("got %v", got)
 	}
