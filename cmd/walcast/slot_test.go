@@ -29,7 +29,7 @@ func TestSlotStatusAndDropCommands(t *testing.T) {
 	app.waitStreaming(t)
 	code, stdout, _ := slotCmd(t, append([]string{"status"}, db...)...)
 	for _, want := range []string{"slot                 walcast", "plugin               pgoutput", "database             postgres",
-		"active               yes, PID ", `application "walcast"`, "confirmed_flush_lsn  0/", "restart_lsn          0/",
+		"active               yes, PID ", `application "walcast-`, "confirmed_flush_lsn  0/", "restart_lsn          0/",
 		"retained WAL         ", "wal_status           reserved", "safe_wal_size        unlimited"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("status output lacks %q", want)
@@ -42,7 +42,7 @@ func TestSlotStatusAndDropCommands(t *testing.T) {
 	if code, stdout, stderr := slotCmd(t, append([]string{"drop"}, db...)...); code != 2 || !strings.Contains(stderr, "without --yes") || stdout != "" {
 		t.Errorf("drop without --yes: exit %d, %q", code, stderr)
 	}
-	if code, _, stderr := slotCmd(t, append([]string{"drop", "--yes"}, db...)...); code != 1 || !strings.Contains(stderr, "in use by PID") || !strings.Contains(stderr, `application "walcast"`) {
+	if code, _, stderr := slotCmd(t, append([]string{"drop", "--yes"}, db...)...); code != 1 || !strings.Contains(stderr, "in use by PID") || !strings.Contains(stderr, `application "walcast-`) {
 		t.Errorf("drop while walcast streams: exit %d, %q", code, stderr)
 	}
 	if !app.app.Status().Streaming {
