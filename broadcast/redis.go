@@ -57,6 +57,10 @@ type RedisBus struct {
 	// followFailing: the follower's last read failed; it is not healthy
 	// until a read succeeds, whatever the other pools do.
 	followFailing atomic.Bool
+	// readSince: when the follower's blocking read in flight began (unix
+	// nanos; 0 when none). A read out for well past its block time is on
+	// a silent connection, before its timeout says so.
+	readSince atomic.Int64
 }
 
 // RedisConfig configures a RedisBus.
@@ -169,7 +173,15 @@ func (b *RedisBus) replacePool(conns *netguard.Tracker, name string) {
 
 // Healthy reports whether the last command to Redis succeeded and the
 // follower (when running) reads.
-func (b *RedisBus) Healthy() bool { return b.healthy.Load() && !b.followFailing.Load() }
+func (b *RedisBus) Healthy() bool {
+	if since := b.readSince.Load(); since != 0 && time.Since(time.Unix(0, since)) > followBlock+b.timeout/2 {
+		return false
+	}
+	return b.healthy.Load() && !b.followFailing.Load()
+}
+
+// followBlock is how long the follower's XREAD blocks.
+const followBlock = time.Second
 
 func (b *RedisBus) note(err error) error {
 	b.healthy.Store(err == nil || errors.Is(err, redis.Nil))
@@ -365,13 +377,14 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 		// entry read is of this epoch). The blocking read waits its block
 		// time and then Timeout for the answer: a silent connection fails
 		// here instead of blocking for good.
-		const block = time.Second
-		rctx, cancel := context.WithTimeout(ctx, block+b.timeout)
+		rctx, cancel := context.WithTimeout(ctx, followBlock+b.timeout)
+		b.readSince.Store(time.Now().UnixNano())
 		pipe := b.follow.Pipeline()
 		xi := pipe.XInfoStream(rctx, b.key)
-		xr := pipe.XRead(rctx, &redis.XReadArgs{Streams: []string{b.key, last.String()}, Count: 1000, Block: block})
+		xr := pipe.XRead(rctx, &redis.XReadArgs{Streams: []string{b.key, last.String()}, Count: 1000, Block: followBlock})
 		ep := pipe.HMGet(rctx, b.originKey(), "epoch", "earlier")
 		_, _ = pipe.Exec(rctx)
+		b.readSince.Store(0)
 		cancel()
 		res, err := xr.Result()
 		b.followFailing.Store(err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil)

@@ -60,7 +60,7 @@ func (m *metrics) watchCapture(status func() cdc.Status) {
 	})
 	gauge("walcast_replication_sessions_total", "Replication sessions started; more than one means reconnects.", func(s cdc.Status) float64 { return float64(s.Sessions) })
 	gauge("walcast_heartbeat_lag_seconds", "Round trip of the last heartbeat through the WAL and the replication stream, or the age of the oldest one not yet back when larger.", func(s cdc.Status) float64 { return s.HeartbeatLag.Seconds() })
-	gauge("walcast_replication_stalled", "1 while a streaming session counts as stalled (no heartbeat back within --stall-threshold).", func(s cdc.Status) float64 { return b2f(s.Stalled != "") })
+	gauge("walcast_replication_stalled", "1 while a streaming session counts as stalled (no heartbeat back within --stall-threshold), and from a session closed as silent until the next one streams.", func(s cdc.Status) float64 { return b2f(s.Stalled != "") })
 	m.reg.MustRegister(slotCollector{status})
 }
 
