@@ -293,7 +293,10 @@ func TestSilentPostgresIsReplaced(t *testing.T) {
 // (b): every Redis connection goes silent: the appender's, the
 // follower's blocking read, presence's commands and subscription.
 func TestSilentRedisIsReplaced(t *testing.T) {
-	r := startSilenceRig(t)
+	// A 3 s stall threshold: the replication connection stays up while
+	// capture waits for the bus, and a busy test machine must not make it
+	// look silent either.
+	r := startSilenceRig(t, "--stall-threshold", "3s")
 	time.Sleep(time.Second)
 	n := r.rdP.Silence()
 	at, before := time.Now(), r.written.Load()

@@ -14,6 +14,10 @@
 //	pg.Kill(t)  // SIGKILL the postmaster: a crash
 //	pg.Start(t) // same port, same data: crash recovery
 //
+// [StartProxy] puts a fault-injecting TCP proxy in front of either server:
+// it can silence the open connections (no FIN, no RST), add latency, or
+// reset them, while new connections pass.
+//
 // The servers are the real programs, not fakes: PostgreSQL's initdb and
 // postgres, and redis-server. When one is missing the test fails (it never
 // skips), naming the package to install; `make test` installs them.
