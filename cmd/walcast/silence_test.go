@@ -286,8 +286,36 @@ func TestSilentPostgresIsReplaced(t *testing.T) {
 	if !strings.Contains(out, "terminated this process's previous walsender") {
 		t.Errorf("no line about terminating the old walsender")
 	}
+	// The dashboard round that was in flight times out (--query-timeout
+	// 5s) and the dashboards are computed again on a new connection.
+	eventually(t, 15*time.Second, "the dashboard connection is replaced", func() bool { return r.replaced(t, "dashboard", "timeout") >= 1 })
+	rounds := r.app.app.Dashboards().Rounds
+	eventually(t, 10*time.Second, "dashboards are computed again", func() bool { return r.app.app.Dashboards().Rounds > rounds })
 	r.finish(t)
 	stillStreams(t, r.pg, other)
+}
+
+// With heartbeats off, a replication connection from which nothing
+// arrives (walcast asks for keepalives while it is quiet) is replaced the
+// same way.
+func TestSilentPostgresWithoutHeartbeatsIsReplaced(t *testing.T) {
+	r := startSilenceRig(t, "--heartbeat-interval", "0")
+	if st := r.app.app.Status(); st.Liveness != "keepalive" {
+		t.Fatalf("liveness %q, want keepalive", st.Liveness)
+	}
+	time.Sleep(time.Second)
+	n := r.pgProxy.Silence()
+	at, before := time.Now(), r.written.Load()
+	took, red := r.readyAgain(t, at, 10*time.Second, 20*time.Second)
+	if !red {
+		t.Fatal("/readyz never turned red")
+	}
+	t.Logf("silenced %d PostgreSQL connections; /readyz green again %v later", n, took.Round(time.Millisecond))
+	r.waitDelivered(t, before, 10*time.Second)
+	if v := r.replaced(t, "replication", "silent"); v != 1 {
+		t.Errorf("replication replaced %v times, want 1", v)
+	}
+	r.finish(t)
 }
 
 // (b): every Redis connection goes silent: the appender's, the
