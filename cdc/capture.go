@@ -260,6 +260,13 @@ func (c *Capture) Run(ctx context.Context) error {
 		started := time.Now()
 		err := c.session(ctx)
 		c.streaming.Store(false)
+		var stall *stallError
+		if !errors.As(err, &stall) {
+			// A session that ended otherwise reports its own error.
+			c.mu.Lock()
+			c.stalled = ""
+			c.mu.Unlock()
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -281,8 +288,7 @@ func (c *Capture) Run(ctx context.Context) error {
 			continue
 		}
 		c.setErr(err)
-		var stall *stallError
-		if errors.As(err, &stall) {
+		if stall != nil {
 			c.stallEnded(stall)
 		}
 		if time.Since(started) > time.Minute {

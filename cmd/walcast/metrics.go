@@ -142,7 +142,7 @@ func (m *metrics) watchListener(name string, l *broadcast.ConnLimiter) {
 
 // watchRedis exports whether the bus answers.
 func (m *metrics) watchRedis(r *broadcast.RedisBus) {
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "walcast_bus_up", Help: "1 when the last Redis command succeeded."},
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "walcast_bus_up", Help: "1 when the last Redis command succeeded and the follower (where it runs) reads."},
 		func() float64 { return b2f(r.Healthy()) }))
 }
 
