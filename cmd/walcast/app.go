@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/walcast/walcast/broadcast"
 	"github.com/walcast/walcast/cdc"
+	"github.com/walcast/walcast/dashboard"
+	"github.com/walcast/walcast/pipeline"
 	"github.com/walcast/walcast/schema"
 )
 
@@ -27,9 +28,9 @@ type App struct {
 	addr         string
 	internalAddr string
 
-	mu      sync.Mutex
-	capture *cdc.Capture
-	live    liveState // dashboards and presence: see live.go
+	mu         sync.Mutex
+	capture    *cdc.Capture
+	dashboards *dashboard.Builder // nil unless the process computes dashboards
 
 	// statusInterval overrides cdc's standby status interval, for tests.
 	statusInterval time.Duration
@@ -64,61 +65,6 @@ func (a *App) Status() cdc.Status {
 	return c.Status()
 }
 
-// routeSink turns committed transactions into messages and appends them to
-// the bus: the seam between capture and delivery.
-type routeSink struct {
-	router     *schema.Router
-	bus        appender
-	metrics    *metrics
-	unroutable *unroutable // counts and logs what went to admins only
-}
-
-// storeChanges routes the changes of txs and appends them to the bus.
-func (s routeSink) storeChanges(ctx context.Context, txs []schema.Tx) error {
-	n := 0
-	for i := range txs {
-		n += len(txs[i].Changes)
-	}
-	if n == 0 {
-		return nil
-	}
-	msgs := make([]schema.Message, 0, n)
-	type unplacedMsg struct {
-		table string
-		i     int // in msgs
-	}
-	var unplaced []unplacedMsg // messages sent to admins only for want of a scope
-	for i := range txs {
-		for j := range txs[i].Changes {
-			if m, ok := s.router.Route(&txs[i], &txs[i].Changes[j]); ok {
-				if m.Unroutable != "" {
-					ch := &txs[i].Changes[j]
-					unplaced = append(unplaced, unplacedMsg{ch.Schema + "." + ch.Table, len(msgs)})
-				}
-				msgs = append(msgs, m)
-			}
-		}
-	}
-	start := time.Now()
-	if err := s.bus.Append(ctx, msgs); err != nil {
-		return err
-	}
-	// Counted once stored: a failed append is retried with the same input.
-	for _, u := range unplaced {
-		s.unroutable.note(u.table, &msgs[u.i])
-	}
-	if s.metrics != nil {
-		s.metrics.stored(time.Since(start), txs[len(txs)-1].CommitTime)
-		for i := range txs {
-			for j := range txs[i].Changes {
-				ch := &txs[i].Changes[j]
-				s.metrics.changes.WithLabelValues(ch.Schema+"."+ch.Table, ch.Op.String()).Inc()
-			}
-		}
-	}
-	return nil
-}
-
 // Run runs the App's command until ctx is cancelled, then shuts down:
 // capture stores and confirms what it read, clients are closed with 1001 so
 // they reconnect elsewhere.
@@ -128,139 +74,126 @@ func (s routeSink) storeChanges(ctx context.Context, txs []schema.Tx) error {
 //   - capture: capture into the Redis stream; /healthz and /readyz only;
 //   - serve: deliver the Redis stream over WebSocket; no database.
 func (a *App) Run(ctx context.Context) error {
-	cfg := a.cfg
 	capturing := a.mode == cmdRun || a.mode == cmdCapture
 	serving := a.mode == cmdRun || a.mode == cmdServe
-	if capturing && cfg.DatabaseURL == "" {
-		return &usageError{"--database-url (or WALCAST_DATABASE_URL, DATABASE_URL) is required"}
+	verifier, err := a.checkConfig(capturing, serving)
+	if err != nil {
+		return err
 	}
-	if a.mode != cmdRun && cfg.RedisURL == "" {
-		return &usageError{"--redis-url (or WALCAST_REDIS_URL, REDIS_URL) is required: capture and serve meet in a Redis stream"}
-	}
-	var verifier *broadcast.Verifier
-	if serving {
-		var err error
-		if verifier, err = newVerifier(cfg); err != nil {
-			return err
-		}
-	}
-
 	a.log.Info("starting", "command", a.mode, "version", version)
-	hub := broadcast.NewHub(cfg.ClientWindow)
+	hub := broadcast.NewHub(a.cfg.ClientWindow)
 	met := newMetrics()
 	replaced := met.watchReplaced()
-	var (
-		bus     appender
-		history broadcast.History
-		redis   *broadcast.RedisBus
-		lineage lineageBus
-		work    []func(context.Context) error
-	)
-	if cfg.RedisURL != "" {
-		var err error
-		redis, err = broadcast.NewRedisBus(broadcast.RedisConfig{URL: cfg.RedisURL, History: cfg.History, Logger: a.log,
-			Timeout: cfg.Transport.RedisTimeout, Transport: cfg.Transport.TCP, OnReplaced: replaced})
-		if err != nil {
-			return &usageError{"--redis-url: " + err.Error()}
+
+	bus, err := a.openBus(ctx, hub, met, replaced)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	var work []func(context.Context) error
+	if serving {
+		work = append(work, bus.deliver(ctx, hub, a)...)
+	}
+	ready := readiness{bus: bus, standbyReady: a.mode == cmdCapture}
+	if capturing {
+		var captureWork []func(context.Context) error
+		ready.capture, captureWork = a.startCapture(bus, hub, met, replaced)
+		work = append(work, captureWork...)
+	}
+	var presence *broadcast.Presence
+	if serving {
+		var link func(context.Context) error
+		if presence, link = a.startPresence(bus.redis); link != nil {
+			work = append(work, link)
 		}
-		defer redis.Close()
-		met.watchRedis(redis)
-		if err := a.checkRedis(ctx, redis); err != nil {
-			return err
-		}
-		bus, history, lineage = redis, redis, redis
-		if serving {
-			// Before clients connect: resumes are then served from memory.
-			if err := redis.Preload(ctx, hub); err != nil {
-				a.log.Warn("cannot preload the stream's newest entries; resumes read Redis meanwhile (bounded)", "err", err)
-			}
-			work = append(work, func(ctx context.Context) error { return redis.Follow(ctx, hub) })
-		}
+	}
+
+	srv := a.newServer(hub, presence, bus, verifier, ready, serving)
+	if serving {
+		work = append(work, srv.Watch)
+		met.watchServer(hub, srv)
+		srv.Handle("GET /", broadcast.WebHandler())
+	}
+	public := broadcast.NewConnLimiter(httpConnCap(a.cfg))
+	met.watchListener("public", public)
+	var internal http.Handler
+	if a.cfg.Net.InternalListen != "" {
+		internal = internalMux(srv, met)
 	} else {
-		mem := broadcast.NewMemoryBus(cfg.History, hub)
-		bus, history, lineage = mem, mem, mem
+		// Back-compat: scrapers find /metrics on --listen. It holds counts
+		// and names of tables, no secret; /readyz there has no detail.
+		srv.Handle("GET /metrics", met.handler())
 	}
-	var dash *dashSink
-	if capturing {
-		if dash = a.startDashboards(bus, history, replaced); dash != nil {
-			bus = dash
-		}
+	return a.serve(ctx, srv, public, internal, met, work...)
+}
+
+// checkConfig refuses a configuration the command cannot run with, and
+// returns the token verifier of a serving process.
+func (a *App) checkConfig(capturing, serving bool) (*broadcast.Verifier, error) {
+	if capturing && a.cfg.DatabaseURL == "" {
+		return nil, &usageError{"--database-url (or WALCAST_DATABASE_URL, DATABASE_URL) is required"}
 	}
-	presence := a.startPresence(serving, redis, &work)
-
-	var capture *cdc.Capture
-	if capturing {
-		capture = cdc.New(cdc.Config{
-			DatabaseURL: cfg.DatabaseURL,
-			Slot:        cfg.Slot,
-			Publication: cfg.Publication,
-			Tables:      cfg.Tables,
-			Logger:      a.log,
-
-			StatusInterval:    a.statusInterval,
-			HeartbeatInterval: cfg.HeartbeatInterval,
-			StallThreshold:    cfg.StallThreshold,
-			MaxRetainedWAL:    cfg.MaxRetainedWAL,
-			OnLost:            func() { resyncLost(hub) },
-			Lineage:           epochLineage{lineageBus: lineage, dash: dash},
-			NewEpoch:          cfg.NewEpoch,
-			Transport:         cfg.Transport.TCP,
-			QueryTimeout:      cfg.Transport.QueryTimeout,
-			OnReplaced:        replaced,
-		}, routeSink{router: schema.NewRouter(cfg.Tables), bus: bus, metrics: met, unroutable: newUnroutable(a.log, met.reg)})
-		met.watchCapture(capture.Status)
-		a.mu.Lock()
-		a.capture = capture
-		a.mu.Unlock()
-		work = append(work, capture.Run)
-		if dash != nil {
-			work = append(work, dash.run(func() uint64 { return capture.Status().Confirmed }, func() bool { return capture.Status().Streaming }, met))
-		}
+	if a.mode != cmdRun && a.cfg.RedisURL == "" {
+		return nil, &usageError{"--redis-url (or WALCAST_REDIS_URL, REDIS_URL) is required: capture and serve meet in a Redis stream"}
 	}
+	if !serving {
+		return nil, nil
+	}
+	return newVerifier(a.cfg)
+}
 
-	ready := func(ctx context.Context) (bool, map[string]string) {
-		ok, checks := true, map[string]string{}
-		if redis != nil {
-			if redis.Healthy() {
-				checks["bus"] = "ok (redis)"
-			} else {
-				ok, checks["bus"] = false, "redis unreachable"
-			}
-		} else {
-			checks["bus"] = "ok (in-process)"
-		}
-		if capture != nil {
+// startCapture creates capture, storing into bus through the pipeline,
+// with the dashboards when they are on; it returns capture and its loops.
+func (a *App) startCapture(bus *processBus, hub *broadcast.Hub, met *metrics, replaced func(conn, reason string)) (*cdc.Capture, []func(context.Context) error) {
+	cfg := a.cfg
+	builder, dash := a.startDashboards(bus, replaced)
+	sink := pipeline.NewSink(schema.NewRouter(cfg.Tables), bus, storeObserver{met, newUnroutable(a.log, met.reg)}, dash)
+	capture := cdc.New(cdc.Config{
+		DatabaseURL: cfg.DatabaseURL,
+		Slot:        cfg.Slot,
+		Publication: cfg.Publication,
+		Tables:      cfg.Tables,
+		Logger:      a.log,
+
+		StatusInterval:    a.statusInterval,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		StallThreshold:    cfg.StallThreshold,
+		MaxRetainedWAL:    cfg.MaxRetainedWAL,
+		OnLost:            func() { resyncLost(hub) },
+		Lineage:           epochLineage{lineageBus: bus, dash: dash},
+		NewEpoch:          cfg.NewEpoch,
+		Transport:         cfg.Transport.TCP,
+		QueryTimeout:      cfg.Transport.QueryTimeout,
+		OnReplaced:        replaced,
+	}, sink)
+	met.watchCapture(capture.Status)
+	a.mu.Lock()
+	a.capture = capture
+	a.mu.Unlock()
+	work := []func(context.Context) error{capture.Run}
+	if dash != nil {
+		met.watchDashboards(builder.Stats)
+		emit, ready := dash.Loop(func() (uint64, bool) {
 			st := capture.Status()
-			switch {
-			case st.Stalled != "": // streaming but stalled, or a stalled session closed and being replaced
-				ok, checks["replication"] = false, "stalled: "+st.Stalled
-			case st.Streaming:
-				checks["replication"] = "streaming"
-			case st.Waiting != "" && a.mode == cmdCapture:
-				// A standby capture is ready: it is doing its job by waiting.
-				checks["replication"] = "standby: " + st.Waiting
-			case st.Waiting != "":
-				ok, checks["replication"] = false, "standby: "+st.Waiting
-			case st.LastError != "":
-				ok, checks["replication"] = false, "not streaming: "+st.LastError
-			default:
-				ok, checks["replication"] = false, "starting"
-			}
-			if st.Streaming && st.Liveness == "heartbeat" {
-				checks["heartbeat"] = "lag " + st.HeartbeatLag.Round(time.Millisecond).String()
-			}
-		}
-		return ok, checks
+			return st.Confirmed, st.Streaming
+		})
+		work = append(work, func(ctx context.Context) error { return builder.Run(ctx, emit, ready) })
 	}
-	srv := broadcast.NewServer(broadcast.ServerConfig{
+	return capture, work
+}
+
+// newServer returns the HTTP server: /ws when serving, the probes always.
+func (a *App) newServer(hub *broadcast.Hub, presence *broadcast.Presence, bus *processBus, verifier *broadcast.Verifier, ready readiness, serving bool) *broadcast.Server {
+	cfg := a.cfg
+	return broadcast.NewServer(broadcast.ServerConfig{
 		Hub:            hub,
 		Presence:       presence,
-		History:        history,
+		History:        bus,
 		Verifier:       verifier,
 		Logger:         a.log,
 		AllowedOrigins: cfg.AllowedOrigins,
 		TrustedProxies: cfg.Net.TrustedProxies,
-		Ready:          a.redactedReady(ready),
+		Ready:          a.redactedReady(ready.check),
 		NoWebSocket:    !serving,
 		Limits: broadcast.Limits{
 			MaxConnections: cfg.MaxConns,
@@ -269,22 +202,6 @@ func (a *App) Run(ctx context.Context) error {
 			ConnectBurst:   int(2 * cfg.ConnectRate),
 		},
 	})
-	if serving {
-		work = append(work, srv.Watch)
-		met.watchServer(hub, srv)
-		srv.Handle("GET /", broadcast.WebHandler())
-	}
-	public := broadcast.NewConnLimiter(httpConnCap(cfg))
-	met.watchListener("public", public)
-	var internal http.Handler
-	if cfg.Net.InternalListen != "" {
-		internal = internalMux(srv, met)
-	} else {
-		// Back-compat: scrapers find /metrics on --listen. It holds counts
-		// and names of tables, no secret; /readyz there has no detail.
-		srv.Handle("GET /metrics", met.handler())
-	}
-	return a.serve(ctx, srv, public, internal, met, work...)
 }
 
 // redactedReady masks the configured secrets in the readiness details: a
@@ -312,26 +229,7 @@ func resyncLost(hub *broadcast.Hub) {
 	}
 }
 
-// appender is what capture needs of a bus.
-type appender interface {
-	Append(ctx context.Context, msgs []schema.Message) error
-}
-
-// checkRedis verifies the bus at start. A configuration problem (refused
-// AUTH, a key of another type) stops walcast; an unreachable Redis is only
-// logged: capture retries and does not confirm meanwhile.
-func (a *App) checkRedis(ctx context.Context, r *broadcast.RedisBus) error {
-	err := r.Check(ctx)
-	var be *broadcast.BusError
-	if errors.As(err, &be) {
-		return err
-	}
-	if err != nil {
-		a.log.Error("redis is unreachable; retrying in the background, not ready meanwhile", "err", err)
-	}
-	return nil
-}
-
+// newVerifier returns the verifier of access tokens that cfg configures.
 func newVerifier(cfg *Config) (*broadcast.Verifier, error) {
 	ac := broadcast.AuthConfig{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
 	if strings.Contains(cfg.JWTPublicKey, "-----BEGIN") {

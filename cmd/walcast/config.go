@@ -12,6 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/walcast/walcast/broadcast"
+	"github.com/walcast/walcast/dashboard"
 	"github.com/walcast/walcast/schema"
 )
 
@@ -305,6 +307,146 @@ var options = []option{
 			return nil
 		},
 	},
+	{
+		flag: "new-epoch", env: []string{"WALCAST_NEW_EPOCH"}, def: "false", boolean: true,
+		help: "when the database's history does not continue the stored one (restore, PITR, failover without the slot, another cluster), discard the stored history and start a new epoch (every client gets resync_required) instead of refusing to start",
+		in:   []string{cmdRun, cmdCapture},
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("want true or false")
+			}
+			c.NewEpoch = b
+			return nil
+		},
+	},
+	{
+		flag: "internal-listen", env: []string{"WALCAST_INTERNAL_LISTEN"},
+		help: "address for operators only: /metrics, /healthz, /readyz with detailed reasons, /debug/pprof/; when set, --listen no longer serves /metrics; empty: no internal listener",
+		in:   []string{cmdRun, cmdCapture, cmdServe},
+		set:  func(c *Config, v string) error { c.Net.InternalListen = v; return nil },
+	},
+	{
+		flag: "max-http-connections", env: []string{"WALCAST_MAX_HTTP_CONNECTIONS"}, def: "0",
+		help: "TCP connections --listen holds open at once, WebSockets included (closed at once beyond); 0: --max-connections plus a tenth, at least 100 more",
+		in:   []string{cmdRun, cmdCapture, cmdServe},
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return errors.New("want a positive integer, or 0 for the default")
+			}
+			c.Net.MaxHTTPConns = n
+			return nil
+		},
+	},
+	{
+		flag: "trusted-proxies", env: []string{"WALCAST_TRUSTED_PROXIES"},
+		help: "comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For gives the client address (for --connect-rate and logs); empty: the header is ignored",
+		in:   []string{cmdRun, cmdServe},
+		set: func(c *Config, v string) error {
+			p, err := broadcast.ParseTrustedProxies(v)
+			c.Net.TrustedProxies = p
+			return err
+		},
+	},
+	{
+		flag: "dashboard-interval", env: []string{"WALCAST_DASHBOARD_INTERVAL"}, def: "500ms",
+		help: "shortest time between two recomputations of a dashboard (dashboard_update); 0 turns dashboards off",
+		in:   []string{cmdRun, cmdCapture},
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return errors.New("want a duration such as 500ms, or 0 for off")
+			}
+			c.Live.DashboardInterval = d
+			return nil
+		},
+	},
+	{
+		flag: "dashboard-batch", env: []string{"WALCAST_DASHBOARD_BATCH"}, def: strconv.Itoa(dashboard.DefaultBatch),
+		help: "most dashboards sent per --dashboard-interval; a burst (start-up, TRUNCATE: one per user and committee) is spread over later rounds, admin and committee dashboards first",
+		in:   []string{cmdRun, cmdCapture},
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return errors.New("want a positive integer")
+			}
+			c.Live.DashboardBatch = n
+			return nil
+		},
+	},
+	{
+		flag: "presence-ttl", env: []string{"WALCAST_PRESENCE_TTL"}, def: "15s",
+		help: "how long a serve replica's presence entries outlive it in Redis: a crashed replica's users disappear within about this time",
+		in:   []string{cmdRun, cmdServe},
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second {
+				return errors.New("want a duration of at least 1s, such as 15s")
+			}
+			c.Live.PresenceTTL = d
+			return nil
+		},
+	},
+	{
+		flag: "tcp-keepalive-idle", env: []string{"WALCAST_TCP_KEEPALIVE_IDLE"}, def: "15s",
+		help: "idle time before TCP keepalive probes start on connections to PostgreSQL and Redis; 0 turns keepalive off",
+		in:   []string{cmdRun, cmdCapture, cmdServe},
+		set:  durationAtLeast(time.Second, true, func(c *Config, d time.Duration) { c.Transport.TCP.KeepAliveIdle = d }),
+	},
+	{
+		flag: "tcp-keepalive-interval", env: []string{"WALCAST_TCP_KEEPALIVE_INTERVAL"}, def: "5s",
+		help: "time between unanswered TCP keepalive probes",
+		in:   []string{cmdRun, cmdCapture, cmdServe},
+		set:  durationAtLeast(time.Second, false, func(c *Config, d time.Duration) { c.Transport.TCP.KeepAliveInterval = d }),
+	},
+	{
+		flag: "tcp-keepalive-count", env: []string{"WALCAST_TCP_KEEPALIVE_COUNT"}, def: "3",
+		help: "unanswered TCP keepalive probes that close a connection",
+		in:   []string{cmdRun, cmdCapture, cmdServe},
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 127 {
+				return errors.New("want an integer from 1 to 127")
+			}
+			c.Transport.TCP.KeepAliveCount = n
+			return nil
+		},
+	},
+	{
+		flag: "tcp-user-timeout", env: []string{"WALCAST_TCP_USER_TIMEOUT"}, def: "30s",
+		help: "TCP_USER_TIMEOUT (Linux): how long data sent to PostgreSQL or Redis may stay unacknowledged before the connection is closed; 0: the operating system's default (about 15 minutes)",
+		in:   []string{cmdRun, cmdCapture, cmdServe},
+		set:  durationAtLeast(time.Second, true, func(c *Config, d time.Duration) { c.Transport.TCP.UserTimeout = d }),
+	},
+	{
+		flag: "query-timeout", env: []string{"WALCAST_QUERY_TIMEOUT"}, def: "30s",
+		help: "longest wait for PostgreSQL on an ordinary connection (a setup step, a heartbeat, a dashboard round); a connection that does not answer is closed and replaced",
+		in:   []string{cmdRun, cmdCapture},
+		set:  durationAtLeast(100*time.Millisecond, false, func(c *Config, d time.Duration) { c.Transport.QueryTimeout = d }),
+	},
+	{
+		flag: "redis-timeout", env: []string{"WALCAST_REDIS_TIMEOUT"}, def: "5s",
+		help: "longest wait for Redis to answer a command (a blocking read waits its block time plus this); a connection that does not answer is closed and replaced",
+		in:   []string{cmdRun, cmdCapture, cmdServe},
+		set:  durationAtLeast(100*time.Millisecond, false, func(c *Config, d time.Duration) { c.Transport.RedisTimeout = d }),
+	},
+}
+
+// durationAtLeast returns an option's setter for a duration of at least
+// min, or 0 when zeroOK (the operating system's default).
+func durationAtLeast(min time.Duration, zeroOK bool, set func(c *Config, d time.Duration)) func(c *Config, v string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || (d == 0 && !zeroOK) || (d > 0 && d < min) {
+			if zeroOK {
+				return errors.New("want a duration of at least " + min.String() + ", such as 15s, or 0 for the operating system's default")
+			}
+			return errors.New("want a duration of at least " + min.String() + ", such as 5s")
+		}
+		set(c, d)
+		return nil
+	}
 }
 
 // parseOptionalDuration parses a Go duration of at least 100ms, or 0 for

@@ -2,10 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
-	"strconv"
 
 	"github.com/walcast/walcast/cdc"
+	"github.com/walcast/walcast/pipeline"
 	"github.com/walcast/walcast/schema"
 )
 
@@ -21,23 +20,8 @@ import (
 // pause sets it permanently, and a failover then costs every client one
 // resync_required, never a silent loss.
 
-func init() {
-	options = append(options, option{
-		flag: "new-epoch", env: []string{"WALCAST_NEW_EPOCH"}, def: "false", boolean: true,
-		help: "when the database's history does not continue the stored one (restore, PITR, failover without the slot, another cluster), discard the stored history and start a new epoch (every client gets resync_required) instead of refusing to start",
-		in:   []string{cmdRun, cmdCapture},
-		set: func(c *Config, v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return errors.New("want true or false")
-			}
-			c.NewEpoch = b
-			return nil
-		},
-	})
-}
-
-// lineageBus is a bus that records the origin of its history.
+// lineageBus is a bus that records the origin of its history (embedded
+// under this name: cdc.Lineage's own name is one of its methods).
 type lineageBus interface {
 	cdc.Lineage
 }
@@ -47,20 +31,10 @@ type lineageBus interface {
 // start over.
 type epochLineage struct {
 	lineageBus
-	dash *dashSink // nil when dashboards are off
+	dash *pipeline.Dashboards // nil when dashboards are off
 }
 
 // NewEpoch starts a new epoch on the bus and the dashboards.
 func (l epochLineage) NewEpoch(ctx context.Context, o schema.Origin, reason string) error {
-	if l.dash != nil {
-		l.dash.mu.Lock()
-		defer l.dash.mu.Unlock()
-	}
-	if err := l.lineageBus.NewEpoch(ctx, o, reason); err != nil {
-		return err
-	}
-	if l.dash != nil {
-		l.dash.top, l.dash.lastChange, l.dash.complete = schema.Position{}, schema.Position{}, false
-	}
-	return nil
+	return l.dash.NewEpoch(func() error { return l.lineageBus.NewEpoch(ctx, o, reason) })
 }

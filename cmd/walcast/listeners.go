@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"github.com/walcast/walcast/broadcast"
@@ -23,40 +22,6 @@ type netConfig struct {
 	// derived from --max-connections (see httpConnCap).
 	MaxHTTPConns   int
 	TrustedProxies []netip.Prefix
-}
-
-func init() {
-	options = append(options,
-		option{
-			flag: "internal-listen", env: []string{"WALCAST_INTERNAL_LISTEN"},
-			help: "address for operators only: /metrics, /healthz, /readyz with detailed reasons, /debug/pprof/; when set, --listen no longer serves /metrics; empty: no internal listener",
-			in:   []string{cmdRun, cmdCapture, cmdServe},
-			set:  func(c *Config, v string) error { c.Net.InternalListen = v; return nil },
-		},
-		option{
-			flag: "max-http-connections", env: []string{"WALCAST_MAX_HTTP_CONNECTIONS"}, def: "0",
-			help: "TCP connections --listen holds open at once, WebSockets included (closed at once beyond); 0: --max-connections plus a tenth, at least 100 more",
-			in:   []string{cmdRun, cmdCapture, cmdServe},
-			set: func(c *Config, v string) error {
-				n, err := strconv.Atoi(v)
-				if err != nil || n < 0 {
-					return errors.New("want a positive integer, or 0 for the default")
-				}
-				c.Net.MaxHTTPConns = n
-				return nil
-			},
-		},
-		option{
-			flag: "trusted-proxies", env: []string{"WALCAST_TRUSTED_PROXIES"},
-			help: "comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For gives the client address (for --connect-rate and logs); empty: the header is ignored",
-			in:   []string{cmdRun, cmdServe},
-			set: func(c *Config, v string) error {
-				p, err := broadcast.ParseTrustedProxies(v)
-				c.Net.TrustedProxies = p
-				return err
-			},
-		},
-	)
 }
 
 // httpConnCap is the cap on --listen's TCP connections: the flag, or

@@ -10,6 +10,7 @@ import (
 
 	"github.com/walcast/walcast/broadcast"
 	"github.com/walcast/walcast/cdc"
+	"github.com/walcast/walcast/schema"
 )
 
 // metrics are walcast's Prometheus metrics. The domain packages keep plain
@@ -146,11 +147,28 @@ func (m *metrics) watchRedis(r *broadcast.RedisBus) {
 		func() float64 { return b2f(r.Healthy()) }))
 }
 
-// stored records a batch the bus stored.
-func (m *metrics) stored(took time.Duration, commit time.Time) {
+// storeObserver counts what the pipeline stored: changes by table and
+// action, append time and commit lag, and the changes sent to admins only.
+type storeObserver struct {
+	met        *metrics
+	unroutable *unroutable
+}
+
+// Unroutable counts and logs a change sent to admins only.
+func (o storeObserver) Unroutable(table string, m *schema.Message) { o.unroutable.note(table, m) }
+
+// Stored counts the changes of txs, stored in took.
+func (o storeObserver) Stored(txs []schema.Tx, took time.Duration) {
+	m := o.met
 	m.appendTime.Observe(took.Seconds())
-	if !commit.IsZero() {
+	if commit := txs[len(txs)-1].CommitTime; !commit.IsZero() {
 		m.commitLag.Observe(time.Since(commit).Seconds())
+	}
+	for i := range txs {
+		for j := range txs[i].Changes {
+			ch := &txs[i].Changes[j]
+			m.changes.WithLabelValues(ch.Schema+"."+ch.Table, ch.Op.String()).Inc()
+		}
 	}
 }
 
