@@ -23,26 +23,21 @@ const testSecret = "test-secret-not-for-production"
 
 // electionDB starts a throwaway PostgreSQL with the election schema and
 // three committees and two candidates.
-func electionDB(t *testing.T, opts ...testenv.PGOption) *testenv.Postgres {
-	t.Helper()
-	pg := testenv.StartPostgres(t, opts...)
-	pg.Exec(t, schema.SQL)
-	pg.Exec(t, `INSERT INTO committee (id, code, name, electors_count) VALUES
+func electionDB(tb testing.TB, opts ...testenv.PGOption) *testenv.Postgres {
+	tb.Helper()
+	pg := testenv.StartPostgres(tb, opts...)
+	pg.Exec(tb, schema.SQL)
+	pg.Exec(tb, `INSERT INTO committee (id, code, name, electors_count) VALUES
 		(1, 'C1', 'North', 100), (2, 'C2', 'South', 200), (3, 'C3', 'East', 300)`)
-	pg.Exec(t, `INSERT INTO candidate (id, number, name) VALUES (1, 1, 'Alice'), (2, 2, 'Bob')`)
+	pg.Exec(tb, `INSERT INTO candidate (id, number, name) VALUES (1, 1, 'Alice'), (2, 2, 'Bob')`)
 	return pg
 }
 
-// testConfig is a `walcast run` configuration for tests: the database, a
-// free port, the test secret.
-func testConfig(t *testing.T, dbURL string, extra ...string) *Config {
-	t.Helper()
-	args := append([]string{"--database-url", dbURL, "--listen", "127.0.0.1:0", "--jwt-secret", testSecret}, extra...)
-	cfg, _, err := parseConfig(cmdRun, args, func(string) string { return "" })
-	if err != nil {
-		t.Fatalf("parse config: %v", err)
-	}
-	return cfg
+// testConfig is a `walcast run` configuration on the database at dbURL
+// (see modeConfig).
+func testConfig(tb testing.TB, dbURL string, extra ...string) *Config {
+	tb.Helper()
+	return modeConfig(tb, cmdRun, append([]string{"--database-url", dbURL}, extra...)...)
 }
 
 // running is a walcast started in process.
@@ -55,30 +50,40 @@ type running struct {
 
 // startApp runs `walcast run` in process and waits until it listens. It
 // does not wait for replication: see waitStreaming.
-func startApp(t *testing.T, cfg *Config) *running {
-	t.Helper()
-	return startMode(t, cmdRun, cfg)
+func startApp(tb testing.TB, cfg *Config) *running {
+	tb.Helper()
+	return startMode(tb, cmdRun, cfg)
 }
 
-// modeConfig parses a configuration of capture, serve or run for tests.
-func modeConfig(t *testing.T, mode string, args ...string) *Config {
-	t.Helper()
+// modeConfig parses a configuration of capture, serve or run for tests: a
+// free port, the test secret (but for capture), and args.
+func modeConfig(tb testing.TB, mode string, args ...string) *Config {
+	tb.Helper()
 	args = append([]string{"--listen", "127.0.0.1:0"}, args...)
 	if mode != cmdCapture {
 		args = append(args, "--jwt-secret", testSecret)
 	}
 	cfg, _, err := parseConfig(mode, args, func(string) string { return "" })
 	if err != nil {
-		t.Fatalf("parse config: %v", err)
+		tb.Fatalf("parse config: %v", err)
 	}
 	return cfg
 }
 
-// startMode runs walcast's mode (run, capture or serve) in process.
-func startMode(t *testing.T, mode string, cfg *Config) *running {
-	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	app := NewApp(mode, cfg, log)
+// testLogger logs through tb, but for benchmarks, whose logs Go always
+// prints: they log nothing.
+func testLogger(tb testing.TB) *slog.Logger {
+	if _, bench := tb.(*testing.B); bench {
+		return discardLogger()
+	}
+	return slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// startMode runs walcast's mode (run, capture or serve) in process and
+// waits until it listens.
+func startMode(tb testing.TB, mode string, cfg *Config) *running {
+	tb.Helper()
+	app := NewApp(mode, cfg, testLogger(tb))
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{app: app, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- app.Run(ctx) }()
@@ -87,16 +92,16 @@ func startMode(t *testing.T, mode string, cfg *Config) *running {
 	addr, err := app.Addr(actx)
 	if err != nil {
 		cancel()
-		t.Fatalf("walcast did not start listening: %v (run returned %v)", err, <-r.done)
+		tb.Fatalf("walcast did not start listening: %v (run returned %v)", err, <-r.done)
 	}
 	r.addr = addr
-	t.Cleanup(func() { r.stop(t) })
+	tb.Cleanup(func() { r.stop(tb) })
 	return r
 }
 
 // stop shuts walcast down as SIGTERM would and waits for it.
-func (r *running) stop(t *testing.T) error {
-	t.Helper()
+func (r *running) stop(tb testing.TB) error {
+	tb.Helper()
 	if r.cancel == nil {
 		return nil
 	}
@@ -106,14 +111,14 @@ func (r *running) stop(t *testing.T) error {
 	case err := <-r.done:
 		return err
 	case <-time.After(15 * time.Second):
-		t.Fatalf("walcast did not stop within 15 s")
+		tb.Fatalf("walcast did not stop within 15 s")
 	}
 	return nil
 }
 
 // waitStreaming waits until /readyz reports ready.
-func (r *running) waitStreaming(t *testing.T) {
-	t.Helper()
+func (r *running) waitStreaming(tb testing.TB) {
+	tb.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if r.app.Status().Streaming {
@@ -121,14 +126,15 @@ func (r *running) waitStreaming(t *testing.T) {
 		}
 		select {
 		case err := <-r.done:
-			t.Fatalf("walcast exited before streaming: %v", err)
+			tb.Fatalf("walcast exited before streaming: %v", err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	t.Fatalf("walcast not streaming after 30 s: %+v", r.app.Status())
+	tb.Fatalf("walcast not streaming after 30 s: %+v", r.app.Status())
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter writes walcast's log into the test's.
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
@@ -136,11 +142,12 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func token(t *testing.T, user int64, role string, committees ...int64) string {
-	t.Helper()
+// token mints an access token signed with the test secret, valid an hour.
+func token(tb testing.TB, user int64, role string, committees ...int64) string {
+	tb.Helper()
 	tok, err := broadcast.MintToken([]byte(testSecret), user, role, committees, time.Hour)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return tok
 }
@@ -292,53 +299,4 @@ func TestMain(m *testing.M) {
 
 func discardLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-// The benchmark variants of the helpers take testing.TB.
-
-func electionDBB(tb testing.TB) *testenv.Postgres {
-	tb.Helper()
-	pg := testenv.StartPostgres(tb)
-	pg.Exec(tb, schema.SQL)
-	pg.Exec(tb, `INSERT INTO committee (id, code, name, electors_count) VALUES
-		(1, 'C1', 'North', 100), (2, 'C2', 'South', 200), (3, 'C3', 'East', 300)`)
-	return pg
-}
-
-func benchConfig(tb testing.TB, mode string, args ...string) *Config {
-	args = append(args, "--listen", "127.0.0.1:0")
-	if mode != cmdCapture {
-		args = append(args, "--jwt-secret", testSecret)
-	}
-	cfg, _, err := parseConfig(mode, args, func(string) string { return "" })
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return cfg
-}
-
-func startAppB(tb testing.TB, mode string, cfg *Config) *running {
-	tb.Helper()
-	app := NewApp(mode, cfg, discardLogger())
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{app: app, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- app.Run(ctx) }()
-	addr, err := app.Addr(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	r.addr = addr
-	tb.Cleanup(func() { cancel(); <-r.done })
-	for mode != cmdServe && !app.Status().Streaming {
-		time.Sleep(10 * time.Millisecond)
-	}
-	return r
-}
-
-func tokenB(tb testing.TB) string {
-	tok, err := broadcast.MintToken([]byte(testSecret), 1, "admin", nil, time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return tok
 }
