@@ -18,7 +18,7 @@
 //	walcast-bench soak --docs docs/benchmarks.md    # 10 minutes (make soak)
 //
 // Start reading at run (run.go); the report formats are in result.go and
-// docs.go.
+// report.go.
 package main
 
 import (

@@ -87,6 +87,106 @@ func (c *resumingClient) run(ctx context.Context) {
 	}
 }
 
+// startResumingClient starts a resumingClient of walcast at addr as an
+// admin; stop ends it and waits for it.
+func startResumingClient(t *testing.T, addr string) (c *resumingClient, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c = &resumingClient{addr: addr, tok: token(t, 1, "admin"), ids: map[string]int{}, names: map[string]int{}}
+	done := make(chan struct{})
+	go func() { defer close(done); c.run(ctx) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return c, stop
+}
+
+// received waits up to d until the client received n rows, and reports
+// whether it did.
+func (c *resumingClient) received(n int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		c.mu.Lock()
+		got := len(c.names)
+		c.mu.Unlock()
+		if got >= n {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// electorNames returns the elector_name of every guarantee row.
+func electorNames(t *testing.T, dbURL string) map[string]bool {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	r, err := conn.Query(ctx, `SELECT elector_name FROM guarantee`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]bool{}
+	for r.Next() {
+		var name string
+		if err := r.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		rows[name] = true
+	}
+	return rows
+}
+
+// rowWriter commits one guarantee row per transaction, as fast as it can
+// with a short pause, reconnecting through every fault, until stopped.
+type rowWriter struct {
+	written, failed atomic.Int64
+	stop            context.CancelFunc
+	done            chan struct{}
+}
+
+func startRowWriter(dbURL string) *rowWriter {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &rowWriter{stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		var conn *pgx.Conn
+		for n := 0; ctx.Err() == nil; n++ {
+			if conn == nil {
+				c, err := pgx.Connect(ctx, dbURL)
+				if err != nil {
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				conn = c
+			}
+			_, err := conn.Exec(ctx, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1 + $1 % 3, 1, 'w' || $1)`, n)
+			if err != nil {
+				w.failed.Add(1)
+				conn.Close(context.Background())
+				conn = nil
+				continue
+			}
+			w.written.Add(1)
+			time.Sleep(2 * time.Millisecond)
+		}
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	return w
+}
+
+// halt stops the writer and waits for it.
+func (w *rowWriter) halt() {
+	w.stop()
+	<-w.done
+}
+
 // Under a steady write load of small transactions, walcast is killed with
 // SIGKILL three times, Redis (with AOF) once, and PostgreSQL is restarted;
 // a client that resumes with its last id after each drop ends with every
@@ -98,44 +198,9 @@ func TestCrashesLoseNothingAndDuplicateNothing(t *testing.T) {
 	args := []string{"--redis-url", rd.URL()}
 	p := startProcess(t, pg.URL(), port, args...)
 	p.waitReady(t)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	client := &resumingClient{addr: p.addr, tok: token(t, 1, "admin"), ids: map[string]int{}, names: map[string]int{}}
-	clientDone := make(chan struct{})
-	go func() { defer close(clientDone); client.run(ctx) }()
-
-	// The writer commits one row per transaction, as fast as it can with a
-	// short pause, through every fault.
-	var written, failed atomic.Int64
-	writerCtx, stopWriter := context.WithCancel(ctx)
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		var conn *pgx.Conn
-		for n := 0; writerCtx.Err() == nil; n++ {
-			if conn == nil {
-				c, err := pgx.Connect(writerCtx, pg.URL())
-				if err != nil {
-					time.Sleep(20 * time.Millisecond)
-					continue
-				}
-				conn = c
-			}
-			_, err := conn.Exec(writerCtx, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1 + $1 % 3, 1, 'w' || $1)`, n)
-			if err != nil {
-				failed.Add(1)
-				conn.Close(context.Background())
-				conn = nil
-				continue
-			}
-			written.Add(1)
-			time.Sleep(2 * time.Millisecond)
-		}
-		if conn != nil {
-			conn.Close(context.Background())
-		}
-	}()
+	client, stopClient := startResumingClient(t, p.addr)
+	writer := startRowWriter(pg.URL())
+	t.Cleanup(writer.halt)
 	steady := func() { time.Sleep(700 * time.Millisecond) }
 
 	steady()
@@ -152,43 +217,17 @@ func TestCrashesLoseNothingAndDuplicateNothing(t *testing.T) {
 	pg.Kill(t)
 	pg.Start(t)
 	steady()
-	stopWriter()
-	<-writerDone
+	writer.halt()
 
 	// Every row the database has must arrive exactly once.
-	rows := map[string]bool{}
-	conn, err := pgx.Connect(context.Background(), pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := conn.Query(context.Background(), `SELECT elector_name FROM guarantee`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for r.Next() {
-		var name string
-		r.Scan(&name)
-		rows[name] = true
-	}
-	conn.Close(context.Background())
-
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		client.mu.Lock()
-		got := len(client.names)
-		client.mu.Unlock()
-		if got >= len(rows) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	cancel()
-	<-clientDone
+	rows := electorNames(t, pg.URL())
+	client.received(len(rows), 30*time.Second)
+	stopClient()
 
 	client.mu.Lock()
 	defer client.mu.Unlock()
 	t.Logf("%d rows committed (%d writes failed during faults), %d messages received, %d reconnects, %d resyncs",
-		len(rows), failed.Load(), len(client.ids), client.drops, client.resyncs)
+		len(rows), writer.failed.Load(), len(client.ids), client.drops, client.resyncs)
 	if len(rows) < 500 {
 		t.Errorf("only %d rows written: the load was not steady", len(rows))
 	}

@@ -26,6 +26,7 @@ func TestDashboardBurstKeepsHistoryAndClients(t *testing.T) {
 	}
 }
 
+// testDashboardBurst runs the burst test on bus, "memory" or "redis".
 func testDashboardBurst(t *testing.T, bus string) {
 	// 20,000 users in process; 10,000 through Redis (with history to
 	// match), where each dashboard costs a script call's share and the
@@ -83,6 +84,25 @@ func testDashboardBurst(t *testing.T, bus string) {
 	})
 
 	back := dial(t, app.addr, token(t, 7, "", 1), "since="+seen)
+	expectResumed(t, back, seen, missed, users)
+	// The idle client is still there.
+	if err := idle.conn.Write(t.Context(), 1, []byte(`{"type":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for m := idle.next(t, 10*time.Second); m["type"] != "pong"; m = idle.next(t, 10*time.Second) {
+	}
+	if v, _ := metric(t, app.addr, "walcast_slow_consumer_closes_total"); v != 0 {
+		t.Errorf("%v clients closed with 4008 during the burst", v)
+	}
+	if rdb != nil {
+		checkBurstStream(t, rdb, 2+missed, users, history)
+	}
+}
+
+// expectResumed reads the missed attendance changes of a client resuming
+// from seen after a burst of users dashboards, with no resync_required.
+func expectResumed(t *testing.T, back *wsClient, seen string, missed, users int) {
+	t.Helper()
 	got := 0
 	deadline := time.After(30 * time.Second)
 	for got < missed {
@@ -105,20 +125,13 @@ func testDashboardBurst(t *testing.T, bus string) {
 			t.Fatalf("resume after the burst delivered %d of the %d missed changes", got, missed)
 		}
 	}
-	// The idle client is still there.
-	if err := idle.conn.Write(t.Context(), 1, []byte(`{"type":"ping"}`)); err != nil {
-		t.Fatal(err)
-	}
-	for m := idle.next(t, 10*time.Second); m["type"] != "pong"; m = idle.next(t, 10*time.Second) {
-	}
-	if v, _ := metric(t, app.addr, "walcast_slow_consumer_closes_total"); v != 0 {
-		t.Errorf("%v clients closed with 4008 during the burst", v)
-	}
-	if rdb == nil {
-		return
-	}
-	// The stream still holds the changes; the hash every user's newest
-	// dashboard: all zero after the TRUNCATE.
+}
+
+// checkBurstStream checks that the Redis stream still holds the test's
+// wantChanges changes, and the dashboards hash every user's newest
+// dashboard: all zero after the TRUNCATE.
+func checkBurstStream(t *testing.T, rdb *redis.Client, wantChanges, users, history int) {
+	t.Helper()
 	entries, err := rdb.XRange(t.Context(), "walcast:changes", "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
@@ -132,8 +145,8 @@ func testDashboardBurst(t *testing.T, bus string) {
 		}
 	}
 	t.Logf("stream: %d changes and %d dashboards (--history %d)", changes, dashboards, history)
-	if changes < 2+missed {
-		t.Errorf("the stream kept %d changes, want the %d of this test", changes, 2+missed)
+	if changes < wantChanges {
+		t.Errorf("the stream kept %d changes, want the %d of this test", changes, wantChanges)
 	}
 	all, err := rdb.HGetAll(t.Context(), "walcast:changes:dashboards").Result()
 	if err != nil {

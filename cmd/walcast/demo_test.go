@@ -1,47 +1,22 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"os"
 	"regexp"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/walcast/walcast/internal/testenv"
 )
 
-// demoOutput is a bytes.Buffer that runDemo writes and the test reads at
-// the same time.
-type demoOutput struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (o *demoOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *demoOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
-}
-
 func TestDemoStreamsTheSimulatedElectionAndCleansUp(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := testenv.FreePort(t)
 	cfg, _, err := parseConfig(cmdDemo, []string{"--listen", "127.0.0.1:" + strconv.Itoa(port), "--log-level", "warn"},
 		func(string) string { return "" })
 	if err != nil {
@@ -50,14 +25,36 @@ func TestDemoStreamsTheSimulatedElectionAndCleansUp(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout demoOutput
+	stdout := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- runDemo(ctx, cfg, &stdout, testWriter{t}) }()
+	go func() { done <- runDemo(ctx, cfg, stdout, testWriter{t}) }()
 
-	// The banner appears once walcast streams.
+	tok, dir := waitDemoBanner(t, stdout, done, port)
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("data folder: %v", err)
+	}
+	readDemoChanges(t, ctx, port, tok, 3)
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("runDemo: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("runDemo did not return within 10s of cancel")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("data folder %s is still there (stat: %v)", dir, err)
+	}
+}
+
+// waitDemoBanner waits for the banner the demo prints once walcast
+// streams, and returns the admin token and the data folder it names.
+func waitDemoBanner(t *testing.T, stdout *syncBuffer, done <-chan error, port int) (tok, dir string) {
+	t.Helper()
 	tokenRE := regexp.MustCompile(`admin:\s+http://localhost:(\d+)/#token=(\S+)`)
 	dirRE := regexp.MustCompile(`data folder \(removed on exit\):\s+(\S+)`)
-	var tok, dir string
 	deadline := time.Now().Add(60 * time.Second)
 	for tok == "" {
 		select {
@@ -75,15 +72,17 @@ func TestDemoStreamsTheSimulatedElectionAndCleansUp(t *testing.T) {
 			t.Fatalf("no dashboard URL within 60s:\n%s", stdout.String())
 		}
 	}
-	if m := dirRE.FindStringSubmatch(stdout.String()); m != nil {
-		dir = m[1]
-	} else {
+	m := dirRE.FindStringSubmatch(stdout.String())
+	if m == nil {
 		t.Fatalf("no data folder in the banner:\n%s", stdout.String())
 	}
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatalf("data folder: %v", err)
-	}
+	return tok, m[1]
+}
 
+// readDemoChanges connects to the demo with tok and reads n change
+// messages (frames with an id).
+func readDemoChanges(t *testing.T, ctx context.Context, port int, tok string, n int) {
+	t.Helper()
 	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer wcancel()
 	conn, resp, err := websocket.Dial(wctx, "ws://127.0.0.1:"+strconv.Itoa(port)+"/ws?token="+tok, nil)
@@ -95,9 +94,10 @@ func TestDemoStreamsTheSimulatedElectionAndCleansUp(t *testing.T) {
 		}
 		t.Fatalf("dial /ws: %v %s", err, body)
 	}
+	defer conn.Close(websocket.StatusNormalClosure, "")
 	conn.SetReadLimit(1 << 20)
 	changes := 0
-	for changes < 3 {
+	for changes < n {
 		_, b, err := conn.Read(wctx)
 		if err != nil {
 			t.Fatalf("after %d change messages: %v", changes, err)
@@ -109,19 +109,5 @@ func TestDemoStreamsTheSimulatedElectionAndCleansUp(t *testing.T) {
 		if m.ID != "" {
 			changes++
 		}
-	}
-	conn.Close(websocket.StatusNormalClosure, "")
-
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("runDemo: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("runDemo did not return within 10s of cancel")
-	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("data folder %s is still there (stat: %v)", dir, err)
 	}
 }

@@ -55,98 +55,100 @@ func normalize(t *testing.T, m map[string]any, timeCols ...string) string {
 	return string(b)
 }
 
+// typedMessageSteps are the statements of TestTrackedTablesBecomeTypedMessages
+// and the message each must produce, normalized (see normalize).
+var typedMessageSteps = []struct {
+	name     string
+	sql      string
+	timeCols []string
+	want     string
+}{
+	{
+		name:     "guarantee created",
+		sql:      `INSERT INTO guarantee (id, committee_id, user_id, elector_name, status, created_at, updated_at) VALUES (7, 3, 12, 'Zed', 'medium', now(), now())`,
+		timeCols: []string{"created_at", "updated_at"},
+		want:     `{"action":"created","data":{"committee_id":3,"created_at":"T","elector_id":null,"elector_name":"Zed","id":7,"notes":"","status":"medium","updated_at":"T","user_id":12},"id":"ID","table":"public.guarantee","timestamp":"TS","type":"guarantee_update","version":"LSN"}`,
+	},
+	{
+		name:     "guarantee updated",
+		sql:      `UPDATE guarantee SET status = 'strong' WHERE id = 7`,
+		timeCols: []string{"created_at", "updated_at"},
+		want:     `{"action":"updated","data":{"committee_id":3,"created_at":"T","elector_id":null,"elector_name":"Zed","id":7,"notes":"","status":"strong","updated_at":"T","user_id":12},"id":"ID","old":{"status":"medium"},"table":"public.guarantee","timestamp":"TS","type":"guarantee_update","version":"LSN"}`,
+	},
+	{
+		name:     "guarantee deleted",
+		sql:      `DELETE FROM guarantee WHERE id = 7`,
+		timeCols: []string{"created_at", "updated_at"},
+		want:     `{"action":"deleted","data":{"committee_id":3,"created_at":"T","elector_id":null,"elector_name":"Zed","id":7,"notes":"","status":"strong","updated_at":"T","user_id":12},"id":"ID","table":"public.guarantee","timestamp":"TS","type":"guarantee_update","version":"LSN"}`,
+	},
+	{
+		name:     "attendance created",
+		sql:      `INSERT INTO attendance (id, committee_id, elector_id, user_id, attended) VALUES (5, 2, 900, 12, true)`,
+		timeCols: []string{"marked_at"},
+		want:     `{"action":"created","data":{"attended":true,"committee_id":2,"elector_id":900,"id":5,"marked_at":"T","user_id":12},"id":"ID","table":"public.attendance","timestamp":"TS","type":"attendance_update","version":"LSN"}`,
+	},
+	{
+		name:     "attendance updated",
+		sql:      `UPDATE attendance SET attended = false WHERE id = 5`,
+		timeCols: []string{"marked_at"},
+		want:     `{"action":"updated","data":{"attended":false,"committee_id":2,"elector_id":900,"id":5,"marked_at":"T","user_id":12},"id":"ID","old":{"attended":true},"table":"public.attendance","timestamp":"TS","type":"attendance_update","version":"LSN"}`,
+	},
+	{
+		name:     "attendance deleted",
+		sql:      `DELETE FROM attendance WHERE id = 5`,
+		timeCols: []string{"marked_at"},
+		want:     `{"action":"deleted","data":{"attended":false,"committee_id":2,"elector_id":900,"id":5,"marked_at":"T","user_id":12},"id":"ID","table":"public.attendance","timestamp":"TS","type":"attendance_update","version":"LSN"}`,
+	},
+	{
+		name:     "vote_count created",
+		sql:      `INSERT INTO vote_count (id, committee_id, candidate_id, votes) VALUES (9, 1, 2, 40)`,
+		timeCols: []string{"updated_at"},
+		want:     `{"action":"created","data":{"committee_id":1,"vote_count":{"candidate_id":2,"committee_id":1,"id":9,"updated_at":"T","votes":40}},"id":"ID","table":"public.vote_count","timestamp":"TS","type":"voting_update","version":"LSN"}`,
+	},
+	{
+		name:     "vote_count updated",
+		sql:      `UPDATE vote_count SET votes = 41 WHERE id = 9`,
+		timeCols: []string{"updated_at"},
+		want:     `{"action":"updated","data":{"committee_id":1,"vote_count":{"candidate_id":2,"committee_id":1,"id":9,"updated_at":"T","votes":41}},"id":"ID","old":{"votes":40},"table":"public.vote_count","timestamp":"TS","type":"voting_update","version":"LSN"}`,
+	},
+	{
+		name:     "vote_count deleted",
+		sql:      `DELETE FROM vote_count WHERE id = 9`,
+		timeCols: []string{"updated_at"},
+		want:     `{"action":"deleted","data":{"committee_id":1,"vote_count":{"candidate_id":2,"committee_id":1,"id":9,"updated_at":"T","votes":41}},"id":"ID","table":"public.vote_count","timestamp":"TS","type":"voting_update","version":"LSN"}`,
+	},
+	{
+		name:     "election_results generated",
+		sql:      `INSERT INTO election_results (id, committee_id, candidate_id, total_votes, percentage, rank, details) VALUES (4, 1, 1, 60, 60.00, 1, '{"turnout": 0.6}')`,
+		timeCols: []string{"generated_at"},
+		want:     `{"action":"created","data":{"action_type":"results_generated","committee_id":1,"election_results":{"candidate_id":1,"committee_id":1,"details":{"turnout":0.6},"generated_at":"T","id":4,"percentage":"60.00","rank":1,"total_votes":60}},"id":"ID","table":"public.election_results","timestamp":"TS","type":"voting_update","version":"LSN"}`,
+	},
+	{
+		name:     "election_results updated",
+		sql:      `UPDATE election_results SET total_votes = 61, percentage = 61.00 WHERE id = 4`,
+		timeCols: []string{"generated_at"},
+		want:     `{"action":"updated","data":{"action_type":"results_updated","committee_id":1,"election_results":{"candidate_id":1,"committee_id":1,"details":{"turnout":0.6},"generated_at":"T","id":4,"percentage":"61.00","rank":1,"total_votes":61}},"id":"ID","old":{"percentage":"60.00","total_votes":60},"table":"public.election_results","timestamp":"TS","type":"voting_update","version":"LSN"}`,
+	},
+	{
+		name:     "election-wide result",
+		sql:      `INSERT INTO election_results (id, committee_id, candidate_id, total_votes) VALUES (5, NULL, 2, 500)`,
+		timeCols: []string{"generated_at"},
+		want:     `{"action":"created","data":{"action_type":"results_generated","committee_id":null,"election_results":{"candidate_id":2,"committee_id":null,"details":{},"generated_at":"T","id":5,"percentage":"0.00","rank":null,"total_votes":500}},"id":"ID","table":"public.election_results","timestamp":"TS","type":"voting_update","version":"LSN"}`,
+	},
+	{
+		name:     "election_results deleted",
+		sql:      `DELETE FROM election_results WHERE id = 5`,
+		timeCols: []string{"generated_at"},
+		want:     `{"action":"deleted","data":{"action_type":"results_updated","committee_id":null,"election_results":{"candidate_id":2,"committee_id":null,"details":{},"generated_at":"T","id":5,"percentage":"0.00","rank":null,"total_votes":500}},"id":"ID","table":"public.election_results","timestamp":"TS","type":"voting_update","version":"LSN"}`,
+	},
+}
+
 func TestTrackedTablesBecomeTypedMessages(t *testing.T) {
 	pg := electionDB(t)
 	app := startApp(t, testConfig(t, pg.URL()))
 	app.waitStreaming(t)
 	c := dial(t, app.addr, token(t, 1, "admin"), "")
-
-	steps := []struct {
-		name     string
-		sql      string
-		timeCols []string
-		want     string
-	}{
-		{
-			name:     "guarantee created",
-			sql:      `INSERT INTO guarantee (id, committee_id, user_id, elector_name, status, created_at, updated_at) VALUES (7, 3, 12, 'Zed', 'medium', now(), now())`,
-			timeCols: []string{"created_at", "updated_at"},
-			want:     `{"action":"created","data":{"committee_id":3,"created_at":"T","elector_id":null,"elector_name":"Zed","id":7,"notes":"","status":"medium","updated_at":"T","user_id":12},"id":"ID","table":"public.guarantee","timestamp":"TS","type":"guarantee_update","version":"LSN"}`,
-		},
-		{
-			name:     "guarantee updated",
-			sql:      `UPDATE guarantee SET status = 'strong' WHERE id = 7`,
-			timeCols: []string{"created_at", "updated_at"},
-			want:     `{"action":"updated","data":{"committee_id":3,"created_at":"T","elector_id":null,"elector_name":"Zed","id":7,"notes":"","status":"strong","updated_at":"T","user_id":12},"id":"ID","old":{"status":"medium"},"table":"public.guarantee","timestamp":"TS","type":"guarantee_update","version":"LSN"}`,
-		},
-		{
-			name:     "guarantee deleted",
-			sql:      `DELETE FROM guarantee WHERE id = 7`,
-			timeCols: []string{"created_at", "updated_at"},
-			want:     `{"action":"deleted","data":{"committee_id":3,"created_at":"T","elector_id":null,"elector_name":"Zed","id":7,"notes":"","status":"strong","updated_at":"T","user_id":12},"id":"ID","table":"public.guarantee","timestamp":"TS","type":"guarantee_update","version":"LSN"}`,
-		},
-		{
-			name:     "attendance created",
-			sql:      `INSERT INTO attendance (id, committee_id, elector_id, user_id, attended) VALUES (5, 2, 900, 12, true)`,
-			timeCols: []string{"marked_at"},
-			want:     `{"action":"created","data":{"attended":true,"committee_id":2,"elector_id":900,"id":5,"marked_at":"T","user_id":12},"id":"ID","table":"public.attendance","timestamp":"TS","type":"attendance_update","version":"LSN"}`,
-		},
-		{
-			name:     "attendance updated",
-			sql:      `UPDATE attendance SET attended = false WHERE id = 5`,
-			timeCols: []string{"marked_at"},
-			want:     `{"action":"updated","data":{"attended":false,"committee_id":2,"elector_id":900,"id":5,"marked_at":"T","user_id":12},"id":"ID","old":{"attended":true},"table":"public.attendance","timestamp":"TS","type":"attendance_update","version":"LSN"}`,
-		},
-		{
-			name:     "attendance deleted",
-			sql:      `DELETE FROM attendance WHERE id = 5`,
-			timeCols: []string{"marked_at"},
-			want:     `{"action":"deleted","data":{"attended":false,"committee_id":2,"elector_id":900,"id":5,"marked_at":"T","user_id":12},"id":"ID","table":"public.attendance","timestamp":"TS","type":"attendance_update","version":"LSN"}`,
-		},
-		{
-			name:     "vote_count created",
-			sql:      `INSERT INTO vote_count (id, committee_id, candidate_id, votes) VALUES (9, 1, 2, 40)`,
-			timeCols: []string{"updated_at"},
-			want:     `{"action":"created","data":{"committee_id":1,"vote_count":{"candidate_id":2,"committee_id":1,"id":9,"updated_at":"T","votes":40}},"id":"ID","table":"public.vote_count","timestamp":"TS","type":"voting_update","version":"LSN"}`,
-		},
-		{
-			name:     "vote_count updated",
-			sql:      `UPDATE vote_count SET votes = 41 WHERE id = 9`,
-			timeCols: []string{"updated_at"},
-			want:     `{"action":"updated","data":{"committee_id":1,"vote_count":{"candidate_id":2,"committee_id":1,"id":9,"updated_at":"T","votes":41}},"id":"ID","old":{"votes":40},"table":"public.vote_count","timestamp":"TS","type":"voting_update","version":"LSN"}`,
-		},
-		{
-			name:     "vote_count deleted",
-			sql:      `DELETE FROM vote_count WHERE id = 9`,
-			timeCols: []string{"updated_at"},
-			want:     `{"action":"deleted","data":{"committee_id":1,"vote_count":{"candidate_id":2,"committee_id":1,"id":9,"updated_at":"T","votes":41}},"id":"ID","table":"public.vote_count","timestamp":"TS","type":"voting_update","version":"LSN"}`,
-		},
-		{
-			name:     "election_results generated",
-			sql:      `INSERT INTO election_results (id, committee_id, candidate_id, total_votes, percentage, rank, details) VALUES (4, 1, 1, 60, 60.00, 1, '{"turnout": 0.6}')`,
-			timeCols: []string{"generated_at"},
-			want:     `{"action":"created","data":{"action_type":"results_generated","committee_id":1,"election_results":{"candidate_id":1,"committee_id":1,"details":{"turnout":0.6},"generated_at":"T","id":4,"percentage":"60.00","rank":1,"total_votes":60}},"id":"ID","table":"public.election_results","timestamp":"TS","type":"voting_update","version":"LSN"}`,
-		},
-		{
-			name:     "election_results updated",
-			sql:      `UPDATE election_results SET total_votes = 61, percentage = 61.00 WHERE id = 4`,
-			timeCols: []string{"generated_at"},
-			want:     `{"action":"updated","data":{"action_type":"results_updated","committee_id":1,"election_results":{"candidate_id":1,"committee_id":1,"details":{"turnout":0.6},"generated_at":"T","id":4,"percentage":"61.00","rank":1,"total_votes":61}},"id":"ID","old":{"percentage":"60.00","total_votes":60},"table":"public.election_results","timestamp":"TS","type":"voting_update","version":"LSN"}`,
-		},
-		{
-			name:     "election-wide result",
-			sql:      `INSERT INTO election_results (id, committee_id, candidate_id, total_votes) VALUES (5, NULL, 2, 500)`,
-			timeCols: []string{"generated_at"},
-			want:     `{"action":"created","data":{"action_type":"results_generated","committee_id":null,"election_results":{"candidate_id":2,"committee_id":null,"details":{},"generated_at":"T","id":5,"percentage":"0.00","rank":null,"total_votes":500}},"id":"ID","table":"public.election_results","timestamp":"TS","type":"voting_update","version":"LSN"}`,
-		},
-		{
-			name:     "election_results deleted",
-			sql:      `DELETE FROM election_results WHERE id = 5`,
-			timeCols: []string{"generated_at"},
-			want:     `{"action":"deleted","data":{"action_type":"results_updated","committee_id":null,"election_results":{"candidate_id":2,"committee_id":null,"details":{},"generated_at":"T","id":5,"percentage":"0.00","rank":null,"total_votes":500}},"id":"ID","table":"public.election_results","timestamp":"TS","type":"voting_update","version":"LSN"}`,
-		},
-	}
-	for _, s := range steps {
+	for _, s := range typedMessageSteps {
 		pg.Exec(t, s.sql)
 		got := normalize(t, c.change(t), s.timeCols...)
 		if got != s.want {

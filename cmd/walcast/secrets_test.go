@@ -122,7 +122,25 @@ func TestSecretsNeverPrintedInConfigurationErrors(t *testing.T) {
 // and a Redis that cannot be reached or parsed: the logs, errors, `walcast
 // check` and both /readyz show no secret.
 func TestSecretsNeverPrintedAtRuntime(t *testing.T) {
-	closed := testenv.FreePort(t) // nothing listens there
+	for _, r := range secretRuns(testenv.FreePort(t)) {
+		t.Run(r.name, func(t *testing.T) {
+			t.Parallel()
+			runWithSecrets(t, r)
+		})
+	}
+}
+
+// secretRun is one command of TestSecretsNeverPrintedAtRuntime: its
+// arguments and environment.
+type secretRun struct {
+	name string
+	args []string
+	env  map[string]string
+}
+
+// secretRuns returns every command with secrets in its options, against
+// servers at port closed, where nothing listens.
+func secretRuns(closed int) []secretRun {
 	dbURLs := map[string]string{
 		"unreachable": fmt.Sprintf("postgres://walcast:%s@127.0.0.1:%d/election?sslmode=disable", url.PathEscape(dbPassword), closed),
 		"query":       fmt.Sprintf("postgres://walcast@127.0.0.1:%d/election?password=%s", closed, url.QueryEscape(dbPassword)),
@@ -130,13 +148,8 @@ func TestSecretsNeverPrintedAtRuntime(t *testing.T) {
 		"bad port":    fmt.Sprintf("postgres://walcast:%s@127.0.0.1:port/election", url.PathEscape(dbPassword)),
 	}
 	redisURL := fmt.Sprintf("redis://:%s@127.0.0.1:%d/0", url.PathEscape(redisPassword), closed)
-	type run struct {
-		name string
-		args []string
-		env  map[string]string
-	}
 	unreachable := dbURLs["unreachable"]
-	runs := []run{
+	runs := []secretRun{
 		{"run flags", []string{"run", "--database-url", unreachable, "--redis-url", redisURL, "--jwt-secret", jwtKey}, nil},
 		{"run env query", []string{"run"}, map[string]string{"DATABASE_URL": dbURLs["query"], "WALCAST_JWT_SECRET": jwtKey}},
 		{"run flags keyvalue", []string{"run", "--database-url", dbURLs["keyvalue"], "--jwt-secret", jwtKey}, nil},
@@ -149,64 +162,70 @@ func TestSecretsNeverPrintedAtRuntime(t *testing.T) {
 	}
 	for kind, db := range dbURLs {
 		runs = append(runs,
-			run{"check flags " + kind, []string{"check", "--database-url", db}, nil},
-			run{"check env " + kind, []string{"check"}, map[string]string{"DATABASE_URL": db}})
+			secretRun{"check flags " + kind, []string{"check", "--database-url", db}, nil},
+			secretRun{"check env " + kind, []string{"check"}, map[string]string{"DATABASE_URL": db}})
 	}
-	for _, r := range runs {
-		t.Run(r.name, func(t *testing.T) {
-			t.Parallel()
-			serves := r.args[0] == cmdRun || r.args[0] == cmdServe || r.args[0] == cmdCapture
-			args := r.args
-			var public, internal string
-			if serves {
-				public = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-				internal = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-				args = append(args, "--listen", public, "--internal-listen", internal, "--log-level", "debug")
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			var out, errOut syncBuffer
-			done := make(chan int, 1)
-			go func() { done <- realMainContext(ctx, args, &out, &errOut, func(k string) string { return r.env[k] }) }()
-			if serves {
-				// Wait until readiness reports the failure (or walcast
-				// stopped on it), then read both /readyz.
-				deadline, seen, exited := time.Now().Add(20*time.Second), false, false
-				for time.Now().Before(deadline) {
-					code, body := tryGet("http://" + internal + "/readyz")
-					if code == 503 && (strings.Contains(body, "not streaming: ") || strings.Contains(body, "unreachable")) {
-						assertNoSecret(t, "internal /readyz", body)
-						_, pub := tryGet("http://" + public + "/readyz")
-						assertNoSecret(t, "public /readyz", pub)
-						t.Logf("internal /readyz: %s", body)
-						seen = true
-						break
-					}
-					select {
-					case code := <-done:
-						done <- code
-						deadline, exited = time.Time{}, true
-					case <-time.After(50 * time.Millisecond):
-					}
-				}
-				if !seen && !exited {
-					t.Errorf("/readyz never reported the failure")
-				}
-				cancel()
-			}
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				t.Fatalf("walcast did not stop")
-			}
-			assertNoSecret(t, "stderr", errOut.String())
-			assertNoSecret(t, "stdout", out.String())
-			assertNoMask(t, "stderr", errOut.String())
-			assertNoMask(t, "stdout", out.String())
-			if testing.Verbose() {
-				t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
-			}
-		})
+	return runs
+}
+
+// runWithSecrets runs r at debug level and checks that its output, and
+// both /readyz of a serving command, show no secret.
+func runWithSecrets(t *testing.T, r secretRun) {
+	serves := r.args[0] == cmdRun || r.args[0] == cmdServe || r.args[0] == cmdCapture
+	args := r.args
+	var public, internal string
+	if serves {
+		public = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		internal = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		args = append(args, "--listen", public, "--internal-listen", internal, "--log-level", "debug")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- realMainContext(ctx, args, &out, &errOut, func(k string) string { return r.env[k] }) }()
+	if serves {
+		checkReadyzHidesSecrets(t, public, internal, done)
+		cancel()
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("walcast did not stop")
+	}
+	assertNoSecret(t, "stderr", errOut.String())
+	assertNoSecret(t, "stdout", out.String())
+	assertNoMask(t, "stderr", errOut.String())
+	assertNoMask(t, "stdout", out.String())
+	if testing.Verbose() {
+		t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	}
+}
+
+// checkReadyzHidesSecrets waits until readiness reports the failure (or
+// walcast stopped on it: done), then reads both /readyz.
+func checkReadyzHidesSecrets(t *testing.T, public, internal string, done chan int) {
+	t.Helper()
+	deadline, seen, exited := time.Now().Add(20*time.Second), false, false
+	for time.Now().Before(deadline) {
+		code, body := tryGet("http://" + internal + "/readyz")
+		if code == 503 && (strings.Contains(body, "not streaming: ") || strings.Contains(body, "unreachable")) {
+			assertNoSecret(t, "internal /readyz", body)
+			_, pub := tryGet("http://" + public + "/readyz")
+			assertNoSecret(t, "public /readyz", pub)
+			t.Logf("internal /readyz: %s", body)
+			seen = true
+			break
+		}
+		select {
+		case code := <-done:
+			done <- code
+			deadline, exited = time.Time{}, true
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if !seen && !exited {
+		t.Errorf("/readyz never reported the failure")
 	}
 }
 

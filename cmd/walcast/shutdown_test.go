@@ -101,12 +101,7 @@ func TestSigtermUnderLoadLosesAndRepeatsNothing(t *testing.T) {
 	args := []string{"--redis-url", rd.URL()}
 	p := startProcess(t, pg.URL(), port, args...)
 	p.waitReady(t)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	client := &resumingClient{addr: p.addr, tok: token(t, 1, "admin"), ids: map[string]int{}, names: map[string]int{}}
-	clientDone := make(chan struct{})
-	go func() { defer close(clientDone); client.run(ctx) }()
+	client, stopClient := startResumingClient(t, p.addr)
 
 	load := startLoad(t, pg.URL())
 	var exits []time.Duration
@@ -115,33 +110,10 @@ func TestSigtermUnderLoadLosesAndRepeatsNothing(t *testing.T) {
 		before := load.committed.Load()
 		took := p.sigterm(t)
 		exits = append(exits, took)
-		out := p.out.String()
-		if !strings.Contains(out, "confirmed position on shutdown") {
-			t.Errorf("round %d: no \"confirmed position on shutdown\" in the log:\n%s", round, out)
-		}
-		if strings.Contains(out, "level=WARN") || strings.Contains(out, "level=ERROR") {
-			t.Errorf("round %d: warnings or errors during a clean shutdown:\n%s", round, out)
-		}
-
-		// Everything on the bus is confirmed: a restart re-reads none of it.
-		waitSlotInactive(t, pg.URL(), "walcast")
-		var confirmedText string
-		queryRow(t, pg.URL(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'walcast'", nil, &confirmedText)
-		confirmed := parseLSNText(t, confirmedText)
-		top, err := rdb.XRevRangeN(ctx, "walcast:changes", "+", "-", 1).Result()
-		if err != nil || len(top) == 0 {
-			t.Fatalf("read the stream's top: %v %v", top, err)
-		}
-		topPos, err := schema.ParsePosition(top[0].ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if topPos.LSN >= confirmed {
-			t.Errorf("round %d: the stream's newest entry %s (commit at %d) is not below the confirmed position %s (%d): a restart re-reads stored changes",
-				round, top[0].ID, topPos.LSN, confirmedText, confirmed)
-		}
+		checkCleanShutdown(t, round, p.out.String())
+		confirmed, top := checkNothingReread(t, round, pg.URL(), rdb)
 		t.Logf("round %d: exited %v after SIGTERM with %d rows committed; confirmed %s, newest stream entry %s",
-			round, took.Round(time.Millisecond), before, confirmedText, top[0].ID)
+			round, took.Round(time.Millisecond), before, confirmed, top)
 
 		time.Sleep(300 * time.Millisecond) // writes go on while walcast is down
 		p = startProcess(t, pg.URL(), port, args...)
@@ -151,30 +123,9 @@ func TestSigtermUnderLoadLosesAndRepeatsNothing(t *testing.T) {
 	load.halt()
 
 	// Every row the database has, exactly once, to the client and in the stream.
-	rows := map[string]bool{}
-	conn, err := pgx.Connect(ctx, pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := conn.Query(ctx, `SELECT elector_name FROM guarantee`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for r.Next() {
-		var name string
-		if err := r.Scan(&name); err != nil {
-			t.Fatal(err)
-		}
-		rows[name] = true
-	}
-	conn.Close(ctx)
-	eventually(t, 30*time.Second, "the client received every row", func() bool {
-		client.mu.Lock()
-		defer client.mu.Unlock()
-		return len(client.names) >= len(rows)
-	})
-	cancel()
-	<-clientDone
+	rows := electorNames(t, pg.URL())
+	eventually(t, 30*time.Second, "the client received every row", func() bool { return client.received(len(rows), 0) })
+	stopClient()
 
 	client.mu.Lock()
 	defer client.mu.Unlock()
@@ -194,6 +145,41 @@ func TestSigtermUnderLoadLosesAndRepeatsNothing(t *testing.T) {
 	if len(rows) < 1000 {
 		t.Errorf("only %d rows written: the load was not steady", len(rows))
 	}
+}
+
+// checkCleanShutdown checks the log of a walcast stopped by SIGTERM: it
+// confirmed its position, with no warning or error.
+func checkCleanShutdown(t *testing.T, round int, out string) {
+	t.Helper()
+	if !strings.Contains(out, "confirmed position on shutdown") {
+		t.Errorf("round %d: no \"confirmed position on shutdown\" in the log:\n%s", round, out)
+	}
+	if strings.Contains(out, "level=WARN") || strings.Contains(out, "level=ERROR") {
+		t.Errorf("round %d: warnings or errors during a clean shutdown:\n%s", round, out)
+	}
+}
+
+// checkNothingReread checks that everything on the bus is confirmed, so a
+// restart re-reads none of it; it returns the slot's confirmed position
+// and the stream's newest id.
+func checkNothingReread(t *testing.T, round int, dbURL string, rdb *redis.Client) (confirmed, top string) {
+	t.Helper()
+	waitSlotInactive(t, dbURL, "walcast")
+	queryRow(t, dbURL, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'walcast'", nil, &confirmed)
+	confirmedLSN := parseLSNText(t, confirmed)
+	newest, err := rdb.XRevRangeN(t.Context(), "walcast:changes", "+", "-", 1).Result()
+	if err != nil || len(newest) == 0 {
+		t.Fatalf("read the stream's top: %v %v", newest, err)
+	}
+	topPos, err := schema.ParsePosition(newest[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if topPos.LSN >= confirmedLSN {
+		t.Errorf("round %d: the stream's newest entry %s (commit at %d) is not below the confirmed position %s (%d): a restart re-reads stored changes",
+			round, newest[0].ID, topPos.LSN, confirmed, confirmedLSN)
+	}
+	return confirmed, newest[0].ID
 }
 
 // parseLSNText parses PostgreSQL's "16/B374D848" form.
