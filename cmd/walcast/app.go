@@ -54,15 +54,20 @@ func (a *App) Addr(ctx context.Context) (string, error) {
 	}
 }
 
+// parts returns capture and the dashboard builder once Run created them
+// (nil before, and for a process without them).
+func (a *App) parts() (*cdc.Capture, *dashboard.Builder) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.capture, a.dashboards
+}
+
 // Status returns the capture's progress (zero before it starts).
 func (a *App) Status() cdc.Status {
-	a.mu.Lock()
-	c := a.capture
-	a.mu.Unlock()
-	if c == nil {
-		return cdc.Status{}
+	if c, _ := a.parts(); c != nil {
+		return c.Status()
 	}
-	return c.Status()
+	return cdc.Status{}
 }
 
 // Run runs the App's command until ctx is cancelled, then shuts down:

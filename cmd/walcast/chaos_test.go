@@ -141,20 +141,28 @@ func electorNames(t *testing.T, dbURL string) map[string]bool {
 	return rows
 }
 
-// rowWriter commits one guarantee row per transaction, as fast as it can
-// with a short pause, reconnecting through every fault, until stopped.
+// rowWriter commits one guarantee row per transaction, elector names w0,
+// w1, ..., pausing between them, reconnecting through every fault, until
+// halted.
 type rowWriter struct {
 	written, failed atomic.Int64
 	stop            context.CancelFunc
 	done            chan struct{}
 }
 
-func startRowWriter(dbURL string) *rowWriter {
+// startRowWriter starts a rowWriter on the database at dbURL; logf, when
+// not nil, logs its write errors. The test's cleanup halts it.
+func startRowWriter(t *testing.T, dbURL string, pause time.Duration, logf func(string, ...any)) *rowWriter {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &rowWriter{stop: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		var conn *pgx.Conn
+		defer func() {
+			if conn != nil {
+				conn.Close(context.Background())
+			}
+		}()
 		for n := 0; ctx.Err() == nil; n++ {
 			if conn == nil {
 				c, err := pgx.Connect(ctx, dbURL)
@@ -164,20 +172,22 @@ func startRowWriter(dbURL string) *rowWriter {
 				}
 				conn = c
 			}
-			_, err := conn.Exec(ctx, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1 + $1 % 3, 1, 'w' || $1)`, n)
-			if err != nil {
+			// Not cancelled mid-statement: a cancelled INSERT may still
+			// commit after the test has read the table.
+			if _, err := conn.Exec(context.Background(), `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1 + $1 % 3, 1, 'w' || $1)`, n); err != nil {
 				w.failed.Add(1)
+				if logf != nil && ctx.Err() == nil {
+					logf("writer: %v", err)
+				}
 				conn.Close(context.Background())
 				conn = nil
 				continue
 			}
 			w.written.Add(1)
-			time.Sleep(2 * time.Millisecond)
-		}
-		if conn != nil {
-			conn.Close(context.Background())
+			time.Sleep(pause)
 		}
 	}()
+	t.Cleanup(w.halt)
 	return w
 }
 
@@ -199,8 +209,7 @@ func TestCrashesLoseNothingAndDuplicateNothing(t *testing.T) {
 	p := startProcess(t, pg.URL(), port, args...)
 	p.waitReady(t)
 	client, stopClient := startResumingClient(t, p.addr)
-	writer := startRowWriter(pg.URL())
-	t.Cleanup(writer.halt)
+	writer := startRowWriter(t, pg.URL(), 2*time.Millisecond, nil)
 	steady := func() { time.Sleep(700 * time.Millisecond) }
 
 	steady()

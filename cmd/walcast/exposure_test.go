@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -23,22 +22,9 @@ import (
 // timeouts short enough for a test.
 func startTuned(t *testing.T, mode string, cfg *Config, tm *httpTimeouts) *running {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	app := NewApp(mode, cfg, log)
+	app := NewApp(mode, cfg, testLogger(t))
 	app.httpTimeouts = tm
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{app: app, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- app.Run(ctx) }()
-	actx, acancel := context.WithTimeout(ctx, 10*time.Second)
-	defer acancel()
-	addr, err := app.Addr(actx)
-	if err != nil {
-		cancel()
-		t.Fatalf("walcast did not start listening: %v (run returned %v)", err, <-r.done)
-	}
-	r.addr = addr
-	t.Cleanup(func() { r.stop(t) })
-	return r
+	return launch(t, app)
 }
 
 func internalAddr(t *testing.T, r *running) string {

@@ -83,7 +83,13 @@ func testLogger(tb testing.TB) *slog.Logger {
 // waits until it listens.
 func startMode(tb testing.TB, mode string, cfg *Config) *running {
 	tb.Helper()
-	app := NewApp(mode, cfg, testLogger(tb))
+	return launch(tb, NewApp(mode, cfg, testLogger(tb)))
+}
+
+// launch runs app in process and waits until it listens; the test's
+// cleanup stops it.
+func launch(tb testing.TB, app *App) *running {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{app: app, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- app.Run(ctx) }()
@@ -239,23 +245,37 @@ func (c *wsClient) change(t *testing.T) map[string]any {
 // changeRaw returns the next row-change frame as sent.
 func (c *wsClient) changeRaw(t *testing.T) []byte {
 	t.Helper()
+	silence := func() <-chan time.Time { return time.After(10 * time.Second) }
+	return c.await(t, silence, "change within 10s", func(b []byte) bool {
+		var ctl struct{ Type string }
+		if err := json.Unmarshal(b, &ctl); err != nil {
+			t.Fatalf("frame is not JSON: %v: %.200s", err, b)
+		}
+		switch ctl.Type {
+		case "welcome", "pong", "subscribed", "auth_ok", "dashboard_update", "presence_state", "presence_diff", "typing":
+			return false
+		}
+		return true
+	})
+}
+
+// await returns the first frame that match accepts, skipping the others.
+// It fails when the connection closes, or with "no "+what when timeout's
+// channel fires: a fresh timer each call limits the silence between
+// frames, one shared timer the whole wait.
+func (c *wsClient) await(t *testing.T, timeout func() <-chan time.Time, what string, match func([]byte) bool) []byte {
+	t.Helper()
 	for {
 		select {
-		case b, ok := <-c.frames:
-			if !ok {
+		case b, open := <-c.frames:
+			if !open {
 				t.Fatalf("connection closed: %v", <-c.closed)
 			}
-			var ctl struct{ Type string }
-			if err := json.Unmarshal(b, &ctl); err != nil {
-				t.Fatalf("frame is not JSON: %v: %.200s", err, b)
+			if match(b) {
+				return b
 			}
-			switch ctl.Type {
-			case "welcome", "pong", "subscribed", "auth_ok", "dashboard_update", "presence_state", "presence_diff", "typing":
-				continue
-			}
-			return b
-		case <-time.After(10 * time.Second):
-			t.Fatalf("no change within 10s")
+		case <-timeout():
+			t.Fatalf("no %s", what)
 		}
 	}
 }

@@ -25,20 +25,7 @@ func startLogged(t *testing.T, mode string, cfg *Config) (*running, *syncBuffer)
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	app := NewApp(mode, cfg, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{app: app, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- app.Run(ctx) }()
-	actx, acancel := context.WithTimeout(ctx, 10*time.Second)
-	defer acancel()
-	addr, err := app.Addr(actx)
-	if err != nil {
-		cancel()
-		t.Fatalf("walcast did not start listening: %v (run returned %v)", err, <-r.done)
-	}
-	r.addr = addr
-	t.Cleanup(func() { r.stop(t) })
-	return r, logs
+	return launch(t, NewApp(mode, cfg, log)), logs
 }
 
 // pauseProcess stops a process (SIGSTOP) until the returned function

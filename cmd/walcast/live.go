@@ -86,13 +86,10 @@ func (m *metrics) watchDashboards(stats func() dashboard.Stats) {
 // Dashboards returns the dashboard builder's counters (zero when this
 // process computes none).
 func (a *App) Dashboards() dashboard.Stats {
-	a.mu.Lock()
-	b := a.dashboards
-	a.mu.Unlock()
-	if b == nil {
-		return dashboard.Stats{}
+	if _, b := a.parts(); b != nil {
+		return b.Stats()
 	}
-	return b.Stats()
+	return dashboard.Stats{}
 }
 
 // startPresence returns the presence of a serving process: shared with the

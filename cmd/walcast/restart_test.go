@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -116,25 +115,6 @@ func httpGetNoFail(url string) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// terminate sends SIGTERM and waits for a clean exit within 10 s.
-func (p *process) terminate(t *testing.T) {
-	t.Helper()
-	start := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Fatalf("walcast exited with %v after SIGTERM:\n%s", err, p.out.String())
-		}
-		p.done <- nil // for Cleanup
-	case <-time.After(10 * time.Second):
-		t.Fatalf("walcast did not exit within 10 s of SIGTERM:\n%s", p.out.String())
-	}
-	t.Logf("walcast exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
-}
-
 func (p *process) waitReady(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -184,7 +164,7 @@ func TestRestartDeliversChangesMadeWhileDownExactlyOnce(t *testing.T) {
 		t.Fatalf("got %v", m)
 	}
 
-	p.terminate(t)
+	t.Logf("walcast exited %v after SIGTERM", p.sigterm(t).Round(time.Millisecond))
 	if code, ok := <-c1.closed; ok && code != nil {
 		t.Logf("client 1 closed: %v", code)
 	}

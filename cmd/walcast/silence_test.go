@@ -4,12 +4,10 @@ import (
 	"context"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -30,13 +28,8 @@ type silenceRig struct {
 	app          *running
 	logs         *syncBuffer
 	client       *resumingClient
-	written      atomic.Int64
-
-	cancel      context.CancelFunc
-	clientDone  chan struct{}
-	stopWriter  context.CancelFunc
-	writerDone  chan struct{}
-	stallWindow time.Duration
+	stopClient   func()
+	writer       *rowWriter
 }
 
 // startSilenceRig starts the rig; args are extra walcast flags.
@@ -51,48 +44,26 @@ func startSilenceRig(t *testing.T, args ...string) *silenceRig {
 	r.app, r.logs = startLogged(t, cmdRun, testConfig(t, dbURL, append(base, args...)...))
 	r.app.waitStreaming(t)
 	waitReady(t, r.app.addr)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	t.Cleanup(cancel)
-	r.client = &resumingClient{addr: r.app.addr, tok: token(t, 1, "admin"), ids: map[string]int{}, names: map[string]int{}}
-	r.clientDone = make(chan struct{})
-	go func() { defer close(r.clientDone); r.client.run(ctx) }()
-
-	wctx, stop := context.WithCancel(ctx)
-	r.stopWriter, r.writerDone = stop, make(chan struct{})
-	go func() {
-		defer close(r.writerDone)
-		var conn *pgx.Conn
-		defer func() {
-			if conn != nil {
-				conn.Close(context.Background())
-			}
-		}()
-		for n := 0; wctx.Err() == nil; n++ {
-			if conn == nil {
-				c, err := pgx.Connect(wctx, pg.URL())
-				if err != nil {
-					time.Sleep(20 * time.Millisecond)
-					continue
-				}
-				conn = c
-			}
-			// Not cancelled mid-statement: a cancelled INSERT may still
-			// commit after the test has read the table.
-			if _, err := conn.Exec(context.Background(), `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1 + $1 % 3, 1, 'w' || $1)`, n); err != nil {
-				if wctx.Err() == nil {
-					t.Logf("writer: %v", err)
-				}
-				conn.Close(context.Background())
-				conn = nil
-				continue
-			}
-			r.written.Add(1)
-			time.Sleep(3 * time.Millisecond)
-		}
-	}()
+	r.client, r.stopClient = startResumingClient(t, r.app.addr)
+	r.writer = startRowWriter(t, pg.URL(), 3*time.Millisecond, t.Logf)
 	return r
+}
+
+// silence silences connections (silence returns how many) under load and
+// waits until /readyz, having turned red within 10 s, is green again
+// within limit, and a row written after the silence is delivered within
+// deliver.
+func (r *silenceRig) silence(t *testing.T, what string, silence func() int, limit, deliver time.Duration) {
+	t.Helper()
+	n := silence()
+	at, before := time.Now(), r.writer.written.Load()
+	took, red := r.readyAgain(t, at, 10*time.Second, limit)
+	if !red {
+		t.Fatalf("/readyz never turned red after the %s went silent", what)
+	}
+	t.Logf("silenced %d %s; /readyz green again %v later", n, what, took.Round(time.Millisecond))
+	r.waitDelivered(t, before, deliver)
+	t.Logf("rows flow again %v after the silence", time.Since(at).Round(time.Millisecond))
 }
 
 // readyAgain polls /readyz from the fault on: it returns how long after
@@ -137,35 +108,10 @@ func (r *silenceRig) waitDelivered(t *testing.T, after int64, limit time.Duratio
 func (r *silenceRig) finish(t *testing.T) {
 	t.Helper()
 	time.Sleep(500 * time.Millisecond) // load after the recovery
-	r.stopWriter()
-	<-r.writerDone
-	rows := map[string]bool{}
-	conn, err := pgx.Connect(context.Background(), r.pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := conn.Query(context.Background(), `SELECT elector_name FROM guarantee`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for res.Next() {
-		var name string
-		res.Scan(&name)
-		rows[name] = true
-	}
-	conn.Close(context.Background())
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		r.client.mu.Lock()
-		got := len(r.client.names)
-		r.client.mu.Unlock()
-		if got >= len(rows) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	r.cancel()
-	<-r.clientDone
+	r.writer.halt()
+	rows := electorNames(t, r.pg.URL())
+	r.client.received(len(rows), 20*time.Second)
+	r.stopClient()
 	r.client.mu.Lock()
 	defer r.client.mu.Unlock()
 	t.Logf("%d rows committed, %d messages received, %d reconnects of the client", len(rows), len(r.client.ids), r.client.drops)
@@ -257,15 +203,7 @@ func TestSilentPostgresIsReplaced(t *testing.T) {
 	time.Sleep(time.Second) // steady load before the fault
 	old := walsenderPID(t, r.pg.URL(), "walcast")
 
-	n := r.pgProxy.Silence()
-	at, before := time.Now(), r.written.Load()
-	took, red := r.readyAgain(t, at, 10*time.Second, 20*time.Second)
-	if !red {
-		t.Fatal("/readyz never turned red after the PostgreSQL connections went silent")
-	}
-	t.Logf("silenced %d PostgreSQL connections; /readyz green again %v later", n, took.Round(time.Millisecond))
-	r.waitDelivered(t, before, 10*time.Second)
-	t.Logf("rows flow again %v after the silence", time.Since(at).Round(time.Millisecond))
+	r.silence(t, "PostgreSQL connections", r.pgProxy.Silence, 20*time.Second, 10*time.Second)
 
 	if now := walsenderPID(t, r.pg.URL(), "walcast"); now == old {
 		t.Errorf("the same walsender (PID %d) still streams", old)
@@ -304,14 +242,7 @@ func TestSilentPostgresWithoutHeartbeatsIsReplaced(t *testing.T) {
 		t.Fatalf("liveness %q, want keepalive", st.Liveness)
 	}
 	time.Sleep(time.Second)
-	n := r.pgProxy.Silence()
-	at, before := time.Now(), r.written.Load()
-	took, red := r.readyAgain(t, at, 10*time.Second, 20*time.Second)
-	if !red {
-		t.Fatal("/readyz never turned red")
-	}
-	t.Logf("silenced %d PostgreSQL connections; /readyz green again %v later", n, took.Round(time.Millisecond))
-	r.waitDelivered(t, before, 10*time.Second)
+	r.silence(t, "PostgreSQL connections", r.pgProxy.Silence, 20*time.Second, 10*time.Second)
 	if v := r.replaced(t, "replication", "silent"); v != 1 {
 		t.Errorf("replication replaced %v times, want 1", v)
 	}
@@ -326,15 +257,7 @@ func TestSilentRedisIsReplaced(t *testing.T) {
 	// look silent either.
 	r := startSilenceRig(t, "--stall-threshold", "3s")
 	time.Sleep(time.Second)
-	n := r.rdP.Silence()
-	at, before := time.Now(), r.written.Load()
-	took, red := r.readyAgain(t, at, 10*time.Second, 20*time.Second)
-	if !red {
-		t.Fatal("/readyz never turned red after the Redis connections went silent")
-	}
-	t.Logf("silenced %d Redis connections; /readyz green again %v later", n, took.Round(time.Millisecond))
-	r.waitDelivered(t, before, 15*time.Second)
-	t.Logf("rows flow again %v after the silence", time.Since(at).Round(time.Millisecond))
+	r.silence(t, "Redis connections", r.rdP.Silence, 20*time.Second, 15*time.Second)
 	// The follower's blocking read is always out, so it always meets the
 	// silence; the appender's pool may have opened a fresh connection.
 	if v := r.replaced(t, "redis_follow", "timeout"); v < 1 {
@@ -352,15 +275,8 @@ func TestSilentRedisIsReplaced(t *testing.T) {
 func TestSilentPostgresAndRedisAreReplaced(t *testing.T) {
 	r := startSilenceRig(t)
 	time.Sleep(time.Second)
-	n := r.pgProxy.Silence() + r.rdP.Silence()
-	at, before := time.Now(), r.written.Load()
-	took, red := r.readyAgain(t, at, 10*time.Second, 25*time.Second)
-	if !red {
-		t.Fatal("/readyz never turned red")
-	}
-	t.Logf("silenced %d connections; /readyz green again %v later", n, took.Round(time.Millisecond))
-	r.waitDelivered(t, before, 15*time.Second)
-	t.Logf("rows flow again %v after the silence", time.Since(at).Round(time.Millisecond))
+	both := func() int { return r.pgProxy.Silence() + r.rdP.Silence() }
+	r.silence(t, "PostgreSQL and Redis connections", both, 25*time.Second, 15*time.Second)
 	if v := r.replaced(t, "replication", "silent"); v != 1 {
 		t.Errorf(`replication replaced %v times, want 1`, v)
 	}
@@ -375,7 +291,7 @@ func TestLatencyIsNotASilence(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	r.pgProxy.SetLatency(200 * time.Millisecond)
 	r.rdP.SetLatency(200 * time.Millisecond)
-	at, before := time.Now(), r.written.Load()
+	at, before := time.Now(), r.writer.written.Load()
 	r.waitDelivered(t, before, 15*time.Second)
 	t.Logf("with 200 ms each way, a row written after the latency began arrived %v later", time.Since(at).Round(time.Millisecond))
 	time.Sleep(2 * time.Second) // under latency, longer than the stall threshold
