@@ -97,7 +97,7 @@ func (a *App) Run(ctx context.Context) error {
 	defer bus.Close()
 	var work []func(context.Context) error
 	if serving {
-		work = append(work, bus.deliver(ctx, hub, a)...)
+		work = append(work, bus.deliver(ctx, hub, a.log)...)
 	}
 	ready := readiness{bus: bus, standbyReady: a.mode == cmdCapture}
 	if capturing {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 
 	"github.com/walcast/walcast/broadcast"
 	"github.com/walcast/walcast/cdc"
@@ -55,13 +56,13 @@ func (b *processBus) Close() {
 // deliver returns the loop that feeds hub from the Redis stream (none for
 // the in-process ring, which feeds it as it stores), after loading the
 // stream's newest entries into hub.
-func (b *processBus) deliver(ctx context.Context, hub *broadcast.Hub, a *App) []func(context.Context) error {
+func (b *processBus) deliver(ctx context.Context, hub *broadcast.Hub, log *slog.Logger) []func(context.Context) error {
 	if b.redis == nil {
 		return nil
 	}
 	// Before clients connect: resumes are then served from memory.
 	if err := b.redis.Preload(ctx, hub); err != nil {
-		a.log.Warn("cannot preload the stream's newest entries; resumes read Redis meanwhile (bounded)", "err", err)
+		log.Warn("cannot preload the stream's newest entries; resumes read Redis meanwhile (bounded)", "err", err)
 	}
 	return []func(context.Context) error{func(ctx context.Context) error { return b.redis.Follow(ctx, hub) }}
 }
