@@ -13,47 +13,40 @@ func checkNoEnv(string) string { return "" }
 
 func TestCheckCommandReady(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t)
-	pg.Exec(t, schema.SQL)
-	var out, errOut strings.Builder
-	code := realMain([]string{"check", "--database-url", pg.URL()}, &out, &errOut, checkNoEnv)
-	t.Logf("stdout:\n%s", out.String())
-	if code != 0 {
-		t.Fatalf("exit status %d, want 0; stderr: %s", code, errOut.String())
-	}
-	if errOut.Len() != 0 {
-		t.Errorf("stderr: %q, want nothing", errOut.String())
-	}
-	for _, line := range []string{
+	checkReport(t, 0, nil,
 		"ok       wal_level            logical\n",
 		"ok       replica identity     public.guarantee has REPLICA IDENTITY FULL\n",
 		"info     slot                 slot walcast does not exist yet",
 		"\nwalcast check: ready\n",
-	} {
-		if !strings.Contains(out.String(), line) {
-			t.Errorf("output lacks %q", line)
-		}
-	}
+	)
 }
 
 func TestCheckCommandWalLevelReplica(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t, testenv.WithSetting("wal_level", "replica"))
+	checkReport(t, 1, []testenv.PGOption{testenv.WithSetting("wal_level", "replica")},
+		"problem  wal_level            wal_level is replica",
+		"\n         fix: ALTER SYSTEM SET wal_level = logical;",
+		"\nwalcast check: 1 problem\n",
+	)
+}
+
+// checkReport runs `walcast check` on a new PostgreSQL (started with opts)
+// holding the election schema, and checks its exit status, that stderr is
+// empty (the report says it all) and that the report holds lines.
+func checkReport(t *testing.T, wantCode int, opts []testenv.PGOption, lines ...string) {
+	t.Helper()
+	pg := testenv.StartPostgres(t, opts...)
 	pg.Exec(t, schema.SQL)
 	var out, errOut strings.Builder
 	code := realMain([]string{"check", "--database-url", pg.URL()}, &out, &errOut, checkNoEnv)
 	t.Logf("stdout:\n%s", out.String())
-	if code != 1 {
-		t.Fatalf("exit status %d, want 1; stderr: %s", code, errOut.String())
+	if code != wantCode {
+		t.Fatalf("exit status %d, want %d; stderr: %s", code, wantCode, errOut.String())
 	}
 	if errOut.Len() != 0 {
 		t.Errorf("stderr: %q, want nothing: the report says it all", errOut.String())
 	}
-	for _, line := range []string{
-		"problem  wal_level            wal_level is replica",
-		"\n         fix: ALTER SYSTEM SET wal_level = logical;",
-		"\nwalcast check: 1 problem\n",
-	} {
+	for _, line := range lines {
 		if !strings.Contains(out.String(), line) {
 			t.Errorf("output lacks %q", line)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"strconv"
@@ -191,53 +192,25 @@ var options = []option{
 		flag: "history", env: []string{"WALCAST_HISTORY"}, def: "100000",
 		help: "messages kept for resume",
 		in:   []string{cmdRun, cmdCapture, cmdServe},
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return errors.New("want a positive integer")
-			}
-			c.History = n
-			return nil
-		},
+		set:  intSetter(1, math.MaxInt, "want a positive integer", func(c *Config, n int) { c.History = n }),
 	},
 	{
 		flag: "client-window", env: []string{"WALCAST_CLIENT_WINDOW"}, def: "65536",
 		help: "messages a client may fall behind before it is closed with 4008 and resumes from its last id",
 		in:   []string{cmdRun, cmdServe},
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 16 {
-				return errors.New("want an integer of at least 16")
-			}
-			c.ClientWindow = n
-			return nil
-		},
+		set:  intSetter(16, math.MaxInt, "want an integer of at least 16", func(c *Config, n int) { c.ClientWindow = n }),
 	},
 	{
 		flag: "max-connections", env: []string{"WALCAST_MAX_CONNECTIONS"}, def: "20000",
 		help: "WebSocket connections this process accepts in total (HTTP 503 beyond)",
 		in:   []string{cmdRun, cmdServe},
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return errors.New("want a positive integer")
-			}
-			c.MaxConns = n
-			return nil
-		},
+		set:  intSetter(1, math.MaxInt, "want a positive integer", func(c *Config, n int) { c.MaxConns = n }),
 	},
 	{
 		flag: "max-connections-per-user", env: []string{"WALCAST_MAX_CONNECTIONS_PER_USER"}, def: "32",
 		help: "WebSocket connections one user_id may hold (HTTP 429 beyond)",
 		in:   []string{cmdRun, cmdServe},
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return errors.New("want a positive integer")
-			}
-			c.MaxConnsUser = n
-			return nil
-		},
+		set:  intSetter(1, math.MaxInt, "want a positive integer", func(c *Config, n int) { c.MaxConnsUser = n }),
 	},
 	{
 		flag: "connect-rate", env: []string{"WALCAST_CONNECT_RATE"}, def: "20",
@@ -330,14 +303,7 @@ var options = []option{
 		flag: "max-http-connections", env: []string{"WALCAST_MAX_HTTP_CONNECTIONS"}, def: "0",
 		help: "TCP connections --listen holds open at once, WebSockets included (closed at once beyond); 0: --max-connections plus a tenth, at least 100 more",
 		in:   []string{cmdRun, cmdCapture, cmdServe},
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return errors.New("want a positive integer, or 0 for the default")
-			}
-			c.Net.MaxHTTPConns = n
-			return nil
-		},
+		set:  intSetter(0, math.MaxInt, "want a positive integer, or 0 for the default", func(c *Config, n int) { c.Net.MaxHTTPConns = n }),
 	},
 	{
 		flag: "trusted-proxies", env: []string{"WALCAST_TRUSTED_PROXIES"},
@@ -366,14 +332,7 @@ var options = []option{
 		flag: "dashboard-batch", env: []string{"WALCAST_DASHBOARD_BATCH"}, def: strconv.Itoa(dashboard.DefaultBatch),
 		help: "most dashboards sent per --dashboard-interval; a burst (start-up, TRUNCATE: one per user and committee) is spread over later rounds, admin and committee dashboards first",
 		in:   []string{cmdRun, cmdCapture},
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return errors.New("want a positive integer")
-			}
-			c.Live.DashboardBatch = n
-			return nil
-		},
+		set:  intSetter(1, math.MaxInt, "want a positive integer", func(c *Config, n int) { c.Live.DashboardBatch = n }),
 	},
 	{
 		flag: "presence-ttl", env: []string{"WALCAST_PRESENCE_TTL"}, def: "15s",
@@ -404,14 +363,7 @@ var options = []option{
 		flag: "tcp-keepalive-count", env: []string{"WALCAST_TCP_KEEPALIVE_COUNT"}, def: "3",
 		help: "unanswered TCP keepalive probes that close a connection",
 		in:   []string{cmdRun, cmdCapture, cmdServe},
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 127 {
-				return errors.New("want an integer from 1 to 127")
-			}
-			c.Transport.TCP.KeepAliveCount = n
-			return nil
-		},
+		set:  intSetter(1, 127, "want an integer from 1 to 127", func(c *Config, n int) { c.Transport.TCP.KeepAliveCount = n }),
 	},
 	{
 		flag: "tcp-user-timeout", env: []string{"WALCAST_TCP_USER_TIMEOUT"}, def: "30s",
@@ -431,6 +383,19 @@ var options = []option{
 		in:   []string{cmdRun, cmdCapture, cmdServe},
 		set:  durationAtLeast(100*time.Millisecond, false, func(c *Config, d time.Duration) { c.Transport.RedisTimeout = d }),
 	},
+}
+
+// intSetter returns an option's setter for an integer from min to max;
+// want is the error's text.
+func intSetter(min, max int, want string, set func(c *Config, n int)) func(c *Config, v string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < min || n > max {
+			return errors.New(want)
+		}
+		set(c, n)
+		return nil
+	}
 }
 
 // durationAtLeast returns an option's setter for a duration of at least

@@ -66,9 +66,7 @@ func TestDroppedSlotWithRedisRefusesThenStartsANewEpoch(t *testing.T) {
 	pg := electionDB(t)
 	rd := testenv.StartRedis(t)
 	args := []string{"--redis-url", rd.URL(), "--dashboard-interval", "0"}
-	app := startApp(t, testConfig(t, pg.URL(), args...))
-	app.waitStreaming(t)
-	c := dial(t, app.addr, token(t, 1, "admin"), "")
+	app, c := startStreamingAdmin(t, pg.URL(), args...)
 	pg.Exec(t, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1, 1, 'before')`)
 	seen := c.change(t)["id"].(string)
 	app.stop(t)
@@ -117,9 +115,7 @@ func TestNewClusterWithTheSameRedis(t *testing.T) {
 	old := electionDB(t)
 	rd := testenv.StartRedis(t)
 	args := []string{"--redis-url", rd.URL(), "--dashboard-interval", "0"}
-	app := startApp(t, testConfig(t, old.URL(), args...))
-	app.waitStreaming(t)
-	c := dial(t, app.addr, token(t, 1, "admin"), "")
+	app, c := startStreamingAdmin(t, old.URL(), args...)
 	var top string
 	for i := 0; i < 4; i++ { // move the old cluster's WAL well ahead of a new one's
 		old.Exec(t, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (1, 1, 'old')`)
@@ -155,21 +151,25 @@ func TestNewClusterWithTheSameRedis(t *testing.T) {
 // walsender until the drop wins the race with walcast's reconnection.
 func dropSlotUnder(t *testing.T, dbURL string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	for ctx.Err() == nil {
-		_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'walcast' AND active_pid IS NOT NULL`)
-		if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot('walcast')`); err == nil {
-			return
+	withConn(t, dbURL, 20*time.Second, func(ctx context.Context, conn *pgx.Conn) {
+		for ctx.Err() == nil {
+			_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'walcast' AND active_pid IS NOT NULL`)
+			if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot('walcast')`); err == nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatal("could not drop the slot within 20 s")
+		t.Fatal("could not drop the slot within 20 s")
+	})
+}
+
+// startStreamingAdmin starts `walcast run` on dbURL with args, waits until
+// it streams, and connects an admin client.
+func startStreamingAdmin(t *testing.T, dbURL string, args ...string) (*running, *wsClient) {
+	t.Helper()
+	app := startApp(t, testConfig(t, dbURL, args...))
+	app.waitStreaming(t)
+	return app, dial(t, app.addr, token(t, 1, "admin"), "")
 }
 
 // The in-process bus: the slot is dropped under a running walcast, which

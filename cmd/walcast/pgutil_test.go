@@ -39,14 +39,22 @@ func waitSlotInactive(t *testing.T, dbURL, slot string) {
 // queryRow runs a one-row query on a new connection.
 func queryRow(t *testing.T, dbURL, sql string, args []any, dest ...any) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	withConn(t, dbURL, 10*time.Second, func(ctx context.Context, conn *pgx.Conn) {
+		if err := conn.QueryRow(ctx, sql, args...).Scan(dest...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	})
+}
+
+// withConn runs f on a new connection to dbURL, all within timeout.
+func withConn(t *testing.T, dbURL string, timeout time.Duration, f func(ctx context.Context, conn *pgx.Conn)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	if err := conn.QueryRow(ctx, sql, args...).Scan(dest...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
+	f(ctx, conn)
 }
