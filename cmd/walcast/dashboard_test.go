@@ -50,15 +50,16 @@ func (d *dashboardFrame) key() string {
 func (c *wsClient) dashboard(t *testing.T, timeout time.Duration, ok func(*dashboardFrame) bool) *dashboardFrame {
 	t.Helper()
 	deadline := time.After(timeout)
-	var d dashboardFrame
+	var found *dashboardFrame
 	c.await(t, func() <-chan time.Time { return deadline }, fmt.Sprintf("matching dashboard_update within %v", timeout), func(b []byte) bool {
-		d = dashboardFrame{}
-		if err := json.Unmarshal(b, &d); err != nil {
+		d := &dashboardFrame{} // a new one per frame: ok may keep it
+		if err := json.Unmarshal(b, d); err != nil {
 			t.Fatalf("frame is not JSON: %v: %.200s", err, b)
 		}
-		return d.Type == "dashboard_update" && ok(&d)
+		found = d
+		return d.Type == "dashboard_update" && ok(d)
 	})
-	return &d
+	return found
 }
 
 func supervisorOf(committee int64, ok func(*dashboardFrame) bool) func(*dashboardFrame) bool {
