@@ -19,8 +19,8 @@ type readiness struct {
 
 // check returns whether the process is ready, and why, by part.
 func (r readiness) check(context.Context) (bool, map[string]string) {
-	ok, checks := r.bus.health()
-	details := map[string]string{"bus": checks}
+	ok, bus := r.bus.health()
+	details := map[string]string{"bus": bus}
 	if r.capture == nil {
 		return ok, details
 	}
