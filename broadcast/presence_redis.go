@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/walcast/walcast/internal/ctxsleep"
 	"github.com/walcast/walcast/internal/netguard"
 )
 
@@ -173,7 +174,7 @@ func (l *RedisPresence) listen(ctx context.Context, msgs chan<- *redis.Message, 
 				if !netguard.IsTimeout(err) {
 					// go-redis reconnects the subscription by itself.
 					l.log.Debug("presence subscription failed; retrying", "err", err)
-					if !sleepCtx(ctx, 100*time.Millisecond) {
+					if !ctxsleep.Sleep(ctx, 100*time.Millisecond) {
 						break
 					}
 					continue

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/walcast/walcast/internal/ctxsleep"
 	"github.com/walcast/walcast/internal/netguard"
 	"github.com/walcast/walcast/schema"
 )
@@ -348,7 +349,7 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 			head, err := b.Head(ctx)
 			if err != nil {
 				b.log.Error("cannot read the stream head; retrying", "err", err, "retry_in", backoff)
-				if !sleepCtx(ctx, backoff) {
+				if !ctxsleep.Sleep(ctx, backoff) {
 					break
 				}
 				backoff = min(backoff*2, 5*time.Second)
@@ -357,7 +358,7 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 			ep, earlier, err := b.epoch(ctx)
 			if err != nil {
 				b.log.Error("cannot read the stream's epoch; retrying", "err", err, "retry_in", backoff)
-				if !sleepCtx(ctx, backoff) {
+				if !ctxsleep.Sleep(ctx, backoff) {
 					break
 				}
 				backoff = min(backoff*2, 5*time.Second)
@@ -405,7 +406,7 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 			}
 			b.note(err)
 			b.log.Error("reading the stream failed; retrying from the last message read", "err", err, "last", last.String(), "retry_in", backoff)
-			if !sleepCtx(ctx, backoff) {
+			if !ctxsleep.Sleep(ctx, backoff) {
 				break
 			}
 			backoff = min(backoff*2, 5*time.Second)
@@ -485,15 +486,4 @@ func trimmedAfter(info *redis.XInfoStream, pos schema.Position) bool {
 		first, err = schema.ParsePosition(info.RecordedFirstEntryID)
 	}
 	return err == nil && pos.Less(first)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/walcast/walcast/internal/ctxsleep"
 	"github.com/walcast/walcast/internal/netguard"
 	"github.com/walcast/walcast/schema"
 )
@@ -134,6 +135,7 @@ type Capture struct {
 	// followed across reconnections.
 	tracked map[uint32]trackedRel
 	renames renameLog
+	warned  map[string]bool // the setup warnings logged, by detail (session goroutine only)
 
 	lostReported atomic.Bool // OnLost was called
 	noMessages   sync.Once   // the PostgreSQL < 14 note was logged
@@ -176,7 +178,7 @@ func New(cfg Config, sink Sink) *Capture {
 	token := make([]byte, 6)
 	_, _ = rand.Read(token)
 	return &Capture{cfg: cfg, sink: sink, log: cfg.Logger.With("slot", cfg.Slot), retainedWAL: -1, safeWAL: NoWALLimit,
-		appName: "walcast-" + hex.EncodeToString(token)}
+		appName: "walcast-" + hex.EncodeToString(token), warned: map[string]bool{}}
 }
 
 // AppName is the application_name of this Capture's replication
@@ -282,7 +284,7 @@ func (c *Capture) Run(ctx context.Context) error {
 				c.log.Info("replication slot is held by another process; waiting to take over", "holder_pid", held.pid, "holder", held.holder)
 			}
 			heldBy = held.pid
-			if !sleep(ctx, time.Second) {
+			if !ctxsleep.Sleep(ctx, time.Second) {
 				return nil
 			}
 			continue
@@ -295,21 +297,10 @@ func (c *Capture) Run(ctx context.Context) error {
 			backoff = 100 * time.Millisecond
 		}
 		c.log.Error("replication session ended; reconnecting", "err", err, "retry_in", backoff)
-		if !sleep(ctx, backoff) {
+		if !ctxsleep.Sleep(ctx, backoff) {
 			return nil
 		}
 		backoff = min(backoff*2, c.cfg.MaxBackoff)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
@@ -435,93 +426,113 @@ func redactURLError(err error) error {
 
 // session runs one replication connection from setup to loss.
 func (c *Capture) session(ctx context.Context) error {
-	// Setup runs on an ordinary connection: catalog queries and DDL.
+	// Setup runs on an ordinary connection: catalog queries and DDL. It
+	// stays open for the session's heartbeats.
 	setup, err := c.connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer closeConn(ctx, setup.PgConn())
-	// Each setup step must answer within QueryTimeout: a connection that
-	// went silent while it was being set up is closed by the timeout.
-	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, c.cfg.QueryTimeout) }
-	sctx, cancel := step()
-	tracked, err := prepare(sctx, setup, c.cfg.Publication, c.cfg.Tables, c.tracked)
-	cancel()
+	slot, exists, err := c.setUp(ctx, setup)
 	if err != nil {
 		return err
+	}
+	conn, err := c.openReplication(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeConn(ctx, conn)
+	if slot, err = c.ensureSlot(ctx, conn, setup, slot, exists); err != nil {
+		return err
+	}
+	emitSQL, err := c.startReplication(ctx, conn, setup, slot)
+	if err != nil {
+		return err
+	}
+	return c.stream(ctx, conn, setup, emitSQL)
+}
+
+// step bounds one setup step by QueryTimeout: a connection that went
+// silent while it was being set up is closed by the timeout.
+func (c *Capture) step(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.cfg.QueryTimeout)
+}
+
+// setUp checks the database and prepares the tracked tables and the
+// publication (see prepare), then reads the slot and, when this process's
+// previous walsender still holds it, reclaims it.
+func (c *Capture) setUp(ctx context.Context, setup *pgx.Conn) (slot SlotInfo, exists bool, err error) {
+	sctx, cancel := c.step(ctx)
+	defer cancel()
+	tracked, err := c.prepare(sctx, setup)
+	if err != nil {
+		return slot, false, err
 	}
 	c.tracked = tracked
-	sctx, cancel = step()
-	slot, err := querySlot(sctx, setup, c.cfg.Slot)
-	cancel()
-	if err != nil {
-		return err
+	sctx, cancel = c.step(ctx)
+	defer cancel()
+	if slot, exists, err = readSlot(sctx, setup, c.cfg.Slot); err != nil || !exists || slot.ActivePID == 0 {
+		return slot, exists, err
 	}
-	if slot.exists {
-		if slot.plugin != "pgoutput" {
-			return &SetupError{
-				Problem: fmt.Sprintf("replication slot %s uses plugin %s, walcast needs pgoutput", c.cfg.Slot, slot.plugin),
-				Fix:     fmt.Sprintf("choose another --slot, or drop it: SELECT pg_drop_replication_slot('%s');", c.cfg.Slot),
-			}
-		}
-		if db := setup.Config().Database; slot.database != db {
-			return &SetupError{
-				Problem: fmt.Sprintf("replication slot %s belongs to database %s, not %s", c.cfg.Slot, slot.database, db),
-				Fix:     "choose another --slot for this database",
-			}
-		}
-		if slot.walStatus == "lost" {
-			return c.slotLost()
-		}
-		if slot.activePID != 0 {
-			sctx, cancel = step()
-			slot, err = c.reclaimSlot(sctx, setup, slot)
-			cancel()
-			if err != nil {
-				return err
-			}
-		}
-	}
+	sctx, cancel = c.step(ctx)
+	defer cancel()
+	slot, err = c.reclaimSlot(sctx, setup, slot)
+	return slot, true, err
+}
 
+// openReplication opens the replication connection.
+func (c *Capture) openReplication(ctx context.Context) (*pgconn.PgConn, error) {
 	rcfg, err := c.replicationConfig()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sctx, cancel = step()
+	sctx, cancel := c.step(ctx)
 	defer cancel()
 	conn, err := pgconn.ConnectConfig(sctx, rcfg)
 	if err != nil {
-		return fmt.Errorf("open replication connection: %w", err)
+		return nil, fmt.Errorf("open replication connection: %w", err)
 	}
-	defer closeConn(ctx, conn)
+	return conn, nil
+}
+
+// ensureSlot checks the database's lineage and creates the slot when it
+// does not exist, returning its row.
+func (c *Capture) ensureSlot(ctx context.Context, conn *pgconn.PgConn, setup *pgx.Conn, slot SlotInfo, exists bool) (SlotInfo, error) {
+	sctx, cancel := c.step(ctx)
+	defer cancel()
 	sys, err := pglogrepl.IdentifySystem(sctx, conn)
 	if err != nil {
-		return fmt.Errorf("identify system: %w", err)
+		return slot, fmt.Errorf("identify system: %w", err)
 	}
-	if err := c.checkLineage(sctx, conn, sys, slot.exists); err != nil {
-		return err
+	if err := c.checkLineage(sctx, conn, sys, exists); err != nil {
+		return slot, err
 	}
-	if !slot.exists {
-		// No timeout: creating a slot waits for the transactions running
-		// at that moment to end, however long they take.
-		res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
-			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
-		if err != nil {
-			return fmt.Errorf("create replication slot %s: %w", c.cfg.Slot, err)
-		}
-		c.log.Info("created replication slot", "consistent_point", res.ConsistentPoint)
-		cancel()
-		sctx, cancel = step()
-		defer cancel()
-		slot, err = querySlot(sctx, setup, c.cfg.Slot)
-		if err != nil {
-			return err
-		}
+	if exists {
+		return slot, nil
 	}
-	// The setup connection stays open for the session's heartbeats.
+	// No timeout: creating a slot waits for the transactions running at
+	// that moment to end, however long they take.
+	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+	if err != nil {
+		return slot, fmt.Errorf("create replication slot %s: %w", c.cfg.Slot, err)
+	}
+	c.log.Info("created replication slot", "consistent_point", res.ConsistentPoint)
+	sctx, cancel = c.step(ctx)
+	defer cancel()
+	slot, _, err = readSlot(sctx, setup, c.cfg.Slot)
+	return slot, err
+}
+
+// startReplication starts streaming from the slot's confirmed position and
+// marks the session as streaming. It returns the heartbeat statement ("":
+// no heartbeats).
+func (c *Capture) startReplication(ctx context.Context, conn *pgconn.PgConn, setup *pgx.Conn, slot SlotInfo) (emitSQL string, err error) {
+	sctx, cancel := c.step(ctx)
+	defer cancel()
 	mode, emitSQL, err := c.heartbeatMode(sctx, setup)
 	if err != nil {
-		return err
+		return "", err
 	}
 	args := []string{
 		"proto_version '1'",
@@ -530,8 +541,7 @@ func (c *Capture) session(ctx context.Context) error {
 	if emitSQL != "" {
 		args = append(args, "messages 'true'")
 	}
-
-	c.confirmed.Store(slot.confirmed)
+	c.confirmed.Store(slot.ConfirmedFlushLSN)
 	err = pglogrepl.StartReplication(sctx, conn, c.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
 		PluginArgs: args,
@@ -539,9 +549,9 @@ func (c *Capture) session(ctx context.Context) error {
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "55006" {
-			return &slotHeldError{slot: c.cfg.Slot, holder: pgErr.Message}
+			return "", &slotHeldError{slot: c.cfg.Slot, holder: pgErr.Message}
 		}
-		return fmt.Errorf("start replication from slot %s at %s: %w", c.cfg.Slot, fmtLSN(slot.confirmed), err)
+		return "", fmt.Errorf("start replication from slot %s at %s: %w", c.cfg.Slot, pglogrepl.LSN(slot.ConfirmedFlushLSN), err)
 	}
 	if waited := c.stopWaiting(); waited > 0 {
 		c.log.Info("took over the replication slot", "waited", waited.Round(time.Millisecond))
@@ -553,8 +563,8 @@ func (c *Capture) session(ctx context.Context) error {
 	c.live.reset(mode, time.Now())
 	c.streaming.Store(true)
 	c.sessions.Add(1)
-	c.log.Info("streaming changes", "from", fmtLSN(slot.confirmed), "publication", c.cfg.Publication, "liveness", mode)
-	return c.stream(ctx, conn, setup, emitSQL)
+	c.log.Info("streaming changes", "from", pglogrepl.LSN(slot.ConfirmedFlushLSN).String(), "publication", c.cfg.Publication, "liveness", mode)
+	return emitSQL, nil
 }
 
 // closeConn closes a connection, waiting at most a second for the
@@ -572,32 +582,32 @@ func closeConn(ctx context.Context, conn *pgconn.PgConn) {
 // it and waits for the slot to be free, and returns the slot's row.
 // Anyone else's walsender is left alone: it returns a *slotHeldError, and
 // capture waits as a standby.
-func (c *Capture) reclaimSlot(ctx context.Context, conn *pgx.Conn, slot slotInfo) (slotInfo, error) {
-	pid := slot.activePID
+func (c *Capture) reclaimSlot(ctx context.Context, conn *pgx.Conn, slot SlotInfo) (SlotInfo, error) {
+	pid := slot.ActivePID
 	var terminated bool
 	err := conn.QueryRow(ctx, `SELECT pg_terminate_backend(a.pid)
 		FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid
 		WHERE s.slot_name = $1 AND s.database = current_database() AND a.pid = $2
 		AND a.backend_type = 'walsender' AND a.application_name = $3`, c.cfg.Slot, pid, c.appName).Scan(&terminated)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return slot, &slotHeldError{slot: c.cfg.Slot, pid: pid, holder: holderOf(ctx, conn, pid)}
+		return slot, &slotHeldError{slot: c.cfg.Slot, pid: pid, holder: slot.Holder}
 	}
 	if err != nil {
 		return slot, fmt.Errorf("terminate this process's previous walsender (PID %d), which still holds slot %s: %w", pid, c.cfg.Slot, err)
 	}
 	c.log.Warn("terminated this process's previous walsender, which still held the replication slot", "pid", pid)
 	for {
-		s, err := querySlot(ctx, conn, c.cfg.Slot)
+		s, _, err := readSlot(ctx, conn, c.cfg.Slot)
 		if err != nil {
 			return slot, err
 		}
-		if s.activePID != pid {
-			if s.activePID != 0 {
-				return s, &slotHeldError{slot: c.cfg.Slot, pid: s.activePID, holder: holderOf(ctx, conn, s.activePID)}
+		if s.ActivePID != pid {
+			if s.ActivePID != 0 {
+				return s, &slotHeldError{slot: c.cfg.Slot, pid: s.ActivePID, holder: s.Holder}
 			}
 			return s, nil
 		}
-		if !sleep(ctx, 20*time.Millisecond) {
+		if !ctxsleep.Sleep(ctx, 20*time.Millisecond) {
 			return slot, fmt.Errorf("previous walsender (PID %d) still holds slot %s after pg_terminate_backend: %w", pid, c.cfg.Slot, ctx.Err())
 		}
 	}
@@ -627,23 +637,6 @@ func (c *Capture) heartbeatMode(ctx context.Context, conn *pgx.Conn) (mode, emit
 	default:
 		return livenessHeartbeat, "SELECT pg_logical_emit_message(false, '" + heartbeatPrefix + "', $1::text, true)", nil
 	}
-}
-
-// holderOf describes the process holding a slot, for the log line that
-// tells an operator who is streaming.
-func holderOf(ctx context.Context, conn *pgx.Conn, pid int32) string {
-	var app, addr string
-	err := conn.QueryRow(ctx, `SELECT coalesce(application_name, ''), coalesce(client_addr::text, 'local')
-		FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&app, &addr)
-	if err != nil {
-		return "unknown"
-	}
-	return fmt.Sprintf("application %q from %s", app, addr)
-}
-
-// pieceMsg is a decoded piece on its way to the sink.
-type pieceMsg struct {
-	piece *Piece
 }
 
 // stream is the replication loop: the receiver (this goroutine) reads and
@@ -703,7 +696,7 @@ func (c *Capture) streamChanges(ctx context.Context, conn *pgconn.PgConn) error 
 		if err := c.confirmAndEnd(conn); err != nil {
 			c.log.Warn("final standby status update failed; the next start re-reads from the last confirmed position", "err", err)
 		} else {
-			c.log.Info("confirmed position on shutdown", "confirmed", fmtLSN(c.confirmed.Load()))
+			c.log.Info("confirmed position on shutdown", "confirmed", pglogrepl.LSN(c.confirmed.Load()).String())
 		}
 	}
 	return recvErr
@@ -783,7 +776,7 @@ func (c *Capture) publish(ctx context.Context, pending <-chan *Piece, outstandin
 			} else {
 				c.log.Debug("storing changes failed again; retrying", "err", err, "retry_in", backoff)
 			}
-			if !sleep(ctx, backoff) {
+			if !ctxsleep.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(backoff*2, c.cfg.MaxBackoff)
@@ -995,7 +988,7 @@ func (c *Capture) sendStatus(conn *pgconn.PgConn, replyRequested bool) error {
 		ReplyRequested:   replyRequested,
 	})
 	if err != nil {
-		return fmt.Errorf("confirm lsn %s: %w", fmtLSN(conf), err)
+		return fmt.Errorf("confirm lsn %s: %w", pglogrepl.LSN(conf), err)
 	}
 	return nil
 }

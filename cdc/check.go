@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -92,9 +93,7 @@ func Check(ctx context.Context, cfg CheckConfig) []Finding {
 	defer conn.Close(context.WithoutCancel(ctx))
 	c := &checker{conn: conn, cfg: cfg}
 	c.add(first)
-	c.server(ctx)
-	steps := []func(context.Context){c.walLevel, c.slotLimit, c.walSenders, c.role, c.tables, c.publication, c.slot}
-	for _, step := range steps {
+	for _, step := range c.steps() {
 		if conn.IsClosed() {
 			c.add(Finding{Check: "connection", Level: LevelProblem,
 				Detail: "the connection was lost during the check",
@@ -106,12 +105,19 @@ func Check(ctx context.Context, cfg CheckConfig) []Finding {
 	return c.out
 }
 
+// steps are the checks, in the order Check runs them and start-up stops
+// at the first problem.
+func (c *checker) steps() []func(context.Context) {
+	return []func(context.Context){c.server, c.walLevel, c.slotLimit, c.walSenders, c.role, c.tables, c.publication, c.slot}
+}
+
 // checker holds one run of Check: the connection, and what earlier checks
 // learned that later ones need.
 type checker struct {
 	conn *pgx.Conn
 	cfg  CheckConfig
 	out  []Finding
+	err  error // the first query that failed, for start-up: a retry may succeed
 
 	database   string // current_database()
 	superuser  bool
@@ -133,6 +139,9 @@ func (c *checker) add(f Finding) { c.out = append(c.out, f) }
 // failed records a check that could not run because a query failed. It is
 // a problem because nothing was verified; the error says what to fix.
 func (c *checker) failed(check, what string, err error) {
+	if c.err == nil {
+		c.err = fmt.Errorf("%s: %w", what, err)
+	}
 	c.add(Finding{Check: check, Level: LevelProblem, Detail: fmt.Sprintf("could not %s: %v", what, err)})
 }
 
@@ -395,7 +404,7 @@ func (c *checker) tables(ctx context.Context) {
 		case kind == nil:
 			missing = append(missing, missingAt{len(c.out), t})
 			c.add(Finding{Check: "table", Level: LevelProblem,
-				Detail: fmt.Sprintf("%s (tracked as %s) does not exist", t.Qualified(), t.Kind),
+				Detail: fmt.Sprintf("%s does not exist (tracked as %s)", t.Qualified(), t.Kind),
 				Fix: fmt.Sprintf("create the election tables with schema/election.sql (psql \"$DATABASE_URL\" -f schema/election.sql), "+
 					"or track an existing table with --tables name=%s", t.Kind)})
 		case *kind != "r" && *kind != "p":
@@ -487,85 +496,104 @@ func (c *checker) publication(ctx context.Context) {
 		c.failed(check, "read publication "+c.cfg.Publication, err)
 		return
 	}
-
-	var missing []string
-	if !allTables {
-		published, err := c.publishedTables(ctx)
-		if err != nil {
-			c.failed(check, "read the tables of publication "+c.cfg.Publication, err)
-			return
-		}
-		for _, ti := range c.tableInfo {
-			if ti.exists && !published[ti.table.Qualified()] {
-				missing = append(missing, ti.quoted)
-			}
-		}
-	}
-	ok := true
-	if len(missing) > 0 {
-		ok = false
-		whose := "their"
-		if len(missing) == 1 {
-			whose = "its"
-		}
-		c.add(Finding{Check: check, Level: LevelProblem,
-			Detail: fmt.Sprintf("publication %s does not include %s: walcast receives none of %s changes", c.cfg.Publication, strings.Join(missing, ", "), whose),
-			Fix:    fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", quoted, strings.Join(missing, ", "))})
-	}
-	if !ins || !upd || !del {
-		ok = false
-		var skipped []string
-		for _, a := range []struct {
-			on   bool
-			name string
-		}{{ins, "inserts"}, {upd, "updates"}, {del, "deletes"}} {
-			if !a.on {
-				skipped = append(skipped, a.name)
-			}
-		}
-		c.add(Finding{Check: check, Level: LevelWarning,
-			Detail: fmt.Sprintf("publication %s does not publish %s: walcast never sees them", c.cfg.Publication, strings.Join(skipped, " or ")),
-			Fix:    fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate');", quoted)})
-	}
-	if filtered, err := c.filteredTables(ctx); err != nil {
-		c.failed(check, "read the row filters of publication "+c.cfg.Publication, err)
+	n := len(c.out)
+	if !allTables && !c.publicationCoverage(ctx, quoted) {
 		return
-	} else if len(filtered) > 0 {
-		ok = false
-		// A row filter, or a column list without committee_id or user_id,
-		// is refused at start (walcast would miss rows, or could not tell
-		// who may see them); a column list that keeps them only loses data.
-		var refused, partial []string
-		for _, f := range filtered {
-			if f.refused {
-				refused = append(refused, f.quoted)
-			} else {
-				partial = append(partial, f.quoted)
-			}
-		}
-		fix := func(list string) string {
-			return fmt.Sprintf("ALTER PUBLICATION %s DROP TABLE %s; ALTER PUBLICATION %[1]s ADD TABLE %[2]s;", quoted, list)
-		}
-		if len(refused) > 0 {
-			list := strings.Join(refused, ", ")
-			c.add(Finding{Check: check, Level: LevelProblem,
-				Detail: fmt.Sprintf("publication %s publishes %s with a row filter or without committee_id/user_id: walcast would miss rows or could not tell who may see them, so it refuses to start", c.cfg.Publication, list),
-				Fix:    fix(list)})
-		}
-		if len(partial) > 0 {
-			list := strings.Join(partial, ", ")
-			c.add(Finding{Check: check, Level: LevelWarning,
-				Detail: fmt.Sprintf("publication %s publishes only some rows or columns of %s: walcast misses the rest", c.cfg.Publication, list),
-				Fix:    fix(list)})
-		}
 	}
-	if ok {
+	c.publishedActions(quoted, ins, upd, del)
+	if !c.publicationFilters(ctx, quoted) {
+		return
+	}
+	if len(c.out) == n {
 		what := fmt.Sprintf("the %d tracked tables", len(c.cfg.Tables))
 		if allTables {
 			what = "all tables"
 		}
 		c.add(Finding{Check: check, Level: LevelOK, Detail: fmt.Sprintf("publication %s publishes %s", c.cfg.Publication, what)})
 	}
+}
+
+// publicationCoverage adds a problem for the tracked tables the
+// publication leaves out. It returns false when it could not tell.
+func (c *checker) publicationCoverage(ctx context.Context, quoted string) bool {
+	published, err := c.publishedTables(ctx)
+	if err != nil {
+		c.failed("publication", "read the tables of publication "+c.cfg.Publication, err)
+		return false
+	}
+	var missing []string
+	for _, ti := range c.tableInfo {
+		if ti.exists && !published[ti.table.Qualified()] {
+			missing = append(missing, ti.quoted)
+		}
+	}
+	if len(missing) == 0 {
+		return true
+	}
+	whose := "their"
+	if len(missing) == 1 {
+		whose = "its"
+	}
+	c.add(Finding{Check: "publication", Level: LevelProblem,
+		Detail: fmt.Sprintf("publication %s does not include %s: walcast receives none of %s changes", c.cfg.Publication, strings.Join(missing, ", "), whose),
+		Fix:    fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", quoted, strings.Join(missing, ", "))})
+	return true
+}
+
+// publishedActions warns about the kinds of change the publication leaves
+// out.
+func (c *checker) publishedActions(quoted string, ins, upd, del bool) {
+	var skipped []string
+	for _, a := range []struct {
+		on   bool
+		name string
+	}{{ins, "inserts"}, {upd, "updates"}, {del, "deletes"}} {
+		if !a.on {
+			skipped = append(skipped, a.name)
+		}
+	}
+	if len(skipped) == 0 {
+		return
+	}
+	c.add(Finding{Check: "publication", Level: LevelWarning,
+		Detail: fmt.Sprintf("publication %s does not publish %s: walcast never sees them", c.cfg.Publication, strings.Join(skipped, " or ")),
+		Fix:    fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate');", quoted)})
+}
+
+// publicationFilters judges the row filters and column lists of the
+// tracked tables. A row filter, or a column list without committee_id or
+// user_id, is a problem (walcast would miss rows, or could not tell who may
+// see them, so it refuses to start); a column list that keeps them only
+// loses data. It returns false when it could not tell.
+func (c *checker) publicationFilters(ctx context.Context, quoted string) bool {
+	filtered, err := c.filteredTables(ctx)
+	if err != nil {
+		c.failed("publication", "read the row filters of publication "+c.cfg.Publication, err)
+		return false
+	}
+	var refused, reasons, partial []string
+	for _, f := range filtered {
+		if f.reason != "" {
+			refused = append(refused, f.quoted)
+			reasons = append(reasons, f.reason)
+		} else {
+			partial = append(partial, f.quoted)
+		}
+	}
+	fix := func(list []string) string {
+		return fmt.Sprintf("publish the whole table: ALTER PUBLICATION %s DROP TABLE %s; ALTER PUBLICATION %[1]s ADD TABLE %[2]s;", quoted, strings.Join(list, ", "))
+	}
+	if len(refused) > 0 {
+		c.add(Finding{Check: "publication", Level: LevelProblem,
+			Detail: fmt.Sprintf("publication %s publishes %s, so walcast refuses to start", c.cfg.Publication, strings.Join(reasons, "; ")),
+			Fix:    fix(refused)})
+	}
+	if len(partial) > 0 {
+		c.add(Finding{Check: "publication", Level: LevelWarning,
+			Detail: fmt.Sprintf("publication %s publishes only some rows or columns of %s: walcast misses the rest", c.cfg.Publication, strings.Join(partial, ", ")),
+			Fix:    fix(partial)})
+	}
+	return true
 }
 
 // missingPublication reports a publication walcast will create, or cannot.
@@ -616,8 +644,10 @@ func (c *checker) publishedTables(ctx context.Context) (map[string]bool, error) 
 // filteredTable is a tracked table that the publication publishes with a
 // row filter or a column list.
 type filteredTable struct {
-	quoted  string
-	refused bool // a row filter, or a column list without a routing column: walcast refuses to start
+	quoted string
+	// reason says why walcast refuses it (a row filter, or a column list
+	// without a routing column); "" for a column list that keeps them.
+	reason string
 }
 
 // filteredTables returns the tracked tables that the publication publishes
@@ -626,10 +656,10 @@ func (c *checker) filteredTables(ctx context.Context) ([]filteredTable, error) {
 	if c.version < 150000 {
 		return nil, nil
 	}
-	rows, err := c.conn.Query(ctx, `SELECT n.nspname, c.relname, r.prqual IS NOT NULL OR EXISTS (
-				SELECT 1 FROM pg_attribute a
+	rows, err := c.conn.Query(ctx, `SELECT n.nspname, c.relname, r.prqual IS NOT NULL,
+			ARRAY(SELECT a.attname::text FROM pg_attribute a
 				WHERE a.attrelid = r.prrelid AND a.attname = ANY($2) AND a.attnum > 0 AND NOT a.attisdropped
-				AND r.prattrs IS NOT NULL AND NOT a.attnum = ANY(r.prattrs::int2[]))
+				AND r.prattrs IS NOT NULL AND NOT a.attnum = ANY(r.prattrs::int2[]) ORDER BY a.attnum)
 		FROM pg_publication_rel r
 		JOIN pg_publication p ON p.oid = r.prpubid
 		JOIN pg_class c ON c.oid = r.prrelid
@@ -639,19 +669,30 @@ func (c *checker) filteredTables(ctx context.Context) ([]filteredTable, error) {
 	if err != nil {
 		return nil, err
 	}
-	filtered := map[string]bool{} // by qualified name: refused
+	reasons := map[string]string{} // by qualified name
 	var s, t string
-	var refused bool
-	if _, err := pgx.ForEachRow(rows, []any{&s, &t, &refused}, func() error {
-		filtered[s+"."+t] = refused
+	var rowFilter bool
+	var left []string
+	if _, err := pgx.ForEachRow(rows, []any{&s, &t, &rowFilter, &left}, func() error {
+		reasons[s+"."+t] = ""
+		switch {
+		case len(left) > 0:
+			reasons[s+"."+t] = fmt.Sprintf(" without %s (walcast could not tell who may see its rows)", strings.Join(left, ", "))
+		case rowFilter:
+			reasons[s+"."+t] = " with a row filter (walcast would miss the rows it leaves out)"
+		}
 		return nil
 	}); err != nil {
 		return nil, err
 	}
 	var out []filteredTable
 	for _, ti := range c.tableInfo {
-		if r, ok := filtered[ti.table.Qualified()]; ok {
-			out = append(out, filteredTable{quoted: ti.quoted, refused: r})
+		if r, ok := reasons[ti.table.Qualified()]; ok {
+			f := filteredTable{quoted: ti.quoted}
+			if r != "" {
+				f.reason = ti.quoted + r
+			}
+			out = append(out, f)
 		}
 	}
 	return out, nil
@@ -662,97 +703,81 @@ func (c *checker) filteredTables(ctx context.Context) ([]filteredTable, error) {
 func (c *checker) slot(ctx context.Context) {
 	const check = "slot"
 	name := c.cfg.Slot
-	s, err := querySlot(ctx, c.conn, name)
+	s, exists, err := readSlot(ctx, c.conn, name)
 	if err != nil {
 		c.failed(check, "read slot "+name, err)
 		return
 	}
-	if !s.exists {
+	if !exists {
 		c.add(Finding{Check: check, Level: LevelInfo,
 			Detail: fmt.Sprintf("slot %s does not exist yet; walcast creates it on first start (plugin pgoutput)", name)})
 		return
 	}
-	drop := fmt.Sprintf("SELECT pg_drop_replication_slot('%s');", strings.ReplaceAll(name, "'", "''"))
 	switch {
-	case s.plugin == "":
+	case s.Plugin == "":
 		c.add(Finding{Check: check, Level: LevelProblem,
 			Detail: fmt.Sprintf("slot %s is a physical replication slot (a standby's), walcast needs a logical one with pgoutput", name),
 			Fix:    "choose another --slot"})
-	case s.plugin != "pgoutput":
+	case s.Plugin != "pgoutput":
 		c.add(Finding{Check: check, Level: LevelProblem,
-			Detail: fmt.Sprintf("slot %s uses plugin %s, walcast needs pgoutput", name, s.plugin),
-			Fix:    "choose another --slot, or drop it if nothing else reads it: " + drop})
-	case s.database != c.database:
+			Detail: fmt.Sprintf("slot %s uses plugin %s, walcast needs pgoutput", name, s.Plugin),
+			Fix:    "choose another --slot, or drop it if nothing else reads it: " + dropSlotSQL(name)})
+	case s.Database != c.database:
 		c.add(Finding{Check: check, Level: LevelProblem,
-			Detail: fmt.Sprintf("slot %s belongs to database %s, not %s", name, s.database, c.database),
+			Detail: fmt.Sprintf("slot %s belongs to database %s, not %s", name, s.Database, c.database),
 			Fix:    "choose another --slot for this database"})
 	default:
 		state := "inactive (no walcast reads it now)"
-		if s.activePID != 0 {
-			state = fmt.Sprintf("active, read by PID %d (%s)", s.activePID, holderOf(ctx, c.conn, s.activePID))
+		if s.ActivePID != 0 {
+			state = fmt.Sprintf("active, read by PID %d (%s)", s.ActivePID, s.Holder)
 		}
 		c.add(Finding{Check: check, Level: LevelOK,
-			Detail: fmt.Sprintf("slot %s uses pgoutput, is %s, confirmed up to %s", name, state, fmtLSN(s.confirmed))})
+			Detail: fmt.Sprintf("slot %s uses pgoutput, is %s, confirmed up to %s", name, state, pglogrepl.LSN(s.ConfirmedFlushLSN))})
 	}
-
-	w := slotWAL{status: s.walStatus}
-	current := "pg_current_wal_lsn()"
-	if c.inRecovery {
-		current = "pg_last_wal_replay_lsn()"
-	}
-	err = c.conn.QueryRow(ctx, `SELECT (`+current+` - restart_lsn)::bigint, pg_size_pretty(`+current+` - restart_lsn),
-			safe_wal_size, pg_size_pretty(safe_wal_size)
-		FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&w.retained, &w.retainedPretty, &w.safe, &w.safePretty)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return // dropped since querySlot: nothing is retained
-	}
-	if err != nil {
-		c.failed("slot WAL", "read the WAL kept by slot "+name, err)
-		return
-	}
-	c.add(slotWALFinding(name, w, c.cfg.MaxRetainedWAL))
+	c.add(slotWALFinding(s, c.cfg.MaxRetainedWAL))
 }
 
-// slotWAL is how much WAL a slot holds back: from pg_replication_slots.
-type slotWAL struct {
-	status         string  // wal_status: reserved, extended, unreserved, lost
-	retained       *int64  // bytes from restart_lsn to the current WAL position; nil without restart_lsn
-	retainedPretty *string // the same, by pg_size_pretty
-	safe           *int64  // safe_wal_size: nil unless max_slot_wal_keep_size is set
-	safePretty     *string
+// dropSlotSQL is the statement that drops the slot.
+func dropSlotSQL(slot string) string {
+	return fmt.Sprintf("SELECT pg_drop_replication_slot('%s');", strings.ReplaceAll(slot, "'", "''"))
+}
+
+// lostSlotFinding is what walcast says of a slot PostgreSQL invalidated,
+// in walcast check and when capture stops on it.
+func lostSlotFinding(slot string) Finding {
+	return Finding{Check: "slot WAL", Level: LevelProblem,
+		Detail: fmt.Sprintf("slot %s is lost: it was invalidated by PostgreSQL (wal_status lost), which removed WAL it still needed, so changes were lost", slot),
+		Fix: "1. " + dropSlotSQL(slot) + "\n" +
+			"2. restart walcast once with --new-epoch: it creates the slot again, streams from that moment, discards the stored history and tells every client to resync\n" +
+			"3. have clients refetch their data: changes made while the slot was lost never reached them\n" +
+			"(step 1 is also: walcast slot drop --slot " + slot + " --yes)"}
 }
 
 // slotWALFinding judges a slot's WAL retention.
-func slotWALFinding(slot string, w slotWAL, limit int64) Finding {
+func slotWALFinding(s SlotInfo, limit int64) Finding {
 	if limit <= 0 {
 		limit = retainedWALWarning
 	}
-	const check = "slot WAL"
-	drop := fmt.Sprintf("SELECT pg_drop_replication_slot('%s');", strings.ReplaceAll(slot, "'", "''"))
-	if w.status == "lost" {
-		return Finding{Check: check, Level: LevelProblem,
-			Detail: fmt.Sprintf("slot %s is lost (wal_status lost): PostgreSQL removed WAL it still needed, so changes were lost", slot),
-			Fix: "1. " + drop + "\n" +
-				"2. restart walcast once with --new-epoch: it creates the slot again, streams from that moment and discards the stored history\n" +
-				"3. have clients refetch their data: changes made while the slot was lost never reached them"}
+	if s.WALStatus == "lost" {
+		return lostSlotFinding(s.Name)
 	}
-	parts := []string{"wal_status " + w.status}
-	if w.retainedPretty != nil {
-		parts = append(parts, "retains "+*w.retainedPretty+" of WAL")
+	parts := []string{"wal_status " + s.WALStatus}
+	if s.RetainedWALPretty != "" {
+		parts = append(parts, "retains "+s.RetainedWALPretty+" of WAL")
 	}
-	if w.safePretty != nil {
-		parts = append(parts, *w.safePretty+" more before PostgreSQL invalidates it (max_slot_wal_keep_size)")
+	if s.SafeWALSizePretty != "" {
+		parts = append(parts, s.SafeWALSizePretty+" more before PostgreSQL invalidates it (max_slot_wal_keep_size)")
 	}
-	f := Finding{Check: check, Level: LevelOK, Detail: "slot " + slot + ": " + strings.Join(parts, ", ")}
+	f := Finding{Check: "slot WAL", Level: LevelOK, Detail: "slot " + s.Name + ": " + strings.Join(parts, ", ")}
 	switch {
-	case w.status == "unreserved":
+	case s.WALStatus == "unreserved":
 		f.Level = LevelWarning
 		f.Detail += ": it is lost at the next checkpoint unless walcast catches up"
 		f.Fix = "keep walcast running so it confirms its position, or raise the limit: ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();"
-	case w.retained != nil && *w.retained > limit:
+	case s.RetainedWAL > limit:
 		f.Level = LevelWarning
 		f.Detail += fmt.Sprintf(": more than %s, which fills the server's disk while walcast is stopped or behind", sizeText(limit))
-		f.Fix = "keep walcast running so it confirms its position; if nothing reads this slot any more, drop it: " + drop
+		f.Fix = "keep walcast running so it confirms its position; if nothing reads this slot any more, drop it: " + dropSlotSQL(s.Name)
 	}
 	return f
 }

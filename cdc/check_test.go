@@ -186,7 +186,7 @@ func TestCheck(t *testing.T) {
 
 		pg.ExecDB(t, dbURL, `CREATE PUBLICATION cols FOR TABLE guarantee (id, notes), attendance (id, committee_id, user_id, attended), vote_count, election_results`)
 		fs = checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "cols", Tables: defaults})
-		checkWant(t, fs, "publication", LevelProblem, "publishes public.guarantee with a row filter or without committee_id/user_id")
+		checkWant(t, fs, "publication", LevelProblem, "publishes public.guarantee without committee_id, user_id", "refuses to start")
 		checkWant(t, fs, "publication", LevelWarning, "only some rows or columns of public.attendance")
 
 		fs = checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "inserts_only", Tables: defaults})
@@ -307,31 +307,30 @@ func TestCheckUnreachableServer(t *testing.T) {
 // TestCheckSlotWALLevels covers the retention levels a test server cannot
 // reach quickly: more than a gigabyte of WAL, and an unreserved slot.
 func TestCheckSlotWALLevels(t *testing.T) {
-	str := func(s string) *string { return &s }
-	i64 := func(n int64) *int64 { return &n }
 	for _, tc := range []struct {
 		name  string
-		w     slotWAL
+		w     SlotInfo
 		level Level
 		texts []string
 	}{
-		{"small", slotWAL{status: "reserved", retained: i64(56), retainedPretty: str("56 bytes")}, LevelOK,
+		{"small", SlotInfo{WALStatus: "reserved", RetainedWAL: 56, RetainedWALPretty: "56 bytes"}, LevelOK,
 			[]string{"wal_status reserved, retains 56 bytes of WAL"}},
-		{"limited", slotWAL{status: "reserved", retained: i64(56), retainedPretty: str("56 bytes"), safe: i64(1 << 30), safePretty: str("1024 MB")}, LevelOK,
+		{"limited", SlotInfo{WALStatus: "reserved", RetainedWAL: 56, RetainedWALPretty: "56 bytes", SafeWALSize: 1 << 30, SafeWALSizePretty: "1024 MB"}, LevelOK,
 			[]string{"1024 MB more before PostgreSQL invalidates it"}},
-		{"large", slotWAL{status: "extended", retained: i64(3 << 30), retainedPretty: str("3072 MB")}, LevelWarning,
+		{"large", SlotInfo{WALStatus: "extended", RetainedWAL: 3 << 30, RetainedWALPretty: "3072 MB"}, LevelWarning,
 			[]string{"retains 3072 MB", "more than 1 GB", "SELECT pg_drop_replication_slot('s');"}},
-		{"unreserved", slotWAL{status: "unreserved", retained: i64(1 << 20), retainedPretty: str("1024 kB"), safe: i64(-100), safePretty: str("-100 bytes")}, LevelWarning,
+		{"unreserved", SlotInfo{WALStatus: "unreserved", RetainedWAL: 1 << 20, RetainedWALPretty: "1024 kB", SafeWALSize: -100, SafeWALSizePretty: "-100 bytes"}, LevelWarning,
 			[]string{"lost at the next checkpoint", "max_slot_wal_keep_size"}},
-		{"lost", slotWAL{status: "lost"}, LevelProblem,
+		{"lost", SlotInfo{WALStatus: "lost", RetainedWAL: -1, SafeWALSize: NoWALLimit}, LevelProblem,
 			[]string{"s is lost", "1. SELECT pg_drop_replication_slot('s');\n2. restart walcast"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkWant(t, []Finding{slotWALFinding("s", tc.w, 0)}, "slot WAL", tc.level, tc.texts...)
+			tc.w.Name = "s"
+			checkWant(t, []Finding{slotWALFinding(tc.w, 0)}, "slot WAL", tc.level, tc.texts...)
 		})
 	}
 	// --max-retained-wal moves the line.
-	checkWant(t, []Finding{slotWALFinding("s", slotWAL{status: "reserved", retained: i64(600 << 20), retainedPretty: str("600 MB")}, 512<<20)},
+	checkWant(t, []Finding{slotWALFinding(SlotInfo{Name: "s", WALStatus: "reserved", RetainedWAL: 600 << 20, RetainedWALPretty: "600 MB"}, 512<<20)},
 		"slot WAL", LevelWarning, "more than 512 MB")
 	for l, want := range map[Level]string{LevelOK: "ok", LevelInfo: "info", LevelWarning: "warning", LevelProblem: "problem"} {
 		if l.String() != want {

@@ -3,6 +3,7 @@ package cdc
 import (
 	"fmt"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/walcast/walcast/internal/jsonx"
@@ -149,13 +150,6 @@ func NewDecoder() *Decoder {
 // Begin and its Commit. Positions received meanwhile must not be confirmed.
 func (d *Decoder) InTx() bool { return d.tx != nil }
 
-// Reset forgets the transaction being read, for a new replication session
-// that will send it again from its start.
-func (d *Decoder) Reset() {
-	d.tx = nil
-	d.seq = 0
-}
-
 // Decode consumes one pgoutput message.
 //
 // It returns a transaction piece when it has one to hand on: on Commit
@@ -220,10 +214,10 @@ func (d *Decoder) commit(r *reader) (*Piece, error) {
 		return nil, fmt.Errorf("decode commit: %w", r.err)
 	}
 	if d.tx == nil {
-		return nil, fmt.Errorf("decode commit at %s: no transaction open", fmtLSN(lsn))
+		return nil, fmt.Errorf("decode commit at %s: no transaction open", pglogrepl.LSN(lsn))
 	}
 	if lsn != d.tx.CommitLSN {
-		return nil, fmt.Errorf("decode commit at %s: begin announced %s", fmtLSN(lsn), fmtLSN(d.tx.CommitLSN))
+		return nil, fmt.Errorf("decode commit at %s: begin announced %s", pglogrepl.LSN(lsn), pglogrepl.LSN(d.tx.CommitLSN))
 	}
 	tx := d.tx
 	tx.EndLSN = end
@@ -500,9 +494,4 @@ func opName(kind byte) string {
 		return "delete"
 	}
 	return string(kind)
-}
-
-// fmtLSN formats an LSN the way PostgreSQL does, e.g. "0/16B3748".
-func fmtLSN(lsn uint64) string {
-	return fmt.Sprintf("%X/%X", uint32(lsn>>32), uint32(lsn))
 }

@@ -241,9 +241,9 @@ func TestDecoderFixtures(t *testing.T) {
 				if p == nil {
 					continue
 				}
-				g := golden{Commit: p.Commit, Xid: p.Xid, CommitLSN: fmtLSN(p.CommitLSN)}
+				g := golden{Commit: p.Commit, Xid: p.Xid, CommitLSN: pglogrepl.LSN(p.CommitLSN).String()}
 				if p.Commit {
-					g.EndLSN = fmtLSN(p.EndLSN)
+					g.EndLSN = pglogrepl.LSN(p.EndLSN).String()
 				}
 				for _, ch := range p.Changes {
 					for _, r := range []schema.Row{ch.New, ch.Old} {

@@ -245,12 +245,12 @@ func (c *Capture) probe(ctx context.Context, conn *pgx.Conn, emitSQL string, end
 			}
 		}
 		if ctx.Err() == nil {
-			w, err := readSlotWAL(qctx, conn, c.cfg.Slot)
+			w, exists, err := readSlot(qctx, conn, c.cfg.Slot)
 			if err != nil && ctx.Err() == nil {
 				timedOut = timedOut || qctx.Err() != nil
 				c.log.Debug("cannot read the slot's WAL retention", "err", err)
 			} else if err == nil {
-				if lost := c.noteWAL(w); lost != nil {
+				if lost := c.noteWAL(w, exists); lost != nil {
 					cancel()
 					end(lost)
 					return
@@ -288,35 +288,35 @@ func (c *Capture) watchStall(ctx context.Context) {
 // noteWAL records the slot's WAL retention and logs crossings of
 // MaxRetainedWAL and changes of wal_status. It returns the SetupError that
 // ends capture when PostgreSQL invalidated the slot.
-func (c *Capture) noteWAL(w slotWALState) error {
+func (c *Capture) noteWAL(w SlotInfo, exists bool) error {
 	c.mu.Lock()
 	prevStatus, wasOver := c.walStatus, c.walOver
-	c.retainedWAL, c.walStatus, c.safeWAL = w.retained, w.status, w.safe
+	c.retainedWAL, c.walStatus, c.safeWAL = w.RetainedWAL, w.WALStatus, w.SafeWALSize
 	limit := c.cfg.MaxRetainedWAL
-	over := limit > 0 && w.retained > limit
+	over := limit > 0 && w.RetainedWAL > limit
 	c.walOver = over
 	c.mu.Unlock()
 
-	if !w.exists {
+	if !exists {
 		return nil
 	}
-	if w.status == "lost" {
+	if w.WALStatus == "lost" {
 		return c.slotLost()
 	}
 	switch {
 	case over && !wasOver:
 		c.log.Warn("replication slot retains more WAL than --max-retained-wal: it fills the database server's disk until capture catches up",
-			"retained", formatBytes(w.retained), "max_retained_wal", formatBytes(limit), "wal_status", w.status, "safe_wal_size", safeText(w.safe))
+			"retained", formatBytes(w.RetainedWAL), "max_retained_wal", formatBytes(limit), "wal_status", w.WALStatus, "safe_wal_size", safeText(w.SafeWALSize))
 	case !over && wasOver:
-		c.log.Info("replication slot retains less WAL than --max-retained-wal again", "retained", formatBytes(w.retained), "max_retained_wal", formatBytes(limit))
+		c.log.Info("replication slot retains less WAL than --max-retained-wal again", "retained", formatBytes(w.RetainedWAL), "max_retained_wal", formatBytes(limit))
 	}
-	if w.status != prevStatus && prevStatus != "" {
+	if w.WALStatus != prevStatus && prevStatus != "" {
 		switch {
-		case w.status == "unreserved":
+		case w.WALStatus == "unreserved":
 			c.log.Warn("replication slot is past max_slot_wal_keep_size (wal_status unreserved): PostgreSQL invalidates it at the next checkpoint unless capture catches up",
-				"retained", formatBytes(w.retained), "fix", "keep capture running and storing, or raise max_slot_wal_keep_size")
+				"retained", formatBytes(w.RetainedWAL), "fix", "keep capture running and storing, or raise max_slot_wal_keep_size")
 		case prevStatus == "unreserved":
-			c.log.Info("replication slot is within max_slot_wal_keep_size again", "wal_status", w.status)
+			c.log.Info("replication slot is within max_slot_wal_keep_size again", "wal_status", w.WALStatus)
 		}
 	}
 	return nil

@@ -111,12 +111,12 @@ func diverged(in lineageInput) string {
 	if in.top.IsZero() {
 		return "" // nothing stored: nothing to be mistaken for
 	}
-	top := fmtLSN(in.top.LSN)
+	top := pglogrepl.LSN(in.top.LSN)
 	switch {
 	case in.recorded && in.rec.SystemID != in.cur.SystemID:
 		return fmt.Sprintf("the stored changes come from database system %s, this database is system %s (another cluster: a new one, or a restore into a new cluster)", in.rec.SystemID, in.cur.SystemID)
 	case in.top.LSN >= in.walEnd:
-		return fmt.Sprintf("the stored changes reach WAL position %s, beyond this database's WAL end %s (restored from a backup, recovered to an earlier point, or failed over to a standby that lacks them)", top, fmtLSN(in.walEnd))
+		return fmt.Sprintf("the stored changes reach WAL position %s, beyond this database's WAL end %s (restored from a backup, recovered to an earlier point, or failed over to a standby that lacks them)", top, pglogrepl.LSN(in.walEnd))
 	case !in.slotExists:
 		return fmt.Sprintf("replication slot %s does not exist but changes up to %s are stored: the changes made since the slot was lost were never read (dropped slot, or a restore or failover that did not keep it)", in.cur.Slot, top)
 	case in.recorded && in.rec.Timeline > in.cur.Timeline:
@@ -124,7 +124,7 @@ func diverged(in lineageInput) string {
 	case in.recorded && in.rec.Timeline < in.cur.Timeline && !in.switchKnown:
 		return fmt.Sprintf("the stored changes were read on timeline %d, which is not in the history of this database's timeline %d", in.rec.Timeline, in.cur.Timeline)
 	case in.recorded && in.rec.Timeline < in.cur.Timeline && in.top.LSN >= in.switchPoint:
-		return fmt.Sprintf("the stored changes reach %s on timeline %d, past %s where this database's timeline %d branched off (a failover or recovery lost them)", top, in.rec.Timeline, fmtLSN(in.switchPoint), in.cur.Timeline)
+		return fmt.Sprintf("the stored changes reach %s on timeline %d, past %s where this database's timeline %d branched off (a failover or recovery lost them)", top, in.rec.Timeline, pglogrepl.LSN(in.switchPoint), in.cur.Timeline)
 	}
 	return ""
 }
@@ -153,11 +153,11 @@ func parseTimelineHistory(content string, tli int32) (uint64, bool) {
 		if err != nil || int32(id) != tli {
 			continue
 		}
-		lsn, err := parseLSN(f[1])
+		lsn, err := pglogrepl.ParseLSN(f[1])
 		if err != nil {
 			return 0, false
 		}
-		return lsn, true
+		return uint64(lsn), true
 	}
 	return 0, false
 }

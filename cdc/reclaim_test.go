@@ -57,7 +57,7 @@ func TestReclaimSlotTerminatesOnlyItsOwnWalsender(t *testing.T) {
 
 	for _, foreign := range []string{"walcast", "walcast-000000000000", "pg_recvlogical"} {
 		pid, rc := holdSlot(t, pg, "walcast", foreign)
-		slot, err := querySlot(ctx, conn, "walcast")
+		slot, err := slotStatus(ctx, conn, "walcast")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,22 +66,22 @@ func TestReclaimSlotTerminatesOnlyItsOwnWalsender(t *testing.T) {
 		if !errors.As(err, &held) || held.pid != pid {
 			t.Errorf("slot held by %q: %v, want a slotHeldError naming PID %d", foreign, err, pid)
 		}
-		if s, _ := querySlot(ctx, conn, "walcast"); s.activePID != pid {
+		if s, _ := slotStatus(ctx, conn, "walcast"); s.ActivePID != pid {
 			t.Errorf("the walsender of %q (PID %d) was terminated", foreign, pid)
 		}
 		rc.Close(ctx)
-		for s, _ := querySlot(ctx, conn, "walcast"); s.activePID != 0; s, _ = querySlot(ctx, conn, "walcast") {
+		for s, _ := slotStatus(ctx, conn, "walcast"); s.ActivePID != 0; s, _ = slotStatus(ctx, conn, "walcast") {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
 
 	pid, _ := holdSlot(t, pg, "walcast", c.AppName())
-	slot, err := querySlot(ctx, conn, "walcast")
+	slot, err := slotStatus(ctx, conn, "walcast")
 	if err != nil {
 		t.Fatal(err)
 	}
 	slot, err = c.reclaimSlot(ctx, conn, slot)
-	if err != nil || slot.activePID != 0 {
+	if err != nil || slot.ActivePID != 0 {
 		t.Fatalf("own walsender (PID %d): %v, slot %+v; want it terminated and the slot free", pid, err, slot)
 	}
 	// The process leaves pg_stat_activity a moment after the slot.

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -71,25 +71,42 @@ func SlotStatus(ctx context.Context, dbURL, slot string) (SlotInfo, error) {
 }
 
 func slotStatus(ctx context.Context, conn *pgx.Conn, slot string) (SlotInfo, error) {
-	s := SlotInfo{Name: slot}
-	var plugin, db, confirmed, restart, walStatus, retainedPretty, safePretty *string
+	s, exists, err := readSlot(ctx, conn, slot)
+	if err == nil && !exists {
+		err = fmt.Errorf("%w: %s", ErrNoSlot, slot)
+	}
+	return s, err
+}
+
+// readSlot is walcast's one reader of pg_replication_slots: start-up,
+// the monitor of a streaming session, walcast check and walcast slot all
+// read the slot's row through it. exists is false when there is no such
+// slot; s then holds the "unknown" values (RetainedWAL -1, SafeWALSize
+// NoWALLimit). On a standby the retained WAL is counted up to the last
+// replayed position.
+func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (s SlotInfo, exists bool, err error) {
+	s = SlotInfo{Name: slot, RetainedWAL: -1, SafeWALSize: NoWALLimit}
+	var plugin, db, confirmed, restart, walStatus, retainedPretty, safePretty, holder *string
 	var pid *int32
 	var retained, safe *int64
-	err := conn.QueryRow(ctx, `SELECT slot_type, plugin, database, active_pid,
-			confirmed_flush_lsn::text, restart_lsn::text,
-			(pg_current_wal_lsn() - restart_lsn)::bigint, pg_size_pretty(pg_current_wal_lsn() - restart_lsn),
-			wal_status, safe_wal_size, pg_size_pretty(safe_wal_size)
-		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&s.Type, &plugin, &db, &pid,
+	err = conn.QueryRow(ctx, `SELECT s.slot_type, s.plugin, s.database, s.active_pid,
+			CASE WHEN a.pid IS NOT NULL THEN format('application %s from %s', to_json(coalesce(a.application_name, '')), coalesce(a.client_addr::text, 'local')) END,
+			s.confirmed_flush_lsn::text, s.restart_lsn::text,
+			(w.lsn - s.restart_lsn)::bigint, pg_size_pretty(w.lsn - s.restart_lsn),
+			s.wal_status, s.safe_wal_size, pg_size_pretty(s.safe_wal_size)
+		FROM pg_replication_slots s
+		CROSS JOIN (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END) w(lsn)
+		LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+		WHERE s.slot_name = $1`, slot).Scan(&s.Type, &plugin, &db, &pid, &holder,
 		&confirmed, &restart, &retained, &retainedPretty, &walStatus, &safe, &safePretty)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return s, fmt.Errorf("%w: %s", ErrNoSlot, slot)
+		return s, false, nil
 	}
 	if err != nil {
-		return s, fmt.Errorf("read slot %s: %w", slot, err)
+		return s, false, fmt.Errorf("read slot %s: %w", slot, err)
 	}
 	s.Plugin, s.Database, s.WALStatus = deref(plugin), deref(db), deref(walStatus)
 	s.RetainedWALPretty, s.SafeWALSizePretty = deref(retainedPretty), deref(safePretty)
-	s.RetainedWAL, s.SafeWALSize = -1, NoWALLimit
 	if retained != nil {
 		s.RetainedWAL = *retained
 	}
@@ -98,7 +115,10 @@ func slotStatus(ctx context.Context, conn *pgx.Conn, slot string) (SlotInfo, err
 	}
 	if pid != nil {
 		s.ActivePID = *pid
-		s.Holder = holderOf(ctx, conn, *pid)
+		s.Holder = deref(holder)
+		if s.Holder == "" {
+			s.Holder = "unknown" // the walsender is gone from pg_stat_activity
+		}
 	}
 	for _, l := range []struct {
 		text *string
@@ -107,11 +127,13 @@ func slotStatus(ctx context.Context, conn *pgx.Conn, slot string) (SlotInfo, err
 		if l.text == nil {
 			continue
 		}
-		if *l.to, err = parseLSN(*l.text); err != nil {
-			return s, fmt.Errorf("read slot %s: %w", slot, err)
+		lsn, err := pglogrepl.ParseLSN(*l.text)
+		if err != nil {
+			return s, true, fmt.Errorf("read slot %s: %w", slot, err)
 		}
+		*l.to = uint64(lsn)
 	}
-	return s, nil
+	return s, true, nil
 }
 
 func deref(s *string) string {
@@ -155,49 +177,9 @@ func DropSlot(ctx context.Context, dbURL, slot string) error {
 	return fmt.Errorf("drop replication slot %s: %w", slot, err)
 }
 
-// slotWALState is what capture watches about its slot while it streams.
-type slotWALState struct {
-	retained  int64  // bytes from restart_lsn to the current WAL position; -1 when unknown
-	status    string // wal_status
-	safe      int64  // safe_wal_size; NoWALLimit when unlimited
-	exists    bool
-	activePID int32
-}
-
-// readSlotWAL reads how much WAL the slot holds back and PostgreSQL's
-// verdict on it.
-func readSlotWAL(ctx context.Context, conn *pgx.Conn, slot string) (slotWALState, error) {
-	w := slotWALState{retained: -1, safe: NoWALLimit}
-	var retained, safe *int64
-	var status *string
-	var pid *int32
-	err := conn.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - restart_lsn)::bigint, wal_status, safe_wal_size, active_pid
-		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&retained, &status, &safe, &pid)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return w, nil
-	}
-	if err != nil {
-		return w, fmt.Errorf("read WAL retained by slot %s: %w", slot, err)
-	}
-	w.exists = true
-	w.status = deref(status)
-	if retained != nil {
-		w.retained = *retained
-	}
-	if safe != nil {
-		w.safe = *safe
-	}
-	if pid != nil {
-		w.activePID = *pid
-	}
-	return w, nil
-}
-
-// lostSlotError is the SetupError for a slot PostgreSQL invalidated.
+// lostSlotError is the SetupError for a slot PostgreSQL invalidated, in
+// walcast check's words.
 func lostSlotError(slot string) *SetupError {
-	return &SetupError{
-		Problem: fmt.Sprintf("replication slot %s was invalidated by PostgreSQL (wal_status lost): changes were lost", slot),
-		Fix: fmt.Sprintf("drop it (walcast slot drop --slot %s --yes, or SELECT pg_drop_replication_slot('%s');) and restart walcast once with --new-epoch, which creates it anew and tells every client to resync",
-			slot, strings.ReplaceAll(slot, "'", "''")),
-	}
+	f := lostSlotFinding(slot)
+	return &SetupError{Problem: f.Detail, Fix: f.Fix}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/walcast/walcast/internal/ctxsleep"
 	"github.com/walcast/walcast/internal/netguard"
 	"github.com/walcast/walcast/schema"
 )
@@ -325,13 +326,13 @@ func (b *Builder) Run(ctx context.Context, emit Emitter, ready func() bool) erro
 		if failures > 0 {
 			wait = max(wait, min(b.cfg.Interval<<min(failures, 5), 10*time.Second))
 		}
-		if !sleep(ctx, wait) {
+		if !ctxsleep.Sleep(ctx, wait) {
 			return nil
 		}
 		if ready != nil && !ready() {
 			// Look again soon: readiness (streaming, a transaction
 			// stored whole) comes without a change to announce it.
-			if !sleep(ctx, min(b.cfg.Interval, 50*time.Millisecond)) {
+			if !ctxsleep.Sleep(ctx, min(b.cfg.Interval, 50*time.Millisecond)) {
 				return nil
 			}
 			b.signal()
@@ -427,20 +428,6 @@ func (b *Builder) rememberEmitted(msgs []schema.Message) {
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // errNotVisible: a transaction already decoded from the WAL is not yet
 // visible to new snapshots (PostgreSQL writes the commit record before it
 // marks the transaction committed in memory).
@@ -476,7 +463,7 @@ func (b *Builder) compute(ctx context.Context, conn *pgx.Conn, d dirtySet) ([]sc
 			}
 			break
 		}
-		if !sleep(ctx, 5*time.Millisecond) {
+		if !ctxsleep.Sleep(ctx, 5*time.Millisecond) {
 			return nil, rest, ctx.Err()
 		}
 	}
