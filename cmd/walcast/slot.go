@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+
 	"github.com/walcast/walcast/cdc"
 	"github.com/walcast/walcast/schema"
 )
@@ -140,7 +142,7 @@ func lsnOrNone(lsn uint64) string {
 	if lsn == 0 {
 		return "none"
 	}
-	return fmt.Sprintf("%X/%X", uint32(lsn>>32), uint32(lsn))
+	return pglogrepl.LSN(lsn).String()
 }
 
 func slotDrop(ctx context.Context, cfg *Config, stdout io.Writer) error {
