@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -811,14 +812,46 @@ func storeMax(v *atomic.Uint64, n uint64) {
 // (data arriving, heartbeats late) is reported, never cut: reconnecting
 // would only read the same backlog again.
 func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan<- *Piece, outstanding *atomic.Int64) error {
-	dec := NewDecoder()
-	dec.MaxRowBytes = c.cfg.MaxRowBytes
-	dec.tracked, dec.onRenamed = c.tracked, c.renamed
-	netConn := conn.Conn()
+	r := &receiver{c: c, conn: conn, pending: pending, outstanding: outstanding, dec: NewDecoder(),
+		threshold: c.cfg.StallThreshold, tick: time.Second,
+		lastStatus: time.Now(), lastSent: c.confirmed.Load(), listening: time.Now()}
+	r.dec.MaxRowBytes = c.cfg.MaxRowBytes
+	r.dec.tracked, r.dec.onRenamed = c.tracked, c.renamed
+	if r.threshold > 0 {
+		r.tick = min(r.tick, max(r.threshold/4, 50*time.Millisecond))
+	}
+	defer interruptOnCancel(ctx, conn.Conn())()
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := r.keepUp(time.Now()); err != nil {
+			return err
+		}
+		data, err := r.next(ctx)
+		if err != nil {
+			return err
+		}
+		if len(data) == 0 {
+			continue // a read timeout, or a message without data
+		}
+		switch data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			err = r.keepalive(data[1:])
+		case pglogrepl.XLogDataByteID:
+			err = r.xlogData(ctx, data[1:])
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
 
-	// Cancelling ctx interrupts a blocked read; the loop then sees ctx.Err.
-	// receive waits for the interruption to be done before it returns, so
-	// that it cannot cut short the reads of the shutdown that follows.
+// interruptOnCancel makes cancelling ctx interrupt a blocked read on
+// netConn; the loop then sees ctx.Err. The returned stop waits for the
+// interruption to be done, so that it cannot cut short the reads of the
+// shutdown that follows.
+func interruptOnCancel(ctx context.Context, netConn net.Conn) (stop func()) {
 	stopWatch, watchDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(watchDone)
@@ -828,147 +861,169 @@ func (c *Capture) receive(ctx context.Context, conn *pgconn.PgConn, pending chan
 		case <-stopWatch:
 		}
 	}()
-	defer func() {
+	return func() {
 		close(stopWatch)
 		<-watchDone
-	}()
-
-	threshold := c.cfg.StallThreshold
-	tick := time.Second
-	if threshold > 0 {
-		tick = min(tick, max(threshold/4, 50*time.Millisecond))
 	}
-	lastStatus := time.Now()
-	lastSent := c.confirmed.Load()
-	listening := time.Now() // the last message, or when receive last came back from the publisher
-	lastAsk := time.Time{}  // the last keepalive request sent because the connection was quiet
-	for {
-		if err := ctx.Err(); err != nil {
+}
+
+// receiver is one session's reading side (see receive): its decoder, and
+// when it last told the server something or heard from it.
+type receiver struct {
+	c           *Capture
+	conn        *pgconn.PgConn
+	dec         *Decoder
+	pending     chan<- *Piece
+	outstanding *atomic.Int64 // pieces sent to the publisher and not yet stored
+
+	threshold  time.Duration // StallThreshold; 0: no stall detection
+	tick       time.Duration // the longest a read waits before keepUp runs again
+	lastStatus time.Time     // the last standby status update
+	lastSent   uint64        // the confirmed position it sent
+	listening  time.Time     // the last message, or when receive last came back from the publisher
+	lastAsk    time.Time     // the last keepalive request sent because the connection was quiet
+}
+
+// idle reports whether nothing read waits to be stored.
+func (r *receiver) idle() bool { return !r.dec.InTx() && r.outstanding.Load() == 0 }
+
+// keepUp sends the standby status updates that are due, and with a stall
+// threshold asks a quiet connection for a keepalive, or gives up on a
+// silent one.
+func (r *receiver) keepUp(now time.Time) error {
+	conf := r.c.confirmed.Load()
+	if (conf != r.lastSent && now.Sub(r.lastStatus) >= r.tick) || now.Sub(r.lastStatus) >= r.c.cfg.StatusInterval {
+		// When idle, ask for a keepalive: its WAL end lets an idle slot
+		// advance past WAL that holds no tracked changes.
+		if err := r.c.sendStatus(r.conn, r.idle()); err != nil {
 			return err
 		}
-		now := time.Now()
-		conf := c.confirmed.Load()
-		idle := !dec.InTx() && outstanding.Load() == 0
-		if (conf != lastSent && now.Sub(lastStatus) >= tick) || now.Sub(lastStatus) >= c.cfg.StatusInterval {
-			// When idle, ask for a keepalive: its WAL end lets an idle slot
-			// advance past WAL that holds no tracked changes.
-			if err := c.sendStatus(conn, idle); err != nil {
-				return err
-			}
-			lastStatus, lastSent = now, conf
+		r.lastStatus, r.lastSent = now, conf
+	}
+	if r.threshold <= 0 {
+		return nil
+	}
+	quiet := now.Sub(r.listening)
+	if quiet > r.threshold {
+		return &stallError{quiet: quiet, threshold: r.threshold}
+	}
+	if quiet >= r.threshold/3 && now.Sub(r.lastAsk) >= r.threshold/3 {
+		if err := r.c.sendStatus(r.conn, true); err != nil {
+			return err
 		}
-		if threshold > 0 {
-			quiet := now.Sub(listening)
-			if quiet > threshold {
-				return &stallError{quiet: quiet, threshold: threshold}
-			}
-			if quiet >= threshold/3 && now.Sub(lastAsk) >= threshold/3 {
-				if err := c.sendStatus(conn, true); err != nil {
-					return err
-				}
-				lastAsk, lastStatus, lastSent = now, now, conf
-			}
+		r.lastAsk, r.lastStatus, r.lastSent = now, now, conf
+	}
+	return nil
+}
+
+// next reads one message, waiting at most a tick. It returns the data of
+// a CopyData message, nil after a timeout or another message, and an
+// error when the stream failed or ended.
+func (r *receiver) next(ctx context.Context) ([]byte, error) {
+	_ = r.conn.Conn().SetReadDeadline(time.Now().Add(r.tick))
+	if err := ctx.Err(); err != nil {
+		return nil, err // the interruption's deadline may have been overwritten just now
+	}
+	msg, err := r.conn.ReceiveMessage(context.Background())
+	if err != nil {
+		if pgconn.Timeout(err) {
+			return nil, nil
 		}
-		_ = netConn.SetReadDeadline(now.Add(tick))
-		if err := ctx.Err(); err != nil {
-			return err // the interruption's deadline may have been overwritten just now
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
-		msg, err := conn.ReceiveMessage(context.Background())
-		if err != nil {
-			if pgconn.Timeout(err) {
-				continue
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("receive replication message: %w", err)
+		return nil, fmt.Errorf("receive replication message: %w", err)
+	}
+	r.listening = time.Now()
+	switch m := msg.(type) {
+	case *pgproto3.CopyData:
+		r.c.live.heard.Store(r.listening.UnixNano())
+		return m.Data, nil
+	case *pgproto3.ErrorResponse:
+		return nil, fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
+	case *pgproto3.CopyDone:
+		return nil, errors.New("replication stream ended by the server")
+	}
+	return nil, nil
+}
+
+// keepalive handles the server's keepalive: its WAL end, and its request
+// for a reply.
+func (r *receiver) keepalive(data []byte) error {
+	ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data)
+	if err != nil {
+		return fmt.Errorf("parse keepalive: %w", err)
+	}
+	c := r.c
+	c.serverEnd.Store(uint64(ka.ServerWALEnd))
+	storeMax(&c.received, uint64(ka.ServerWALEnd))
+	if r.idle() {
+		// Nothing read is waiting to be stored, so everything up to the
+		// server's WAL end is done with.
+		storeMax(&c.confirmed, uint64(ka.ServerWALEnd))
+	}
+	if ka.ReplyRequested {
+		if err := c.sendStatus(r.conn, false); err != nil {
+			return err
 		}
-		var data []byte
-		listening = time.Now()
-		switch m := msg.(type) {
-		case *pgproto3.CopyData:
-			data = m.Data
-			c.live.heard.Store(listening.UnixNano())
-		case *pgproto3.ErrorResponse:
-			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
-		case *pgproto3.CopyDone:
-			return errors.New("replication stream ended by the server")
-		default:
-			continue
-		}
-		if len(data) == 0 {
-			continue
-		}
-		switch data[0] {
-		case pglogrepl.PrimaryKeepaliveMessageByteID:
-			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
-			if err != nil {
-				return fmt.Errorf("parse keepalive: %w", err)
-			}
-			c.serverEnd.Store(uint64(ka.ServerWALEnd))
-			storeMax(&c.received, uint64(ka.ServerWALEnd))
-			if !dec.InTx() && outstanding.Load() == 0 {
-				// Nothing read is waiting to be stored, so everything up to
-				// the server's WAL end is done with.
-				storeMax(&c.confirmed, uint64(ka.ServerWALEnd))
-			}
-			if ka.ReplyRequested {
-				if err := c.sendStatus(conn, false); err != nil {
-					return err
-				}
-				lastStatus, lastSent = time.Now(), c.confirmed.Load()
-			}
-		case pglogrepl.XLogDataByteID:
-			xld, err := pglogrepl.ParseXLogData(data[1:])
-			if err != nil {
-				return fmt.Errorf("parse xlogdata: %w", err)
-			}
-			storeMax(&c.received, uint64(xld.WALStart))
-			c.serverEnd.Store(uint64(xld.ServerWALEnd))
-			if len(xld.WALData) > 0 && xld.WALData[0] == msgMessage {
-				if id, ok := parseHeartbeat(xld.WALData, c.cfg.Slot); ok {
-					c.live.back(id, time.Now())
-					continue
-				}
-			}
-			piece, err := dec.Decode(xld.WALData)
-			if err != nil {
-				return fmt.Errorf("at %s: %w", xld.WALStart, err)
-			}
-			if piece == nil {
-				continue
-			}
-			outstanding.Add(1)
-			if err := c.push(ctx, conn, pending, piece, &lastStatus, &lastSent); err != nil {
-				return err
-			}
-			listening = time.Now()
+		r.lastStatus, r.lastSent = time.Now(), c.confirmed.Load()
+	}
+	return nil
+}
+
+// xlogData handles WAL data: a heartbeat coming back, or a pgoutput
+// message, decoded and handed to the publisher.
+func (r *receiver) xlogData(ctx context.Context, data []byte) error {
+	xld, err := pglogrepl.ParseXLogData(data)
+	if err != nil {
+		return fmt.Errorf("parse xlogdata: %w", err)
+	}
+	c := r.c
+	storeMax(&c.received, uint64(xld.WALStart))
+	c.serverEnd.Store(uint64(xld.ServerWALEnd))
+	if len(xld.WALData) > 0 && xld.WALData[0] == msgMessage {
+		if id, ok := parseHeartbeat(xld.WALData, c.cfg.Slot); ok {
+			c.live.back(id, time.Now())
+			return nil
 		}
 	}
+	piece, err := r.dec.Decode(xld.WALData)
+	if err != nil {
+		return fmt.Errorf("at %s: %w", xld.WALStart, err)
+	}
+	if piece == nil {
+		return nil
+	}
+	r.outstanding.Add(1)
+	if err := r.push(ctx, piece); err != nil {
+		return err
+	}
+	r.listening = time.Now()
+	return nil
 }
 
 // push hands a piece to the publisher, keeping the server informed while
 // the publisher is behind (a stalled bus must not also time out the
 // replication connection).
-func (c *Capture) push(ctx context.Context, conn *pgconn.PgConn, pending chan<- *Piece, p *Piece, lastStatus *time.Time, lastSent *uint64) error {
+func (r *receiver) push(ctx context.Context, p *Piece) error {
 	select {
-	case pending <- p:
+	case r.pending <- p:
 		return nil
 	default:
 	}
-	t := time.NewTicker(c.cfg.StatusInterval / 2)
+	t := time.NewTicker(r.c.cfg.StatusInterval / 2)
 	defer t.Stop()
 	for {
 		select {
-		case pending <- p:
+		case r.pending <- p:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
-			if err := c.sendStatus(conn, false); err != nil {
+			if err := r.c.sendStatus(r.conn, false); err != nil {
 				return err
 			}
-			*lastStatus, *lastSent = time.Now(), c.confirmed.Load()
+			r.lastStatus, r.lastSent = time.Now(), r.c.confirmed.Load()
 		}
 	}
 }

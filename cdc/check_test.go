@@ -97,142 +97,159 @@ func checkSlotStatus(t *testing.T, dbURL, slot string) string {
 // Slots are the server's, not a database's, so each case names its own.
 func TestCheck(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t)
-	electionDB := func(t *testing.T, name string) string {
-		t.Helper()
-		dbURL := pg.CreateDatabase(t, name)
-		pg.ExecDB(t, dbURL, schema.SQL)
-		return dbURL
+	e := &checkEnv{pg: testenv.StartPostgres(t), defaults: checkTables(t, schema.DefaultTables)}
+	for _, c := range []struct {
+		name string
+		run  func(*testing.T, *checkEnv)
+	}{
+		{"healthy", checkHealthy},
+		{"missing table", checkMissingTable},
+		{"replica identity", checkReplicaIdentity},
+		{"role without replication", checkRoleWithoutReplication},
+		{"publication lacks tables", checkPublicationLacksTables},
+		{"existing slot", checkExistingSlot},
+		{"slot with another plugin", checkSlotWithAnotherPlugin},
+		{"unknown database", checkUnknownDatabase},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			c.run(t, e)
+		})
 	}
-	defaults := checkTables(t, schema.DefaultTables)
+}
 
-	t.Run("healthy", func(t *testing.T) {
-		t.Parallel()
-		dbURL := electionDB(t, "healthy")
-		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "healthy", Publication: "walcast", Tables: defaults})
-		checkWantAtMost(t, fs, LevelInfo)
-		checkWant(t, fs, "connection", LevelOK, "/healthy as postgres")
-		checkWant(t, fs, "wal_level", LevelOK, "logical")
-		checkWant(t, fs, "replication slots", LevelOK, "max_replication_slots = 10")
-		checkWant(t, fs, "wal senders", LevelOK, "max_wal_senders = 10")
-		checkWant(t, fs, "role", LevelOK, "superuser")
-		for _, tbl := range defaults {
-			checkWant(t, fs, "replica identity", LevelOK, tbl.Qualified()+" has REPLICA IDENTITY FULL")
-		}
-		checkWant(t, fs, "publication", LevelInfo, "first start",
-			"CREATE PUBLICATION walcast FOR TABLE public.guarantee, public.attendance, public.vote_count, public.election_results;")
-		checkWant(t, fs, "slot", LevelInfo, "first start")
-	})
+// checkEnv is TestCheck's server and the default tracked tables.
+type checkEnv struct {
+	pg       *testenv.Postgres
+	defaults []schema.Table
+}
 
-	t.Run("missing table", func(t *testing.T) {
-		t.Parallel()
-		dbURL := electionDB(t, "missing_table")
-		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "missing_table", Publication: "walcast",
-			Tables: checkTables(t, "guarantee,election.absent=attendance")})
-		checkWant(t, fs, "table", LevelProblem, "election.absent", "does not exist", "schema/election.sql", "--tables name=attendance")
-		checkWant(t, fs, "replica identity", LevelOK, "public.guarantee")
-	})
+// electionDB creates a database with the election schema.
+func (e *checkEnv) electionDB(t *testing.T, name string) string {
+	t.Helper()
+	dbURL := e.pg.CreateDatabase(t, name)
+	e.pg.ExecDB(t, dbURL, schema.SQL)
+	return dbURL
+}
 
-	t.Run("replica identity", func(t *testing.T) {
-		t.Parallel()
-		dbURL := electionDB(t, "replica_identity")
-		pg.ExecDB(t, dbURL, `ALTER TABLE guarantee REPLICA IDENTITY NOTHING;
-			ALTER TABLE attendance REPLICA IDENTITY DEFAULT;
-			CREATE TABLE "Vote Count" (committee_id bigint, votes int);
-			CREATE VIEW results_view AS SELECT * FROM election_results`)
-		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "replica_identity", Publication: "walcast",
-			Tables: checkTables(t, "guarantee,attendance,Vote Count=vote_count,results_view=election_results")})
-		checkWant(t, fs, "replica identity", LevelProblem, "public.guarantee has REPLICA IDENTITY NOTHING",
-			"ALTER TABLE public.guarantee REPLICA IDENTITY FULL;")
-		checkWant(t, fs, "replica identity", LevelWarning, "public.attendance has REPLICA IDENTITY DEFAULT (its primary key)",
-			"ALTER TABLE public.attendance REPLICA IDENTITY FULL;")
-		// No primary key; the name needs quoting in the fix.
-		checkWant(t, fs, "replica identity", LevelProblem, "public.Vote Count has REPLICA IDENTITY DEFAULT but no primary key",
-			`ALTER TABLE public."Vote Count" REPLICA IDENTITY FULL;`)
-		checkWant(t, fs, "table", LevelProblem, "public.results_view is a view")
-	})
+func checkHealthy(t *testing.T, e *checkEnv) {
+	dbURL := e.electionDB(t, "healthy")
+	fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "healthy", Publication: "walcast", Tables: e.defaults})
+	checkWantAtMost(t, fs, LevelInfo)
+	checkWant(t, fs, "connection", LevelOK, "/healthy as postgres")
+	checkWant(t, fs, "wal_level", LevelOK, "logical")
+	checkWant(t, fs, "replication slots", LevelOK, "max_replication_slots = 10")
+	checkWant(t, fs, "wal senders", LevelOK, "max_wal_senders = 10")
+	checkWant(t, fs, "role", LevelOK, "superuser")
+	for _, tbl := range e.defaults {
+		checkWant(t, fs, "replica identity", LevelOK, tbl.Qualified()+" has REPLICA IDENTITY FULL")
+	}
+	checkWant(t, fs, "publication", LevelInfo, "first start",
+		"CREATE PUBLICATION walcast FOR TABLE public.guarantee, public.attendance, public.vote_count, public.election_results;")
+	checkWant(t, fs, "slot", LevelInfo, "first start")
+}
 
-	t.Run("role without replication", func(t *testing.T) {
-		t.Parallel()
-		dbURL := electionDB(t, "role_app")
-		pg.Exec(t, "CREATE ROLE app LOGIN")
-		u, err := url.Parse(dbURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u.User = url.User("app")
-		fs := checkRun(t, CheckConfig{DatabaseURL: u.String(), Slot: "role_app", Publication: "walcast", Tables: defaults})
-		checkWant(t, fs, "connection", LevelOK, "as app")
-		checkWant(t, fs, "role", LevelProblem, "app has neither REPLICATION nor superuser", "ALTER ROLE app WITH REPLICATION;")
-		// postgres owns the tables, so app cannot create the publication.
-		checkWant(t, fs, "publication", LevelProblem, "cannot create it", "CREATE PUBLICATION walcast FOR TABLE")
+func checkMissingTable(t *testing.T, e *checkEnv) {
+	dbURL := e.electionDB(t, "missing_table")
+	fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "missing_table", Publication: "walcast",
+		Tables: checkTables(t, "guarantee,election.absent=attendance")})
+	checkWant(t, fs, "table", LevelProblem, "election.absent", "does not exist", "schema/election.sql", "--tables name=attendance")
+	checkWant(t, fs, "replica identity", LevelOK, "public.guarantee")
+}
 
-		pg.Exec(t, "CREATE ROLE replicator LOGIN REPLICATION")
-		u.User = url.User("replicator")
-		fs = checkRun(t, CheckConfig{DatabaseURL: u.String(), Slot: "role_app", Publication: "walcast", Tables: defaults})
-		checkWant(t, fs, "role", LevelOK, "replicator has REPLICATION")
-	})
+func checkReplicaIdentity(t *testing.T, e *checkEnv) {
+	dbURL := e.electionDB(t, "replica_identity")
+	e.pg.ExecDB(t, dbURL, `ALTER TABLE guarantee REPLICA IDENTITY NOTHING;
+		ALTER TABLE attendance REPLICA IDENTITY DEFAULT;
+		CREATE TABLE "Vote Count" (committee_id bigint, votes int);
+		CREATE VIEW results_view AS SELECT * FROM election_results`)
+	fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "replica_identity", Publication: "walcast",
+		Tables: checkTables(t, "guarantee,attendance,Vote Count=vote_count,results_view=election_results")})
+	checkWant(t, fs, "replica identity", LevelProblem, "public.guarantee has REPLICA IDENTITY NOTHING",
+		"ALTER TABLE public.guarantee REPLICA IDENTITY FULL;")
+	checkWant(t, fs, "replica identity", LevelWarning, "public.attendance has REPLICA IDENTITY DEFAULT (its primary key)",
+		"ALTER TABLE public.attendance REPLICA IDENTITY FULL;")
+	// No primary key; the name needs quoting in the fix.
+	checkWant(t, fs, "replica identity", LevelProblem, "public.Vote Count has REPLICA IDENTITY DEFAULT but no primary key",
+		`ALTER TABLE public."Vote Count" REPLICA IDENTITY FULL;`)
+	checkWant(t, fs, "table", LevelProblem, "public.results_view is a view")
+}
 
-	t.Run("publication lacks tables", func(t *testing.T) {
-		t.Parallel()
-		dbURL := electionDB(t, "publication")
-		pg.ExecDB(t, dbURL, `CREATE PUBLICATION walcast FOR TABLE guarantee, attendance WHERE (attended);
-			CREATE PUBLICATION inserts_only FOR ALL TABLES WITH (publish = 'insert')`)
-		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "walcast", Tables: defaults})
-		checkWant(t, fs, "publication", LevelProblem, "does not include public.vote_count, public.election_results",
-			"ALTER PUBLICATION walcast ADD TABLE public.vote_count, public.election_results;")
-		checkWant(t, fs, "publication", LevelProblem, "public.attendance with a row filter", "refuses to start",
-			"ALTER PUBLICATION walcast DROP TABLE public.attendance; ALTER PUBLICATION walcast ADD TABLE public.attendance;")
+func checkRoleWithoutReplication(t *testing.T, e *checkEnv) {
+	dbURL := e.electionDB(t, "role_app")
+	e.pg.Exec(t, "CREATE ROLE app LOGIN")
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User("app")
+	fs := checkRun(t, CheckConfig{DatabaseURL: u.String(), Slot: "role_app", Publication: "walcast", Tables: e.defaults})
+	checkWant(t, fs, "connection", LevelOK, "as app")
+	checkWant(t, fs, "role", LevelProblem, "app has neither REPLICATION nor superuser", "ALTER ROLE app WITH REPLICATION;")
+	// postgres owns the tables, so app cannot create the publication.
+	checkWant(t, fs, "publication", LevelProblem, "cannot create it", "CREATE PUBLICATION walcast FOR TABLE")
 
-		pg.ExecDB(t, dbURL, `CREATE PUBLICATION cols FOR TABLE guarantee (id, notes), attendance (id, committee_id, user_id, attended), vote_count, election_results`)
-		fs = checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "cols", Tables: defaults})
-		checkWant(t, fs, "publication", LevelProblem, "publishes public.guarantee without committee_id, user_id", "refuses to start")
-		checkWant(t, fs, "publication", LevelWarning, "only some rows or columns of public.attendance")
+	e.pg.Exec(t, "CREATE ROLE replicator LOGIN REPLICATION")
+	u.User = url.User("replicator")
+	fs = checkRun(t, CheckConfig{DatabaseURL: u.String(), Slot: "role_app", Publication: "walcast", Tables: e.defaults})
+	checkWant(t, fs, "role", LevelOK, "replicator has REPLICATION")
+}
 
-		fs = checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "inserts_only", Tables: defaults})
-		checkWantAtMost(t, fs, LevelWarning)
-		checkWant(t, fs, "publication", LevelWarning, "does not publish updates or deletes",
-			"ALTER PUBLICATION inserts_only SET (publish = 'insert, update, delete, truncate');")
-	})
+func checkPublicationLacksTables(t *testing.T, e *checkEnv) {
+	dbURL := e.electionDB(t, "publication")
+	e.pg.ExecDB(t, dbURL, `CREATE PUBLICATION walcast FOR TABLE guarantee, attendance WHERE (attended);
+		CREATE PUBLICATION inserts_only FOR ALL TABLES WITH (publish = 'insert')`)
+	fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "walcast", Tables: e.defaults})
+	checkWant(t, fs, "publication", LevelProblem, "does not include public.vote_count, public.election_results",
+		"ALTER PUBLICATION walcast ADD TABLE public.vote_count, public.election_results;")
+	checkWant(t, fs, "publication", LevelProblem, "public.attendance with a row filter", "refuses to start",
+		"ALTER PUBLICATION walcast DROP TABLE public.attendance; ALTER PUBLICATION walcast ADD TABLE public.attendance;")
 
-	t.Run("existing slot", func(t *testing.T) {
-		t.Parallel()
-		dbURL := electionDB(t, "existing_slot")
-		pg.ExecDB(t, dbURL, `CREATE PUBLICATION walcast FOR TABLE guarantee, attendance, vote_count, election_results`)
-		pg.ExecDB(t, dbURL, `SELECT pg_create_logical_replication_slot('walcast', 'pgoutput')`)
-		pg.ExecDB(t, dbURL, `INSERT INTO committee (code, name) SELECT 'C' || i, 'Committee ' || i FROM generate_series(1, 1000) i`)
-		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "walcast", Publication: "walcast", Tables: defaults})
-		checkWantAtMost(t, fs, LevelOK)
-		checkWant(t, fs, "publication", LevelOK, "walcast publishes the 4 tracked tables")
-		checkWant(t, fs, "slot", LevelOK, "walcast uses pgoutput, is inactive", "confirmed up to")
-		f := checkWant(t, fs, "slot WAL", LevelOK, "wal_status reserved", "retains")
-		if strings.Contains(f.Detail, "retains 0 bytes") {
-			t.Errorf("slot WAL detail %q: want the WAL written since the slot was made", f.Detail)
-		}
+	e.pg.ExecDB(t, dbURL, `CREATE PUBLICATION cols FOR TABLE guarantee (id, notes), attendance (id, committee_id, user_id, attended), vote_count, election_results`)
+	fs = checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "cols", Tables: e.defaults})
+	checkWant(t, fs, "publication", LevelProblem, "publishes public.guarantee without committee_id, user_id", "refuses to start")
+	checkWant(t, fs, "publication", LevelWarning, "only some rows or columns of public.attendance")
 
-		// The same slot, seen from a database it does not belong to.
-		other := electionDB(t, "not_the_slots")
-		fs = checkRun(t, CheckConfig{DatabaseURL: other, Slot: "walcast", Publication: "walcast", Tables: defaults})
-		checkWant(t, fs, "slot", LevelProblem, "belongs to database existing_slot, not not_the_slots", "another --slot")
-	})
+	fs = checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "publication", Publication: "inserts_only", Tables: e.defaults})
+	checkWantAtMost(t, fs, LevelWarning)
+	checkWant(t, fs, "publication", LevelWarning, "does not publish updates or deletes",
+		"ALTER PUBLICATION inserts_only SET (publish = 'insert, update, delete, truncate');")
+}
 
-	t.Run("slot with another plugin", func(t *testing.T) {
-		t.Parallel()
-		dbURL := electionDB(t, "test_decoding")
-		pg.ExecDB(t, dbURL, `SELECT pg_create_logical_replication_slot('decoder', 'test_decoding')`)
-		fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "decoder", Publication: "walcast", Tables: defaults})
-		checkWant(t, fs, "slot", LevelProblem, "uses plugin test_decoding, walcast needs pgoutput",
-			"SELECT pg_drop_replication_slot('decoder');")
-	})
+func checkExistingSlot(t *testing.T, e *checkEnv) {
+	dbURL := e.electionDB(t, "existing_slot")
+	e.pg.ExecDB(t, dbURL, `CREATE PUBLICATION walcast FOR TABLE guarantee, attendance, vote_count, election_results`)
+	e.pg.ExecDB(t, dbURL, `SELECT pg_create_logical_replication_slot('walcast', 'pgoutput')`)
+	e.pg.ExecDB(t, dbURL, `INSERT INTO committee (code, name) SELECT 'C' || i, 'Committee ' || i FROM generate_series(1, 1000) i`)
+	fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "walcast", Publication: "walcast", Tables: e.defaults})
+	checkWantAtMost(t, fs, LevelOK)
+	checkWant(t, fs, "publication", LevelOK, "walcast publishes the 4 tracked tables")
+	checkWant(t, fs, "slot", LevelOK, "walcast uses pgoutput, is inactive", "confirmed up to")
+	f := checkWant(t, fs, "slot WAL", LevelOK, "wal_status reserved", "retains")
+	if strings.Contains(f.Detail, "retains 0 bytes") {
+		t.Errorf("slot WAL detail %q: want the WAL written since the slot was made", f.Detail)
+	}
 
-	t.Run("unknown database", func(t *testing.T) {
-		t.Parallel()
-		fs := checkRun(t, CheckConfig{DatabaseURL: pg.DatabaseURL("no_such_db"), Slot: "x", Publication: "walcast", Tables: defaults})
-		if len(fs) != 1 {
-			t.Fatalf("got %d findings, want one:\n%s", len(fs), checkFormat(fs))
-		}
-		checkWant(t, fs, "connection", LevelProblem, "no_such_db", `CREATE DATABASE "no_such_db";`)
-	})
+	// The same slot, seen from a database it does not belong to.
+	other := e.electionDB(t, "not_the_slots")
+	fs = checkRun(t, CheckConfig{DatabaseURL: other, Slot: "walcast", Publication: "walcast", Tables: e.defaults})
+	checkWant(t, fs, "slot", LevelProblem, "belongs to database existing_slot, not not_the_slots", "another --slot")
+}
+
+func checkSlotWithAnotherPlugin(t *testing.T, e *checkEnv) {
+	dbURL := e.electionDB(t, "test_decoding")
+	e.pg.ExecDB(t, dbURL, `SELECT pg_create_logical_replication_slot('decoder', 'test_decoding')`)
+	fs := checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "decoder", Publication: "walcast", Tables: e.defaults})
+	checkWant(t, fs, "slot", LevelProblem, "uses plugin test_decoding, walcast needs pgoutput",
+		"SELECT pg_drop_replication_slot('decoder');")
+}
+
+func checkUnknownDatabase(t *testing.T, e *checkEnv) {
+	fs := checkRun(t, CheckConfig{DatabaseURL: e.pg.DatabaseURL("no_such_db"), Slot: "x", Publication: "walcast", Tables: e.defaults})
+	if len(fs) != 1 {
+		t.Fatalf("got %d findings, want one:\n%s", len(fs), checkFormat(fs))
+	}
+	checkWant(t, fs, "connection", LevelProblem, "no_such_db", `CREATE DATABASE "no_such_db";`)
 }
 
 func TestCheckWalLevelReplica(t *testing.T) {
