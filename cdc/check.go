@@ -286,21 +286,30 @@ func (c *checker) walLevel(ctx context.Context) {
 		Fix:    "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (a reload is not enough)"})
 }
 
+// capacity reads a limit setting and counts its use with count, scanned
+// into dest (used first). It returns the limit and the fix that raises
+// it; ok is false when it could not tell.
+func (c *checker) capacity(ctx context.Context, check, setting, count string, dest []any, args ...any) (limit int, fix string, ok bool) {
+	limit, err := c.intSetting(ctx, setting)
+	if err != nil {
+		c.failed(check, "read "+setting, err)
+		return 0, "", false
+	}
+	if err := c.conn.QueryRow(ctx, count, args...).Scan(dest...); err != nil {
+		c.failed(check, "count "+check, err)
+		return 0, "", false
+	}
+	used := *dest[0].(*int)
+	return limit, fmt.Sprintf("ALTER SYSTEM SET %s = %d; then restart PostgreSQL", setting, max(10, used+1)), true
+}
+
 func (c *checker) slotLimit(ctx context.Context) {
 	const check = "replication slots"
-	limit, err := c.intSetting(ctx, "max_replication_slots")
-	if err != nil {
-		c.failed(check, "read max_replication_slots", err)
-		return
-	}
 	var used, ours int
-	err = c.conn.QueryRow(ctx, "SELECT count(*), count(*) FILTER (WHERE slot_name = $1) FROM pg_replication_slots", c.cfg.Slot).Scan(&used, &ours)
-	if err != nil {
-		c.failed(check, "count replication slots", err)
-		return
-	}
-	fix := fmt.Sprintf("ALTER SYSTEM SET max_replication_slots = %d; then restart PostgreSQL", max(10, used+1))
+	limit, fix, ok := c.capacity(ctx, check, "max_replication_slots",
+		"SELECT count(*), count(*) FILTER (WHERE slot_name = $1) FROM pg_replication_slots", []any{&used, &ours}, c.cfg.Slot)
 	switch {
+	case !ok:
 	case limit == 0:
 		c.add(Finding{Check: check, Level: LevelProblem,
 			Detail: "max_replication_slots is 0: no replication slot can be created", Fix: fix})
@@ -316,18 +325,11 @@ func (c *checker) slotLimit(ctx context.Context) {
 
 func (c *checker) walSenders(ctx context.Context) {
 	const check = "wal senders"
-	limit, err := c.intSetting(ctx, "max_wal_senders")
-	if err != nil {
-		c.failed(check, "read max_wal_senders", err)
-		return
-	}
 	var used int
-	if err := c.conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'").Scan(&used); err != nil {
-		c.failed(check, "count wal senders", err)
-		return
-	}
-	fix := fmt.Sprintf("ALTER SYSTEM SET max_wal_senders = %d; then restart PostgreSQL", max(10, used+1))
+	limit, fix, ok := c.capacity(ctx, check, "max_wal_senders",
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'", []any{&used})
 	switch {
+	case !ok:
 	case limit == 0:
 		c.add(Finding{Check: check, Level: LevelProblem,
 			Detail: "max_wal_senders is 0: no replication connection is allowed", Fix: fix})

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/walcast/walcast/internal/testenv"
 	"github.com/walcast/walcast/schema"
 )
@@ -76,21 +74,16 @@ func checkTables(t *testing.T, spec string) []schema.Table {
 	return tables
 }
 
-// checkSlotStatus reads a slot's wal_status, "" when it has none.
-func checkSlotStatus(t *testing.T, dbURL, slot string) string {
+// slotNow reads the slot's row through the one slot reader.
+func slotNow(t *testing.T, dbURL, slot string) SlotInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, dbURL)
+	s, err := SlotStatus(ctx, dbURL, slot)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
-	var status string
-	if err := conn.QueryRow(ctx, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&status); err != nil {
-		t.Fatalf("read wal_status of %s: %v", slot, err)
-	}
-	return status
+	return s
 }
 
 // TestCheck runs the checks against one server with a database per case.
@@ -285,9 +278,9 @@ func TestCheckSlotLimitAndLostSlot(t *testing.T) {
 	// Each round fills the rest of a 16 MB WAL segment; the checkpoint
 	// removes the segments the limit no longer keeps, and the slot with
 	// them.
-	for round := 0; checkSlotStatus(t, pg.URL(), "other") != "lost"; round++ {
+	for round := 0; slotNow(t, pg.URL(), "other").WALStatus != "lost"; round++ {
 		if round == 10 {
-			t.Fatalf("slot still not lost after %d rounds of WAL; wal_status %s", round, checkSlotStatus(t, pg.URL(), "other"))
+			t.Fatalf("slot still not lost after %d rounds of WAL; wal_status %s", round, slotNow(t, pg.URL(), "other").WALStatus)
 		}
 		pg.Exec(t, "INSERT INTO committee (code, name) VALUES ('R"+strconv.Itoa(round)+"', 'round')")
 		pg.Exec(t, "SELECT pg_switch_wal()")

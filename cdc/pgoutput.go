@@ -28,45 +28,22 @@ func (r *reader) fail(what string) {
 	}
 }
 
-func (r *reader) byte(what string) byte {
-	if r.err != nil || len(r.b) < 1 {
-		r.fail(what)
-		return 0
+// fixed reads the next n bytes of a fixed-size field (n <= 8), or zeros
+// when they are missing (r.err then says so).
+func (r *reader) fixed(n int, what string) []byte {
+	if b := r.bytes(n, what); b != nil {
+		return b
 	}
-	v := r.b[0]
-	r.b = r.b[1:]
-	return v
+	return make([]byte, n)
 }
 
-func (r *reader) uint16(what string) uint16 {
-	if r.err != nil || len(r.b) < 2 {
-		r.fail(what)
-		return 0
-	}
-	v := binary.BigEndian.Uint16(r.b)
-	r.b = r.b[2:]
-	return v
-}
+func (r *reader) byte(what string) byte { return r.fixed(1, what)[0] }
 
-func (r *reader) uint32(what string) uint32 {
-	if r.err != nil || len(r.b) < 4 {
-		r.fail(what)
-		return 0
-	}
-	v := binary.BigEndian.Uint32(r.b)
-	r.b = r.b[4:]
-	return v
-}
+func (r *reader) uint16(what string) uint16 { return binary.BigEndian.Uint16(r.fixed(2, what)) }
 
-func (r *reader) uint64(what string) uint64 {
-	if r.err != nil || len(r.b) < 8 {
-		r.fail(what)
-		return 0
-	}
-	v := binary.BigEndian.Uint64(r.b)
-	r.b = r.b[8:]
-	return v
-}
+func (r *reader) uint32(what string) uint32 { return binary.BigEndian.Uint32(r.fixed(4, what)) }
+
+func (r *reader) uint64(what string) uint64 { return binary.BigEndian.Uint64(r.fixed(8, what)) }
 
 // cstring reads a NUL-terminated string.
 func (r *reader) cstring(what string) string {

@@ -131,13 +131,7 @@ func (e *sessionEnv) insert(t *testing.T, id int) {
 // slotConfirmed is the slot's confirmed_flush_lsn as the server has it.
 func (e *sessionEnv) slotConfirmed(t *testing.T) uint64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := SlotStatus(ctx, e.pg.URL(), "walcast")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.ConfirmedFlushLSN
+	return slotNow(t, e.pg.URL(), "walcast").ConfirmedFlushLSN
 }
 
 // neverConfirmed checks, over several status intervals, that neither
