@@ -72,7 +72,8 @@ func realMainContext(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stderr, "walcast %s: %s\n", args[0], ue.msg)
 		return 2
 	case errors.As(err, &se):
-		fmt.Fprintf(stderr, "walcast %s: database setup: %s\n  fix: %s\n", args[0], se.Problem, se.Fix)
+		// A fix of several steps keeps its lines under the first.
+		fmt.Fprintf(stderr, "walcast %s: database setup: %s\n  fix: %s\n", args[0], se.Problem, strings.ReplaceAll(se.Fix, "\n", "\n       "))
 		return 1
 	case errors.As(err, &be):
 		fmt.Fprintf(stderr, "walcast %s: redis: %s\n  fix: %s\n", args[0], be.Problem, be.Fix)
