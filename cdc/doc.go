@@ -6,5 +6,7 @@
 // the publication, and acknowledges to PostgreSQL only positions the sink
 // has stored. Decoder turns pgoutput messages into schema.Tx values and is
 // pure (bytes in, values out), so it is table-tested against captured
-// fixtures in testdata/ and fuzzed. Check diagnoses a database's setup.
+// fixtures in testdata/ and fuzzed. Check diagnoses a database's setup;
+// Capture runs the same checks before every session and stops on the
+// first problem with Check's words.
 package cdc

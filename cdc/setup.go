@@ -160,40 +160,6 @@ func createPublication(ctx context.Context, conn *pgx.Conn, publication string, 
 	return nil
 }
 
-// renamedFix is the fix for a tracked table that may have been renamed to
-// now.
-func renamedFix(t schema.Table, now string) string {
-	return fmt.Sprintf("if %s was renamed or moved to another schema (e.g. a Django RenameModel), track it under its new name: --tables %s=%s (with the other tables)",
-		t.Qualified(), now, t.Kind)
-}
-
-// unnamedPublished returns the tables the publication lists by name that
-// --tables does not name, as --tables takes them (schema.name, unquoted).
-// It is a hint, so a failed query returns nothing.
-func unnamedPublished(ctx context.Context, conn *pgx.Conn, publication string, tables []schema.Table) []string {
-	rows, err := conn.Query(ctx, `SELECT p.schemaname, p.tablename
-		FROM pg_publication_tables p JOIN pg_publication pub ON pub.pubname = p.pubname
-		WHERE p.pubname = $1 AND NOT pub.puballtables ORDER BY 1, 2`, publication)
-	if err != nil {
-		return nil
-	}
-	configured := map[string]bool{}
-	for _, c := range tables {
-		configured[c.Qualified()] = true
-	}
-	var others []string
-	var s, n string
-	if _, err := pgx.ForEachRow(rows, []any{&s, &n}, func() error {
-		if !configured[s+"."+n] {
-			others = append(others, s+"."+n)
-		}
-		return nil
-	}); err != nil {
-		return nil
-	}
-	return others
-}
-
 // publicationNamesOption is pgoutput's publication_names option for one
 // publication: an SQL string literal holding a list of identifiers, which
 // pgoutput splits like SQL does (SplitIdentifierString): a bare name is

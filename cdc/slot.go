@@ -11,9 +11,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// This file holds what walcast reads about its replication slot while it
-// runs (the WAL the slot holds back) and the operator's slot tools:
-// SlotStatus and DropSlot, behind `walcast slot status|drop`.
+// This file holds readSlot, the one reader of pg_replication_slots (used
+// by start-up, the monitor of a running session, walcast check and the
+// slot commands), and the operator's slot tools: SlotStatus and DropSlot,
+// behind `walcast slot status|drop`.
 
 // ErrNoSlot is returned by SlotStatus and DropSlot when the slot does not
 // exist.

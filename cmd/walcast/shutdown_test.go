@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
@@ -185,11 +186,11 @@ func checkNothingReread(t *testing.T, round int, dbURL string, rdb *redis.Client
 // parseLSNText parses PostgreSQL's "16/B374D848" form.
 func parseLSNText(t *testing.T, s string) uint64 {
 	t.Helper()
-	var hi, lo uint32
-	if _, err := fmt.Sscanf(strings.Replace(s, "/", " ", 1), "%X %X", &hi, &lo); err != nil {
+	lsn, err := pglogrepl.ParseLSN(s)
+	if err != nil {
 		t.Fatalf("parse lsn %q: %v", s, err)
 	}
-	return uint64(hi)<<32 | uint64(lo)
+	return uint64(lsn)
 }
 
 // changeEntries counts the stream's change entries (not dashboard_update).
