@@ -136,7 +136,7 @@ type Capture struct {
 	// followed across reconnections.
 	tracked map[uint32]trackedRel
 	renames renameLog
-	warned  map[string]bool // the setup warnings logged, by detail (session goroutine only)
+	warned  map[string]bool // the setup warnings logged, by check and fix (session goroutine only)
 
 	lostReported atomic.Bool // OnLost was called
 	noMessages   sync.Once   // the PostgreSQL < 14 note was logged

@@ -128,8 +128,9 @@ func (c *Capture) diagnose(ctx context.Context, conn *pgx.Conn, tables []schema.
 				}
 				return &SetupError{Problem: f.Detail, Fix: f.Fix}
 			case LevelWarning:
-				if !c.warned[f.Detail] {
-					c.warned[f.Detail] = true
+				// By check and fix: a detail may carry a figure that moves.
+				if key := f.Check + "\x00" + f.Fix; !c.warned[key] {
+					c.warned[key] = true
 					c.log.Warn("database setup: "+f.Detail, "check", f.Check, "fix", f.Fix)
 				}
 			}
