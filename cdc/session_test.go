@@ -99,6 +99,13 @@ func startSession(t *testing.T) *sessionEnv {
 	e.c = New(Config{DatabaseURL: pg.URL(), Slot: "walcast", Publication: "walcast", Tables: checkTables(t, schema.DefaultTables),
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		StatusInterval: 100 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, e.sink)
+	e.run(t)
+	return e
+}
+
+// run runs the Capture until the test ends, and waits until it streams.
+func (e *sessionEnv) run(t *testing.T) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.c.Run(ctx) }()
@@ -109,7 +116,6 @@ func startSession(t *testing.T) *sessionEnv {
 		}
 	})
 	e.waitFor(t, "capture streams", func() bool { return e.c.Status().Streaming })
-	return e
 }
 
 // waitFor polls cond until it holds, within a generous liveness bound.
