@@ -1,5 +1,7 @@
-// Package testenv starts real, throwaway PostgreSQL and Redis servers for
-// integration tests, and can stop, crash and restart them for fault tests.
+// Package testenv gives integration tests real, throwaway PostgreSQL and
+// Redis servers, and can stop, crash and restart them for fault tests. It is
+// a thin testing.TB wrapper over internal/launch, which the demo and
+// walcast-bench use too.
 //
 // Start with [StartPostgres] and [StartRedis]. Each call gives the test its own
 // server on a free 127.0.0.1 port, in its own temporary folder, and registers a
@@ -22,17 +24,14 @@
 // postgres, and redis-server. When one is missing the test fails (it never
 // skips), naming the package to install; `make test` installs them.
 //
+// Under `go test -short`, and only then, every test that needs a server, the
+// walcast binary, Node or Chromium is skipped: [SkipIfShort] is the one place
+// that decides, and StartPostgres and StartRedis call it before they look for
+// any program. So `go test -short ./...` runs the unit tests in seconds on a
+// machine without PostgreSQL or Redis.
+//
 // Each server is a direct child of the test binary, so Kill is a true SIGKILL
 // of the server, and the kernel kills the servers if the test binary dies
 // without running its cleanups (on Linux). Folders left behind that way are
 // removed by a later test run once they are an hour old.
-//
-// PostgreSQL refuses to run as root, and CI runs tests as root, so as root the
-// cluster is owned and run by the "postgres" system user, and lives outside
-// t.TempDir, whose parents only root may enter.
-//
-// Starting a cluster is made cheap by running initdb once and copying its
-// result, into /dev/shm when that is a roomy tmpfs, else under os.TempDir.
-// The template is cached there, keyed by the PostgreSQL version, so parallel
-// test binaries and later runs share it.
 package testenv

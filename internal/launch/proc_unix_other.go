@@ -1,13 +1,13 @@
-//go:build !linux
+//go:build unix && !linux
 
-package testenv
+package launch
 
 import "syscall"
 
-// serverProcAttr puts a server in its own process group. Only Linux can also
-// have it killed when the test binary dies.
-func serverProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Credential: cred, Setpgid: true}
+// procAttr puts a server in its own process group and runs it as o. Only
+// Linux can also have it killed when the parent dies.
+func procAttr(o owner) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Credential: credential(o), Setpgid: true}
 }
 
 // processesIn cannot find a data directory's processes without /proc; after a

@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"errors"
@@ -7,14 +7,14 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"syscall"
 )
 
-// pgOwner is the operating-system user that owns and runs a cluster.
-type pgOwner struct {
+// owner is the operating-system user that owns and runs a cluster.
+type owner struct {
 	uid, gid int
-	// cred switches a child to this user; nil means run as ourselves.
-	cred *syscall.Credential
+	// other is true when that user is not ourselves, so children switch
+	// to it at exec (see procAttr).
+	other bool
 }
 
 // lookupPGOwner decides who runs PostgreSQL. initdb and postgres refuse to
@@ -23,31 +23,29 @@ type pgOwner struct {
 // kernel at exec (SysProcAttr.Credential) rather than by `runuser`, because
 // runuser stays behind as the parent of the server: SIGKILL sent to it would
 // not crash the server.
-func lookupPGOwner() (pgOwner, error) {
+func lookupPGOwner() (owner, error) {
 	if os.Geteuid() != 0 {
-		return pgOwner{uid: os.Geteuid(), gid: os.Getegid()}, nil
+		return owner{uid: os.Geteuid(), gid: os.Getegid()}, nil
 	}
 	u, err := user.Lookup("postgres")
 	if err != nil {
-		return pgOwner{}, fmt.Errorf("PostgreSQL refuses to run as root and there is no %q system user to run it as (%v); "+
+		return owner{}, fmt.Errorf("PostgreSQL refuses to run as root and there is no %q system user to run it as (%v); "+
 			"`apt-get install postgresql` creates it, or `useradd --system postgres`", "postgres", err)
 	}
 	uid, err1 := strconv.Atoi(u.Uid)
 	gid, err2 := strconv.Atoi(u.Gid)
 	if err := errors.Join(err1, err2); err != nil {
-		return pgOwner{}, fmt.Errorf("user postgres: %w", err)
+		return owner{}, fmt.Errorf("user postgres: %w", err)
 	}
-	return pgOwner{
-		uid: uid,
-		gid: gid,
-		// Groups is set so the server does not keep root's supplementary groups.
-		cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{uint32(gid)}},
-	}, nil
+	return owner{uid: uid, gid: gid, other: true}, nil
 }
 
+// self is the owner of children that run as ourselves.
+func self() owner { return owner{uid: os.Geteuid(), gid: os.Getegid()} }
+
 // chown gives path to the owner; a no-op when we are the owner already.
-func (o pgOwner) chown(path string) error {
-	if o.cred == nil {
+func (o owner) chown(path string) error {
+	if !o.other {
 		return nil
 	}
 	return os.Chown(path, o.uid, o.gid)
@@ -65,16 +63,16 @@ func (o pgOwner) chown(path string) error {
 // Otherwise os.TempDir. When we run as root and another user runs the server,
 // every folder above the data directory must be enterable by that user; TMPDIR
 // may point somewhere private to root, and then /tmp is used instead.
-func pgBaseDirs(o pgOwner) (base string, all []string) {
+func pgBaseDirs(o owner) (base string, all []string) {
 	temp := os.TempDir()
-	if o.cred != nil && !worldEnterable(temp) {
+	if o.other && !worldEnterable(temp) {
 		temp = "/tmp"
 	}
 	fast := fastTempDir()
 	switch {
 	case fast == "":
 		return temp, []string{temp}
-	case o.cred != nil && !worldEnterable(fast):
+	case o.other && !worldEnterable(fast):
 		return temp, []string{temp}
 	default:
 		return fast, []string{fast, temp}

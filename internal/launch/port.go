@@ -1,16 +1,17 @@
-package testenv
+package launch
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"sync"
-	"testing"
 )
 
 // givenPorts remembers every port FreePort handed out in this process. The
-// kernel may offer a just-closed port again, and two servers started by
-// parallel tests must not be told to use the same one.
+// kernel may offer a just-closed port again, and two servers started at once
+// must not be told to use the same one.
 var (
 	givenPortsMu sync.Mutex
 	givenPorts   = map[int]bool{}
@@ -20,20 +21,11 @@ var (
 // not been returned before in this process. Another program can still take it
 // before it is used; StartPostgres and StartRedis retry with a new port when
 // their first start fails that way.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	port, err := freePort()
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	return port
-}
-
-func freePort() (int, error) {
+func FreePort() (int, error) {
 	for range 50 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("find a free port: %w", err)
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
@@ -57,4 +49,14 @@ func portFree(port int) bool {
 	}
 	l.Close()
 	return true
+}
+
+// waitPortFree waits until port can be bound again.
+func waitPortFree(port int) error {
+	return poll(context.Background(), readyTimeout, func() error {
+		if !portFree(port) {
+			return fmt.Errorf("port %d still in use", port)
+		}
+		return nil
+	})
 }

@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"errors"
@@ -9,20 +9,25 @@ import (
 	"time"
 )
 
-// process is a server program started as a direct child of the test binary,
-// so that Kill delivers SIGKILL to the server itself rather than to a wrapper
-// such as runuser or pg_ctl, which would leave the server running.
+// ProcAttr is what a helper child of a launching program (walcast-bench's
+// servers under test, for instance) should run with: its own process group,
+// so a terminal's Ctrl-C reaches only the parent, which stops it in order,
+// and on Linux SIGKILL when the parent dies.
+func ProcAttr() *syscall.SysProcAttr { return procAttr(self()) }
+
+// process is a server program started as a direct child, so that kill
+// delivers SIGKILL to the server itself rather than to a wrapper such as
+// runuser or pg_ctl, which would leave the server running.
 type process struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed once the process has exited and been reaped
 	err  error         // cmd.Wait's result; read only after done is closed
 }
 
-// startProcess runs name with args in dir, appending its stdout and stderr to
-// logPath. cred, when not nil, is the user to run as. One goroutine reaps the
-// process; it ends when the process does, and every server's cleanup makes
-// sure that happens.
-func startProcess(name string, args []string, dir, logPath string, cred *syscall.Credential) (*process, error) {
+// startProcess runs name with args in dir as o, appending its stdout and
+// stderr to logPath. One goroutine reaps the process; it ends when the
+// process does, and every server's Close makes sure that happens.
+func startProcess(name string, args []string, dir, logPath string, o owner) (*process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open log: %w", err)
@@ -35,7 +40,7 @@ func startProcess(name string, args []string, dir, logPath string, cred *syscall
 	cmd.Dir = dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = serverProcAttr(cred)
+	cmd.SysProcAttr = procAttr(o)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -92,7 +97,7 @@ func (p *process) wait(timeout time.Duration) bool {
 }
 
 // stop asks the process to exit with sig and gives it grace to do so; then it
-// is killed, because a test must never leave a server behind.
+// is killed, because a launcher must never leave a server behind.
 func (p *process) stop(sig os.Signal, grace time.Duration) error {
 	if err := p.signal(sig); err != nil {
 		return err
@@ -108,11 +113,18 @@ func (p *process) stop(sig os.Signal, grace time.Duration) error {
 
 // kill sends SIGKILL and waits until the process has been reaped.
 func (p *process) kill() error {
-	if err := p.signal(syscall.SIGKILL); err != nil {
+	if err := p.signal(os.Kill); err != nil {
 		return err
 	}
 	if !p.wait(readyTimeout) {
 		return fmt.Errorf("pid %d still running %s after SIGKILL", p.pid(), readyTimeout)
 	}
 	return nil
+}
+
+// killPID sends SIGKILL to a process that is not our child.
+func killPID(pid int) {
+	if proc, err := os.FindProcess(pid); err == nil {
+		_ = proc.Kill()
+	}
 }

@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"os"
@@ -7,14 +7,14 @@ import (
 	"syscall"
 )
 
-// serverProcAttr puts a server in its own process group, so a Ctrl-C meant
-// for go test does not reach it before testenv can shut it down, and asks the
-// kernel to SIGKILL it if the test binary dies without running its cleanups
-// (a panic or a -timeout). Go sets the parent-death signal after switching to
-// cred, so the switch does not clear it.
-func serverProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
+// procAttr puts a server in its own process group, so a Ctrl-C meant for the
+// parent does not reach it before the parent can shut it down; runs it as o
+// when o is another user; and asks the kernel to SIGKILL it if the parent
+// dies without cleaning up (a panic, a test -timeout). Go sets the
+// parent-death signal after switching user, so the switch does not clear it.
+func procAttr(o owner) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{
-		Credential: cred,
+		Credential: credential(o),
 		Setpgid:    true,
 		Pdeathsig:  syscall.SIGKILL,
 	}

@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"crypto/sha256"
@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -19,16 +18,20 @@ import (
 const templateFormat = "1"
 
 // initdbArgs make a cluster whose superuser is "postgres" and where every
-// local connection is trusted, so tests need no passwords. --no-sync because
+// local connection is trusted, so no password is needed. --no-sync because
 // nothing here needs to survive a power loss, and it saves seconds.
 var initdbArgs = []string{"-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"}
 
 // pgShared is what every cluster in this process has in common.
 type pgShared struct {
 	bins     pgBinaries
-	owner    pgOwner
-	base     string // folder that holds the clusters
-	template string // initdb's output, copied for every new cluster
+	owner    owner
+	base     string   // folder that holds the clusters
+	bases    []string // every folder where earlier runs may have left clusters
+	template string   // initdb's output, copied for every new cluster
+
+	sweptMu sync.Mutex
+	swept   map[string]bool // cluster name prefixes already swept
 }
 
 var (
@@ -38,7 +41,7 @@ var (
 )
 
 // sharedPG finds the programs and the owner and makes the template, once per
-// test process. A failure is remembered, so every test that wants a cluster
+// process. A failure is remembered, so every caller that wants a cluster
 // fails with the same message instead of retrying a slow initdb.
 func sharedPG() (*pgShared, error) {
 	pgSharedOnce.Do(func() {
@@ -52,15 +55,14 @@ func setupPG() (*pgShared, error) {
 	if err != nil {
 		return nil, err
 	}
-	owner, err := lookupPGOwner()
+	o, err := lookupPGOwner()
 	if err != nil {
 		return nil, err
 	}
-	s := &pgShared{bins: bins, owner: owner}
-	var bases []string
-	s.base, bases = pgBaseDirs(owner)
-	for _, dir := range bases {
-		s.sweepAbandoned(dir)
+	s := &pgShared{bins: bins, owner: o, swept: map[string]bool{}}
+	s.base, s.bases = pgBaseDirs(o)
+	for _, dir := range s.bases {
+		s.sweepAbandoned(dir, "walcast-testenv-initdb-")
 	}
 	s.template, err = s.ensureTemplate()
 	if err != nil {
@@ -74,8 +76,8 @@ func setupPG() (*pgShared, error) {
 // shapes it, because a cached one is what makes StartPostgres fast: test
 // binaries of different packages run in parallel and would each pay for
 // initdb, and a per-process template could never be removed (a package has no
-// hook that runs when the test binary exits). The one cached folder is reused
-// by every later run with the same PostgreSQL.
+// hook that runs when the process exits). The one cached folder is reused by
+// every later run with the same PostgreSQL.
 func (s *pgShared) ensureTemplate() (string, error) {
 	out, err := exec.Command(s.bins.postgres, "--version").Output()
 	if err != nil {
@@ -90,7 +92,7 @@ func (s *pgShared) ensureTemplate() (string, error) {
 	}
 
 	// initdb into a private folder and rename it into place: a rename is
-	// atomic, so another test binary sees either no template or a complete
+	// atomic, so another process sees either no template or a complete
 	// one, and when two race, the loser's rename fails and it uses the
 	// winner's.
 	tmp, err := os.MkdirTemp(s.base, "walcast-testenv-initdb-")
@@ -103,7 +105,7 @@ func (s *pgShared) ensureTemplate() (string, error) {
 	}
 	cmd := exec.Command(s.bins.initdb, append([]string{"-D", tmp}, initdbArgs...)...)
 	cmd.Dir = tmp // initdb complains when it cannot read its working directory
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.owner.cred}
+	cmd.SysProcAttr = procAttr(s.owner)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(tmp)
 		return "", fmt.Errorf("initdb: %w\n%s", err, out)
@@ -128,8 +130,7 @@ func (s *pgShared) usableTemplate(dir string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || !ok || int(st.Uid) != s.owner.uid {
+	if uid, ok := fileUID(fi); !fi.IsDir() || !ok || uid != s.owner.uid {
 		return false, fmt.Errorf("cached PostgreSQL template %s is not a folder owned by uid %d; remove it", dir, s.owner.uid)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err != nil {
@@ -149,25 +150,39 @@ func (s *pgShared) copyTemplate(dst string) error {
 	return nil
 }
 
-// abandonedAge is how old a cluster folder must be before another test
-// process may remove it. It is far longer than any test run (make test stops
-// at 9 minutes), so a folder that old belongs to a run that is over.
+// abandonedAge is how old a cluster folder must be before another process
+// may remove it. It is far longer than any test run (make test stops at 9
+// minutes), so a folder that old whose server is gone belongs to a run that is
+// over.
 const abandonedAge = time.Hour
 
-// sweepAbandoned removes cluster folders left behind by test binaries that
-// died without running their cleanups, such as one stopped by -timeout: the
-// kernel killed their servers (the parent-death signal), but nothing removed
-// the folders, 40 MB each. A folder is only removed when it is old and no
-// process works in it.
-func (s *pgShared) sweepAbandoned(base string) {
-	dirs, _ := filepath.Glob(filepath.Join(base, "walcast-testenv-pg-*"))
-	more, _ := filepath.Glob(filepath.Join(base, "walcast-testenv-initdb-*"))
-	for _, dir := range append(dirs, more...) {
+// sweepOnce sweeps the folders named with prefix the first time a cluster of
+// that name is made in this process.
+func (s *pgShared) sweepOnce(prefix string) {
+	s.sweptMu.Lock()
+	defer s.sweptMu.Unlock()
+	if s.swept[prefix] {
+		return
+	}
+	s.swept[prefix] = true
+	for _, dir := range s.bases {
+		s.sweepAbandoned(dir, prefix)
+	}
+}
+
+// sweepAbandoned removes cluster folders under base named with prefix that
+// were left behind by processes that died without cleaning up, such as a
+// test binary stopped by -timeout: the kernel killed their servers (the
+// parent-death signal), but nothing removed the folders, 40 MB each. A folder
+// is only removed when it is old, ours, and no process works in it.
+func (s *pgShared) sweepAbandoned(base, prefix string) {
+	dirs, _ := filepath.Glob(filepath.Join(base, prefix+"*"))
+	for _, dir := range dirs {
 		fi, err := os.Lstat(dir)
 		if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < abandonedAge {
 			continue
 		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != s.owner.uid {
+		if uid, ok := fileUID(fi); !ok || uid != s.owner.uid {
 			continue
 		}
 		if len(processesIn(dir)) == 0 {

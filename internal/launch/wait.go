@@ -1,6 +1,7 @@
-package testenv
+package launch
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -25,10 +26,10 @@ func (e permanentError) Unwrap() error { return e.err }
 
 func permanent(err error) error { return permanentError{err} }
 
-// poll calls check until it returns nil, returns a permanent error, or
-// timeout passes. On timeout the error carries check's last complaint, which
-// usually says what was still wrong.
-func poll(timeout time.Duration, check func() error) error {
+// poll calls check until it returns nil, returns a permanent error, ctx ends
+// or timeout passes. On timeout the error carries check's last complaint,
+// which usually says what was still wrong.
+func poll(ctx context.Context, timeout time.Duration, check func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := check()
@@ -41,6 +42,10 @@ func poll(timeout time.Duration, check func() error) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("still not done after %s: %w", timeout, err)
 		}
-		time.Sleep(pollInterval)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-time.After(pollInterval):
+		}
 	}
 }

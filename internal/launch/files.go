@@ -1,4 +1,4 @@
-package testenv
+package launch
 
 import (
 	"fmt"
@@ -8,7 +8,7 @@ import (
 )
 
 // logTail returns the last n lines of the file at path under a header, or a
-// note saying why it could not be read: it ends up in failure messages, which
+// note saying why it could not be read: it ends up in error messages, which
 // must not fail themselves.
 func logTail(title, path string, n int) string {
 	data, err := os.ReadFile(path)
@@ -45,11 +45,7 @@ func fileSize(path string) int64 {
 	return fi.Size()
 }
 
-// shorten keeps long SQL readable in failure messages.
-func shorten(s string) string {
-	const limit = 200
-	if len(s) <= limit {
-		return s
-	}
-	return s[:limit] + "…"
+// bindFailed reports whether a server's log says its port was taken.
+func bindFailed(log string) bool {
+	return strings.Contains(log, "could not bind") || strings.Contains(log, "Address already in use")
 }

@@ -1,7 +1,8 @@
-package testenv
+package launch
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,14 +11,14 @@ import (
 	"strings"
 )
 
-// installHint tells a developer how to get a missing server, because a test
-// that cannot find one must fail with something actionable, never skip.
+// installHint tells the operator how to get a missing server: whoever cannot
+// find one must be told something actionable.
 func installHint(pkg string) string {
-	return "install it with `apt-get install " + pkg + "` (Debian/Ubuntu), " +
-		"or run `make test`, which installs what is missing"
+	return "install it with `apt-get install " + pkg + "` (Debian/Ubuntu) or your system's package, " +
+		"or run `make deps`, which installs what is missing"
 }
 
-// pgBinaries are the absolute paths of the PostgreSQL programs testenv runs.
+// pgBinaries are the absolute paths of the PostgreSQL programs launch runs.
 type pgBinaries struct {
 	initdb   string
 	postgres string
@@ -44,7 +45,7 @@ func findPGBinaries() (pgBinaries, error) {
 			return pgBinaries{initdb: initdb, postgres: pg}, nil
 		}
 	}
-	if dir := newestDebianPGBin(); dir != "" {
+	if dir := newestDebianPGBin("initdb", "postgres"); dir != "" {
 		return pgBinaries{
 			initdb:   filepath.Join(dir, "initdb"),
 			postgres: filepath.Join(dir, "postgres"),
@@ -54,18 +55,39 @@ func findPGBinaries() (pgBinaries, error) {
 		"on PATH or under /usr/lib/postgresql/*/bin; " + installHint("postgresql"))
 }
 
+// PGProgram finds a PostgreSQL program such as pg_recvlogical or postgres:
+// beside the server programs StartPostgres runs, so that both come from one
+// installation, else on PATH, else in the newest /usr/lib/postgresql/*/bin.
+func PGProgram(name string) (string, error) {
+	if bins, err := findPGBinaries(); err == nil {
+		if p := filepath.Join(filepath.Dir(bins.postgres), name); isExecutable(p) {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	if dir := newestDebianPGBin(name); dir != "" {
+		return filepath.Join(dir, name), nil
+	}
+	return "", fmt.Errorf("%s not found on PATH or under /usr/lib/postgresql/*/bin; %s", name, installHint("postgresql"))
+}
+
 // newestDebianPGBin returns the bin folder of the highest installed major
-// version under /usr/lib/postgresql that has both programs, or "".
-func newestDebianPGBin() string {
+// version under /usr/lib/postgresql that has every one of programs, or "".
+func newestDebianPGBin(programs ...string) string {
 	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
 	type candidate struct {
 		dir     string
 		version []int
 	}
 	var found []candidate
+next:
 	for _, dir := range matches {
-		if !isExecutable(filepath.Join(dir, "initdb")) || !isExecutable(filepath.Join(dir, "postgres")) {
-			continue
+		for _, prog := range programs {
+			if !isExecutable(filepath.Join(dir, prog)) {
+				continue next
+			}
 		}
 		found = append(found, candidate{dir, parseVersion(filepath.Base(filepath.Dir(dir)))})
 	}
@@ -98,8 +120,8 @@ func parseVersion(s string) []int {
 }
 
 // findRedisServer returns redis-server's path. Debian installs it in
-// /usr/bin, but PATH may be trimmed under some test runners, so the usual
-// places are tried as well.
+// /usr/bin, but PATH may be trimmed under some runners, so the usual places
+// are tried as well.
 func findRedisServer() (string, error) {
 	if p, err := exec.LookPath("redis-server"); err == nil {
 		return p, nil
