@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/walcast/walcast/broadcast"
+	"github.com/walcast/walcast/internal/launch"
 	"github.com/walcast/walcast/schema"
 )
 
@@ -37,13 +38,15 @@ func runDemo(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err er
 		return err
 	}
 	fmt.Fprintln(stdout, "walcast demo: starting a throwaway PostgreSQL…")
-	pg, err := startDemoPostgres(ctx)
+	// The launcher's default settings are the tests' (wal_level=logical,
+	// fsync off): the data only has to live as long as the demo.
+	pg, err := launch.StartPostgres(ctx, launch.PostgresConfig{Name: "demo"})
 	if err != nil {
 		return fmt.Errorf("start postgres: %w", err)
 	}
 	defer func() {
-		if stopErr := pg.stop(); stopErr != nil && err == nil {
-			err = fmt.Errorf("stop postgres: %w", stopErr)
+		if stopErr := pg.Close(); stopErr != nil && err == nil {
+			err = stopErr
 		}
 	}()
 	dbURL := pg.URL()
@@ -73,7 +76,7 @@ func runDemo(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err er
 		if err := waitStreaming(gctx, app); err != nil {
 			return nil
 		}
-		if err := printDemoBanner(stdout, addr, secret, dbURL, pg.dir); err != nil {
+		if err := printDemoBanner(stdout, addr, secret, dbURL, pg.Dir()); err != nil {
 			return err
 		}
 		return runDemoWorkload(gctx, dbURL, electors, log.With("component", "demo-workload"))
@@ -82,7 +85,7 @@ func runDemo(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err er
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
-	fmt.Fprintln(stdout, "walcast demo: stopped; removing", pg.dir)
+	fmt.Fprintln(stdout, "walcast demo: stopped; removing", pg.Dir())
 	return err
 }
 
