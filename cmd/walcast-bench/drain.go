@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/walcast/walcast/internal/benchenv"
+	"github.com/walcast/walcast/internal/launch"
 )
 
 // runDrain measures capture on a backlog: with walcast's slot and a
@@ -18,7 +18,7 @@ import (
 // pg_recvlogical drains the baseline slot, which holds the same WAL.
 func runDrain(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	res.DrainRows, res.TxSize = cfg.Rows, cfg.TxSize
-	recv, err := benchenv.PGProgram("pg_recvlogical")
+	recv, err := launch.PGProgram("pg_recvlogical")
 	if err != nil {
 		return err
 	}

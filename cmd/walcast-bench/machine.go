@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/walcast/walcast/internal/benchenv"
+	"github.com/walcast/walcast/internal/launch"
 )
 
 // describeMachine says where the numbers came from.
@@ -23,7 +23,7 @@ func describeMachine(ctx context.Context) string {
 		}
 	}
 	parts := []string{time.Now().UTC().Format("2006-01-02"), itoa(runtime.NumCPU()) + " cores (" + cpu + ")"}
-	if p, err := benchenv.PGProgram("postgres"); err == nil {
+	if p, err := launch.PGProgram("postgres"); err == nil {
 		if out, err := exec.CommandContext(ctx, p, "--version").Output(); err == nil {
 			parts = append(parts, strings.TrimSpace(string(out)))
 		}

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/walcast/walcast/internal/benchenv"
+	"github.com/walcast/walcast/internal/launch"
 )
 
 // env is what one run started: the database, Redis and a scratch folder.
@@ -22,8 +22,17 @@ type env struct {
 	dbURL    string
 	redisURL string
 	secret   string
-	pg       *benchenv.Postgres
-	redis    *benchenv.Redis
+	pg       *launch.Postgres
+	redis    *launch.Redis
+}
+
+// pgSettings go on top of the launcher's own (wal_level=logical, fsync and
+// full_page_writes off: what is measured is decoding and delivery, not the
+// disk): room for the benchmark's slots and its many writers.
+var pgSettings = [][2]string{
+	{"max_replication_slots", "16"},
+	{"max_wal_senders", "16"},
+	{"max_connections", "200"},
 }
 
 // newEnv starts what cfg needs and is not given.
@@ -45,13 +54,13 @@ func newEnv(ctx context.Context, cfg *Config, workdir string) (_ *env, err error
 	needPG := cfg.Mode != "xadd" && cfg.Server == "walcast"
 	needRedis := cfg.Mode == "xadd" || (cfg.Bus == "redis" && cfg.Server == "walcast")
 	if needPG && e.dbURL == "" {
-		if e.pg, err = benchenv.StartPostgres(ctx); err != nil {
+		if e.pg, err = launch.StartPostgres(ctx, launch.PostgresConfig{Name: "bench", Settings: pgSettings}); err != nil {
 			return nil, fmt.Errorf("start postgres: %w", err)
 		}
 		e.dbURL = e.pg.URL()
 	}
 	if needRedis && e.redisURL == "" {
-		if e.redis, err = benchenv.StartRedis(ctx); err != nil {
+		if e.redis, err = launch.StartRedis(ctx, launch.RedisConfig{Args: []string{"--maxclients", "1000"}}); err != nil {
 			return nil, fmt.Errorf("start redis: %w", err)
 		}
 		e.redisURL = e.redis.URL()
@@ -61,12 +70,12 @@ func newEnv(ctx context.Context, cfg *Config, workdir string) (_ *env, err error
 
 func (e *env) close() {
 	if e.redis != nil {
-		if err := e.redis.Stop(); err != nil {
+		if err := e.redis.Close(); err != nil {
 			slog.Warn("stop redis", "err", err)
 		}
 	}
 	if e.pg != nil {
-		if err := e.pg.Stop(); err != nil {
+		if err := e.pg.Close(); err != nil {
 			slog.Warn("stop postgres", "err", err)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/walcast/walcast/internal/benchenv"
+	"github.com/walcast/walcast/internal/launch"
 )
 
 // server is the WebSocket server under test: a walcast child, the minimal
@@ -64,7 +64,7 @@ func startWalcast(ctx context.Context, cfg *Config, dir, dbURL, redisURL, slot, 
 	if err != nil {
 		return nil, err
 	}
-	port, err := benchenv.FreePort()
+	port, err := launch.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func startMinimal(ctx context.Context, cfg *Config, dir string) (*server, error)
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
-	port, err := benchenv.FreePort()
+	port, err := launch.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +104,7 @@ func startChild(ctx context.Context, name, bin string, args []string, dir string
 	defer logFile.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = benchenv.ProcAttr(nil)
+	cmd.SysProcAttr = launch.ProcAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}

@@ -185,16 +185,6 @@ func (r *Redis) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Ito
 // Port is the TCP port; it stays the same across Stop, Kill and Start.
 func (r *Redis) Port() int { return r.port }
 
-// Pid is the running server's process id (for reading its CPU time), or 0.
-func (r *Redis) Pid() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.proc == nil {
-		return 0
-	}
-	return r.proc.pid()
-}
-
 // Kill crashes the server with SIGKILL and waits until it has exited and its
 // port is free. With AOF every acknowledged write survives; without it,
 // everything is lost.
