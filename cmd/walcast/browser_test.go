@@ -109,6 +109,7 @@ func nodeTestArgs() []string {
 // failing under CI=true and skipping otherwise when something is missing.
 func webTestTools(t *testing.T, webDir string) (node, chromium string) {
 	t.Helper()
+	testenv.SkipIfShort(t, "Node.js and Chromium")
 	missing := func(what string) {
 		t.Helper()
 		msg := what + "; `make test` (scripts/install-deps.sh) installs it"

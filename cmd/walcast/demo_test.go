@@ -16,6 +16,7 @@ import (
 )
 
 func TestDemoStreamsTheSimulatedElectionAndCleansUp(t *testing.T) {
+	testenv.SkipIfShort(t, "a PostgreSQL server (the demo starts its own)")
 	port := testenv.FreePort(t)
 	cfg, _, err := parseConfig(cmdDemo, []string{"--listen", "127.0.0.1:" + strconv.Itoa(port), "--log-level", "warn"},
 		func(string) string { return "" })

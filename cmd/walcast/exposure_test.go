@@ -24,7 +24,7 @@ func startTuned(t *testing.T, mode string, cfg *Config, tm *httpTimeouts) *runni
 	t.Helper()
 	app := NewApp(mode, cfg, testLogger(t))
 	app.httpTimeouts = tm
-	return launch(t, app)
+	return launchApp(t, app)
 }
 
 func internalAddr(t *testing.T, r *running) string {

@@ -83,12 +83,12 @@ func testLogger(tb testing.TB) *slog.Logger {
 // waits until it listens.
 func startMode(tb testing.TB, mode string, cfg *Config) *running {
 	tb.Helper()
-	return launch(tb, NewApp(mode, cfg, testLogger(tb)))
+	return launchApp(tb, NewApp(mode, cfg, testLogger(tb)))
 }
 
-// launch runs app in process and waits until it listens; the test's
+// launchApp runs app in process and waits until it listens; the test's
 // cleanup stops it.
-func launch(tb testing.TB, app *App) *running {
+func launchApp(tb testing.TB, app *App) *running {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{app: app, cancel: cancel, done: make(chan error, 1)}

@@ -25,7 +25,7 @@ func startLogged(t *testing.T, mode string, cfg *Config) (*running, *syncBuffer)
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	return launch(t, NewApp(mode, cfg, log)), logs
+	return launchApp(t, NewApp(mode, cfg, log)), logs
 }
 
 // pauseProcess stops a process (SIGSTOP) until the returned function

@@ -26,6 +26,7 @@ var (
 // walcastBinary builds the real binary once per test run.
 func walcastBinary(t *testing.T) string {
 	t.Helper()
+	testenv.SkipIfShort(t, "the walcast binary (go build)")
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "walcast-bin-")
 		if err != nil {
