@@ -56,7 +56,7 @@ func (r *report) fanoutSizes() []int {
 	return n
 }
 
-// target is one line of the issue's targets table.
+// target is one line of the targets table.
 type target struct {
 	what, want, got string
 	met             bool
@@ -130,7 +130,7 @@ func (r *report) markdown(machine string, took time.Duration, svg string, quick 
 		"Each figure's command is under its table (`walcast-bench` is `go run ./cmd/walcast-bench`); `make bench` runs them all.\n\n",
 		machine, took.Round(time.Second))
 
-	p("### Targets (issue 6)\n\n| target | wanted | measured | |\n|---|---|---|---|\n")
+	p("### Targets\n\n| target | wanted | measured | |\n|---|---|---|---|\n")
 	for _, t := range r.targets() {
 		p("| %s | %s | %s | %s |\n", t.what, t.want, t.got, yes(t.met))
 	}

@@ -45,7 +45,7 @@ func standardSet(quick bool) []step {
 			"--committees", "100", "--rate", strconv.Itoa(r), "--tx-size", "10", "--duration", dur}})
 	}
 	for _, n := range fanout {
-		// 500,000 deliveries/s asked of each size: the target.
+		// 500,000 deliveries/s asked of each size: the target.
 		r := strconv.Itoa((500_000 + n - 1) / n)
 		base := []string{"--mode", "live", "--clients", strconv.Itoa(n), "--scope", "admin", "--rate", r, "--tx-size", "1", "--duration", dur}
 		s = append(s, step{"fanout", append(append([]string{}, base...), "--bus", "redis")})

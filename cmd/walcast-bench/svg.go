@@ -13,7 +13,7 @@ type latPoint struct {
 }
 
 // latencySVG draws p50 and p99 latency against load: a linear x axis from
-// 0, a logarithmic y axis in milliseconds, and the targets (5 ms
+// 0, a logarithmic y axis in milliseconds, and the targets (5 ms
 // p50, 25 ms p99) as dashed lines. Hand-written SVG, no dependency.
 func latencySVG(pts []latPoint) string {
 	const (
