@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install-deps.sh makes sure this machine has what `make test` needs: Go, the
-# PostgreSQL and Redis server programs that internal/testenv starts for the
+# PostgreSQL and Redis server programs that internal/launch starts for the
 # integration tests, and for the browser test (cmd/walcast/browser_test.go)
 # Node.js 20+, Chromium and web/'s npm packages. It prints nothing when all of
 # it is present.
@@ -17,7 +17,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 
 # have_pg_server: initdb and postgres on PATH, or in a versioned Debian folder,
 # where the postgresql package puts them without linking them onto PATH. This
-# is the same search internal/testenv makes.
+# is the same search internal/launch makes.
 have_pg_server() {
 	if have initdb && have postgres; then
 		return 0
