@@ -1,7 +1,6 @@
 package launch
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -49,14 +48,4 @@ func portFree(port int) bool {
 	}
 	l.Close()
 	return true
-}
-
-// waitPortFree waits until port can be bound again.
-func waitPortFree(port int) error {
-	return poll(context.Background(), readyTimeout, func() error {
-		if !portFree(port) {
-			return fmt.Errorf("port %d still in use", port)
-		}
-		return nil
-	})
 }

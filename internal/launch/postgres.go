@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -20,12 +19,7 @@ import (
 // superuser is "postgres" and local TCP connections need no password. Its
 // methods are not meant to race with each other.
 type Postgres struct {
-	shared *pgShared
-	dir    string // data directory; also holds server.log
-	port   int
-
-	mu   sync.Mutex
-	proc *process // the running postmaster, or nil
+	server // dir is the data directory; it also holds server.log
 }
 
 // PostgresConfig says how StartPostgres makes a cluster.
@@ -92,10 +86,16 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (_ *Postgres, err er
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real
 	}
-	p := &Postgres{shared: shared, dir: dir}
+	p := &Postgres{server{
+		name: "postgres", bin: shared.bins.postgres, dir: dir, owner: shared.owner,
+		logPath: filepath.Join(dir, "server.log"),
+	}}
+	p.args = func() []string { return []string{"-D", p.dir, "-p", strconv.Itoa(p.port)} }
+	p.ready = func(ctx context.Context) error { return ping(ctx, p.URL()) }
+	p.reap = p.waitProcessesGone
 	defer func() {
 		if err != nil {
-			if fileSize(p.logPath()) > 0 {
+			if fileSize(p.logPath) > 0 {
 				err = fmt.Errorf("%w\n%s", err, p.LogTail(30))
 			}
 			_ = p.Close()
@@ -110,20 +110,10 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (_ *Postgres, err er
 	if err := p.writeConfig(cfg.Settings); err != nil {
 		return nil, err
 	}
-	// The port is only known to be free until someone else binds it; on
-	// the first start, and only then, a lost race means trying another.
-	for attempt := 1; ; attempt++ {
-		if p.port, err = FreePort(); err != nil {
-			return nil, err
-		}
-		err = p.start(ctx)
-		if err == nil {
-			return p, nil
-		}
-		if !errors.Is(err, errPortTaken) || attempt == 5 {
-			return nil, fmt.Errorf("start postgres on port %d: %w", p.port, err)
-		}
+	if err := p.startNew(ctx); err != nil {
+		return nil, err
 	}
+	return p, nil
 }
 
 // writeConfig appends the launcher's settings and then extra to
@@ -166,52 +156,6 @@ func quoteConf(v string) string {
 // errPortTaken says the server could not listen on its port.
 var errPortTaken = errors.New("port already in use")
 
-func (p *Postgres) logPath() string { return filepath.Join(p.dir, "server.log") }
-
-// start runs the postmaster as a direct child, so that Kill can SIGKILL it,
-// and waits until it accepts a real connection.
-func (p *Postgres) start(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.proc != nil && !p.proc.exited() {
-		return errors.New("already running")
-	}
-	logStart := fileSize(p.logPath())
-	proc, err := startProcess(p.shared.bins.postgres,
-		[]string{"-D", p.dir, "-p", strconv.Itoa(p.port)},
-		p.dir, p.logPath(), p.shared.owner)
-	if err != nil {
-		return err
-	}
-	p.proc = proc
-
-	err = poll(ctx, readyTimeout, func() error {
-		if proc.exited() {
-			return permanent(exitError("postgres", proc, p.logPath(), logStart))
-		}
-		return ping(ctx, p.URL())
-	})
-	if err != nil {
-		// Leave nothing half-started behind. The port is not waited for:
-		// after a failed bind, someone else holds it.
-		proc.kill()
-		p.waitProcessesGone()
-		p.proc = nil
-		return err
-	}
-	return nil
-}
-
-// exitError describes why a server exited during its start, marked
-// errPortTaken when its log says the port was taken.
-func exitError(name string, proc *process, logPath string, logStart int64) error {
-	err := fmt.Errorf("%s exited: %w", name, proc.exitError())
-	if bindFailed(readFrom(logPath, logStart)) {
-		err = fmt.Errorf("%w: %w", errPortTaken, err)
-	}
-	return err
-}
-
 // ping opens and closes one real connection, which succeeds only once the
 // server has finished starting or recovering.
 func ping(ctx context.Context, connURL string) error {
@@ -239,67 +183,16 @@ func (p *Postgres) DatabaseURL(db string) string {
 	return u.String()
 }
 
-// Port is the TCP port the server listens on; it stays the same across
-// Stop, Kill and Start.
-func (p *Postgres) Port() int { return p.port }
-
-// Dir is the cluster's folder: the data directory, which also holds
-// server.log.
-func (p *Postgres) Dir() string { return p.dir }
-
 // Stop shuts the server down cleanly (a fast shutdown: sessions are
 // disconnected, a checkpoint is written) and waits until it has exited and
 // its port is free. Stopping a stopped server does nothing.
-func (p *Postgres) Stop() error { return p.halt(readyTimeout) }
-
-// halt stops the server with SIGINT, PostgreSQL's fast shutdown, giving it
-// grace before it is killed.
-func (p *Postgres) halt(grace time.Duration) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.proc == nil {
-		return nil
-	}
-	err := p.proc.stop(syscall.SIGINT, grace)
-	if errGone := p.waitGone(); err == nil {
-		err = errGone
-	}
-	p.proc = nil
-	if err != nil {
-		return fmt.Errorf("stop postgres: %w", err)
-	}
-	return nil
-}
+func (p *Postgres) Stop() error { return p.stop(syscall.SIGINT, readyTimeout) }
 
 // Kill crashes the server: SIGKILL to the postmaster, as the OOM killer
 // would. It returns once the postmaster has exited, every backend has noticed
 // and exited too, and the port is free, so Start can begin crash recovery at
 // once. Committed transactions survive (synchronous_commit is on).
-func (p *Postgres) Kill() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.proc == nil {
-		return nil
-	}
-	err := p.proc.kill()
-	if errGone := p.waitGone(); err == nil {
-		err = errGone
-	}
-	p.proc = nil
-	if err != nil {
-		return fmt.Errorf("kill postgres: %w", err)
-	}
-	return nil
-}
-
-// waitGone waits until no process works in the data directory any more and
-// the port can be bound again. Call with p.mu held.
-func (p *Postgres) waitGone() error {
-	if err := p.waitProcessesGone(); err != nil {
-		return err
-	}
-	return waitPortFree(p.port)
-}
+func (p *Postgres) Kill() error { return p.kill() }
 
 // waitProcessesGone waits until no process works in the data directory.
 // Backends exit by themselves soon after the postmaster dies, but one busy in
@@ -325,34 +218,10 @@ func (p *Postgres) waitProcessesGone() error {
 // Start starts a stopped or killed server again, on the same port and data
 // directory, and waits until it accepts connections: after Kill that
 // includes crash recovery.
-func (p *Postgres) Start(ctx context.Context) error {
-	// The port stays the same, because clients reconnect to the same URL;
-	// if someone else holds it for a moment, keep trying until the deadline.
-	err := poll(ctx, readyTimeout, func() error {
-		err := p.start(ctx)
-		if err != nil && !errors.Is(err, errPortTaken) {
-			return permanent(err)
-		}
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("restart postgres on port %d: %w\n%s", p.port, err, p.LogTail(30))
-	}
-	return nil
-}
-
-// LogTail returns the last n lines of the server log, to put in error
-// messages.
-func (p *Postgres) LogTail(n int) string {
-	return logTail("postgres log "+p.logPath(), p.logPath(), n)
-}
+func (p *Postgres) Start(ctx context.Context) error { return p.restart(ctx) }
 
 // Close stops the server however it is doing (a fast shutdown; ten seconds
 // later SIGKILL) and removes its folder.
 func (p *Postgres) Close() error {
-	err := p.halt(10 * time.Second)
-	if rmErr := os.RemoveAll(p.dir); rmErr != nil {
-		err = errors.Join(err, fmt.Errorf("remove postgres folder: %w", rmErr))
-	}
-	return err
+	return p.close(func() error { return p.stop(syscall.SIGINT, 10*time.Second) })
 }

@@ -3,14 +3,12 @@ package launch
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -18,13 +16,8 @@ import (
 // Redis is a throwaway redis-server. Its methods are not meant to race with
 // each other.
 type Redis struct {
-	bin  string
-	dir  string // working directory: AOF files and redis.log
-	port int
-	cfg  RedisConfig
-
-	mu   sync.Mutex
-	proc *process // the running server, or nil
+	server // dir is the working directory: AOF files and redis.log
+	cfg    RedisConfig
 }
 
 // RedisConfig says how StartRedis runs the server.
@@ -50,31 +43,26 @@ func StartRedis(ctx context.Context, cfg RedisConfig) (_ *Redis, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("make redis folder: %w", err)
 	}
-	r := &Redis{bin: bin, dir: dir, cfg: cfg}
+	r := &Redis{server: server{name: "redis-server", bin: bin, dir: dir, owner: self(),
+		logPath: filepath.Join(dir, "redis.log")}, cfg: cfg}
+	r.args = r.arguments
+	r.ready = func(context.Context) error { return r.ping() }
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("%w\n%s", err, r.LogTail(30))
 			_ = r.Close()
 		}
 	}()
-	for attempt := 1; ; attempt++ {
-		if r.port, err = FreePort(); err != nil {
-			return nil, err
-		}
-		err = r.start(ctx)
-		if err == nil {
-			return r, nil
-		}
-		if !errors.Is(err, errPortTaken) || attempt == 5 {
-			return nil, fmt.Errorf("start redis on port %d: %w", r.port, err)
-		}
+	if err := r.startNew(ctx); err != nil {
+		return nil, err
 	}
+	return r, nil
 }
 
-// args are redis-server's arguments. The log goes to stdout (the default),
+// arguments are redis-server's arguments. The log goes to stdout (the default),
 // which the launcher sends to redis.log, so that errors printed before the
 // log file would be opened, such as a bad argument, land there too.
-func (r *Redis) args() []string {
+func (r *Redis) arguments() []string {
 	args := []string{
 		"--port", strconv.Itoa(r.port),
 		"--bind", "127.0.0.1",
@@ -88,35 +76,6 @@ func (r *Redis) args() []string {
 		args = append(args, "--appendonly", "no")
 	}
 	return append(args, r.cfg.Args...)
-}
-
-func (r *Redis) logPath() string { return filepath.Join(r.dir, "redis.log") }
-
-// start runs the server as a direct child and waits until it answers PING.
-func (r *Redis) start(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.proc != nil && !r.proc.exited() {
-		return errors.New("already running")
-	}
-	logStart := fileSize(r.logPath())
-	proc, err := startProcess(r.bin, r.args(), r.dir, r.logPath(), self())
-	if err != nil {
-		return err
-	}
-	r.proc = proc
-	err = poll(ctx, readyTimeout, func() error {
-		if proc.exited() {
-			return permanent(exitError("redis-server", proc, r.logPath(), logStart))
-		}
-		return r.ping()
-	})
-	if err != nil {
-		proc.kill()
-		r.proc = nil
-		return err
-	}
-	return nil
 }
 
 // ping sends PING over a new connection and wants PONG. While the server
@@ -182,79 +141,19 @@ func (r *Redis) URL() string { return "redis://" + r.Addr() + "/0" }
 // Addr is host:port, as go-redis's Options.Addr wants it.
 func (r *Redis) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
 
-// Port is the TCP port; it stays the same across Stop, Kill and Start.
-func (r *Redis) Port() int { return r.port }
-
 // Kill crashes the server with SIGKILL and waits until it has exited and its
 // port is free. With AOF every acknowledged write survives; without it,
 // everything is lost.
-func (r *Redis) Kill() error {
-	if err := r.halt(func(p *process) error { return p.kill() }); err != nil {
-		return fmt.Errorf("kill redis: %w", err)
-	}
-	return nil
-}
+func (r *Redis) Kill() error { return r.kill() }
 
 // Stop shuts the server down cleanly with SIGTERM, which flushes the AOF
 // when there is one, and waits until it has exited and its port is free.
-func (r *Redis) Stop() error {
-	if err := r.halt(func(p *process) error { return p.stop(syscall.SIGTERM, readyTimeout) }); err != nil {
-		return fmt.Errorf("stop redis: %w", err)
-	}
-	return nil
-}
-
-// halt ends the running server with end, then waits for the port.
-func (r *Redis) halt(end func(*process) error) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.proc == nil {
-		return nil
-	}
-	err := end(r.proc)
-	r.proc = nil
-	if err != nil {
-		return err
-	}
-	return waitPortFree(r.port)
-}
+func (r *Redis) Stop() error { return r.stop(syscall.SIGTERM, readyTimeout) }
 
 // Start starts a stopped or killed server again on the same port and folder,
 // so the AOF, if any, is replayed, and waits until it answers PING.
-func (r *Redis) Start(ctx context.Context) error {
-	err := poll(ctx, readyTimeout, func() error {
-		err := r.start(ctx)
-		if err != nil && !errors.Is(err, errPortTaken) {
-			return permanent(err)
-		}
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("restart redis on port %d: %w\n%s", r.port, err, r.LogTail(30))
-	}
-	return nil
-}
-
-// LogTail returns the last n lines of the server log, to put in error
-// messages.
-func (r *Redis) LogTail(n int) string {
-	return logTail("redis log "+r.logPath(), r.logPath(), n)
-}
+func (r *Redis) Start(ctx context.Context) error { return r.restart(ctx) }
 
 // Close kills the server, whose data is thrown away with its folder (a clean
 // shutdown would only cost time), and removes the folder.
-func (r *Redis) Close() error {
-	r.mu.Lock()
-	var err error
-	if r.proc != nil {
-		if err = r.proc.kill(); err != nil {
-			err = fmt.Errorf("kill redis: %w", err)
-		}
-		r.proc = nil
-	}
-	r.mu.Unlock()
-	if rmErr := os.RemoveAll(r.dir); rmErr != nil {
-		err = errors.Join(err, fmt.Errorf("remove redis folder: %w", rmErr))
-	}
-	return err
-}
+func (r *Redis) Close() error { return r.close(r.kill) }

@@ -15,6 +15,7 @@ import (
 // password. Methods may be called from the test's goroutine or its cleanups;
 // they are not meant to race with each other.
 type Postgres struct {
+	control
 	srv *launch.Postgres
 }
 
@@ -53,15 +54,8 @@ func StartPostgres(t testing.TB, opts ...PGOption) *Postgres {
 		Name: "testenv", Settings: cfg.settings, SweepAbandoned: true,
 	})
 	check(t, "start postgres", err)
-	p := &Postgres{srv: srv}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(srv.LogTail(30))
-		}
-		if err := srv.Close(); err != nil {
-			t.Errorf("testenv: %v", err)
-		}
-	})
+	p := &Postgres{control: control{srv}, srv: srv}
+	own(t, srv)
 	t.Logf("testenv: postgres ready at %s in %s (data dir %s)", p.URL(), time.Since(began).Round(time.Millisecond), srv.Dir())
 	return p
 }
@@ -71,10 +65,6 @@ func (p *Postgres) URL() string { return p.srv.URL() }
 
 // DatabaseURL is the URL of another database on the same server.
 func (p *Postgres) DatabaseURL(db string) string { return p.srv.DatabaseURL(db) }
-
-// Port is the TCP port the server listens on; it stays the same across
-// Stop, Kill and Start.
-func (p *Postgres) Port() int { return p.srv.Port() }
 
 // CreateDatabase creates a database and returns its URL.
 func (p *Postgres) CreateDatabase(t testing.TB, name string) string {
@@ -113,38 +103,3 @@ func shorten(s string) string {
 	}
 	return s[:limit] + "…"
 }
-
-// Stop shuts the server down cleanly (a fast shutdown: sessions are
-// disconnected, a checkpoint is written) and waits until it has exited.
-// Stopping a stopped server does nothing.
-func (p *Postgres) Stop(t testing.TB) {
-	t.Helper()
-	if err := p.srv.Stop(); err != nil {
-		t.Fatalf("testenv: %v\n%s", err, p.LogTail(20))
-	}
-}
-
-// Kill crashes the server: SIGKILL to the postmaster, as the OOM killer
-// would. It returns once the postmaster has exited, every backend has noticed
-// and exited too, and the port is free, so Start can begin crash recovery at
-// once. Committed transactions survive (synchronous_commit is on).
-func (p *Postgres) Kill(t testing.TB) {
-	t.Helper()
-	if err := p.srv.Kill(); err != nil {
-		t.Fatalf("testenv: %v\n%s", err, p.LogTail(20))
-	}
-}
-
-// Start starts a stopped or killed server again, on the same port and data
-// directory, and waits until it accepts connections: after Kill that
-// includes crash recovery.
-func (p *Postgres) Start(t testing.TB) {
-	t.Helper()
-	if err := p.srv.Start(context.Background()); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-}
-
-// LogTail returns the last n lines of the server log, to put in failure
-// messages.
-func (p *Postgres) LogTail(n int) string { return p.srv.LogTail(n) }

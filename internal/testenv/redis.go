@@ -10,6 +10,7 @@ import (
 
 // Redis is a throwaway redis-server owned by one test.
 type Redis struct {
+	control
 	srv *launch.Redis
 }
 
@@ -43,15 +44,8 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	}
 	srv, err := launch.StartRedis(context.Background(), cfg)
 	check(t, "start redis", err)
-	r := &Redis{srv: srv}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(srv.LogTail(30))
-		}
-		if err := srv.Close(); err != nil {
-			t.Errorf("testenv: %v", err)
-		}
-	})
+	r := &Redis{control: control{srv}, srv: srv}
+	own(t, srv)
 	t.Logf("testenv: redis ready at %s in %s", r.URL(), time.Since(began).Round(time.Millisecond))
 	return r
 }
@@ -62,38 +56,3 @@ func (r *Redis) URL() string { return r.srv.URL() }
 
 // Addr is host:port, as go-redis's Options.Addr wants it.
 func (r *Redis) Addr() string { return r.srv.Addr() }
-
-// Port is the TCP port; it stays the same across Stop, Kill and Start.
-func (r *Redis) Port() int { return r.srv.Port() }
-
-// Kill crashes the server with SIGKILL and waits until it has exited and its
-// port is free. With WithAOF every acknowledged write survives; without it,
-// everything is lost.
-func (r *Redis) Kill(t testing.TB) {
-	t.Helper()
-	if err := r.srv.Kill(); err != nil {
-		t.Fatalf("testenv: %v\n%s", err, r.LogTail(20))
-	}
-}
-
-// Stop shuts the server down cleanly with SIGTERM, which flushes the AOF
-// when there is one, and waits until it has exited and its port is free.
-func (r *Redis) Stop(t testing.TB) {
-	t.Helper()
-	if err := r.srv.Stop(); err != nil {
-		t.Fatalf("testenv: %v\n%s", err, r.LogTail(20))
-	}
-}
-
-// Start starts a stopped or killed server again on the same port and folder,
-// so the AOF, if any, is replayed, and waits until it answers PING.
-func (r *Redis) Start(t testing.TB) {
-	t.Helper()
-	if err := r.srv.Start(context.Background()); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-}
-
-// LogTail returns the last n lines of the server log, to put in failure
-// messages.
-func (r *Redis) LogTail(n int) string { return r.srv.LogTail(n) }
