@@ -13,7 +13,9 @@ package netguard
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -109,10 +111,7 @@ func (t *Tracker) Wrap(dial DialFunc) DialFunc {
 // ones.
 func (t *Tracker) CloseAll() int {
 	t.mu.Lock()
-	conns := make([]*trackedConn, 0, len(t.conns))
-	for c := range t.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Collect(maps.Keys(t.conns))
 	t.mu.Unlock()
 	for _, c := range conns {
 		c.Close()

@@ -9,6 +9,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// silentListener listens on a free loopback port and accepts every
+// connection but never answers; its goroutine and the connections end when
+// the test does.
+func silentListener(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	return ln
+}
+
 func sockopt(t *testing.T, c net.Conn, level, opt int) int {
 	t.Helper()
 	raw, err := c.(*net.TCPConn).SyscallConn()
@@ -28,20 +50,7 @@ func sockopt(t *testing.T, c net.Conn, level, opt int) int {
 
 // The dialer's connections carry the keepalive and user timeout settings.
 func TestDialerSetsTransportTimeouts(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	ln := silentListener(t)
 	o := Options{KeepAliveIdle: 7 * time.Second, KeepAliveInterval: 3 * time.Second, KeepAliveCount: 4, UserTimeout: 12500 * time.Millisecond}
 	c, err := o.Dialer(time.Second).DialContext(context.Background(), "tcp", ln.Addr().String())
 	if err != nil {
@@ -78,20 +87,7 @@ func TestDialerSetsTransportTimeouts(t *testing.T) {
 }
 
 func TestTrackerClosesAll(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	ln := silentListener(t)
 	var tr Tracker
 	dial := tr.Wrap(Defaults().Dialer(time.Second).DialContext)
 	var conns []net.Conn
@@ -118,20 +114,7 @@ func TestTrackerClosesAll(t *testing.T) {
 }
 
 func TestTrackerReportsLongTimeoutsOnly(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // accepts and never answers
-		}
-	}()
+	ln := silentListener(t)
 	var reported int
 	tr := &Tracker{MinWait: 50 * time.Millisecond, OnTimeout: func() { reported++ }}
 	c, err := tr.Wrap(Defaults().Dialer(time.Second).DialContext)(context.Background(), "tcp", ln.Addr().String())

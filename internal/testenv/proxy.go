@@ -2,7 +2,9 @@ package testenv
 
 import (
 	"errors"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -133,10 +135,7 @@ func (p *Proxy) currentLatency() time.Duration {
 // get RST. It returns how many it reset.
 func (p *Proxy) Reset() int {
 	p.mu.Lock()
-	conns := make([]*proxyConn, 0, len(p.conns))
-	for c := range p.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Collect(maps.Keys(p.conns))
 	p.mu.Unlock()
 	for _, c := range conns {
 		for _, nc := range []net.Conn{c.client, c.server} {
@@ -154,10 +153,7 @@ func (p *Proxy) Reset() int {
 func (p *Proxy) Close() {
 	p.mu.Lock()
 	p.closed = true
-	conns := make([]*proxyConn, 0, len(p.conns))
-	for c := range p.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Collect(maps.Keys(p.conns))
 	p.mu.Unlock()
 	p.ln.Close()
 	for _, c := range conns {

@@ -67,6 +67,14 @@ func (s *echoServer) endedConns() int {
 	return s.ended
 }
 
+// mustEcho fails t unless line comes back within a generous 5 s.
+func mustEcho(t *testing.T, c net.Conn, r *bufio.Reader, line string) {
+	t.Helper()
+	if err := roundTrip(c, r, line, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // roundTrip sends a line and reads it back, or returns the error.
 func roundTrip(c net.Conn, r *bufio.Reader, line string, timeout time.Duration) error {
 	_ = c.SetDeadline(time.Now().Add(timeout))
@@ -140,16 +148,12 @@ func TestProxyLatency(t *testing.T) {
 	echo := startEcho(t)
 	p := testenv.StartProxy(t, echo.ln.Addr().String())
 	c, r := dialProxy(t, p)
-	if err := roundTrip(c, r, "warm", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	mustEcho(t, c, r, "warm")
 	const d = 100 * time.Millisecond
 	p.SetLatency(d)
 	began := time.Now()
 	for i := 0; i < 3; i++ {
-		if err := roundTrip(c, r, "slow", 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		mustEcho(t, c, r, "slow")
 	}
 	took := time.Since(began)
 	t.Logf("3 round trips with %v each way took %v", d, took)
@@ -170,9 +174,7 @@ func TestProxyLatency(t *testing.T) {
 	}
 	p.SetLatency(0)
 	began = time.Now()
-	if err := roundTrip(c, r, "fast", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	mustEcho(t, c, r, "fast")
 	if took := time.Since(began); took >= 2*d {
 		t.Errorf("round trip after SetLatency(0) took %v", took)
 	}
@@ -182,13 +184,9 @@ func TestProxyReset(t *testing.T) {
 	echo := startEcho(t)
 	p := testenv.StartProxy(t, echo.ln.Addr().String())
 	a, ra := dialProxy(t, p)
-	if err := roundTrip(a, ra, "x", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	mustEcho(t, a, ra, "x")
 	b, rb := dialProxy(t, p)
-	if err := roundTrip(b, rb, "y", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	mustEcho(t, b, rb, "y")
 	p.Silence() // a reset reaches silenced connections too
 	if n := p.Reset(); n != 2 {
 		t.Fatalf("reset %d connections, want 2", n)
