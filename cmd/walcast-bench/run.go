@@ -54,7 +54,7 @@ func newEnv(ctx context.Context, cfg *Config, workdir string) (_ *env, err error
 	needPG := cfg.Mode != "xadd" && cfg.Server == "walcast"
 	needRedis := cfg.Mode == "xadd" || (cfg.Bus == "redis" && cfg.Server == "walcast")
 	if needPG && e.dbURL == "" {
-		if e.pg, err = launch.StartPostgres(ctx, launch.PostgresConfig{Name: "bench", Settings: pgSettings}); err != nil {
+		if e.pg, err = launch.StartPostgres(ctx, launch.PostgresConfig{Name: "bench", Settings: pgSettings, Fresh: true}); err != nil {
 			return nil, fmt.Errorf("start postgres: %w", err)
 		}
 		e.dbURL = e.pg.URL()

@@ -39,8 +39,9 @@ func runDemo(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err er
 	}
 	fmt.Fprintln(stdout, "walcast demo: starting a throwaway PostgreSQL…")
 	// The launcher's default settings are the tests' (wal_level=logical,
-	// fsync off): the data only has to live as long as the demo.
-	pg, err := launch.StartPostgres(ctx, launch.PostgresConfig{Name: "demo"})
+	// fsync off): the data only has to live as long as the demo. Fresh:
+	// no cached template outlives the demo.
+	pg, err := launch.StartPostgres(ctx, launch.PostgresConfig{Name: "demo", Fresh: true})
 	if err != nil {
 		return fmt.Errorf("start postgres: %w", err)
 	}

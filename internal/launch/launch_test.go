@@ -18,7 +18,7 @@ import (
 func TestCloseRemovesEverything(t *testing.T) {
 	testenv.SkipIfShort(t, "PostgreSQL and Redis servers")
 	ctx := context.Background()
-	pg, err := launch.StartPostgres(ctx, launch.PostgresConfig{Name: "launchtest",
+	pg, err := launch.StartPostgres(ctx, launch.PostgresConfig{Name: "launchtest", Fresh: true,
 		Settings: [][2]string{{"max_connections", "30"}}})
 	if err != nil {
 		t.Fatal(err)

@@ -36,6 +36,11 @@ type PostgresConfig struct {
 	// were left by a process that died without Close (a test binary
 	// stopped by -timeout).
 	SweepAbandoned bool
+	// Fresh runs initdb in the cluster's own folder on disk instead of
+	// copying the template cached in /dev/shm or the temp folder: slower
+	// (about a second), but nothing outlives Close, as `walcast demo`
+	// promises.
+	Fresh bool
 }
 
 // BaseSettings make a cluster that supports logical replication and is fast
@@ -77,7 +82,11 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (_ *Postgres, err er
 	}
 	// As root, the server runs as another user, who must be able to enter
 	// the folder and every folder above it: pgBaseDirs chose such a base.
-	dir, err := os.MkdirTemp(shared.base, prefix)
+	base := shared.base
+	if cfg.Fresh {
+		base = shared.bases[len(shared.bases)-1]
+	}
+	dir, err := os.MkdirTemp(base, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("make cluster folder: %w", err)
 	}
@@ -104,7 +113,12 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (_ *Postgres, err er
 	if err := shared.owner.chown(dir); err != nil {
 		return nil, fmt.Errorf("give %s to the postgres user: %w", dir, err)
 	}
-	if err := shared.copyTemplate(dir); err != nil {
+	if cfg.Fresh {
+		err = shared.initdb(dir)
+	} else {
+		err = shared.copyTemplate(dir)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := p.writeConfig(cfg.Settings); err != nil {

@@ -24,11 +24,14 @@ var initdbArgs = []string{"-A", "trust", "-U", "postgres", "--no-sync", "-E", "U
 
 // pgShared is what every cluster in this process has in common.
 type pgShared struct {
-	bins     pgBinaries
-	owner    owner
-	base     string   // folder that holds the clusters
-	bases    []string // every folder where earlier runs may have left clusters
-	template string   // initdb's output, copied for every new cluster
+	bins  pgBinaries
+	owner owner
+	base  string   // folder that holds the clusters made from the template
+	bases []string // every folder where earlier runs may have left clusters; the last is on disk
+
+	templateOnce sync.Once
+	template     string // initdb's output, copied for every new cluster
+	templateErr  error
 
 	sweptMu sync.Mutex
 	swept   map[string]bool // cluster name prefixes already swept
@@ -40,8 +43,7 @@ var (
 	pgSharedErr  error
 )
 
-// sharedPG finds the programs and the owner and makes the template, once per
-// process. A failure is remembered, so every caller that wants a cluster
+// sharedPG finds the programs and the owner, once per process. A failure is remembered, so every caller that wants a cluster
 // fails with the same message instead of retrying a slow initdb.
 func sharedPG() (*pgShared, error) {
 	pgSharedOnce.Do(func() {
@@ -64,11 +66,27 @@ func setupPG() (*pgShared, error) {
 	for _, dir := range s.bases {
 		s.sweepAbandoned(dir, "walcast-testenv-initdb-")
 	}
-	s.template, err = s.ensureTemplate()
-	if err != nil {
-		return nil, err
-	}
 	return s, nil
+}
+
+// templateDir makes the template the first time a cluster is copied from
+// it in this process; a failure is remembered.
+func (s *pgShared) templateDir() (string, error) {
+	s.templateOnce.Do(func() {
+		s.template, s.templateErr = s.ensureTemplate()
+	})
+	return s.template, s.templateErr
+}
+
+// initdb makes a new cluster in the empty folder dir.
+func (s *pgShared) initdb(dir string) error {
+	cmd := exec.Command(s.bins.initdb, append([]string{"-D", dir}, initdbArgs...)...)
+	cmd.Dir = dir // initdb complains when it cannot read its working directory
+	cmd.SysProcAttr = procAttr(s.owner)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	return nil
 }
 
 // ensureTemplate returns a folder holding a freshly initdb'ed cluster that is
@@ -103,12 +121,9 @@ func (s *pgShared) ensureTemplate() (string, error) {
 		os.RemoveAll(tmp)
 		return "", fmt.Errorf("make template folder: %w", err)
 	}
-	cmd := exec.Command(s.bins.initdb, append([]string{"-D", tmp}, initdbArgs...)...)
-	cmd.Dir = tmp // initdb complains when it cannot read its working directory
-	cmd.SysProcAttr = procAttr(s.owner)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if err := s.initdb(tmp); err != nil {
 		os.RemoveAll(tmp)
-		return "", fmt.Errorf("initdb: %w\n%s", err, out)
+		return "", err
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		os.RemoveAll(tmp)
@@ -143,9 +158,13 @@ func (s *pgShared) usableTemplate(dir string) (bool, error) {
 // owner and the 0700 mode PostgreSQL insists on, and is faster than anything
 // we would write here.
 func (s *pgShared) copyTemplate(dst string) error {
-	out, err := exec.Command("cp", "-a", s.template+"/.", dst).CombinedOutput()
+	template, err := s.templateDir()
 	if err != nil {
-		return fmt.Errorf("copy template %s: %w\n%s", s.template, err, out)
+		return err
+	}
+	out, err := exec.Command("cp", "-a", template+"/.", dst).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("copy template %s: %w\n%s", template, err, out)
 	}
 	return nil
 }
