@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -21,7 +20,8 @@ import (
 // DefaultStreamKey is the Redis stream walcast appends to and reads from.
 const DefaultStreamKey = "walcast:changes"
 
-// Stream entry fields. Short names: every entry carries them.
+// Stream entry fields, for fromEntry and for the append script (see
+// luaFields). Short names: every entry carries them.
 const (
 	fieldJSON      = "m"
 	fieldType      = "t"
@@ -219,10 +219,14 @@ type BusError struct {
 
 func (e *BusError) Error() string { return e.Problem + "; fix: " + e.Fix }
 
+// isAuthError reports a refused AUTH: NOAUTH and WRONGPASS (go-redis's
+// own test), and "ERR invalid password" of a Redis before 6.
 func isAuthError(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "WRONGPASS") || strings.Contains(s, "NOAUTH") || strings.Contains(s, "invalid password") || strings.Contains(s, "invalid username-password")
+	return redis.IsAuthError(err) || redis.HasErrorPrefix(err, "invalid password") || redis.HasErrorPrefix(err, "invalid username-password")
 }
+
+// isNoSuchKey reports XINFO's answer for a stream that does not exist.
+func isNoSuchKey(err error) bool { return redis.HasErrorPrefix(err, "no such key") }
 
 // Head returns the position of the newest stored message.
 func (b *RedisBus) Head(ctx context.Context) (schema.Position, error) {
@@ -239,7 +243,7 @@ func (b *RedisBus) Head(ctx context.Context) (schema.Position, error) {
 // Since returns up to limit messages after pos, oldest first.
 func (b *RedisBus) Since(ctx context.Context, pos schema.Position, limit int) ([]*schema.Message, error) {
 	info, err := b.rdb.XInfoStream(ctx, b.key).Result()
-	if err != nil && strings.Contains(err.Error(), "no such key") {
+	if isNoSuchKey(err) {
 		if pos.IsZero() {
 			return nil, b.note(nil)
 		}
@@ -396,7 +400,7 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 			err = ep.Err()
 		}
 		info, ierr := xi.Result()
-		gone := ierr != nil && strings.Contains(ierr.Error(), "no such key")
+		gone := isNoSuchKey(ierr)
 		if err == nil && ierr != nil && !gone {
 			err = ierr
 		}

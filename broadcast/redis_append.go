@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -31,7 +30,9 @@ import (
 // KEYS: stream, dashboards hash, dashboard ids list. ARGV[1]: history
 // (0: no trim); then per message: id, json, type, committee, owner,
 // admin-only, dashboard key, dashboard record ("" for absent fields).
-var appendScript = redis.NewScript(`
+// The entry's field names come from the Go constants (see luaFields), so
+// that the writer here and the reader in fromEntry cannot disagree.
+var appendScript = redis.NewScript(luaFields() + `
 local maxlen = tonumber(ARGV[1])
 local dashes = 0
 if maxlen > 0 then dashes = math.min(redis.call('LLEN', KEYS[3]), 4 * maxlen) end
@@ -48,11 +49,11 @@ local function older(a, b)
   return as < bs
 end
 for i = 2, #ARGV, 8 do
-  local f = {'m', ARGV[i+1], 't', ARGV[i+2]}
-  if ARGV[i+3] ~= '' then f[#f+1] = 'c'; f[#f+1] = ARGV[i+3] end
-  if ARGV[i+4] ~= '' then f[#f+1] = 'u'; f[#f+1] = ARGV[i+4] end
-  if ARGV[i+5] ~= '' then f[#f+1] = 'a'; f[#f+1] = ARGV[i+5] end
-  if ARGV[i+6] ~= '' then f[#f+1] = 'k'; f[#f+1] = ARGV[i+6] end
+  local f = {F.json, ARGV[i+1], F.type, ARGV[i+2]}
+  if ARGV[i+3] ~= '' then f[#f+1] = F.committee; f[#f+1] = ARGV[i+3] end
+  if ARGV[i+4] ~= '' then f[#f+1] = F.owner; f[#f+1] = ARGV[i+4] end
+  if ARGV[i+5] ~= '' then f[#f+1] = F.admin; f[#f+1] = ARGV[i+5] end
+  if ARGV[i+6] ~= '' then f[#f+1] = F.dashboard; f[#f+1] = ARGV[i+6] end
   local r
   if maxlen > 0 then
     r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen + dashes, ARGV[i], unpack(f))
@@ -85,6 +86,13 @@ end
 return stored
 `)
 
+// luaFields declares the stream entry's field names for a Lua script as
+// the table F, from the constants Go reads entries with.
+func luaFields() string {
+	return fmt.Sprintf("local F = {json = %q, type = %q, committee = %q, owner = %q, admin = %q, dashboard = %q}\n",
+		fieldJSON, fieldType, fieldCommittee, fieldOwner, fieldAdminOnly, fieldDashboard)
+}
+
 // appendChunk is how many messages one script call carries: large enough
 // to share fsyncs, small enough to keep Redis responsive to readers.
 const appendChunk = 256
@@ -95,7 +103,7 @@ func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
 		return nil
 	}
 	err := b.appendOnce(ctx, msgs)
-	if err != nil && strings.Contains(err.Error(), "NOSCRIPT") {
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
 		if lerr := appendScript.Load(ctx, b.rdb).Err(); lerr != nil {
 			return b.note(fmt.Errorf("load append script: %w", lerr))
 		}
@@ -139,7 +147,7 @@ func (b *RedisBus) appendOnce(ctx context.Context, msgs []schema.Message) error 
 	}
 	for i, c := range cmds {
 		if e := c.Err(); e != nil {
-			if strings.Contains(e.Error(), "WRONGTYPE") {
+			if redis.HasErrorPrefix(e, "WRONGTYPE") {
 				return &BusError{Problem: fmt.Sprintf("redis key %s holds another type, not a stream", b.key), Fix: fmt.Sprintf("DEL %s", b.key)}
 			}
 			return fmt.Errorf("append from %s to %s: %w", msgs[i*appendChunk].Pos, b.key, e)

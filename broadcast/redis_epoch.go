@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -44,7 +43,7 @@ func (b *RedisBus) Lineage(ctx context.Context) (schema.Origin, bool, schema.Pos
 // no stream.
 func (b *RedisBus) lastGenerated(ctx context.Context) (schema.Position, error) {
 	info, err := b.rdb.XInfoStream(ctx, b.key).Result()
-	if err != nil && strings.Contains(err.Error(), "no such key") {
+	if isNoSuchKey(err) {
 		return schema.Position{}, b.note(nil)
 	}
 	if b.note(err) != nil {
