@@ -18,9 +18,16 @@ type replica struct {
 	url string
 	hub *Hub
 	bus *RedisBus
+	pr  *Presence
 }
 
 func startReplica(t *testing.T, redisURL string) *replica {
+	t.Helper()
+	return startReplicaTTL(t, redisURL, 3*time.Second)
+}
+
+// startReplicaTTL starts a replica whose presence outlives it by ttl.
+func startReplicaTTL(t *testing.T, redisURL string, ttl time.Duration) *replica {
 	t.Helper()
 	bus, err := NewRedisBus(RedisConfig{URL: redisURL, History: 10000, Logger: discard()})
 	if err != nil {
@@ -28,7 +35,7 @@ func startReplica(t *testing.T, redisURL string) *replica {
 	}
 	hub := NewHub(0)
 	pr := NewPresence()
-	link := bus.PresenceLink(pr, 3*time.Second)
+	link := bus.PresenceLink(pr, ttl)
 	v, _ := NewVerifier(AuthConfig{Secret: secret})
 	srv := NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, Presence: pr, Logger: discard()})
 	hs := newHTTPServer(srv)
@@ -46,7 +53,7 @@ func startReplica(t *testing.T, redisURL string) *replica {
 		wg.Wait()
 		bus.Close()
 	})
-	return &replica{url: hs.URL, hub: hub, bus: bus}
+	return &replica{url: hs.URL, hub: hub, bus: bus, pr: pr}
 }
 
 // Across two replicas sharing a real Redis: ids above 2^53 stay exact in
