@@ -34,7 +34,6 @@ func row(committee, owner int64) schema.Row {
 	return r
 }
 
-
 // change is a change of table in the public schema.
 func change(table string, op schema.Op, newRow, oldRow schema.Row) schema.Change {
 	return schema.Change{Schema: "public", Table: table, Op: op, New: newRow, Old: oldRow}
