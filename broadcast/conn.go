@@ -96,21 +96,9 @@ func (s *Server) run(ctx context.Context, c *client, at schema.Position, since *
 // at is where the hub stood when the client registered: the client's
 // cursor follows everything after it.
 func (s *Server) write(ctx context.Context, c *client, at schema.Position, since *schema.Position) error {
-	if err := c.send(ctx, welcomeFrame(at)); err != nil {
+	if err := s.greet(ctx, c, at, since); err != nil {
 		return err
 	}
-	c.last = at
-	if since != nil {
-		if err := s.replay(ctx, c, *since); err != nil {
-			return err
-		}
-	}
-	// The dashboards current at registration; the window holds what
-	// changed since.
-	if err := c.sendDashboards(ctx, c.dash); err != nil {
-		return err
-	}
-	c.dash = nil
 	expiry := time.NewTimer(time.Until(c.principal.Load().Expires))
 	defer expiry.Stop()
 	ping := time.NewTicker(s.cfg.PingInterval)
@@ -130,34 +118,7 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 		}
 		var wait <-chan struct{} = c.wake
 		if n > 0 {
-			c.beginBatch()
-			for _, e := range buf[:n] {
-				m := e.m
-				if isMarker(m) {
-					if err := c.send(ctx, m.JSON); err != nil {
-						return err
-					}
-					if m.Type == typeEpoch {
-						// Ids start over: the new epoch's may be lower.
-						c.last, c.sent = schema.Position{}, schema.Position{}
-					}
-					continue
-				}
-				if !c.last.Less(m.Pos) {
-					continue // already sent by a replay
-				}
-				if m.DashboardKey != "" && e.seq < c.dashFloor {
-					continue // superseded by the dashboards sent after a subscribe
-				}
-				if err := c.send(ctx, m.JSON); err != nil {
-					return err
-				}
-				c.last, c.sent = m.Pos, m.Pos
-				if m.DashboardKey == "" { // deliveries count changes
-					s.cfg.Hub.delivered.Add(1)
-				}
-			}
-			if err := c.endBatch(); err != nil {
+			if err := s.deliver(ctx, c, buf[:n]); err != nil {
 				return err
 			}
 			clear(buf[:n])
@@ -166,43 +127,99 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 			c.cursor.Store(to)
 			wait = ready // look again before sleeping, after control events
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-expiry.C:
-			c.ws.Close(CloseTokenExpired, "token expired")
-			return errors.New("token expired")
-		case a := <-c.reauth:
-			err := s.applyAuth(ctx, c, a.p)
-			close(a.done)
-			if err != nil {
-				return err
-			}
-			expiry.Reset(time.Until(a.p.Expires))
-		case pos := <-c.resume:
-			if err := s.replay(ctx, c, pos); err != nil {
-				return err
-			}
-		case ev := <-c.ev.events:
-			if err := s.sendEvent(ctx, c, ev); err != nil {
-				return err
-			}
-		case <-c.dashResend:
-			var msgs []*schema.Message
-			msgs, c.dashFloor = s.cfg.Hub.dashboardsSince(c.principal.Load())
-			if err := c.sendDashboards(ctx, msgs); err != nil {
-				return err
-			}
-		case <-ping.C:
-			pctx, cancel := context.WithTimeout(ctx, s.cfg.PongTimeout)
-			err := c.ws.Ping(pctx)
-			cancel()
-			if err != nil {
-				return fmt.Errorf("ping: %w", err)
-			}
-		case <-wait:
+		if err := s.await(ctx, c, expiry, ping, wait); err != nil {
+			return err
 		}
 	}
+}
+
+// greet sends the welcome, the replay the client asked for at connect
+// (since, when not nil) and the dashboards current at registration (the
+// window holds what changed since).
+func (s *Server) greet(ctx context.Context, c *client, at schema.Position, since *schema.Position) error {
+	if err := c.send(ctx, welcomeFrame(at)); err != nil {
+		return err
+	}
+	c.last = at
+	if since != nil {
+		if err := s.replay(ctx, c, *since); err != nil {
+			return err
+		}
+	}
+	if err := c.sendDashboards(ctx, c.dash); err != nil {
+		return err
+	}
+	c.dash = nil
+	return nil
+}
+
+// deliver sends the window entries es in one socket write: markers, and
+// the messages after the last one sent that no resend superseded.
+func (s *Server) deliver(ctx context.Context, c *client, es []entry) error {
+	c.beginBatch()
+	for _, e := range es {
+		m := e.m
+		if isMarker(m) {
+			if err := c.send(ctx, m.JSON); err != nil {
+				return err
+			}
+			if m.Type == typeEpoch {
+				// Ids start over: the new epoch's may be lower.
+				c.last, c.sent = schema.Position{}, schema.Position{}
+			}
+			continue
+		}
+		if !c.last.Less(m.Pos) {
+			continue // already sent by a replay
+		}
+		if m.DashboardKey != "" && e.seq < c.dashFloor {
+			continue // superseded by the dashboards sent after a subscribe
+		}
+		if err := c.send(ctx, m.JSON); err != nil {
+			return err
+		}
+		c.last, c.sent = m.Pos, m.Pos
+		if m.DashboardKey == "" { // deliveries count changes
+			s.cfg.Hub.delivered.Add(1)
+		}
+	}
+	return c.endBatch()
+}
+
+// await waits for one event of the connection (a wake-up on wait, a
+// control frame, presence, a ping or the token's expiry) and handles it.
+func (s *Server) await(ctx context.Context, c *client, expiry *time.Timer, ping *time.Ticker, wait <-chan struct{}) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-expiry.C:
+		c.ws.Close(CloseTokenExpired, "token expired")
+		return errors.New("token expired")
+	case a := <-c.reauth:
+		err := s.applyAuth(ctx, c, a.p)
+		close(a.done)
+		if err != nil {
+			return err
+		}
+		expiry.Reset(time.Until(a.p.Expires))
+	case pos := <-c.resume:
+		return s.replay(ctx, c, pos)
+	case ev := <-c.ev.events:
+		return s.sendEvent(ctx, c, ev)
+	case <-c.dashResend:
+		var msgs []*schema.Message
+		msgs, c.dashFloor = s.cfg.Hub.dashboardsSince(c.principal.Load())
+		return c.sendDashboards(ctx, msgs)
+	case <-ping.C:
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.PongTimeout)
+		err := c.ws.Ping(pctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("ping: %w", err)
+		}
+	case <-wait:
+	}
+	return nil
 }
 
 // ready is a closed channel: waiting on it does not wait.

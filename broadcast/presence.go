@@ -427,81 +427,13 @@ func (pr *Presence) remerge(users []int64) {
 	sort.Slice(users, func(i, j int) bool { return users[i] < users[j] })
 	var diffs map[*client]*presenceDiff
 	for _, u := range users {
-		var e *presenceEntry
-		if s := pr.self[u]; s != nil {
-			e = &presenceEntry{UserID: u}
-			e.merge(s)
-		}
-		for _, rs := range pr.remote {
-			if r := rs[u]; r != nil {
-				if e == nil {
-					e = &presenceEntry{UserID: u}
-				}
-				e.merge(r)
-			}
-		}
-		e.normalize()
+		e := pr.mergedEntry(u)
 		old := pr.merged[u]
 		if e.equal(old) {
 			continue
 		}
-		if old != nil {
-			for _, c := range old.Committees {
-				if set := pr.mergedBy[c]; set != nil {
-					delete(set, u)
-					if len(set) == 0 {
-						delete(pr.mergedBy, c)
-					}
-				}
-			}
-		}
-		if e == nil {
-			delete(pr.merged, u)
-		} else {
-			pr.merged[u] = e
-			for _, c := range e.Committees {
-				set := pr.mergedBy[c]
-				if set == nil {
-					set = map[int64]*presenceEntry{}
-					pr.mergedBy[c] = set
-				}
-				set[u] = e
-			}
-		}
-		var committees [2][]int64
-		if old != nil {
-			committees[0] = old.Committees
-		}
-		if e != nil {
-			committees[1] = e.Committees
-		}
-		pr.audience(u, committees[:], func(c *client, pc *presenceConn) {
-			if pc.joining {
-				return
-			}
-			p := c.principal.Load()
-			before := old != nil && old.visibleTo(p)
-			after := e != nil && e.visibleTo(p)
-			if !before && !after {
-				return
-			}
-			if diffs == nil {
-				diffs = map[*client]*presenceDiff{}
-			}
-			d := diffs[c]
-			if d == nil {
-				d = &presenceDiff{}
-				diffs[c] = d
-			}
-			switch {
-			case !before:
-				d.joins = append(d.joins, e)
-			case !after:
-				d.leaves = append(d.leaves, u)
-			default:
-				d.updates = append(d.updates, e)
-			}
-		})
+		pr.setMerged(u, old, e)
+		pr.collectDiffs(&diffs, u, old, e)
 	}
 	// Connections that see the same part of the change share one frame:
 	// within one remerge a user id and its list name the entry exactly.
@@ -516,6 +448,94 @@ func (pr *Presence) remerge(users []int64) {
 		}
 		c.push(f, nil)
 	}
+}
+
+// mergedEntry merges user u's entries of this replica and of the others,
+// normalized; nil when u is online nowhere. pr.mu is held.
+func (pr *Presence) mergedEntry(u int64) *presenceEntry {
+	var e *presenceEntry
+	if s := pr.self[u]; s != nil {
+		e = &presenceEntry{UserID: u}
+		e.merge(s)
+	}
+	for _, rs := range pr.remote {
+		if r := rs[u]; r != nil {
+			if e == nil {
+				e = &presenceEntry{UserID: u}
+			}
+			e.merge(r)
+		}
+	}
+	e.normalize()
+	return e
+}
+
+// setMerged replaces user u's merged entry old by e (nil: offline) in
+// pr.merged and in the by-committee index. pr.mu is held.
+func (pr *Presence) setMerged(u int64, old, e *presenceEntry) {
+	if old != nil {
+		for _, c := range old.Committees {
+			if set := pr.mergedBy[c]; set != nil {
+				delete(set, u)
+				if len(set) == 0 {
+					delete(pr.mergedBy, c)
+				}
+			}
+		}
+	}
+	if e == nil {
+		delete(pr.merged, u)
+		return
+	}
+	pr.merged[u] = e
+	for _, c := range e.Committees {
+		set := pr.mergedBy[c]
+		if set == nil {
+			set = map[int64]*presenceEntry{}
+			pr.mergedBy[c] = set
+		}
+		set[u] = e
+	}
+}
+
+// collectDiffs adds user u's change from old to e to the diff of every
+// connection that may see either: a join, a leave or an update. pr.mu is
+// held.
+func (pr *Presence) collectDiffs(diffs *map[*client]*presenceDiff, u int64, old, e *presenceEntry) {
+	var committees [2][]int64
+	if old != nil {
+		committees[0] = old.Committees
+	}
+	if e != nil {
+		committees[1] = e.Committees
+	}
+	pr.audience(u, committees[:], func(c *client, pc *presenceConn) {
+		if pc.joining {
+			return
+		}
+		p := c.principal.Load()
+		before := old != nil && old.visibleTo(p)
+		after := e != nil && e.visibleTo(p)
+		if !before && !after {
+			return
+		}
+		if *diffs == nil {
+			*diffs = map[*client]*presenceDiff{}
+		}
+		d := (*diffs)[c]
+		if d == nil {
+			d = &presenceDiff{}
+			(*diffs)[c] = d
+		}
+		switch {
+		case !before:
+			d.joins = append(d.joins, e)
+		case !after:
+			d.leaves = append(d.leaves, u)
+		default:
+			d.updates = append(d.updates, e)
+		}
+	})
 }
 
 // appendKey names the diff by its users and lists, for sharing frames.

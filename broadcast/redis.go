@@ -333,138 +333,196 @@ func entryID(v any) (id int64, ok, unreadable bool) {
 // it retries with capped backoff and continues after the last message it
 // read, so the hub sees no gap and no duplicate.
 func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
-	backoff := 100 * time.Millisecond
-	var last schema.Position
-	var epoch string           // the stream's epoch counter as last read
-	var lossAt schema.Position // last as of the latest "fell behind" resync
-	started := false
+	st := &followState{backoff: followBackoffMin}
 	if b.history > 0 {
 		hub.LimitResume(int(b.history)) // the window answers no position the stream calls too old
 	}
-	if st := b.start; st != nil {
-		last, started, epoch = st.head, true, st.epoch
-		if err := b.seedDashboards(ctx, hub); err != nil {
-			b.log.Warn("cannot read the newest dashboards; connections get them at their next update", "err", err)
-		}
-		b.log.Info("following stream", "from", last.String())
+	if pre := b.start; pre != nil {
+		st.last, st.started, st.epoch = pre.head, true, pre.epoch
+		b.seedOrWarn(ctx, hub)
+		b.log.Info("following stream", "from", st.last.String())
 	}
 	for ctx.Err() == nil {
-		if !started {
-			head, err := b.Head(ctx)
-			if err != nil {
-				b.log.Error("cannot read the stream head; retrying", "err", err, "retry_in", backoff)
-				if !ctxsleep.Sleep(ctx, backoff) {
-					break
-				}
-				backoff = min(backoff*2, 5*time.Second)
-				continue
-			}
-			ep, earlier, err := b.epoch(ctx)
-			if err != nil {
-				b.log.Error("cannot read the stream's epoch; retrying", "err", err, "retry_in", backoff)
-				if !ctxsleep.Sleep(ctx, backoff) {
-					break
-				}
-				backoff = min(backoff*2, 5*time.Second)
-				continue
-			}
-			last, started, epoch = head, true, ep
-			hub.Start(head)
-			hub.ForgetEarlier(earlier)
-			if err := b.seedDashboards(ctx, hub); err != nil {
-				b.log.Warn("cannot read the newest dashboards; connections get them at their next update", "err", err)
-			}
-			b.log.Info("following stream", "from", head.String())
+		if !st.started && !b.startFollowing(ctx, hub, st) {
+			continue // it waited its backoff, or ctx ended
 		}
-		// One round trip on the follower's own connection: the stream's
-		// state before the read (to tell whether entries after last are
-		// gone), the read, and the epoch after it (unchanged then: every
-		// entry read is of this epoch). The blocking read waits its block
-		// time and then Timeout for the answer: a silent connection fails
-		// here instead of blocking for good.
-		rctx, cancel := context.WithTimeout(ctx, followBlock+b.timeout)
-		b.readSince.Store(time.Now().UnixNano())
-		pipe := b.follow.Pipeline()
-		xi := pipe.XInfoStream(rctx, b.key)
-		xr := pipe.XRead(rctx, &redis.XReadArgs{Streams: []string{b.key, last.String()}, Count: 1000, Block: followBlock})
-		ep := pipe.HMGet(rctx, b.originKey(), "epoch", "earlier")
-		_, _ = pipe.Exec(rctx)
-		b.readSince.Store(0)
-		cancel()
-		res, err := xr.Result()
-		b.followFailing.Store(err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil)
-		if errors.Is(err, redis.Nil) {
-			res, err = nil, nil
-		}
-		if err == nil {
-			err = ep.Err()
-		}
-		info, ierr := xi.Result()
-		gone := isNoSuchKey(ierr)
-		if err == nil && ierr != nil && !gone {
-			err = ierr
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			b.note(err)
-			b.log.Error("reading the stream failed; retrying from the last message read", "err", err, "last", last.String(), "retry_in", backoff)
-			if !ctxsleep.Sleep(ctx, backoff) {
-				break
-			}
-			backoff = min(backoff*2, 5*time.Second)
-			continue
-		}
-		b.note(nil)
-		backoff = 100 * time.Millisecond
-		if e, earlier := epochFields(ep.Val()); e != epoch {
-			// Capture discarded the stream (a new epoch): what this read
-			// returned may be of either; read the new stream from its start.
-			b.log.Warn("the stream began a new epoch (the database's history no longer continued it); clients must resync", "earlier_ids_up_to", earlier.String())
-			hub.NewEpoch("the server's history was discarded (new epoch): refetch, then follow", earlier)
-			epoch, last = e, schema.Position{}
-			continue
-		}
-		if !last.IsZero() {
-			top := schema.Position{}
-			if !gone {
-				top, _ = schema.ParsePosition(info.LastGeneratedID)
-			}
-			switch {
-			case top.Less(last):
-				// The stream is gone or started over (a Redis restart
-				// without persistence): read the new one from its start.
-				b.log.Error("redis lost the stream's history (restart without persistence?); clients must resync", "last", last.String())
-				hub.Resync("the bus lost history")
-				last = schema.Position{}
-				continue
-			case trimmedAfter(info, last) && lossAt != last:
-				lossAt = last // said once, not every round until a read passes the gap
-				// Entries after the last one read were gone before this
-				// read: its clients cannot be told what they were.
-				b.log.Error("this replica fell further behind than the stream's history, or redis lost entries; clients must resync. Raise --history or add serve capacity", "last", last.String())
-				hub.Resync("the server fell behind its history")
-			}
-		}
-		for _, s := range res {
-			batch := make([]*schema.Message, 0, len(s.Messages))
-			for _, x := range s.Messages {
-				m, err := fromEntry(x)
-				if err != nil {
-					b.log.Error("skipping unreadable stream entry", "err", err)
-					continue
-				}
-				if !last.Less(m.Pos) {
-					continue
-				}
-				last = m.Pos
-				batch = append(batch, m)
-			}
-			hub.Publish(batch)
-		}
+		b.followRound(ctx, hub, st)
 	}
 	return nil
+}
+
+// followState is where the follower stands between its rounds.
+type followState struct {
+	last    schema.Position
+	epoch   string          // the stream's epoch counter as last read
+	lossAt  schema.Position // last as of the latest "fell behind" resync
+	started bool
+	backoff time.Duration
+}
+
+// The follower's backoff after a failure: doubled at each, up to the max.
+const (
+	followBackoffMin = 100 * time.Millisecond
+	followBackoffMax = 5 * time.Second
+)
+
+// retryAfter logs a failed step of the follower and waits its backoff,
+// which then doubles. args go after err in the log line.
+func (b *RedisBus) retryAfter(ctx context.Context, st *followState, msg string, err error, args ...any) {
+	b.log.Error(msg, append(append([]any{"err", err}, args...), "retry_in", st.backoff)...)
+	if !ctxsleep.Sleep(ctx, st.backoff) {
+		return
+	}
+	st.backoff = min(st.backoff*2, followBackoffMax)
+}
+
+// seedOrWarn sends the newest dashboards to hub; connections get them at
+// their next update when that fails.
+func (b *RedisBus) seedOrWarn(ctx context.Context, hub *Hub) {
+	if err := b.seedDashboards(ctx, hub); err != nil {
+		b.log.Warn("cannot read the newest dashboards; connections get them at their next update", "err", err)
+	}
+}
+
+// startFollowing reads the stream's head and epoch and starts hub there.
+// It returns false after a failure (it waited its backoff).
+func (b *RedisBus) startFollowing(ctx context.Context, hub *Hub, st *followState) bool {
+	head, err := b.Head(ctx)
+	if err != nil {
+		b.retryAfter(ctx, st, "cannot read the stream head; retrying", err)
+		return false
+	}
+	ep, earlier, err := b.epoch(ctx)
+	if err != nil {
+		b.retryAfter(ctx, st, "cannot read the stream's epoch; retrying", err)
+		return false
+	}
+	st.last, st.started, st.epoch = head, true, ep
+	hub.Start(head)
+	hub.ForgetEarlier(earlier)
+	b.seedOrWarn(ctx, hub)
+	b.log.Info("following stream", "from", head.String())
+	return true
+}
+
+// followRound reads once after st.last and publishes what it read, after
+// handling a new epoch or history lost or trimmed under the follower.
+func (b *RedisBus) followRound(ctx context.Context, hub *Hub, st *followState) {
+	r, err := b.readAfter(ctx, st.last)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		b.note(err)
+		b.retryAfter(ctx, st, "reading the stream failed; retrying from the last message read", err, "last", st.last.String())
+		return
+	}
+	b.note(nil)
+	st.backoff = followBackoffMin
+	if e, earlier := epochFields(r.epoch); e != st.epoch {
+		// Capture discarded the stream (a new epoch): what this read
+		// returned may be of either; read the new stream from its start.
+		b.log.Warn("the stream began a new epoch (the database's history no longer continued it); clients must resync", "earlier_ids_up_to", earlier.String())
+		hub.NewEpoch("the server's history was discarded (new epoch): refetch, then follow", earlier)
+		st.epoch, st.last = e, schema.Position{}
+		return
+	}
+	if !b.checkHistory(hub, st, r) {
+		return
+	}
+	b.publishRead(hub, st, r.streams)
+}
+
+// followRead is what one follower round read.
+type followRead struct {
+	streams []redis.XStream
+	info    *redis.XInfoStream // the stream before the read
+	gone    bool               // there was no stream
+	epoch   []any              // HMGET epoch earlier after the read
+}
+
+// readAfter is one round trip on the follower's own connection: the
+// stream's state before the read (to tell whether entries after last are
+// gone), the read, and the epoch after it (unchanged then: every entry
+// read is of this epoch). The blocking read waits its block time and then
+// Timeout for the answer: a silent connection fails here instead of
+// blocking for good.
+func (b *RedisBus) readAfter(ctx context.Context, last schema.Position) (followRead, error) {
+	rctx, cancel := context.WithTimeout(ctx, followBlock+b.timeout)
+	b.readSince.Store(time.Now().UnixNano())
+	pipe := b.follow.Pipeline()
+	xi := pipe.XInfoStream(rctx, b.key)
+	xr := pipe.XRead(rctx, &redis.XReadArgs{Streams: []string{b.key, last.String()}, Count: 1000, Block: followBlock})
+	ep := pipe.HMGet(rctx, b.originKey(), "epoch", "earlier")
+	_, _ = pipe.Exec(rctx)
+	b.readSince.Store(0)
+	cancel()
+	res, err := xr.Result()
+	b.followFailing.Store(err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil)
+	if errors.Is(err, redis.Nil) {
+		res, err = nil, nil
+	}
+	if err == nil {
+		err = ep.Err()
+	}
+	info, ierr := xi.Result()
+	gone := isNoSuchKey(ierr)
+	if err == nil && ierr != nil && !gone {
+		err = ierr
+	}
+	return followRead{streams: res, info: info, gone: gone, epoch: ep.Val()}, err
+}
+
+// checkHistory compares the stream, as it was before the read, with where
+// the follower stands. It returns false when the stream is gone or started
+// over: the follower reads the new one from its start and ignores this
+// read. Entries trimmed after st.last make hub's clients resync (once per
+// gap), and the read is published.
+func (b *RedisBus) checkHistory(hub *Hub, st *followState, r followRead) bool {
+	if st.last.IsZero() {
+		return true
+	}
+	top := schema.Position{}
+	if !r.gone {
+		top, _ = schema.ParsePosition(r.info.LastGeneratedID)
+	}
+	switch {
+	case top.Less(st.last):
+		// The stream is gone or started over (a Redis restart without
+		// persistence): read the new one from its start.
+		b.log.Error("redis lost the stream's history (restart without persistence?); clients must resync", "last", st.last.String())
+		hub.Resync("the bus lost history")
+		st.last = schema.Position{}
+		return false
+	case trimmedAfter(r.info, st.last) && st.lossAt != st.last:
+		st.lossAt = st.last // said once, not every round until a read passes the gap
+		// Entries after the last one read were gone before this read: its
+		// clients cannot be told what they were.
+		b.log.Error("this replica fell further behind than the stream's history, or redis lost entries; clients must resync. Raise --history or add serve capacity", "last", st.last.String())
+		hub.Resync("the server fell behind its history")
+	}
+	return true
+}
+
+// publishRead publishes the entries read after st.last, in order, and
+// moves st.last to the newest; unreadable entries are logged and skipped.
+func (b *RedisBus) publishRead(hub *Hub, st *followState, streams []redis.XStream) {
+	for _, s := range streams {
+		batch := make([]*schema.Message, 0, len(s.Messages))
+		for _, x := range s.Messages {
+			m, err := fromEntry(x)
+			if err != nil {
+				b.log.Error("skipping unreadable stream entry", "err", err)
+				continue
+			}
+			if !st.last.Less(m.Pos) {
+				continue
+			}
+			st.last = m.Pos
+			batch = append(batch, m)
+		}
+		hub.Publish(batch)
+	}
 }
 
 // trimmedAfter reports whether entries after pos may be missing from the

@@ -251,43 +251,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if peer != addr {
 		log = log.With("proxy", peer.String())
 	}
-	if !s.limiter.allow(addrKey(addr), time.Now()) {
-		s.refuse("rate_limited")
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, "too many requests: new connections from this address are rate-limited; retry with backoff", http.StatusTooManyRequests)
+	p, ok := s.authorize(w, r, log, addr)
+	if !ok {
 		return
 	}
-	// Authenticate before the upgrade, so a bad token is a plain 401.
-	p, err := s.cfg.Verifier.Verify(tokenFrom(r))
-	if err != nil {
-		var ae *AuthError
-		reason, label := "unauthorized", "malformed"
-		if errors.As(err, &ae) {
-			reason, label = ae.Detail, ae.Reason
-		}
-		s.refuse(label)
-		log.Info("websocket refused", "reason", reason)
-		http.Error(w, "unauthorized: "+reason, http.StatusUnauthorized)
-		return
-	}
-	if !s.originAllowed(r) {
-		s.refuse("origin")
-		log.Info("websocket refused: origin not allowed", "origin", r.Header.Get("Origin"))
-		http.Error(w, "forbidden: origin "+r.Header.Get("Origin")+" is not allowed", http.StatusForbidden)
-		return
-	}
-	var since *schema.Position
-	if v := r.URL.Query().Get("since"); v != "" {
-		pos, err := schema.ParsePosition(v)
-		if err != nil {
-			http.Error(w, "bad request: since is not a message id", http.StatusBadRequest)
-			return
-		}
-		since = &pos
-	}
-	sub, err := subscriptionFrom(r.URL.Query())
-	if err != nil {
-		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+	since, sub, ok := connectQuery(w, r)
+	if !ok {
 		return
 	}
 	if code, msg := s.admit(p); code != 0 {
@@ -309,21 +278,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(MaxClientFrame)
-	c := &client{
-		ws:     ws,
-		batch:  bw.conn,
-		resume: make(chan schema.Position, 1),
-		wake:   make(chan struct{}, 1),
-		reauth: make(chan authChange, 1),
-		log:    log,
-	}
-	c.dashResend = make(chan struct{}, 1)
-	c.ev.events = make(chan presenceEvent, eventQueue)
-	c.principal.Store(p)
-	if sub != nil {
-		// A subscription given at connect applies to the replay too.
-		c.filter.Store(narrow(p, *sub))
-	}
+	c := newClient(ws, bw, log, p, sub)
 	// Register before reading history: messages published from now on
 	// queue up, everything earlier is in history, and the id check skips
 	// the overlap.
@@ -344,6 +299,77 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		ws.CloseNow()
 		log.Debug("websocket closed", "reason", err)
 	}()
+}
+
+// authorize applies the connection rate limit, the token and the Origin
+// check, before the upgrade: a refusal is a plain HTTP error (a bad token
+// a 401). It returns false when it refused.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, log *slog.Logger, addr netip.Addr) (*Principal, bool) {
+	if !s.limiter.allow(addrKey(addr), time.Now()) {
+		s.refuse("rate_limited")
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many requests: new connections from this address are rate-limited; retry with backoff", http.StatusTooManyRequests)
+		return nil, false
+	}
+	p, err := s.cfg.Verifier.Verify(tokenFrom(r))
+	if err != nil {
+		var ae *AuthError
+		reason, label := "unauthorized", "malformed"
+		if errors.As(err, &ae) {
+			reason, label = ae.Detail, ae.Reason
+		}
+		s.refuse(label)
+		log.Info("websocket refused", "reason", reason)
+		http.Error(w, "unauthorized: "+reason, http.StatusUnauthorized)
+		return nil, false
+	}
+	if !s.originAllowed(r) {
+		s.refuse("origin")
+		log.Info("websocket refused: origin not allowed", "origin", r.Header.Get("Origin"))
+		http.Error(w, "forbidden: origin "+r.Header.Get("Origin")+" is not allowed", http.StatusForbidden)
+		return nil, false
+	}
+	return p, true
+}
+
+// connectQuery reads the resume position (since) and the subscription
+// given at connect; it answers 400 and returns false when one is bad.
+func connectQuery(w http.ResponseWriter, r *http.Request) (*schema.Position, *clientFrame, bool) {
+	var since *schema.Position
+	if v := r.URL.Query().Get("since"); v != "" {
+		pos, err := schema.ParsePosition(v)
+		if err != nil {
+			http.Error(w, "bad request: since is not a message id", http.StatusBadRequest)
+			return nil, nil, false
+		}
+		since = &pos
+	}
+	sub, err := subscriptionFrom(r.URL.Query())
+	if err != nil {
+		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		return nil, nil, false
+	}
+	return since, sub, true
+}
+
+// newClient returns the session state of an accepted connection of p.
+func newClient(ws *websocket.Conn, bw *batchingWriter, log *slog.Logger, p *Principal, sub *clientFrame) *client {
+	c := &client{
+		ws:     ws,
+		batch:  bw.conn,
+		resume: make(chan schema.Position, 1),
+		wake:   make(chan struct{}, 1),
+		reauth: make(chan authChange, 1),
+		log:    log,
+	}
+	c.dashResend = make(chan struct{}, 1)
+	c.ev.events = make(chan presenceEvent, eventQueue)
+	c.principal.Store(p)
+	if sub != nil {
+		// A subscription given at connect applies to the replay too.
+		c.filter.Store(narrow(p, *sub))
+	}
+	return c
 }
 
 // admit counts a new session against the limits, returning an HTTP status

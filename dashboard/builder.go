@@ -343,57 +343,83 @@ func (b *Builder) Run(ctx context.Context, emit Emitter, ready func() bool) erro
 			continue
 		}
 		last = time.Now()
-		if conn == nil {
-			c, err := b.connect(ctx)
-			if err != nil {
-				failures++
-				b.log.Error("cannot connect to compute dashboards; retrying", "err", err)
-				b.giveBack(d)
-				continue
-			}
-			conn = c
+		switch b.round(ctx, &conn, d, emit) {
+		case roundStopped:
+			return nil
+		case roundFailed:
+			failures++
+		default:
+			failures = 0
 		}
-		// A round that does not finish in time closes the connection
-		// (pgx closes a connection whose query's context ends mid-flight).
-		rctx, cancel := context.WithTimeout(ctx, b.cfg.QueryTimeout)
-		msgs, rest, err := b.compute(rctx, conn, d)
-		timedOut := rctx.Err() != nil
-		cancel()
+	}
+}
+
+// roundResult is how a round ended.
+type roundResult int
+
+const (
+	roundDone    roundResult = iota // emitted
+	roundFailed                     // d was given back, for a later round
+	roundStopped                    // ctx ended
+)
+
+// round computes the dashboards of d on *conn, which it opens when nil
+// and closes (setting it to nil) after a failed round, and emits them.
+// What a round could not do is given back; the rest of a burst is carried
+// to the next rounds.
+func (b *Builder) round(ctx context.Context, conn **pgx.Conn, d dirtySet, emit Emitter) roundResult {
+	if *conn == nil {
+		c, err := b.connect(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			failures++
-			b.log.Error("computing dashboards failed; retrying on a new connection", "err", err, "timed_out", timedOut)
-			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			conn.Close(closeCtx)
-			cancel()
-			conn = nil
-			if b.cfg.OnReplaced != nil {
-				reason := "error"
-				if timedOut {
-					reason = "timeout"
-				}
-				b.cfg.OnReplaced("dashboard", reason)
-			}
+			b.log.Error("cannot connect to compute dashboards; retrying", "err", err)
 			b.giveBack(d)
-			continue
+			return roundFailed
 		}
-		if err := emit(ctx, msgs); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			failures++
-			b.log.Debug("dashboards not stored; recomputing later", "err", err)
-			b.giveBack(d)
-			continue
+		*conn = c
+	}
+	// A round that does not finish in time closes the connection (pgx
+	// closes a connection whose query's context ends mid-flight).
+	rctx, cancel := context.WithTimeout(ctx, b.cfg.QueryTimeout)
+	msgs, rest, err := b.compute(rctx, *conn, d)
+	timedOut := rctx.Err() != nil
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return roundStopped
 		}
-		failures = 0
-		b.rememberEmitted(msgs)
-		if !rest.empty() {
-			// The rest of a burst: the next round, one interval on.
-			b.giveBack(rest)
+		b.log.Error("computing dashboards failed; retrying on a new connection", "err", err, "timed_out", timedOut)
+		b.dropConn(ctx, conn, timedOut)
+		b.giveBack(d)
+		return roundFailed
+	}
+	if err := emit(ctx, msgs); err != nil {
+		if ctx.Err() != nil {
+			return roundStopped
 		}
+		b.log.Debug("dashboards not stored; recomputing later", "err", err)
+		b.giveBack(d)
+		return roundFailed
+	}
+	b.rememberEmitted(msgs)
+	if !rest.empty() {
+		// The rest of a burst: the next round, one interval on.
+		b.giveBack(rest)
+	}
+	return roundDone
+}
+
+// dropConn closes *conn after a failed round and counts its replacement.
+func (b *Builder) dropConn(ctx context.Context, conn **pgx.Conn, timedOut bool) {
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	(*conn).Close(closeCtx)
+	cancel()
+	*conn = nil
+	if b.cfg.OnReplaced != nil {
+		reason := "error"
+		if timedOut {
+			reason = "timeout"
+		}
+		b.cfg.OnReplaced("dashboard", reason)
 	}
 }
 
@@ -441,31 +467,9 @@ var errNotVisible = errors.New("a committed transaction is not visible yet")
 func (b *Builder) compute(ctx context.Context, conn *pgx.Conn, d dirtySet) ([]schema.Message, dirtySet, error) {
 	b.rounds.Add(1)
 	var rest dirtySet
-	var tx pgx.Tx
-	for attempt := 0; ; attempt++ {
-		var err error
-		tx, err = conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-		if err != nil {
-			return nil, rest, fmt.Errorf("begin: %w", err)
-		}
-		err = visible(ctx, tx, d.xids)
-		if err == nil {
-			break
-		}
-		_ = tx.Rollback(ctx)
-		if !errors.Is(err, errNotVisible) {
-			return nil, rest, err
-		}
-		if attempt == 200 {
-			b.log.Warn("a committed transaction stayed invisible for 1 s; computing dashboards anyway")
-			if tx, err = conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}); err != nil {
-				return nil, rest, fmt.Errorf("begin: %w", err)
-			}
-			break
-		}
-		if !ctxsleep.Sleep(ctx, 5*time.Millisecond) {
-			return nil, rest, ctx.Err()
-		}
+	tx, err := b.beginVisible(ctx, conn, d.xids)
+	if err != nil {
+		return nil, rest, err
 	}
 	defer tx.Rollback(ctx)
 
@@ -473,20 +477,9 @@ func (b *Builder) compute(ctx context.Context, conn *pgx.Conn, d dirtySet) ([]sc
 	if err := q.prepare(ctx); err != nil {
 		return nil, rest, err
 	}
-	backUsers, backCommittees := keys(d.backlogUsers), keys(d.backlogCommittees)
-	if d.allUsers {
-		all, err := q.allUsers(ctx)
-		if err != nil {
-			return nil, rest, err
-		}
-		backUsers = union(backUsers, all, b.knownIDs(true))
-	}
-	if d.allCommittees {
-		all, err := q.allCommittees(ctx)
-		if err != nil {
-			return nil, rest, err
-		}
-		backCommittees = union(backCommittees, all, b.knownIDs(false))
+	backUsers, backCommittees, err := b.backlogs(ctx, q, d)
+	if err != nil {
+		return nil, rest, err
 	}
 	budget := b.cfg.Batch
 	if d.admin {
@@ -494,13 +487,76 @@ func (b *Builder) compute(ctx context.Context, conn *pgx.Conn, d dirtySet) ([]sc
 	}
 	committees := pick(&budget, d.committees, backCommittees, &rest.committees, &rest.backlogCommittees)
 	users := pick(&budget, d.users, backUsers, &rest.users, &rest.backlogUsers)
+	msgs, err := b.queryDashboards(ctx, q, d.admin, committees, users)
+	if err != nil {
+		return nil, rest, err
+	}
+	return msgs, rest, nil
+}
 
+// beginVisible begins the round's read-only snapshot once the
+// transactions xids are visible in it, waiting up to about a second for
+// them before it computes anyway.
+func (b *Builder) beginVisible(ctx context.Context, conn *pgx.Conn, xids map[uint32]bool) (pgx.Tx, error) {
+	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
+	for attempt := 0; ; attempt++ {
+		tx, err := conn.BeginTx(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("begin: %w", err)
+		}
+		err = visible(ctx, tx, xids)
+		if err == nil {
+			return tx, nil
+		}
+		_ = tx.Rollback(ctx)
+		if !errors.Is(err, errNotVisible) {
+			return nil, err
+		}
+		if attempt == 200 {
+			b.log.Warn("a committed transaction stayed invisible for 1 s; computing dashboards anyway")
+			if tx, err = conn.BeginTx(ctx, opts); err != nil {
+				return nil, fmt.Errorf("begin: %w", err)
+			}
+			return tx, nil
+		}
+		if !ctxsleep.Sleep(ctx, 5*time.Millisecond) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// backlogs returns the users and committees of "every dashboard" rounds
+// still to compute: the backlog carried, plus, when d asks for all of a
+// kind, every one the database holds and every one emitted before (a
+// TRUNCATE empties those).
+func (b *Builder) backlogs(ctx context.Context, q *queries, d dirtySet) (users, committees []int64, err error) {
+	users, committees = keys(d.backlogUsers), keys(d.backlogCommittees)
+	if d.allUsers {
+		all, err := q.allUsers(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		users = union(users, all, b.knownIDs(true))
+	}
+	if d.allCommittees {
+		all, err := q.allCommittees(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		committees = union(committees, all, b.knownIDs(false))
+	}
+	return users, committees, nil
+}
+
+// queryDashboards computes the admin dashboard (when admin), then the
+// committees' and the users' dashboards, and counts them.
+func (b *Builder) queryDashboards(ctx context.Context, q *queries, admin bool, committees, users []int64) ([]schema.Message, error) {
 	at := schema.CommitTime(time.Now())
 	var msgs []schema.Message
-	if d.admin {
+	if admin {
 		m, ok, err := q.admin(ctx, at)
 		if err != nil {
-			return nil, rest, err
+			return nil, err
 		}
 		if ok {
 			msgs = append(msgs, m)
@@ -510,7 +566,7 @@ func (b *Builder) compute(ctx context.Context, conn *pgx.Conn, d dirtySet) ([]sc
 	if len(committees) > 0 {
 		ms, err := q.supervisor(ctx, committees, at)
 		if err != nil {
-			return nil, rest, err
+			return nil, err
 		}
 		msgs = append(msgs, ms...)
 		b.supervisor.Add(uint64(len(ms)))
@@ -518,12 +574,12 @@ func (b *Builder) compute(ctx context.Context, conn *pgx.Conn, d dirtySet) ([]sc
 	if len(users) > 0 {
 		ms, err := q.personal(ctx, users, at)
 		if err != nil {
-			return nil, rest, err
+			return nil, err
 		}
 		msgs = append(msgs, ms...)
 		b.personal.Add(uint64(len(ms)))
 	}
-	return msgs, rest, nil
+	return msgs, nil
 }
 
 // pick returns up to *budget ids, those named by changes (live) first,

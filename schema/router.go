@@ -169,6 +169,35 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 		row = ch.Old
 	}
 	m.Pos = ch.Pos
+	m.scope(ch, row)
+	m.Type = messageType(kind)
+
+	b := make([]byte, 0, 256+rowSize(row)+rowSize(ch.Old))
+	b = append(b, `{"id":"`...)
+	b = ch.Pos.Append(b)
+	b = append(b, `","type":`...)
+	b = jsonx.AppendString(b, m.Type)
+	b = append(b, `,"action":`...)
+	b = jsonx.AppendString(b, ch.Op.String())
+	b = append(b, `,"table":`...)
+	b = jsonx.AppendString(b, ch.Schema+"."+ch.Table)
+	b = append(b, `,"data":`...)
+	b = appendData(b, kind, ch.Op, row)
+	b = appendChangeNotes(b, ch)
+	b = append(b, `,"version":"`...)
+	b = strconv.AppendUint(b, ch.Pos.LSN, 10)
+	b = append(b, `","timestamp":"`...)
+	if tx.commitTimeText == nil {
+		tx.commitTimeText = tx.CommitTime.UTC().AppendFormat(nil, TimeFormat)
+	}
+	b = append(b, tx.commitTimeText...)
+	b = append(b, `"}`...)
+	m.JSON = b
+	return m, true
+}
+
+// scope sets who may receive the message of ch, whose routed row is row.
+func (m *Message) scope(ch *Change, row Row) {
 	if ch.Unscoped {
 		m.AdminOnly = true
 		m.Unroutable = ch.UnscopedReason
@@ -199,25 +228,23 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 			}
 		}
 	}
+}
 
-	b := make([]byte, 0, 256+rowSize(row)+rowSize(ch.Old))
-	b = append(b, `{"id":"`...)
-	b = ch.Pos.Append(b)
-	b = append(b, `","type":`...)
+// messageType is the message type of a table kind's changes.
+func messageType(kind Kind) string {
 	switch kind {
 	case KindGuarantee:
-		m.Type = TypeGuarantee
+		return TypeGuarantee
 	case KindAttendance:
-		m.Type = TypeAttendance
+		return TypeAttendance
 	default:
-		m.Type = TypeVoting
+		return TypeVoting
 	}
-	b = jsonx.AppendString(b, m.Type)
-	b = append(b, `,"action":`...)
-	b = jsonx.AppendString(b, ch.Op.String())
-	b = append(b, `,"table":`...)
-	b = jsonx.AppendString(b, ch.Schema+"."+ch.Table)
-	b = append(b, `,"data":`...)
+}
+
+// appendData appends the message's "data": the row, wrapped for vote
+// counts and election results as the application's frames were.
+func appendData(b []byte, kind Kind, op Op, row Row) []byte {
 	switch kind {
 	case KindVoteCount:
 		b = append(b, `{"vote_count":`...)
@@ -229,7 +256,7 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 		b = append(b, `{"election_results":`...)
 		b = appendRow(b, row)
 		b = append(b, `,"action_type":`...)
-		if ch.Op == Insert {
+		if op == Insert {
 			b = append(b, `"results_generated"`...)
 		} else {
 			b = append(b, `"results_updated"`...)
@@ -240,6 +267,13 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 	default:
 		b = appendRow(b, row)
 	}
+	return b
+}
+
+// appendChangeNotes appends what else the change says: the old values of
+// an update's changed columns, the unchanged TOASTed columns, and the
+// columns left out of an oversized row.
+func appendChangeNotes(b []byte, ch *Change) []byte {
 	if ch.Op == Update && len(ch.Old) > 0 {
 		b = append(b, `,"old":`...)
 		b = appendChanged(b, ch.Old, ch.New)
@@ -252,16 +286,7 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 		b = append(b, `,"oversized":true,"omitted":`...)
 		b = jsonx.AppendStrings(b, ch.Omitted)
 	}
-	b = append(b, `,"version":"`...)
-	b = strconv.AppendUint(b, ch.Pos.LSN, 10)
-	b = append(b, `","timestamp":"`...)
-	if tx.commitTimeText == nil {
-		tx.commitTimeText = tx.CommitTime.UTC().AppendFormat(nil, TimeFormat)
-	}
-	b = append(b, tx.commitTimeText...)
-	b = append(b, `"}`...)
-	m.JSON = b
-	return m, true
+	return b
 }
 
 // TimeFormat is how walcast writes timestamps: RFC 3339 in UTC with
