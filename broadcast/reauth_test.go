@@ -18,16 +18,63 @@ import (
 // frame, and others stop seeing it as a member of the dropped committee.
 func TestAuthFrameNarrowsEveryFrameKind(t *testing.T) {
 	s := newTestServer(t, 0)
+	x, u1, u2 := joinWideAndTwoUsers(t, s)
+
+	// The refresh: no admin role, committee 1 only. A fresh presence_state
+	// replaces what x knew: user 2 is gone.
+	x.reauth(mint(t, 5, "supervisor", 1))
+	if got := viewString(x.view); got != "1:[a] 5:supervisor[secret]" {
+		t.Fatalf("presence after the refresh: %s", got)
+	}
+	// Then the dashboards the new token allows, and only those.
+	if got := x.tagsUntil("personal:5"); !slices.Equal(got, []string{"supervisor:1", "personal:5"}) {
+		t.Fatalf("dashboards after the refresh: %v", got)
+	}
+	// What others see of x: user 2 (committee 2) no longer sees it, user 1
+	// sees its new role.
+	u2.waitView("2:[b]")
+	u1.waitView("1:[a] 5:supervisor[secret]")
+
+	checkDroppedScopePassesBy(t, s, x, u1, u2)
+	checkResumeUnderTheNewToken(t, s, x)
+
+	// Regaining committee 2 does not bring it back into the subscription:
+	// the refresh narrowed it to committee 1, and a subscription never
+	// widens. Presence follows the token: user 2 is visible again.
+	x.reauth(mint(t, 5, "supervisor", 1, 2))
+	if got := viewString(x.view); got != "1:[a] 2:[b2] 5:supervisor[secret]" {
+		t.Fatalf("presence after regaining committee 2: %s", got)
+	}
+	if got := x.tagsUntil("personal:5"); !slices.Equal(got, []string{"supervisor:1", "personal:5"}) {
+		t.Fatalf("dashboards with the subscription narrowed to committee 1: %v", got)
+	}
+	x.send(`{"type":"subscribe","types":null,"committees":[1,2]}`)
+	var sub []byte
+	for sub == nil {
+		if f := x.next(); frameType(f) == "subscribed" {
+			sub = f
+		}
+	}
+	if !strings.Contains(string(sub), `"committees":[1,2]`) {
+		t.Errorf("subscribing again under the new token: %s", sub)
+	}
+}
+
+// joinWideAndTwoUsers publishes a dashboard of each kind and connects x
+// (user 5, admin of committees 1 and 2, subscribed to both), u1
+// (committee 1) and u2 (committee 2); all three join presence.
+func joinWideAndTwoUsers(t *testing.T, s *testServer) (x, u1, u2 *probe) {
+	t.Helper()
 	for _, d := range []schema.Message{dashboard(schema.DashboardAdmin, 0), dashboard(schema.DashboardSupervisor, 1),
 		dashboard(schema.DashboardSupervisor, 2), dashboard(schema.DashboardPersonal, 5), dashboard(schema.DashboardPersonal, 6)} {
 		s.publishMsg(t, d, d.DashboardKey)
 	}
-	x := dialProbe(t, s.url, "x", mint(t, 5, "admin", 1, 2), "committees=1,2")
-	if got := tags(x.until(func(f []byte) bool { return frameJSON(f)["tag"] == "personal:5" })); !slices.Equal(got, []string{"admin", "supervisor:1", "supervisor:2", "personal:5"}) {
+	x = dialProbe(t, s.url, "x", mint(t, 5, "admin", 1, 2), "committees=1,2")
+	if got := x.tagsUntil("personal:5"); !slices.Equal(got, []string{"admin", "supervisor:1", "supervisor:2", "personal:5"}) {
 		t.Fatalf("dashboards at connect: %v", got)
 	}
-	u1 := dialProbe(t, s.url, "u1", mint(t, 1, "", 1), "")
-	u2 := dialProbe(t, s.url, "u2", mint(t, 2, "", 2), "")
+	u1 = dialProbe(t, s.url, "u1", mint(t, 1, "", 1), "")
+	u2 = dialProbe(t, s.url, "u2", mint(t, 2, "", 2), "")
 	u1.send(`{"type":"presence","viewing":"a"}`)
 	u1.waitView("1:[a]")
 	u2.send(`{"type":"presence","viewing":"b"}`)
@@ -36,28 +83,14 @@ func TestAuthFrameNarrowsEveryFrameKind(t *testing.T) {
 	x.waitView("1:[a] 2:[b] 5:admin[secret]")
 	u1.waitView("1:[a] 5:admin[secret]")
 	u2.waitView("2:[b] 5:admin[secret]")
+	return x, u1, u2
+}
 
-	// The refresh: no admin role, committee 1 only.
-	x.send(`{"type":"auth","token":"` + mint(t, 5, "supervisor", 1) + `"}`)
-	if f := x.next(); frameType(f) != "auth_ok" {
-		t.Fatalf("got %s, want auth_ok", f)
-	}
-	// A fresh presence_state replaces what x knew: user 2 is gone.
-	if f := x.next(); frameType(f) != "presence_state" {
-		t.Fatalf("after auth_ok got %s, want presence_state", f)
-	} else if x.apply(f); viewString(x.view) != "1:[a] 5:supervisor[secret]" {
-		t.Fatalf("presence after the refresh: %s", viewString(x.view))
-	}
-	// Then the dashboards the new token allows, and only those.
-	if got := tags(x.until(func(f []byte) bool { return frameJSON(f)["tag"] == "personal:5" })); !slices.Equal(got, []string{"supervisor:1", "personal:5"}) {
-		t.Fatalf("dashboards after the refresh: %v", got)
-	}
-	// What others see of x: user 2 (committee 2) no longer sees it, user 1
-	// sees its new role.
-	u2.waitView("2:[b]")
-	u1.waitView("1:[a] 5:supervisor[secret]")
-
-	// Everything of committee 2 and of admins now passes x by.
+// checkDroppedScopePassesBy checks that everything of committee 2 and of
+// admins (presence, typing, rows, dashboards) passes x by, while
+// committee 1's and election-wide traffic reaches it.
+func checkDroppedScopePassesBy(t *testing.T, s *testServer, x, u1, u2 *probe) {
+	t.Helper()
 	u2.send(`{"type":"presence","viewing":"b2"}`)
 	u2.send(`{"type":"typing","target":"guarantee:2"}`)
 	u2.sync()
@@ -96,11 +129,15 @@ func TestAuthFrameNarrowsEveryFrameKind(t *testing.T) {
 	if !slices.Equal(got, []string{"committee 1", "election-wide"}) {
 		t.Errorf("x received %v after the refresh, want [committee 1 election-wide]", got)
 	}
+}
 
-	// A resume reads history under the token in force too: the rows of
-	// committee 2 it finds after the last id are not replayed.
+// checkResumeUnderTheNewToken checks that a resume reads history under
+// the token in force too: the rows of committee 2 and admin-only rows it
+// finds after the last id are not replayed.
+func checkResumeUnderTheNewToken(t *testing.T, s *testServer, x *probe) {
+	t.Helper()
 	last := s.publishMsg(t, schema.Message{Type: schema.TypeVoting}, "before resume")
-	x.until(func(f []byte) bool { return frameJSON(f)["tag"] == "before resume" })
+	x.tagsUntil("before resume")
 	s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, Committee: 2, HasCommittee: true}, "committee 2 in history")
 	s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, AdminOnly: true}, "admin only in history")
 	x.send(`{"type":"resume","since":"` + last + `"}`)
@@ -109,32 +146,6 @@ func TestAuthFrameNarrowsEveryFrameKind(t *testing.T) {
 	frames = append(frames, x.until(func(f []byte) bool { return frameJSON(f)["tag"] == "after resume" })...)
 	if got := tags(frames); !slices.Equal(got, []string{"after resume"}) {
 		t.Errorf("resume after the refresh gave %v", got)
-	}
-
-	// Regaining committee 2 does not bring it back into the subscription:
-	// the refresh narrowed it to committee 1, and a subscription never
-	// widens. Presence follows the token: user 2 is visible again.
-	x.send(`{"type":"auth","token":"` + mint(t, 5, "supervisor", 1, 2) + `"}`)
-	if f := x.next(); frameType(f) != "auth_ok" {
-		t.Fatalf("got %s, want auth_ok", f)
-	}
-	if f := x.next(); frameType(f) != "presence_state" {
-		t.Fatalf("got %s, want presence_state", f)
-	} else if x.apply(f); viewString(x.view) != "1:[a] 2:[b2] 5:supervisor[secret]" {
-		t.Fatalf("presence after regaining committee 2: %s", viewString(x.view))
-	}
-	if got := tags(x.until(func(f []byte) bool { return frameJSON(f)["tag"] == "personal:5" })); !slices.Equal(got, []string{"supervisor:1", "personal:5"}) {
-		t.Fatalf("dashboards with the subscription narrowed to committee 1: %v", got)
-	}
-	x.send(`{"type":"subscribe","types":null,"committees":[1,2]}`)
-	var sub []byte
-	for sub == nil {
-		if f := x.next(); frameType(f) == "subscribed" {
-			sub = f
-		}
-	}
-	if !strings.Contains(string(sub), `"committees":[1,2]`) {
-		t.Errorf("subscribing again under the new token: %s", sub)
 	}
 }
 
@@ -155,48 +166,8 @@ func TestQueuedFramesDoNotLeakAfterAuthOK(t *testing.T) {
 		o.send(`{"type":"presence","viewing":"o"}`)
 		others = append(others, o)
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	// The load is paced (a frame or two every 2 ms per sender) so that the
-	// test stays fast under -race on a shared machine.
-	pace := time.NewTicker(2 * time.Millisecond)
-	defer pace.Stop()
-	for i, o := range others {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				case <-pace.C:
-				}
-				frame := fmt.Sprintf(`{"type":"presence","viewing":"v%d"}`, n)
-				if n%2 == 1 {
-					frame = fmt.Sprintf(`{"type":"typing","target":"t%d-%d"}`, i, n)
-				}
-				if o.conn.Write(t.Context(), 1, []byte(frame)) != nil {
-					return
-				}
-			}
-		}()
-	}
-	wg.Add(1)
-	var mu sync.Mutex
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-pace.C:
-			}
-			mu.Lock()
-			s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, Committee: 2, HasCommittee: true}, "committee 2")
-			s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, AdminOnly: true}, "admin only")
-			mu.Unlock()
-		}
-	}()
+	var mu sync.Mutex // serializes publishes
+	stop := churnCommittee2(t, s, others, &mu)
 	// x saw the others' traffic under its admin token...
 	for n := 0; n < 50; {
 		if f := x.next(); frameType(f) == "typing" || frameType(f) == "guarantee_update" {
@@ -229,8 +200,7 @@ func TestQueuedFramesDoNotLeakAfterAuthOK(t *testing.T) {
 			check(f)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	// A last barrier on the presence queue: x's own change comes after
 	// anything queued for it before.
 	x.send(`{"type":"presence","viewing":"end"}`)
@@ -243,6 +213,57 @@ func TestQueuedFramesDoNotLeakAfterAuthOK(t *testing.T) {
 		t.Errorf("x's presence after the refresh: %s, want only itself", got)
 	}
 	t.Logf("%d frames checked after auth_ok", after)
+}
+
+// churnCommittee2 has others change presence and type, and publishes
+// committee 2 rows and admin-only rows (under mu), until stop is called;
+// stop returns when they have stopped. The load is paced (a frame or two
+// every 2 ms per sender) so that the test stays fast under -race on a
+// shared machine.
+func churnCommittee2(t *testing.T, s *testServer, others []*probe, mu *sync.Mutex) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	pace := time.NewTicker(2 * time.Millisecond)
+	for i, o := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-done:
+					return
+				case <-pace.C:
+				}
+				frame := fmt.Sprintf(`{"type":"presence","viewing":"v%d"}`, n)
+				if n%2 == 1 {
+					frame = fmt.Sprintf(`{"type":"typing","target":"t%d-%d"}`, i, n)
+				}
+				if o.conn.Write(t.Context(), 1, []byte(frame)) != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-pace.C:
+			}
+			mu.Lock()
+			s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, Committee: 2, HasCommittee: true}, "committee 2")
+			s.publishMsg(t, schema.Message{Type: schema.TypeGuarantee, AdminOnly: true}, "admin only")
+			mu.Unlock()
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+		pace.Stop()
+	}
 }
 
 // Auth frames back to back are limited: each one would cost a signature

@@ -15,24 +15,10 @@ import (
 // stays bounded.
 func TestRedisTrimKeepsChangesOutOfDashboardBursts(t *testing.T) {
 	ctx := context.Background()
-	rd := testenv.StartRedis(t)
 	const history = 300
-	bus, err := NewRedisBus(RedisConfig{URL: rd.URL(), History: history, Logger: discard()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
+	bus := newTestRedisBus(t, testenv.StartRedis(t).URL(), history)
 	p := func(l, s uint64) schema.Position { return schema.Position{LSN: l, Seq: s} }
-	change := func(pos schema.Position) schema.Message {
-		return schema.Message{Pos: pos, Type: schema.TypeGuarantee, JSON: []byte(`{}`)}
-	}
-	var changes []schema.Position
-	for i := range uint64(100) {
-		changes = append(changes, p(10+i, 0))
-		if err := bus.Append(ctx, []schema.Message{change(p(10+i, 0))}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	changes := appendOneByOne(t, bus, lsns(10, 109))
 	// A burst: 1,000 dashboards, three times the history, in rounds.
 	for round := range uint64(10) {
 		batch := make([]schema.Message, 100)
@@ -44,30 +30,9 @@ func TestRedisTrimKeepsChangesOutOfDashboardBursts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i := range uint64(100) {
-		changes = append(changes, p(200+i, 0))
-		if err := bus.Append(ctx, []schema.Message{change(p(200+i, 0))}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	changes = append(changes, appendOneByOne(t, bus, lsns(200, 299))...)
 	// Every change after the first is still there, in order.
-	var got []schema.Position
-	pos := changes[0]
-	for {
-		page, err := bus.Since(ctx, pos, 1000)
-		if err != nil {
-			t.Fatalf("Since(%s) after a burst of 1,000 dashboards with --history %d: %v", pos, history, err)
-		}
-		for _, m := range page {
-			if m.DashboardKey == "" {
-				got = append(got, m.Pos)
-			}
-			pos = m.Pos
-		}
-		if len(page) < 1000 {
-			break
-		}
-	}
+	got := changesSince(t, bus, changes[0])
 	if len(got) != len(changes)-1 {
 		t.Fatalf("history holds %d of the %d changes after the first", len(got), len(changes)-1)
 	}
@@ -78,11 +43,7 @@ func TestRedisTrimKeepsChangesOutOfDashboardBursts(t *testing.T) {
 	}
 	// Bounded: further changes age the dashboards out, and the stream
 	// returns to about --history entries.
-	for i := range uint64(2 * history) {
-		if err := bus.Append(ctx, []schema.Message{change(p(1000+i, 0))}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendOneByOne(t, bus, lsns(1000, 1000+2*history-1))
 	n, err := bus.rdb.XLen(ctx, bus.key).Result()
 	if err != nil {
 		t.Fatal(err)
@@ -94,5 +55,39 @@ func TestRedisTrimKeepsChangesOutOfDashboardBursts(t *testing.T) {
 	t.Logf("after %d more changes: %d entries, %d dashboard ids listed", 2*history, n, ids)
 	if n > 2*history || ids != 0 {
 		t.Errorf("stream holds %d entries and lists %d dashboards, want about %d and 0", n, ids, history)
+	}
+}
+
+// appendOneByOne appends a change at each of ps, one Append each, and
+// returns ps.
+func appendOneByOne(t *testing.T, bus *RedisBus, ps []schema.Position) []schema.Position {
+	t.Helper()
+	for _, pos := range ps {
+		if err := bus.Append(context.Background(), msgs(pos)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ps
+}
+
+// changesSince pages through the stream after pos and returns the
+// positions of the changes (not dashboards) it holds, in order.
+func changesSince(t *testing.T, bus *RedisBus, pos schema.Position) []schema.Position {
+	t.Helper()
+	var got []schema.Position
+	for {
+		page, err := bus.Since(context.Background(), pos, 1000)
+		if err != nil {
+			t.Fatalf("Since(%s): %v", pos, err)
+		}
+		for _, m := range page {
+			if m.DashboardKey == "" {
+				got = append(got, m.Pos)
+			}
+			pos = m.Pos
+		}
+		if len(page) < 1000 {
+			return got
+		}
 	}
 }

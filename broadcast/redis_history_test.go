@@ -14,12 +14,7 @@ import (
 // an earlier epoch are too old whatever the stream holds now.
 func TestRedisSinceTheBeginning(t *testing.T) {
 	ctx := context.Background()
-	rd := testenv.StartRedis(t)
-	bus, err := NewRedisBus(RedisConfig{URL: rd.URL(), History: 100, Logger: discard()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
+	bus := newTestRedisBus(t, testenv.StartRedis(t).URL(), 100)
 	p := func(l uint64) schema.Position { return schema.Position{LSN: l} }
 	var ps []schema.Position
 	for l := uint64(1); l <= 50; l++ {

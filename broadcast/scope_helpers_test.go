@@ -123,6 +123,27 @@ func (p *probe) until(stop func([]byte) bool) [][]byte {
 	}
 }
 
+// tagsUntil returns the tags of the frames up to the one tagged last.
+func (p *probe) tagsUntil(last string) []string {
+	p.t.Helper()
+	return tags(p.until(func(f []byte) bool { return frameJSON(f)["tag"] == last }))
+}
+
+// reauth sends an auth frame with tok and reads auth_ok, then the
+// presence_state that follows it, which it applies to p.view.
+func (p *probe) reauth(tok string) {
+	p.t.Helper()
+	p.send(`{"type":"auth","token":"` + tok + `"}`)
+	if f := p.next(); frameType(f) != "auth_ok" {
+		p.t.Fatalf("%s: got %s, want auth_ok", p.name, f)
+	}
+	if f := p.next(); frameType(f) != "presence_state" {
+		p.t.Fatalf("%s: after auth_ok got %s, want presence_state", p.name, f)
+	} else {
+		p.apply(f)
+	}
+}
+
 // frameJSON decodes a frame keeping numbers exact.
 func frameJSON(b []byte) map[string]any {
 	dec := json.NewDecoder(bytes.NewReader(b))

@@ -114,163 +114,222 @@ func (k modelToken) mint(t *testing.T) string {
 }
 
 func runScopeScenario(t *testing.T, seed uint64, steps int) {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	t.Logf("seed %d", seed)
-	s := newTestServer(t, 0)
-	var conns []*modelConn
-	for i := range 6 {
-		k := randomToken(r, propUsers[r.IntN(len(propUsers))])
-		sub := modelSub{all: true}
-		var q []string
-		if r.IntN(2) == 0 { // a types subscription; always with the marker's type
-			sub.types = []string{schema.TypeVoting}
-			for _, ty := range []string{schema.TypeGuarantee, schema.TypeAttendance, schema.TypeDashboard} {
-				if r.IntN(2) == 0 {
-					sub.types = append(sub.types, ty)
-				}
-			}
-			q = append(q, "types="+strings.Join(sub.types, ","))
-		}
-		if r.IntN(2) == 0 { // a committees subscription, asking for any
-			sub.all = false
-			var asked []string
-			for _, c := range propCommittees {
-				if r.IntN(2) == 0 {
-					asked = append(asked, fmt.Sprint(c))
-					if k.role == RoleAdmin || k.has(c) {
-						sub.committees = append(sub.committees, c)
-					}
-				}
-			}
-			q = append(q, "committees="+strings.Join(asked, ","))
-		}
-		c := &modelConn{tok: k, sub: sub, viewing: fmt.Sprint("c", i), typing: map[string]bool{}}
-		c.p = dialProbe(t, s.url, fmt.Sprintf("conn %d (user %d)", i, k.user), k.mint(t), strings.Join(q, "&"))
-		conns = append(conns, c)
+	sc := &scenario{
+		t:          t,
+		r:          rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		dash:       map[string]string{},
+		dashMsgs:   map[string]schema.Message{},
+		sentTyping: map[string]map[*modelConn]bool{},
 	}
-	// Everyone joins presence.
-	for _, c := range conns {
+	t.Logf("seed %d", seed)
+	sc.s = newTestServer(t, 0)
+	sc.connect(6)
+	defer func() {
+		t.Logf("%d message deliveries checked, %d auth changes, %d presence changes, %d typing frames", sc.checked, sc.auths, sc.moves, sc.typings)
+	}()
+	for step := range steps {
+		switch op := sc.r.IntN(10); {
+		case op < 5:
+			sc.publishStep(step)
+		case op < 7:
+			sc.authStep(step)
+		case op < 8:
+			sc.presenceStep(step)
+		default:
+			sc.typingStep(step)
+		}
+	}
+	sc.finish()
+}
+
+// scenario is one run of the scope property: the server, the connections
+// with the model of each, and what was sent.
+type scenario struct {
+	t     *testing.T
+	r     *rand.Rand
+	s     *testServer
+	conns []*modelConn
+
+	checked, auths, moves, typings int
+	dash                           map[string]string              // newest dashboard tag by key
+	dashMsgs                       map[string]schema.Message      // newest dashboard by key
+	sentTyping                     map[string]map[*modelConn]bool // target → who may receive it
+}
+
+// connect dials n connections with random tokens and subscriptions, and
+// has each join presence.
+func (sc *scenario) connect(n int) {
+	t, r := sc.t, sc.r
+	for i := range n {
+		k := randomToken(r, propUsers[r.IntN(len(propUsers))])
+		sub, q := randomSub(r, k)
+		c := &modelConn{tok: k, sub: sub, viewing: fmt.Sprint("c", i), typing: map[string]bool{}}
+		c.p = dialProbe(t, sc.s.url, fmt.Sprintf("conn %d (user %d)", i, k.user), k.mint(t), q)
+		sc.conns = append(sc.conns, c)
+	}
+	for _, c := range sc.conns {
 		c.p.send(`{"type":"presence","viewing":"` + c.viewing + `"}`)
 	}
-	checkPresence(t, conns)
+	checkPresence(t, sc.conns)
+}
 
-	var checked, auths, moves, typings int
-	defer func() {
-		t.Logf("%d message deliveries checked, %d auth changes, %d presence changes, %d typing frames", checked, auths, moves, typings)
-	}()
-	dash := map[string]string{} // newest dashboard tag by key
-	var dashMsgs = map[string]schema.Message{}
-	sentTyping := map[string]map[*modelConn]bool{} // target → who may receive it
-	for step := range steps {
-		switch op := r.IntN(10); {
-		case op < 5: // publish a few messages, then a marker
-			var published []schema.Message
-			var tagsOf []string
-			for n := 1 + r.IntN(4); n > 0; n-- {
-				m := randomMessage(r)
-				tag := fmt.Sprintf("s%d-%d", step, n)
-				s.publishMsg(t, m, tag)
-				if m.DashboardKey != "" {
-					dash[m.DashboardKey], dashMsgs[m.DashboardKey] = tag, m
-				}
-				published, tagsOf = append(published, m), append(tagsOf, tag)
+// randomSub returns a subscription given at connect, as the model holds
+// it and as the query string says it.
+func randomSub(r *rand.Rand, k modelToken) (modelSub, string) {
+	sub := modelSub{all: true}
+	var q []string
+	if r.IntN(2) == 0 { // a types subscription; always with the marker's type
+		sub.types = []string{schema.TypeVoting}
+		for _, ty := range []string{schema.TypeGuarantee, schema.TypeAttendance, schema.TypeDashboard} {
+			if r.IntN(2) == 0 {
+				sub.types = append(sub.types, ty)
 			}
-			marker := fmt.Sprintf("marker %d", step)
-			s.publishMsg(t, schema.Message{Type: schema.TypeVoting}, marker)
-			for _, c := range conns {
-				var want []string
-				for i, m := range published {
-					if c.tok.mayReceive(m) && c.sub.allows(m) {
-						want = append(want, tagsOf[i])
-					}
-				}
-				want = append(want, marker)
-				checked += len(published)
-				got := c.collect(t, c.p.until(func(f []byte) bool { return frameJSON(f)["tag"] == marker }))
-				if !slices.Equal(got, want) {
-					t.Fatalf("step %d: %s (token %+v, subscription %+v) received %v, want %v", step, c.p.name, c.tok, c.sub, got, want)
-				}
-			}
-		case op < 7: // an auth frame: same user, another role and committees
-			c := conns[r.IntN(len(conns))]
-			if c.auths >= int(authBurst) { // the limit allows a burst of 3
-				continue
-			}
-			c.auths++
-			auths++
-			c.tok = randomToken(r, c.tok.user)
-			if !c.sub.all {
-				c.sub.committees = slices.DeleteFunc(c.sub.committees, func(id int64) bool { return c.tok.role != RoleAdmin && !c.tok.has(id) })
-			}
-			c.p.send(`{"type":"auth","token":"` + c.tok.mint(t) + `"}`)
-			c.collect(t, c.p.until(func(f []byte) bool { return frameType(f) == "auth_ok" }))
-			if f := c.p.next(); frameType(f) != "presence_state" {
-				t.Fatalf("step %d: %s: after auth_ok %s, want presence_state", step, c.p.name, f)
-			} else {
-				c.p.apply(f)
-			}
-			// The dashboards the new token and the subscription allow.
-			var want []string
-			for key, tag := range dash {
-				if m := dashMsgs[key]; c.tok.mayReceive(m) && c.sub.allows(m) {
-					want = append(want, tag)
-				}
-			}
-			var got []string
-			for range want {
-				got = append(got, c.collect(t, [][]byte{c.p.next()})...)
-			}
-			sort.Strings(want)
-			sort.Strings(got)
-			if !slices.Equal(got, want) {
-				t.Fatalf("step %d: %s after auth (token %+v) received dashboards %v, want %v", step, c.p.name, c.tok, got, want)
-			}
-			checkPresence(t, conns)
-		case op < 8: // a presence change
-			c := conns[r.IntN(len(conns))]
-			if c.moved >= 2 {
-				continue
-			}
-			c.moved++
-			moves++
-			c.viewing = fmt.Sprint("w", step)
-			c.p.send(`{"type":"presence","viewing":"` + c.viewing + `"}`)
-			checkPresence(t, conns)
-		default: // a typing frame
-			c := conns[r.IntN(len(conns))]
-			if c.typed >= 2 {
-				continue
-			}
-			c.typed++
-			typings++
-			target := fmt.Sprint("t", step)
-			receivers := map[*modelConn]bool{}
-			for _, o := range conns {
-				if o.tok.user != c.tok.user && o.tok.seesUser(c.tok.user, c.tok.committees) {
-					receivers[o] = true
-				}
-			}
-			sentTyping[target] = receivers
-			c.p.send(`{"type":"typing","target":"` + target + `"}`)
-			c.collect(t, c.p.sync())
-			for o := range receivers {
-				for !o.typing[target] {
-					o.collect(t, [][]byte{o.p.next()})
+		}
+		q = append(q, "types="+strings.Join(sub.types, ","))
+	}
+	if r.IntN(2) == 0 { // a committees subscription, asking for any
+		sub.all = false
+		var asked []string
+		for _, c := range propCommittees {
+			if r.IntN(2) == 0 {
+				asked = append(asked, fmt.Sprint(c))
+				if k.role == RoleAdmin || k.has(c) {
+					sub.committees = append(sub.committees, c)
 				}
 			}
 		}
+		q = append(q, "committees="+strings.Join(asked, ","))
 	}
-	// A last barrier on every presence queue: each connection's own
-	// change arrives after anything queued for it before.
-	for i, c := range conns {
+	return sub, strings.Join(q, "&")
+}
+
+// publishStep publishes a few messages, then a marker, and checks that
+// every connection received exactly the ones it may, in order.
+func (sc *scenario) publishStep(step int) {
+	t, r := sc.t, sc.r
+	var published []schema.Message
+	var tagsOf []string
+	for n := 1 + r.IntN(4); n > 0; n-- {
+		m := randomMessage(r)
+		tag := fmt.Sprintf("s%d-%d", step, n)
+		sc.s.publishMsg(t, m, tag)
+		if m.DashboardKey != "" {
+			sc.dash[m.DashboardKey], sc.dashMsgs[m.DashboardKey] = tag, m
+		}
+		published, tagsOf = append(published, m), append(tagsOf, tag)
+	}
+	marker := fmt.Sprintf("marker %d", step)
+	sc.s.publishMsg(t, schema.Message{Type: schema.TypeVoting}, marker)
+	for _, c := range sc.conns {
+		var want []string
+		for i, m := range published {
+			if c.tok.mayReceive(m) && c.sub.allows(m) {
+				want = append(want, tagsOf[i])
+			}
+		}
+		want = append(want, marker)
+		sc.checked += len(published)
+		got := c.collect(t, c.p.until(func(f []byte) bool { return frameJSON(f)["tag"] == marker }))
+		if !slices.Equal(got, want) {
+			t.Fatalf("step %d: %s (token %+v, subscription %+v) received %v, want %v", step, c.p.name, c.tok, c.sub, got, want)
+		}
+	}
+}
+
+// authStep sends an auth frame (same user, another role and committees)
+// on a connection and checks the presence state and the dashboards that
+// follow auth_ok.
+func (sc *scenario) authStep(step int) {
+	t, r := sc.t, sc.r
+	c := sc.conns[r.IntN(len(sc.conns))]
+	if c.auths >= int(authBurst) { // the limit allows a burst of 3
+		return
+	}
+	c.auths++
+	sc.auths++
+	c.tok = randomToken(r, c.tok.user)
+	if !c.sub.all {
+		c.sub.committees = slices.DeleteFunc(c.sub.committees, func(id int64) bool { return c.tok.role != RoleAdmin && !c.tok.has(id) })
+	}
+	c.p.send(`{"type":"auth","token":"` + c.tok.mint(t) + `"}`)
+	c.collect(t, c.p.until(func(f []byte) bool { return frameType(f) == "auth_ok" }))
+	if f := c.p.next(); frameType(f) != "presence_state" {
+		t.Fatalf("step %d: %s: after auth_ok %s, want presence_state", step, c.p.name, f)
+	} else {
+		c.p.apply(f)
+	}
+	// The dashboards the new token and the subscription allow.
+	var want []string
+	for key, tag := range sc.dash {
+		if m := sc.dashMsgs[key]; c.tok.mayReceive(m) && c.sub.allows(m) {
+			want = append(want, tag)
+		}
+	}
+	var got []string
+	for range want {
+		got = append(got, c.collect(t, [][]byte{c.p.next()})...)
+	}
+	sort.Strings(want)
+	sort.Strings(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("step %d: %s after auth (token %+v) received dashboards %v, want %v", step, c.p.name, c.tok, got, want)
+	}
+	checkPresence(t, sc.conns)
+}
+
+// presenceStep changes what a connection views.
+func (sc *scenario) presenceStep(step int) {
+	c := sc.conns[sc.r.IntN(len(sc.conns))]
+	if c.moved >= 2 {
+		return
+	}
+	c.moved++
+	sc.moves++
+	c.viewing = fmt.Sprint("w", step)
+	c.p.send(`{"type":"presence","viewing":"` + c.viewing + `"}`)
+	checkPresence(sc.t, sc.conns)
+}
+
+// typingStep sends a typing frame and waits until every connection that
+// may see its sender received it.
+func (sc *scenario) typingStep(step int) {
+	t := sc.t
+	c := sc.conns[sc.r.IntN(len(sc.conns))]
+	if c.typed >= 2 {
+		return
+	}
+	c.typed++
+	sc.typings++
+	target := fmt.Sprint("t", step)
+	receivers := map[*modelConn]bool{}
+	for _, o := range sc.conns {
+		if o.tok.user != c.tok.user && o.tok.seesUser(c.tok.user, c.tok.committees) {
+			receivers[o] = true
+		}
+	}
+	sc.sentTyping[target] = receivers
+	c.p.send(`{"type":"typing","target":"` + target + `"}`)
+	c.collect(t, c.p.sync())
+	for o := range receivers {
+		for !o.typing[target] {
+			o.collect(t, [][]byte{o.p.next()})
+		}
+	}
+}
+
+// finish puts a last barrier on every presence queue (each connection's
+// own change arrives after anything queued for it before), then checks
+// that each typing frame reached exactly its receivers.
+func (sc *scenario) finish() {
+	for i, c := range sc.conns {
 		c.viewing = fmt.Sprint("end", i)
 		c.p.send(`{"type":"presence","viewing":"` + c.viewing + `"}`)
 	}
-	checkPresence(t, conns)
-	for target, receivers := range sentTyping {
-		for _, c := range conns {
+	checkPresence(sc.t, sc.conns)
+	for target, receivers := range sc.sentTyping {
+		for _, c := range sc.conns {
 			if c.typing[target] != receivers[c] {
-				t.Errorf("typing %s: %s received it: %v, want %v", target, c.p.name, c.typing[target], receivers[c])
+				sc.t.Errorf("typing %s: %s received it: %v, want %v", target, c.p.name, c.typing[target], receivers[c])
 			}
 		}
 	}
