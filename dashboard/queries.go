@@ -356,38 +356,64 @@ func messages[T any](q *queries, typ string, ids []int64, data map[int64]*T, at 
 	return out
 }
 
+// guaranteesBy counts the guarantees of each of ids, by column (user_id
+// or committee_id) and status, and gives each count to add. Nothing when
+// no guarantee table is tracked.
+func (q *queries) guaranteesBy(ctx context.Context, column string, ids []int64, add func(id int64, status *string, n int64)) error {
+	t := q.b.guarantee
+	if t == "" {
+		return nil
+	}
+	return q.scan(ctx, `SELECT `+column+`, status::text, count(*) FROM `+t+` WHERE `+column+` = ANY($1) GROUP BY 1, 2`, []any{ids}, func(r pgx.Rows) error {
+		var id, n int64
+		var s *string
+		err := r.Scan(&id, &s, &n)
+		if err == nil {
+			add(id, s, n)
+		}
+		return err
+	})
+}
+
+// attendedBy counts the attendances marked of each of ids, by column
+// (user_id: who marked them, or committee_id), and gives each count to
+// set. Nothing when no attendance table is tracked.
+func (q *queries) attendedBy(ctx context.Context, column string, ids []int64, set func(id, n int64)) error {
+	t := q.b.attendance
+	if t == "" {
+		return nil
+	}
+	return q.scan(ctx, `SELECT `+column+`, count(*) FROM `+t+` WHERE `+column+` = ANY($1) AND attended GROUP BY 1`, []any{ids}, func(r pgx.Rows) error {
+		var id, n int64
+		err := r.Scan(&id, &n)
+		if err == nil {
+			set(id, n)
+		}
+		return err
+	})
+}
+
 func (q *queries) personal(ctx context.Context, users []int64, at string) ([]schema.Message, error) {
 	data, err := isolate(ctx, q, schema.DashboardPersonal, users, func(users []int64) (map[int64]*Personal, error) {
 		data := make(map[int64]*Personal, len(users))
 		for _, u := range users {
 			data[u] = &Personal{}
 		}
-		if t := q.b.guarantee; t != "" {
-			err := q.scan(ctx, `SELECT user_id, status::text, count(*) FROM `+t+` WHERE user_id = ANY($1) GROUP BY 1, 2`, []any{users}, func(r pgx.Rows) error {
-				var u, n int64
-				var s *string
-				err := r.Scan(&u, &s, &n)
-				if p := data[u]; p != nil && err == nil {
-					p.Guarantees.add(s, n)
-				}
-				return err
-			})
-			if err != nil {
-				return nil, err
+		err := q.guaranteesBy(ctx, schema.OwnerColumn, users, func(u int64, s *string, n int64) {
+			if p := data[u]; p != nil {
+				p.Guarantees.add(s, n)
 			}
+		})
+		if err != nil {
+			return nil, err
 		}
-		if t := q.b.attendance; t != "" {
-			err := q.scan(ctx, `SELECT user_id, count(*) FROM `+t+` WHERE user_id = ANY($1) AND attended GROUP BY 1`, []any{users}, func(r pgx.Rows) error {
-				var u, n int64
-				err := r.Scan(&u, &n)
-				if p := data[u]; p != nil && err == nil {
-					p.AttendanceMarked = n
-				}
-				return err
-			})
-			if err != nil {
-				return nil, err
+		err = q.attendedBy(ctx, schema.OwnerColumn, users, func(u, n int64) {
+			if p := data[u]; p != nil {
+				p.AttendanceMarked = n
 			}
+		})
+		if err != nil {
+			return nil, err
 		}
 		return data, nil
 	})
@@ -404,32 +430,21 @@ func (q *queries) supervisor(ctx context.Context, committees []int64, at string)
 			data[c] = &Supervisor{Votes: []Votes{}}
 		}
 		args := []any{committees}
-		if t := q.b.guarantee; t != "" {
-			err := q.scan(ctx, `SELECT committee_id, status::text, count(*) FROM `+t+` WHERE committee_id = ANY($1) GROUP BY 1, 2`, args, func(r pgx.Rows) error {
-				var c, n int64
-				var s *string
-				err := r.Scan(&c, &s, &n)
-				if d := data[c]; d != nil && err == nil {
-					d.Guarantees.add(s, n)
-				}
-				return err
-			})
-			if err != nil {
-				return nil, err
+		err := q.guaranteesBy(ctx, schema.CommitteeColumn, committees, func(c int64, s *string, n int64) {
+			if d := data[c]; d != nil {
+				d.Guarantees.add(s, n)
 			}
+		})
+		if err != nil {
+			return nil, err
 		}
-		if t := q.b.attendance; t != "" {
-			err := q.scan(ctx, `SELECT committee_id, count(*) FROM `+t+` WHERE committee_id = ANY($1) AND attended GROUP BY 1`, args, func(r pgx.Rows) error {
-				var c, n int64
-				err := r.Scan(&c, &n)
-				if d := data[c]; d != nil && err == nil {
-					d.Attendance.Attended = n
-				}
-				return err
-			})
-			if err != nil {
-				return nil, err
+		err = q.attendedBy(ctx, schema.CommitteeColumn, committees, func(c, n int64) {
+			if d := data[c]; d != nil {
+				d.Attendance.Attended = n
 			}
+		})
+		if err != nil {
+			return nil, err
 		}
 		if q.hasCommittee {
 			err := q.scan(ctx, `SELECT id, electors_count::bigint FROM `+q.b.commit+` WHERE id = ANY($1)`, args, func(r pgx.Rows) error {
