@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/walcast/walcast/internal/jsonx"
 	"github.com/walcast/walcast/schema"
@@ -117,22 +118,15 @@ func subscribedFrame(f *filter) []byte {
 	if f == nil || f.types == nil {
 		b = append(b, "null"...)
 	} else {
-		ts := make([]string, 0, len(f.types))
-		for t := range f.types {
-			ts = append(ts, t)
-		}
-		sort.Strings(ts)
-		b = jsonx.AppendStrings(b, ts)
+		b = jsonx.AppendStrings(b, slices.Sorted(maps.Keys(f.types)))
 	}
 	b = append(b, `,"committees":`...)
 	if f == nil || f.committees == nil {
 		b = append(b, "null"...)
 	} else {
-		cs := make([]int64, 0, len(f.committees))
-		for c := range f.committees {
-			cs = append(cs, c)
-		}
-		sort.Slice(cs, func(i, j int) bool { return cs[i] < cs[j] })
+		// Not nil when empty: no committee is [], not null ("all").
+		cs := slices.AppendSeq(make([]int64, 0, len(f.committees)), maps.Keys(f.committees))
+		slices.Sort(cs)
 		j, _ := json.Marshal(cs)
 		b = append(b, j...)
 	}

@@ -73,3 +73,21 @@ func FuzzClientFrame(f *testing.F) {
 		}
 	})
 }
+
+// The subscribed frame lists types and committees sorted; nil means all
+// (null), and an empty set is an empty list, never null.
+func TestSubscribedFrame(t *testing.T) {
+	for _, tc := range []struct {
+		f    *filter
+		want string
+	}{
+		{nil, `{"type":"subscribed","types":null,"committees":null}`},
+		{&filter{types: map[string]bool{"b": true, "a": true}, committees: map[int64]bool{9007199254740993: true, 2: true}},
+			`{"type":"subscribed","types":["a","b"],"committees":[2,9007199254740993]}`},
+		{&filter{types: map[string]bool{}, committees: map[int64]bool{}}, `{"type":"subscribed","types":[],"committees":[]}`},
+	} {
+		if got := string(subscribedFrame(tc.f)); got != tc.want {
+			t.Errorf("subscribedFrame(%+v) = %s, want %s", tc.f, got, tc.want)
+		}
+	}
+}

@@ -144,12 +144,8 @@ func TestRedisFollowResumesAfterAnOutage(t *testing.T) {
 	}
 	// The follower runs once the hub received a first entry.
 	appendRange(1, 1)
-	deadline := time.Now().Add(10 * time.Second)
-	for r.hub.Stats().Published == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the replica does not follow the stream")
-		}
-		time.Sleep(10 * time.Millisecond) // polling for readiness
+	if !eventually(10*time.Second, func() bool { return r.hub.Stats().Published > 0 }) {
+		t.Fatal("the replica does not follow the stream")
 	}
 	c := dialProbe(t, r.url, "admin", mint(t, 1, RoleAdmin), "")
 	appendRange(2, 20)
@@ -181,12 +177,8 @@ func TestPresenceJoinLeaveAndLossAcrossReplicas(t *testing.T) {
 	rb := startReplicaTTL(t, rd.URL(), ttl)
 	online := func(r *replica, user int64, want bool, what string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for slices.Contains(r.pr.Online(), user) != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: user %d online on the other replica = %v after 10 s", what, user, !want)
-			}
-			time.Sleep(10 * time.Millisecond) // polling for the other replica
+		if !eventually(10*time.Second, func() bool { return slices.Contains(r.pr.Online(), user) == want }) {
+			t.Fatalf("%s: user %d online on the other replica = %v after 10 s", what, user, !want)
 		}
 	}
 	a := dialProbe(t, ra.url, "a", mint(t, 10, "", 5), "")

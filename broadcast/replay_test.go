@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/walcast/walcast/schema"
 )
@@ -30,19 +29,8 @@ func newCountingServer(t *testing.T, window, history int) (*testServer, *countin
 	hub := NewHub(window)
 	bus := NewMemoryBus(history, hub)
 	h := &countingHistory{History: bus}
-	v, err := NewVerifier(AuthConfig{Secret: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewServer(ServerConfig{Hub: hub, History: h, Verifier: v, Logger: discard()})
-	hs := newHTTPServer(srv)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		hs.Close()
-	})
-	return &testServer{url: hs.URL, bus: bus, hub: hub}, h
+	_, url := startServer(t, ServerConfig{Hub: hub, History: h})
+	return &testServer{url: url, bus: bus, hub: hub}, h
 }
 
 // publishMany stores n messages of committee 1 in one append.

@@ -34,17 +34,10 @@ type probe struct {
 // dialProbe connects with tok and query and waits for the welcome.
 func dialProbe(t testing.TB, url, name, tok, query string) *probe {
 	t.Helper()
-	u := strings.Replace(url, "http", "ws", 1) + "/ws?token=" + tok
-	if query != "" {
-		u += "&" + query
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, _, err := websocket.Dial(ctx, u, nil)
+	conn, err := dialWS(t, url, tok, query)
 	if err != nil {
 		t.Fatalf("%s: dial: %v", name, err)
 	}
-	conn.SetReadLimit(1 << 20)
 	p := &probe{t: t, name: name, conn: conn, frames: make(chan []byte, 4096), closed: make(chan error, 1)}
 	var wg sync.WaitGroup
 	done := make(chan struct{})

@@ -30,11 +30,26 @@ func newTestServer(t *testing.T, window int, origins ...string) *testServer {
 	t.Helper()
 	hub := NewHub(window)
 	bus := NewMemoryBus(1000, hub)
-	v, err := NewVerifier(AuthConfig{Secret: secret})
-	if err != nil {
-		t.Fatal(err)
+	_, url := startServer(t, ServerConfig{Hub: hub, History: bus, AllowedOrigins: origins})
+	return &testServer{url: url, bus: bus, hub: hub}
+}
+
+// startServer runs a Server of cfg on a real listener until the test
+// ends, with the test secret's verifier and a silent logger unless cfg
+// sets them. It returns the server and its base URL.
+func startServer(t testing.TB, cfg ServerConfig) (*Server, string) {
+	t.Helper()
+	if cfg.Verifier == nil {
+		v, err := NewVerifier(AuthConfig{Secret: secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Verifier = v
 	}
-	srv := NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, AllowedOrigins: origins, Logger: discard()})
+	if cfg.Logger == nil {
+		cfg.Logger = discard()
+	}
+	srv := NewServer(cfg)
 	hs := newHTTPServer(srv)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -42,7 +57,36 @@ func newTestServer(t *testing.T, window int, origins ...string) *testServer {
 		srv.Shutdown(ctx)
 		hs.Close()
 	})
-	return &testServer{url: hs.URL, bus: bus, hub: hub}
+	return srv, hs.URL
+}
+
+// eventually polls cond until it holds or limit, a generous liveness
+// bound, passes; it reports whether cond held.
+func eventually(limit time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond) // polling for a state, not waiting it out
+	}
+	return true
+}
+
+// dialWS opens a WebSocket to the server at url with tok and query.
+func dialWS(t testing.TB, url, tok, query string) (*websocket.Conn, error) {
+	u := strings.Replace(url, "http", "ws", 1) + "/ws?token=" + tok
+	if query != "" {
+		u += "&" + query
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	conn.SetReadLimit(1 << 20)
+	return conn, nil
 }
 
 // publish stores one message with the given scope; committee/owner 0 mean none.
@@ -74,17 +118,10 @@ type wsc struct {
 
 func connect(t *testing.T, s *testServer, tok, query string) *wsc {
 	t.Helper()
-	u := strings.Replace(s.url, "http", "ws", 1) + "/ws?token=" + tok
-	if query != "" {
-		u += "&" + query
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, _, err := websocket.Dial(ctx, u, nil)
+	conn, err := dialWS(t, s.url, tok, query)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	conn.SetReadLimit(1 << 20)
 	t.Cleanup(func() { conn.CloseNow() })
 	c := &wsc{t: t, conn: conn}
 	if w := c.read(); w["type"] != "welcome" {
@@ -413,12 +450,8 @@ func newHTTPServer(srv *Server) *httptest.Server { return httptest.NewServer(srv
 func TestUnansweredPingsDropTheConnection(t *testing.T) {
 	hub := NewHub(0)
 	bus := NewMemoryBus(10, hub)
-	v, _ := NewVerifier(AuthConfig{Secret: secret})
-	srv := NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, Logger: discard(),
-		PingInterval: 100 * time.Millisecond, PongTimeout: 200 * time.Millisecond})
-	hs := newHTTPServer(srv)
-	defer hs.Close()
-	s := &testServer{url: hs.URL, bus: bus, hub: hub}
+	_, url := startServer(t, ServerConfig{Hub: hub, History: bus, PingInterval: 100 * time.Millisecond, PongTimeout: 200 * time.Millisecond})
+	s := &testServer{url: url, bus: bus, hub: hub}
 	live := connect(t, s, mint(t, 1, "admin"), "")
 	go func() {
 		for {
@@ -428,10 +461,7 @@ func TestUnansweredPingsDropTheConnection(t *testing.T) {
 		}
 	}()
 	_ = connect(t, s, mint(t, 2, "admin"), "") // reads nothing: never pongs
-	deadline := time.Now().Add(5 * time.Second)
-	for hub.Clients() != 1 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(5*time.Second, func() bool { return hub.Clients() == 1 })
 	if n := hub.Clients(); n != 1 {
 		t.Fatalf("%d clients after 5 s, want only the one answering pings", n)
 	}
@@ -442,14 +472,11 @@ func TestUnansweredPingsDropTheConnection(t *testing.T) {
 func TestHungWritesAreClosed(t *testing.T) {
 	hub := NewHub(1 << 16)
 	bus := NewMemoryBus(1<<16, hub)
-	v, _ := NewVerifier(AuthConfig{Secret: secret})
-	srv := NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, Logger: discard(), WriteTimeout: 300 * time.Millisecond})
-	hs := newHTTPServer(srv)
-	defer hs.Close()
+	srv, url := startServer(t, ServerConfig{Hub: hub, History: bus, WriteTimeout: 300 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go srv.Watch(ctx)
-	s := &testServer{url: hs.URL, bus: bus, hub: hub}
+	s := &testServer{url: url, bus: bus, hub: hub}
 	_ = connect(t, s, mint(t, 1, "admin"), "") // never reads again
 	big := strings.Repeat("x", 256<<10)
 	for i := 0; i < 64; i++ { // 16 MB: more than the socket buffers hold
@@ -457,10 +484,7 @@ func TestHungWritesAreClosed(t *testing.T) {
 		pos := schema.Position{LSN: 9000 + s.seq}
 		bus.Append(context.Background(), []schema.Message{{Pos: pos, Type: schema.TypeGuarantee, JSON: []byte(`"` + big + `"`)}})
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for hub.Clients() != 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(5*time.Second, func() bool { return hub.Clients() == 0 })
 	if n := hub.Clients(); n != 0 {
 		t.Fatalf("%d clients still connected with a hung write", n)
 	}
