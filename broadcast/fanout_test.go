@@ -30,7 +30,7 @@ func benchFanOut(b *testing.B, n int) {
 	_, url := startBenchServer(b, hub, bus)
 	conns := make([]*websocket.Conn, n)
 	for i := range conns {
-		conns[i] = dialB(b, url, mintB(b, int64(i)))
+		conns[i] = dialB(b, url, mint(b, int64(i), RoleAdmin))
 	}
 	var wg sync.WaitGroup
 	payload := `{"id":"%d-0","type":"guarantee_update","action":"updated","table":"public.guarantee","data":{"id":7,"committee_id":3,"user_id":12,"status":"strong"},"timestamp":"2026-11-25T12:00:00.123456Z"}`

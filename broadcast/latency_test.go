@@ -33,10 +33,10 @@ func BenchmarkStalledClientLatency(b *testing.B) {
 			_ = srv
 			s.url = url
 			if stalled {
-				c := dialB(b, url, mintB(b, 1))
+				c := dialB(b, url, mint(b, 1, RoleAdmin))
 				defer c.CloseNow() // never reads
 			}
-			healthy := dialB(b, url, mintB(b, 2))
+			healthy := dialB(b, url, mint(b, 2, RoleAdmin))
 			defer healthy.CloseNow()
 			pad := strings.Repeat("x", 2000) // stalls the other socket sooner
 			lat := make([]time.Duration, 0, b.N)
@@ -63,31 +63,20 @@ func BenchmarkStalledClientLatency(b *testing.B) {
 	}
 }
 
+// startBenchServer runs a server of hub and bus without connection limits.
 func startBenchServer(b *testing.B, hub *Hub, bus *MemoryBus) (*Server, string) {
-	v, _ := NewVerifier(AuthConfig{Secret: secret})
-	srv := NewServer(ServerConfig{Hub: hub, History: bus, Verifier: v, Logger: discard(),
+	return startServer(b, ServerConfig{Hub: hub, History: bus,
 		Limits: Limits{MaxConnections: 1 << 20, ConnectRate: 1e6, ConnectBurst: 1 << 20}})
-	hs := newHTTPServer(srv)
-	b.Cleanup(hs.Close)
-	return srv, hs.URL
 }
 
+// dialB connects with tok and reads the welcome.
 func dialB(b *testing.B, url, tok string) *websocket.Conn {
-	c, _, err := websocket.Dial(context.Background(), strings.Replace(url, "http", "ws", 1)+"/ws?token="+tok, nil)
+	c, err := dialWS(b, url, tok, "")
 	if err != nil {
 		b.Fatal(err)
 	}
-	c.SetReadLimit(1 << 20)
 	if _, _, err := c.Read(context.Background()); err != nil { // welcome
 		b.Fatal(err)
 	}
 	return c
-}
-
-func mintB(b *testing.B, user int64) string {
-	tok, err := MintToken(secret, user, RoleAdmin, nil, time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return tok
 }

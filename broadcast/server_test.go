@@ -102,7 +102,7 @@ func (s *testServer) publish(t *testing.T, typ string, committee, owner int64) s
 	return pos
 }
 
-func mint(t *testing.T, user int64, role string, committees ...int64) string {
+func mint(t testing.TB, user int64, role string, committees ...int64) string {
 	t.Helper()
 	tok, err := MintToken(secret, user, role, committees, time.Hour)
 	if err != nil {
