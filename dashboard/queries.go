@@ -356,41 +356,37 @@ func messages[T any](q *queries, typ string, ids []int64, data map[int64]*T, at 
 	return out
 }
 
-// guaranteesBy counts the guarantees of each of ids, by column (user_id
-// or committee_id) and status, and gives each count to add. Nothing when
-// no guarantee table is tracked.
-func (q *queries) guaranteesBy(ctx context.Context, column string, ids []int64, add func(id int64, status *string, n int64)) error {
-	t := q.b.guarantee
-	if t == "" {
-		return nil
-	}
-	return q.scan(ctx, `SELECT `+column+`, status::text, count(*) FROM `+t+` WHERE `+column+` = ANY($1) GROUP BY 1, 2`, []any{ids}, func(r pgx.Rows) error {
-		var id, n int64
-		var s *string
-		err := r.Scan(&id, &s, &n)
-		if err == nil {
-			add(id, s, n)
+// countsBy counts, for each of ids by column (user_id or committee_id),
+// the guarantees by status and the attendances marked, into the counters
+// of the id that of returns (nil: an id not asked for). A table that is
+// not tracked counts nothing.
+func (q *queries) countsBy(ctx context.Context, column string, ids []int64, of func(id int64) (*Guarantees, *int64)) error {
+	args := []any{ids}
+	if t := q.b.guarantee; t != "" {
+		err := q.scan(ctx, `SELECT `+column+`, status::text, count(*) FROM `+t+` WHERE `+column+` = ANY($1) GROUP BY 1, 2`, args, func(r pgx.Rows) error {
+			var id, n int64
+			var s *string
+			err := r.Scan(&id, &s, &n)
+			if g, _ := of(id); g != nil && err == nil {
+				g.add(s, n)
+			}
+			return err
+		})
+		if err != nil {
+			return err
 		}
-		return err
-	})
-}
-
-// attendedBy counts the attendances marked of each of ids, by column
-// (user_id: who marked them, or committee_id), and gives each count to
-// set. Nothing when no attendance table is tracked.
-func (q *queries) attendedBy(ctx context.Context, column string, ids []int64, set func(id, n int64)) error {
-	t := q.b.attendance
-	if t == "" {
-		return nil
 	}
-	return q.scan(ctx, `SELECT `+column+`, count(*) FROM `+t+` WHERE `+column+` = ANY($1) AND attended GROUP BY 1`, []any{ids}, func(r pgx.Rows) error {
-		var id, n int64
-		err := r.Scan(&id, &n)
-		if err == nil {
-			set(id, n)
-		}
-		return err
-	})
+	if t := q.b.attendance; t != "" {
+		return q.scan(ctx, `SELECT `+column+`, count(*) FROM `+t+` WHERE `+column+` = ANY($1) AND attended GROUP BY 1`, args, func(r pgx.Rows) error {
+			var id, n int64
+			err := r.Scan(&id, &n)
+			if _, a := of(id); a != nil && err == nil {
+				*a = n
+			}
+			return err
+		})
+	}
+	return nil
 }
 
 func (q *queries) personal(ctx context.Context, users []int64, at string) ([]schema.Message, error) {
@@ -399,18 +395,11 @@ func (q *queries) personal(ctx context.Context, users []int64, at string) ([]sch
 		for _, u := range users {
 			data[u] = &Personal{}
 		}
-		err := q.guaranteesBy(ctx, schema.OwnerColumn, users, func(u int64, s *string, n int64) {
+		err := q.countsBy(ctx, schema.OwnerColumn, users, func(u int64) (*Guarantees, *int64) {
 			if p := data[u]; p != nil {
-				p.Guarantees.add(s, n)
+				return &p.Guarantees, &p.AttendanceMarked
 			}
-		})
-		if err != nil {
-			return nil, err
-		}
-		err = q.attendedBy(ctx, schema.OwnerColumn, users, func(u, n int64) {
-			if p := data[u]; p != nil {
-				p.AttendanceMarked = n
-			}
+			return nil, nil
 		})
 		if err != nil {
 			return nil, err
@@ -430,18 +419,11 @@ func (q *queries) supervisor(ctx context.Context, committees []int64, at string)
 			data[c] = &Supervisor{Votes: []Votes{}}
 		}
 		args := []any{committees}
-		err := q.guaranteesBy(ctx, schema.CommitteeColumn, committees, func(c int64, s *string, n int64) {
+		err := q.countsBy(ctx, schema.CommitteeColumn, committees, func(c int64) (*Guarantees, *int64) {
 			if d := data[c]; d != nil {
-				d.Guarantees.add(s, n)
+				return &d.Guarantees, &d.Attendance.Attended
 			}
-		})
-		if err != nil {
-			return nil, err
-		}
-		err = q.attendedBy(ctx, schema.CommitteeColumn, committees, func(c, n int64) {
-			if d := data[c]; d != nil {
-				d.Attendance.Attended = n
-			}
+			return nil, nil
 		})
 		if err != nil {
 			return nil, err
