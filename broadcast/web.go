@@ -11,9 +11,12 @@ import (
 )
 
 // webFiles are the live dashboard (index.html) and the browser client
-// (client.js, with its TypeScript declarations client.d.ts).
+// (client.js, with its TypeScript declarations client.d.ts). broadcast/web
+// is also the npm package @walcast/client, so /client.js is the package's
+// own file; the folder's other files (package.json, the Node tests,
+// node_modules) are named out, not embedded.
 //
-//go:embed web
+//go:embed web/index.html web/client.js web/client.d.ts
 var webFiles embed.FS
 
 // WebHandler serves the embedded web folder by file name: the live

@@ -23,22 +23,22 @@ import (
 	"github.com/walcast/walcast/internal/testenv"
 )
 
-// TestWebClientAndDashboard runs the Node tests in web/: unit tests of
+// TestWebClientAndDashboard runs the Node tests in broadcast/web/test: unit tests of
 // broadcast/web/client.js against this real walcast, and the dashboard in
 // headless Chromium driven by playwright-core. The Node side steers the
 // scenario through a small control server (SQL, kill and restart walcast,
 // tokens), so walcast stays a real process with Redis behind it and resume
 // survives its restarts.
 //
-// Node 20+, web/node_modules (npm ci) and Chromium come from
+// Node 20+, broadcast/web/node_modules (npm ci) and Chromium come from
 // scripts/install-deps.sh; without them the test fails under CI=true and is
 // skipped otherwise.
 func TestWebClientAndDashboard(t *testing.T) {
-	webDir, err := filepath.Abs("../../web")
+	webDir, err := filepath.Abs("../../broadcast/web")
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, chromium := webTestTools(t, webDir)
+	node, chromium := webTestTools(t, webDir, true)
 
 	pg := electionDB(t)
 	rd := testenv.StartRedis(t)
@@ -75,7 +75,7 @@ func TestWebClientAndDashboard(t *testing.T) {
 	defer cancel()
 	files, err := filepath.Glob(filepath.Join(webDir, "test", "*.test.js"))
 	if err != nil || len(files) == 0 {
-		t.Fatalf("no web/test/*.test.js (%v)", err)
+		t.Fatalf("no broadcast/web/test/*.test.js (%v)", err)
 	}
 	cmd := exec.CommandContext(ctx, node, append(nodeTestArgs(), files...)...)
 	cmd.Dir = webDir
@@ -98,16 +98,16 @@ func TestWebClientAndDashboard(t *testing.T) {
 }
 
 // nodeTestArgs runs test files one at a time (they share one walcast and
-// kill it). client.js is an ES module outside any package.json, and Node 20
-// has WebSocket only behind a flag.
+// kill it). Node 20 has WebSocket only behind a flag.
 func nodeTestArgs() []string {
-	return []string{"--experimental-websocket", "--experimental-detect-module", "--test",
+	return []string{"--experimental-websocket", "--test",
 		"--test-concurrency=1", "--test-reporter=spec"}
 }
 
-// webTestTools finds node and Chromium and checks that npm ci has run,
-// failing under CI=true and skipping otherwise when something is missing.
-func webTestTools(t *testing.T, webDir string) (node, chromium string) {
+// webTestTools finds node (and Chromium when withChromium) and checks that
+// npm ci has run in broadcast/web, failing under CI=true and skipping
+// otherwise when something is missing.
+func webTestTools(t *testing.T, webDir string, withChromium bool) (node, chromium string) {
 	t.Helper()
 	testenv.SkipIfShort(t, "Node.js and Chromium")
 	missing := func(what string) {
@@ -126,8 +126,13 @@ func webTestTools(t *testing.T, webDir string) (node, chromium string) {
 	if major, _ := strconv.Atoi(strings.TrimSpace(string(outb))); err != nil || major < 20 {
 		missing(fmt.Sprintf("node is older than 20 (major %q)", strings.TrimSpace(string(outb))))
 	}
-	if _, err := os.Stat(filepath.Join(webDir, "node_modules", "playwright-core", "package.json")); err != nil {
-		missing("web/node_modules has no playwright-core: run `npm ci` in web/")
+	for _, dep := range []string{"playwright-core", "react", "react-test-renderer"} {
+		if _, err := os.Stat(filepath.Join(webDir, "node_modules", dep, "package.json")); err != nil {
+			missing("broadcast/web/node_modules has no " + dep + ": run `npm ci` in broadcast/web/")
+		}
+	}
+	if !withChromium {
+		return node, ""
 	}
 	chromium = os.Getenv("CHROMIUM")
 	if chromium == "" {

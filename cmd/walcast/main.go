@@ -21,9 +21,6 @@ import (
 	"github.com/walcast/walcast/cdc"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 const topUsage = `usage: walcast <command> [flags]
 
 commands:
@@ -89,7 +86,7 @@ func realMainContext(ctx context.Context, args []string, stdout, stderr io.Write
 func dispatch(ctx context.Context, command string, args []string, stdout, stderr io.Writer, getenv func(string) string, red *redactor) error {
 	switch command {
 	case "version", "--version":
-		fmt.Fprintln(stdout, "walcast", version)
+		fmt.Fprintln(stdout, versionString())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, topUsage)

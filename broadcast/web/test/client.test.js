@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { WalcastClient, compareIds, parseId, tokenExpiry } from "../../broadcast/web/client.js";
+import { WalcastClient, compareIds, parseId, tokenExpiry } from "../client.js";
 import { WS_URL, label, names, record, skip, sql, token, waitFor, walcast } from "./harness.js";
 
 // newClient makes a client for this test and closes it when the test ends.

@@ -1,15 +1,15 @@
 // screenshot.js saves a picture of walcast's live dashboard, as in
 // docs/screenshot.png. Start `walcast demo`, let it run a minute, then:
 //
-//   node web/screenshot.js 'http://localhost:8080/#token=…' docs/screenshot.png
+//   node broadcast/web/screenshot.js 'http://localhost:8080/#token=…' docs/screenshot.png
 //
 // It uses Debian's Chromium (CHROMIUM to use another) through playwright-core
-// (npm ci in web/ first).
+// (npm ci in broadcast/web/ first).
 import { chromium } from "playwright-core";
 
 const [url, out = "dashboard.png"] = process.argv.slice(2);
 if (!url) {
-  console.error("usage: node web/screenshot.js DASHBOARD_URL [OUT.png]");
+  console.error("usage: node broadcast/web/screenshot.js DASHBOARD_URL [OUT.png]");
   process.exit(2);
 }
 const browser = await chromium.launch({

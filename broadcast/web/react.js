@@ -1,0 +1,82 @@
+// useWalcast: walcast's client as a React hook (@walcast/client/react).
+// React is an optional peer dependency of @walcast/client: only this module
+// imports it. Guide: docs/client.md.
+//
+//   import { useWalcast } from "@walcast/client/react";
+//   const { status } = useWalcast({
+//     url: "wss://walcast.example.com/ws",
+//     getToken: refreshIfNeeded,   // your access token, refreshed when needed
+//     enabled: isLoggedIn,
+//     subscribe: { committees: [committeeId] },
+//     onMessage: (m) => dispatch({ type: `walcast/${m.type}`, payload: m }),
+//     onResync: () => dispatch({ type: "walcast/resync" }),
+//   });
+import { useEffect, useRef, useState } from "react";
+import { WalcastClient } from "./client.js";
+
+/**
+ * useWalcast keeps one WalcastClient open while the component is mounted and
+ * enabled is not false, and returns { status, client }.
+ *
+ * A new url, enabled or since makes a new connection. New callbacks or a new
+ * getToken do not: the latest ones are used. A new subscription (by value,
+ * not by identity) is sent on the open connection and kept for reconnects.
+ * Other options (WebSocket, timeouts) are read when a connection is made.
+ */
+export function useWalcast(options) {
+  const { url, enabled = true, since, subscribe } = options;
+  const latest = useRef(options);
+  latest.current = options; // callbacks and getToken without reconnecting
+  const [status, setStatus] = useState(enabled ? "connecting" : "idle");
+  const [client, setClient] = useState(null);
+
+  // The subscription at connect time; later changes go through the
+  // effect below. sent is the client and the subscription it has.
+  const subKey = JSON.stringify(subscribe ?? null);
+  const subRef = useRef(subscribe);
+  subRef.current = subscribe;
+  const sent = useRef({ client: null, key: subKey });
+
+  useEffect(() => {
+    if (!enabled) {
+      setStatus("idle");
+      return undefined;
+    }
+    const o = latest.current;
+    const { onMessage, onStatus, onResync, onError, getToken, enabled: _e, ...clientOptions } = o;
+    const c = new WalcastClient({
+      ...clientOptions,
+      ...(typeof getToken === "function" ? { getToken: () => latest.current.getToken() } : {}),
+      subscribe: subRef.current ?? undefined,
+    });
+    sent.current = { client: c, key: JSON.stringify(subRef.current ?? null) };
+    const off = [
+      c.on("status", (s, info) => {
+        setStatus(s);
+        latest.current.onStatus?.(s, info);
+      }),
+      c.on("*", (m) => latest.current.onMessage?.(m)),
+      c.on("resync_required", (m) => latest.current.onResync?.(m)),
+      c.on("error", (e) => latest.current.onError?.(e)),
+    ];
+    setStatus(c.status);
+    setClient(c);
+    return () => {
+      for (const f of off) f();
+      c.close();
+      setClient((cur) => (cur === c ? null : cur));
+    };
+  }, [url, enabled, since]);
+
+  // A new subscription goes to the open connection (the client keeps it
+  // for reconnects); the one a client was made with is not sent twice.
+  useEffect(() => {
+    if (!client || (sent.current.client === client && sent.current.key === subKey)) return;
+    sent.current = { client, key: subKey };
+    client.subscribe(subRef.current ?? {});
+  }, [client, subKey]);
+
+  return { status, client };
+}
+
+export default useWalcast;
