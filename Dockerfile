@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # walcast: a static binary on a distroless base.
 #
-#   docker build -t walcast .
+#   make docker          # stamped with the version, commit and date (git)
+#   docker build -t walcast .   # works too; the image then says 0.x.y-dev
 #   docker run --rm -p 8080:8080 -p 127.0.0.1:9090:9090 \
 #     -e WALCAST_DATABASE_URL=postgres://… -e WALCAST_JWT_SECRET=… \
 #     -e WALCAST_INTERNAL_LISTEN=:9090 walcast
@@ -17,10 +18,14 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false \
-      -ldflags "-s -w -X main.version=${VERSION}" \
-      -o /walcast ./cmd/walcast
+# The stamp (scripts/version.sh's output, passed by `make docker`); the
+# build is scripts/build.sh, the one `make build` and `make release` use.
+ARG VERSION
+ARG COMMIT
+ARG DATE
+ARG SOURCE_DATE_EPOCH
+RUN VERSION="${VERSION}" COMMIT="${COMMIT}" DATE="${DATE}" SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH}" \
+      bash scripts/build.sh /walcast
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /walcast /walcast

@@ -8,22 +8,46 @@ FUZZ_PKGS ?= $(shell grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 d
 FUZZTIME ?= 2m
 
 .DEFAULT_GOAL := build
-.PHONY: build test deps demo fmt vet fuzz bench soak
+.PHONY: build test deps demo-deps demo release docker fmt vet fuzz bench soak
 
+# build makes a static binary stamped with its version, commit and commit
+# date (scripts/version.sh); `bin/walcast version` prints them. The same
+# script builds releases and the Docker image.
 build:
-	$(GO) build -o bin/walcast ./cmd/walcast
+	@GO=$(GO) bash scripts/build.sh bin/walcast
 
-# deps installs PostgreSQL and Redis if they are missing (see the script).
+# deps installs what the tests need if it is missing (PostgreSQL, Redis,
+# Node.js, Chromium, the browser tests' npm packages); demo-deps only
+# PostgreSQL and Redis. `bash scripts/install-deps.sh --dry-run` says what
+# it would install.
 deps:
 	@bash scripts/install-deps.sh
+
+demo-deps:
+	@bash scripts/install-deps.sh --demo
 
 # The integration tests start real PostgreSQL and Redis servers, so test
 # needs deps first; 9 minutes keeps the whole run inside CI's 10.
 test: deps
 	$(GO) test -race -count=1 -timeout 9m ./...
 
-demo:
+# demo installs PostgreSQL and Redis if missing, then starts a throwaway
+# database, walcast and a simulated election, and prints the dashboard link.
+demo: demo-deps
 	$(GO) run ./cmd/walcast demo
+
+# release builds static, reproducible binaries for linux and darwin (amd64,
+# arm64), the npm package and SHA256SUMS into dist/ (scripts/release.sh).
+release:
+	@GO=$(GO) bash scripts/release.sh
+
+# docker builds the image with the same stamp as `make build`: the image
+# has no .git, so the stamp goes in as build arguments.
+docker:
+	@eval "$$(bash scripts/version.sh)" && docker build \
+		--build-arg VERSION="$$VERSION" --build-arg COMMIT="$$COMMIT" \
+		--build-arg DATE="$$DATE" --build-arg SOURCE_DATE_EPOCH="$$SOURCE_DATE_EPOCH" \
+		-t walcast:"$$(echo "$$VERSION" | tr + -)" -t walcast:latest .
 
 fmt:
 	$(GO) fmt ./...

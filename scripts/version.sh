@@ -37,8 +37,13 @@ if git rev-parse --git-dir >/dev/null 2>&1; then
 fi
 : "${VERSION:=$(pkg_version)-dev}"
 : "${COMMIT:=unknown}"
-: "${SOURCE_DATE_EPOCH:=0}"
-: "${DATE:=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r "$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)}"
+if [[ -n ${SOURCE_DATE_EPOCH:-} ]]; then
+	: "${DATE:=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r "$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)}"
+else
+	# No git and no stamp given (a plain `docker build`): nothing to date.
+	SOURCE_DATE_EPOCH=0
+	: "${DATE:=unknown}"
+fi
 
 # A tagged release and the npm package must carry the same version.
 if [[ $VERSION != *-* && $VERSION != "$(pkg_version)" ]]; then

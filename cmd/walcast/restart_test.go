@@ -23,7 +23,8 @@ var (
 	buildErr  error
 )
 
-// walcastBinary builds the real binary once per test run.
+// walcastBinary builds the real binary once per test run, the way releases
+// are built (scripts/build.sh: static, stamped), with testStamp.
 func walcastBinary(t *testing.T) string {
 	t.Helper()
 	testenv.SkipIfShort(t, "the walcast binary (go build)")
@@ -34,9 +35,11 @@ func walcastBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "walcast")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		cmd := exec.Command("bash", "../../scripts/build.sh", binPath)
+		cmd.Env = append(os.Environ(), testStamp...)
+		out, err := cmd.CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			buildErr = fmt.Errorf("scripts/build.sh: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
