@@ -33,8 +33,9 @@ test: deps
 
 # demo installs PostgreSQL and Redis if missing, then starts a throwaway
 # database, walcast and a simulated election, and prints the dashboard link.
-demo: demo-deps
-	$(GO) run ./cmd/walcast demo
+# DEMO_FLAGS passes flags, e.g. make demo DEMO_FLAGS=--listen=:8090.
+demo: demo-deps build
+	bin/walcast demo $(DEMO_FLAGS)
 
 # release builds static, reproducible binaries for linux and darwin (amd64,
 # arm64), the npm package and SHA256SUMS into dist/ (scripts/release.sh).
