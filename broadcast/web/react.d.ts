@@ -33,9 +33,9 @@ export interface UseWalcastResult {
 
 /**
  * Keeps one WalcastClient open while mounted and enabled. A new url, enabled
- * or since reconnects; new callbacks or getToken do not (the latest are
- * used); a new subscription (compared by value) is sent on the open
- * connection.
+ * or since reconnects, and a new token when there is no getToken; new
+ * callbacks or getToken do not (the latest are used); a new subscription
+ * (compared by value) is sent on the open connection.
  */
 export declare function useWalcast(options: UseWalcastOptions): UseWalcastResult;
 export default useWalcast;

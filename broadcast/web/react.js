@@ -18,13 +18,17 @@ import { WalcastClient } from "./client.js";
  * useWalcast keeps one WalcastClient open while the component is mounted and
  * enabled is not false, and returns { status, client }.
  *
- * A new url, enabled or since makes a new connection. New callbacks or a new
- * getToken do not: the latest ones are used. A new subscription (by value,
+ * A new url, enabled or since makes a new connection, and so does a new
+ * token when there is no getToken. New callbacks or a new getToken do not:
+ * the latest ones are used. A new subscription (by value,
  * not by identity) is sent on the open connection and kept for reconnects.
  * Other options (WebSocket, timeouts) are read when a connection is made.
  */
 export function useWalcast(options) {
   const { url, enabled = true, since, subscribe } = options;
+  // A plain token is read at connect, so a new one needs a new connection;
+  // getToken is asked again by the client itself.
+  const plainToken = typeof options.getToken === "function" ? null : options.token;
   const latest = useRef(options);
   latest.current = options; // callbacks and getToken without reconnecting
   const [status, setStatus] = useState(enabled ? "connecting" : "idle");
@@ -66,7 +70,7 @@ export function useWalcast(options) {
       c.close();
       setClient((cur) => (cur === c ? null : cur));
     };
-  }, [url, enabled, since]);
+  }, [url, enabled, since, plainToken]);
 
   // A new subscription goes to the open connection (the client keeps it
   // for reconnects); the one a client was made with is not sent twice.

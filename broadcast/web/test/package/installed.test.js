@@ -115,3 +115,17 @@ test("useWalcast: connects, delivers, resubscribes and swaps callbacks without r
   root.unmount();
   await waitFor(() => again.status === "closed", { what: "closed on unmount" });
 });
+
+test("useWalcast with a plain token: a new token makes a new connection", { skip }, async (t) => {
+  const seen = { renders: 0, status: null, client: null };
+  const [a, b] = [await token({ user: 1 }), await token({ user: 2, role: "admin" })];
+  const root = TestRenderer.create(createElement(Hook, { seen, url: WS_URL, token: a }));
+  t.after(() => root.unmount());
+  await waitFor(() => seen.status === "open", { what: "open with token a" });
+  const first = seen.client;
+  root.update(createElement(Hook, { seen, url: WS_URL, token: a, onMessage: () => {} }));
+  assert.equal(seen.client, first, "same token, new callback: same client");
+  root.update(createElement(Hook, { seen, url: WS_URL, token: b }));
+  await waitFor(() => seen.client && seen.client !== first && seen.status === "open", { what: "a new client with token b" });
+  assert.equal(first.status, "closed");
+});
