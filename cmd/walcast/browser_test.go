@@ -40,15 +40,45 @@ func TestWebClientAndDashboard(t *testing.T) {
 	}
 	node, chromium := webTestTools(t, webDir, true)
 
-	pg := electionDB(t)
 	rd := testenv.StartRedis(t)
+	rig := startNodeRig(t, "--redis-url", rd.URL())
+
+	shot := os.Getenv("WALCAST_SCREENSHOT")
+	if shot == "" {
+		shot = filepath.Join(webDir, "test-results", "dashboard.png")
+	}
+	files, err := filepath.Glob(filepath.Join(webDir, "test", "*.test.js"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no broadcast/web/test/*.test.js (%v)", err)
+	}
+	began := time.Now()
+	if err := rig.runNode(node, webDir, files, "CHROMIUM="+chromium, "WALCAST_SCREENSHOT="+shot); err != nil {
+		t.Fatalf("node tests: %v", err)
+	}
+	t.Logf("node tests passed in %v; dashboard screenshot: %s", time.Since(began).Round(time.Millisecond), shot)
+}
+
+// nodeRig is a real walcast process on a real PostgreSQL, and the control
+// server through which Node tests steer it (SQL, kill and restart walcast,
+// tokens).
+type nodeRig struct {
+	t   *testing.T
+	w   *walcastServer
+	ctl *httptest.Server
+}
+
+// startNodeRig starts walcast run on a fresh election database with the
+// extra flags given (e.g. --redis-url), and its control server.
+func startNodeRig(t *testing.T, extra ...string) *nodeRig {
+	t.Helper()
+	pg := electionDB(t)
 	w := &walcastServer{
 		bin:  walcastBinary(t),
 		addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
 		out:  &syncBuffer{},
 	}
-	w.args = []string{"run", "--database-url", pg.URL(), "--redis-url", rd.URL(), "--jwt-secret", testSecret,
-		"--listen", w.addr, "--log-level", "warn"}
+	w.args = append([]string{"run", "--database-url", pg.URL(), "--jwt-secret", testSecret,
+		"--listen", w.addr, "--log-level", "warn"}, extra...)
 	t.Cleanup(func() {
 		w.kill()
 		if t.Failed() {
@@ -58,7 +88,6 @@ func TestWebClientAndDashboard(t *testing.T) {
 	if err := w.start(); err != nil {
 		t.Fatal(err)
 	}
-
 	db, err := pgx.Connect(context.Background(), pg.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -66,35 +95,23 @@ func TestWebClientAndDashboard(t *testing.T) {
 	t.Cleanup(func() { db.Close(context.Background()) })
 	ctl := httptest.NewServer(controlHandler(w, db))
 	t.Cleanup(ctl.Close)
+	return &nodeRig{t: t, w: w, ctl: ctl}
+}
 
-	shot := os.Getenv("WALCAST_SCREENSHOT")
-	if shot == "" {
-		shot = filepath.Join(webDir, "test-results", "dashboard.png")
-	}
+// runNode runs the Node test files in dir against the rig, with env added
+// to the rig's WALCAST_URL and WALCAST_CONTROL, logging their output.
+func (r *nodeRig) runNode(node, dir string, files []string, env ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	files, err := filepath.Glob(filepath.Join(webDir, "test", "*.test.js"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no broadcast/web/test/*.test.js (%v)", err)
-	}
 	cmd := exec.CommandContext(ctx, node, append(nodeTestArgs(), files...)...)
-	cmd.Dir = webDir
-	cmd.Env = append(os.Environ(),
-		"WALCAST_URL=http://"+w.addr,
-		"WALCAST_CONTROL="+ctl.URL,
-		"CHROMIUM="+chromium,
-		"WALCAST_SCREENSHOT="+shot,
-	)
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), "WALCAST_URL=http://"+r.w.addr, "WALCAST_CONTROL="+r.ctl.URL), env...)
 	cmd.WaitDelay = 5 * time.Second
-	out := &lineLogger{t: t}
+	out := &lineLogger{t: r.t}
 	cmd.Stdout, cmd.Stderr = out, out
-	began := time.Now()
-	err = cmd.Run()
+	err := cmd.Run()
 	out.flush()
-	if err != nil {
-		t.Fatalf("node tests: %v", err)
-	}
-	t.Logf("node tests passed in %v; dashboard screenshot: %s", time.Since(began).Round(time.Millisecond), shot)
+	return err
 }
 
 // nodeTestArgs runs test files one at a time (they share one walcast and

@@ -6,7 +6,6 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http/httptest"
 	"os"
@@ -17,10 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 
 	"github.com/walcast/walcast/broadcast"
-	"github.com/walcast/walcast/internal/testenv"
 )
 
 // TestClientPackage packs the npm package @walcast/client (broadcast/web)
@@ -44,25 +41,47 @@ func TestClientPackage(t *testing.T) {
 	if err != nil {
 		t.Fatal("npm is not on PATH; `make test` (scripts/install-deps.sh) installs it")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	run := func(dir string, name string, args ...string) []byte {
-		t.Helper()
-		cmd := exec.CommandContext(ctx, name, args...)
-		cmd.Dir = dir
-		// npm must neither ask the registry nor write outside the test.
-		cmd.Env = append(os.Environ(), "npm_config_cache="+filepath.Join(t.TempDir(), "npm-cache"),
-			"npm_config_update_notifier=false", "npm_config_fund=false", "npm_config_audit=false")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, out, stderr.String())
-		}
-		return out
-	}
+	n := &npmRunner{t: t, npm: npm, cache: filepath.Join(t.TempDir(), "npm-cache")}
+	tarball, version := packClient(t, n, webDir)
+	checkServedIsPackaged(t, tarball)
+	scratch, tests := installPackage(t, n, webDir, tarball)
 
-	// npm pack: the tarball name comes from --json.
+	// A real walcast on a real PostgreSQL (the in-process bus: this test
+	// is about the package, resume across restarts is TestWebClientAndDashboard's).
+	rig := startNodeRig(t)
+	if err := rig.runNode(node, scratch, tests, "WALCAST_PACKAGE_VERSION="+version); err != nil {
+		t.Fatalf("node tests of the installed package: %v", err)
+	}
+}
+
+// npmRunner runs npm for a test: it must neither ask the registry nor
+// write outside the test.
+type npmRunner struct {
+	t          *testing.T
+	npm, cache string
+}
+
+func (n *npmRunner) run(dir string, args ...string) []byte {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, n.npm, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "npm_config_cache="+n.cache,
+		"npm_config_update_notifier=false", "npm_config_fund=false", "npm_config_audit=false")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		n.t.Fatalf("npm %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
+	}
+	return out
+}
+
+// packClient runs npm pack in webDir, checks the tarball's file list, and
+// returns its path and the package version.
+func packClient(t *testing.T, n *npmRunner, webDir string) (tarball, version string) {
+	t.Helper()
 	packDir := t.TempDir()
 	var packed []struct {
 		Filename string `json:"filename"`
@@ -71,7 +90,7 @@ func TestClientPackage(t *testing.T) {
 			Path string `json:"path"`
 		} `json:"files"`
 	}
-	if err := json.Unmarshal(run(webDir, npm, "pack", "--json", "--pack-destination", packDir), &packed); err != nil || len(packed) != 1 {
+	if err := json.Unmarshal(n.run(webDir, "pack", "--json", "--pack-destination", packDir), &packed); err != nil || len(packed) != 1 {
 		t.Fatalf("npm pack --json: %v (%d packages)", err, len(packed))
 	}
 	var files []string
@@ -83,11 +102,14 @@ func TestClientPackage(t *testing.T) {
 	if !slices.Equal(files, want) {
 		t.Errorf("tarball holds %v, want %v (package.json \"files\")", files, want)
 	}
-	tarball := filepath.Join(packDir, packed[0].Filename)
 	t.Logf("packed %s (%s)", packed[0].Filename, strings.Join(files, ", "))
+	return filepath.Join(packDir, packed[0].Filename), packed[0].Version
+}
 
-	// The embedded files served at /client.js and /client.d.ts are the
-	// tarball's.
+// checkServedIsPackaged checks that the embedded files served at
+// /client.js and /client.d.ts are the tarball's.
+func checkServedIsPackaged(t *testing.T, tarball string) {
+	t.Helper()
 	srv := httptest.NewServer(broadcast.WebHandler())
 	t.Cleanup(srv.Close)
 	inTar := tarFiles(t, tarball)
@@ -97,15 +119,20 @@ func TestClientPackage(t *testing.T) {
 			t.Errorf("/%s served by walcast differs from %s in the npm package", name, name)
 		}
 	}
+}
 
-	// A scratch project installs the tarball (from the file: no registry)
-	// and gets React from broadcast/web's node_modules, as an app has its own.
-	scratch := t.TempDir()
+// installPackage installs the tarball into a scratch project (from the
+// file: no registry), links React from broadcast/web's node_modules, as an
+// app has its own, and copies the package's Node tests there. It returns
+// the project and the tests' paths in it.
+func installPackage(t *testing.T, n *npmRunner, webDir, tarball string) (scratch string, tests []string) {
+	t.Helper()
+	scratch = t.TempDir()
 	if err := os.WriteFile(filepath.Join(scratch, "package.json"),
 		[]byte(`{"name":"scratch","private":true,"type":"module"}`+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(scratch, npm, "install", "--offline", "--no-save", "--loglevel=error", tarball)
+	n.run(scratch, "install", "--offline", "--no-save", "--loglevel=error", tarball)
 	for _, dep := range []string{"react", "react-test-renderer"} {
 		if err := os.Symlink(filepath.Join(webDir, "node_modules", dep), filepath.Join(scratch, "node_modules", dep)); err != nil {
 			t.Fatal(err)
@@ -115,11 +142,11 @@ func TestClientPackage(t *testing.T) {
 	if err := os.MkdirAll(testDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	tests, _ := filepath.Glob(filepath.Join(webDir, "test", "package", "*.test.js"))
-	if len(tests) == 0 {
+	srcs, _ := filepath.Glob(filepath.Join(webDir, "test", "package", "*.test.js"))
+	if len(srcs) == 0 {
 		t.Fatal("no broadcast/web/test/package/*.test.js")
 	}
-	for _, src := range append(tests, filepath.Join(webDir, "test", "harness.js")) {
+	for _, src := range append(srcs, filepath.Join(webDir, "test", "harness.js")) {
 		b, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
@@ -128,52 +155,10 @@ func TestClientPackage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-
-	// A real walcast on a real PostgreSQL (the in-process bus: this test
-	// is about the package, resume across restarts is TestWebClientAndDashboard's).
-	pg := electionDB(t)
-	w := &walcastServer{
-		bin:  walcastBinary(t),
-		addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
-		out:  &syncBuffer{},
+	for _, src := range srcs {
+		tests = append(tests, filepath.Join("test", filepath.Base(src)))
 	}
-	w.args = []string{"run", "--database-url", pg.URL(), "--jwt-secret", testSecret, "--listen", w.addr, "--log-level", "warn"}
-	t.Cleanup(func() {
-		w.kill()
-		if t.Failed() {
-			t.Logf("walcast output:\n%s", w.out.String())
-		}
-	})
-	if err := w.start(); err != nil {
-		t.Fatal(err)
-	}
-	db, err := pgx.Connect(context.Background(), pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close(context.Background()) })
-	ctl := httptest.NewServer(controlHandler(w, db))
-	t.Cleanup(ctl.Close)
-
-	var names []string
-	for _, f := range tests {
-		names = append(names, filepath.Join("test", filepath.Base(f)))
-	}
-	cmd := exec.CommandContext(ctx, node, append(nodeTestArgs(), names...)...)
-	cmd.Dir = scratch
-	cmd.Env = append(os.Environ(),
-		"WALCAST_URL=http://"+w.addr,
-		"WALCAST_CONTROL="+ctl.URL,
-		"WALCAST_PACKAGE_VERSION="+packed[0].Version,
-	)
-	cmd.WaitDelay = 5 * time.Second
-	out := &lineLogger{t: t}
-	cmd.Stdout, cmd.Stderr = out, out
-	err = cmd.Run()
-	out.flush()
-	if err != nil {
-		t.Fatalf("node tests of the installed package: %v", err)
-	}
+	return scratch, tests
 }
 
 // tarFiles reads a .tgz into memory by path.

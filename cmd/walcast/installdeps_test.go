@@ -110,126 +110,141 @@ func (m *depsMachine) run(args ...string) (out string, code int, apt []string) {
 // changes nothing but says exactly what it would run.
 func TestInstallDepsDecisions(t *testing.T) {
 	root := os.Geteuid() == 0
+	for _, c := range []struct {
+		name string
+		f    func(*testing.T, bool)
+	}{
+		{"demo/everything present: silent, nothing installed", depsDemoAllPresent},
+		{"demo/dry run: names only the missing PostgreSQL, runs nothing", depsDemoDryRun},
+		{"demo/install what is missing, then nothing more", depsDemoInstallsMissing},
+		{"demo/a broken install fails with the check that failed", depsDemoBrokenInstall},
+		{"test/dry run: Chromium and the npm packages, not what is there", depsTestDryRun},
+		{"test/node older than 20 is missing", depsTestOldNode},
+		{"no Go: says where to get it", depsNoGo},
+		{"bad argument", depsBadArgument},
+	} {
+		t.Run(c.name, func(t *testing.T) { c.f(t, root) })
+	}
+}
 
-	t.Run("demo/everything present: silent, nothing installed", func(t *testing.T) {
-		m := newDepsMachine(t)
-		m.pgServer("15")
-		m.program("redis-server", "")
-		out, code, apt := m.run("--demo")
-		if code != 0 || out != "" || apt != nil {
-			t.Fatalf("exit %d, output %q, apt-get %q; want 0, nothing, no apt-get", code, out, apt)
-		}
-	})
+func depsDemoAllPresent(t *testing.T, root bool) {
+	m := newDepsMachine(t)
+	m.pgServer("15")
+	m.program("redis-server", "")
+	out, code, apt := m.run("--demo")
+	if code != 0 || out != "" || apt != nil {
+		t.Fatalf("exit %d, output %q, apt-get %q; want 0, nothing, no apt-get", code, out, apt)
+	}
+}
 
-	t.Run("demo/dry run: names only the missing PostgreSQL, runs nothing", func(t *testing.T) {
-		m := newDepsMachine(t)
-		m.program("redis-server", "")
-		m.program("apt-get", "echo called >> "+m.aptLog) // must not be called
-		out, code, apt := m.run("--demo", "--dry-run")
-		if code != 0 || apt != nil {
-			t.Fatalf("exit %d, apt-get %q; want 0 and no apt-get call\n%s", code, apt, out)
-		}
-		want := "install-deps: would install postgresql (missing: PostgreSQL server (initdb, postgres))\n" +
-			"install-deps: would run: apt-get update -qq\n" +
-			"install-deps: would run: apt-get install -y -qq --no-install-recommends postgresql\n"
-		if !root {
-			want = "install-deps: missing: PostgreSQL server (initdb, postgres)\n" +
-				"install-deps: install them, for example with:\n" +
-				"    sudo apt-get install -y --no-install-recommends postgresql\n"
-		}
-		if out != want {
-			t.Fatalf("output:\n%s\nwant:\n%s", out, want)
-		}
-	})
+func depsDemoDryRun(t *testing.T, root bool) {
+	m := newDepsMachine(t)
+	m.program("redis-server", "")
+	m.program("apt-get", "echo called >> "+m.aptLog) // must not be called
+	out, code, apt := m.run("--demo", "--dry-run")
+	if code != 0 || apt != nil {
+		t.Fatalf("exit %d, apt-get %q; want 0 and no apt-get call\n%s", code, apt, out)
+	}
+	want := "install-deps: would install postgresql (missing: PostgreSQL server (initdb, postgres))\n" +
+		"install-deps: would run: apt-get update -qq\n" +
+		"install-deps: would run: apt-get install -y -qq --no-install-recommends postgresql\n"
+	if !root {
+		want = "install-deps: missing: PostgreSQL server (initdb, postgres)\n" +
+			"install-deps: install them, for example with:\n" +
+			"    sudo apt-get install -y --no-install-recommends postgresql\n"
+	}
+	if out != want {
+		t.Fatalf("output:\n%s\nwant:\n%s", out, want)
+	}
+}
 
-	t.Run("demo/install what is missing, then nothing more", func(t *testing.T) {
-		m := newDepsMachine(t)
-		out, code, apt := m.run("--demo")
-		if !root {
-			// Not root: it cannot install; it says what to run and fails.
-			if code != 1 || !strings.Contains(out, "sudo apt-get install -y --no-install-recommends postgresql redis-server\n") || apt != nil {
-				t.Fatalf("exit %d, apt-get %q, output:\n%s", code, apt, out)
-			}
-			return
-		}
-		if code != 0 {
-			t.Fatalf("exit %d:\n%s", code, out)
-		}
-		wantOut := "install-deps: installing postgresql redis-server (missing: PostgreSQL server (initdb, postgres) Redis server (redis-server))\n"
-		wantApt := []string{"update -qq", "install -y -qq --no-install-recommends postgresql redis-server"}
-		if out != wantOut || strings.Join(apt, "|") != strings.Join(wantApt, "|") {
-			t.Fatalf("output %q, apt-get %q; want %q, %q", out, apt, wantOut, wantApt)
-		}
-		// Everything is there now: a second run is silent and calls nothing.
-		out, code, apt = m.run("--demo")
-		if code != 0 || out != "" || apt != nil {
-			t.Fatalf("second run: exit %d, output %q, apt-get %q; want 0, nothing, no apt-get", code, out, apt)
-		}
-	})
-
-	t.Run("demo/a broken install fails with the check that failed", func(t *testing.T) {
-		if !root {
-			t.Skip("apt-get runs only as root")
-		}
-		m := newDepsMachine(t)
-		m.program("redis-server", "")
-		m.program("apt-get", "echo \"$*\" >> "+m.aptLog) // installs nothing
-		out, code, _ := m.run("--demo")
-		if code != 1 || !strings.Contains(out, "install-deps: still missing after apt-get install: have_pg_server") {
-			t.Fatalf("exit %d, output:\n%s", code, out)
-		}
-	})
-
-	t.Run("test/dry run: Chromium and the npm packages, not what is there", func(t *testing.T) {
-		m := newDepsMachine(t)
-		m.pgServer("16")
-		m.program("redis-server", "")
-		m.program("node", "echo 22")
-		m.program("npm", "exit 1") // must not run: dry run
-		out, code, apt := m.run("--dry-run")
-		if code != 0 || apt != nil {
-			t.Fatalf("exit %d, apt-get %q\n%s", code, apt, out)
-		}
-		want := "install-deps: would install chromium (missing: Chromium (headless browser for the dashboard test))\n" +
-			"install-deps: would run: apt-get update -qq\n" +
-			"install-deps: would run: apt-get install -y -qq --no-install-recommends chromium\n" +
-			"install-deps: would run: npm ci in broadcast/web\n"
-		if !root {
-			want = "install-deps: missing: Chromium (headless browser for the dashboard test)\n" +
-				"install-deps: install them, for example with:\n" +
-				"    sudo apt-get install -y --no-install-recommends chromium\n"
-		}
-		if out != want {
-			t.Fatalf("output:\n%s\nwant:\n%s", out, want)
-		}
-	})
-
-	t.Run("test/node older than 20 is missing", func(t *testing.T) {
-		m := newDepsMachine(t)
-		m.pgServer("16")
-		for _, p := range []string{"redis-server", "npm", "chromium"} {
-			m.program(p, "")
-		}
-		m.program("node", "echo 18")
-		out, code, _ := m.run("--dry-run")
-		if code != 0 || !strings.Contains(out, "(missing: Node.js 20 or newer (node))") || strings.Contains(out, "chromium") {
-			t.Fatalf("exit %d, output:\n%s", code, out)
-		}
-	})
-
-	t.Run("no Go: says where to get it", func(t *testing.T) {
-		m := newDepsMachine(t)
-		os.Remove(filepath.Join(m.bin, "go"))
-		out, code, apt := m.run("--demo")
-		if code != 1 || !strings.Contains(out, "install Go 1.26 or newer from https://go.dev/dl/") || apt != nil {
+func depsDemoInstallsMissing(t *testing.T, root bool) {
+	m := newDepsMachine(t)
+	out, code, apt := m.run("--demo")
+	if !root {
+		// Not root: it cannot install; it says what to run and fails.
+		if code != 1 || !strings.Contains(out, "sudo apt-get install -y --no-install-recommends postgresql redis-server\n") || apt != nil {
 			t.Fatalf("exit %d, apt-get %q, output:\n%s", code, apt, out)
 		}
-	})
+		return
+	}
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	wantOut := "install-deps: installing postgresql redis-server (missing: PostgreSQL server (initdb, postgres) Redis server (redis-server))\n"
+	wantApt := []string{"update -qq", "install -y -qq --no-install-recommends postgresql redis-server"}
+	if out != wantOut || strings.Join(apt, "|") != strings.Join(wantApt, "|") {
+		t.Fatalf("output %q, apt-get %q; want %q, %q", out, apt, wantOut, wantApt)
+	}
+	// Everything is there now: a second run is silent and calls nothing.
+	out, code, apt = m.run("--demo")
+	if code != 0 || out != "" || apt != nil {
+		t.Fatalf("second run: exit %d, output %q, apt-get %q; want 0, nothing, no apt-get", code, out, apt)
+	}
+}
 
-	t.Run("bad argument", func(t *testing.T) {
-		m := newDepsMachine(t)
-		if out, code, _ := m.run("--nope"); code != 2 || !strings.Contains(out, "usage: install-deps.sh") {
-			t.Fatalf("exit %d, output:\n%s", code, out)
-		}
-	})
+func depsDemoBrokenInstall(t *testing.T, root bool) {
+	if !root {
+		t.Skip("apt-get runs only as root")
+	}
+	m := newDepsMachine(t)
+	m.program("redis-server", "")
+	m.program("apt-get", "echo \"$*\" >> "+m.aptLog) // installs nothing
+	out, code, _ := m.run("--demo")
+	if code != 1 || !strings.Contains(out, "install-deps: still missing after apt-get install: have_pg_server") {
+		t.Fatalf("exit %d, output:\n%s", code, out)
+	}
+}
+
+func depsTestDryRun(t *testing.T, root bool) {
+	m := newDepsMachine(t)
+	m.pgServer("16")
+	m.program("redis-server", "")
+	m.program("node", "echo 22")
+	m.program("npm", "exit 1") // must not run: dry run
+	out, code, apt := m.run("--dry-run")
+	if code != 0 || apt != nil {
+		t.Fatalf("exit %d, apt-get %q\n%s", code, apt, out)
+	}
+	want := "install-deps: would install chromium (missing: Chromium (headless browser for the dashboard test))\n" +
+		"install-deps: would run: apt-get update -qq\n" +
+		"install-deps: would run: apt-get install -y -qq --no-install-recommends chromium\n" +
+		"install-deps: would run: npm ci in broadcast/web\n"
+	if !root {
+		want = "install-deps: missing: Chromium (headless browser for the dashboard test)\n" +
+			"install-deps: install them, for example with:\n" +
+			"    sudo apt-get install -y --no-install-recommends chromium\n"
+	}
+	if out != want {
+		t.Fatalf("output:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+func depsTestOldNode(t *testing.T, root bool) {
+	m := newDepsMachine(t)
+	m.pgServer("16")
+	for _, p := range []string{"redis-server", "npm", "chromium"} {
+		m.program(p, "")
+	}
+	m.program("node", "echo 18")
+	out, code, _ := m.run("--dry-run")
+	if code != 0 || !strings.Contains(out, "(missing: Node.js 20 or newer (node))") || strings.Contains(out, "chromium") {
+		t.Fatalf("exit %d, output:\n%s", code, out)
+	}
+}
+
+func depsNoGo(t *testing.T, root bool) {
+	m := newDepsMachine(t)
+	os.Remove(filepath.Join(m.bin, "go"))
+	out, code, apt := m.run("--demo")
+	if code != 1 || !strings.Contains(out, "install Go 1.26 or newer from https://go.dev/dl/") || apt != nil {
+		t.Fatalf("exit %d, apt-get %q, output:\n%s", code, apt, out)
+	}
+}
+
+func depsBadArgument(t *testing.T, root bool) {
+	m := newDepsMachine(t)
+	if out, code, _ := m.run("--nope"); code != 2 || !strings.Contains(out, "usage: install-deps.sh") {
+		t.Fatalf("exit %d, output:\n%s", code, out)
+	}
 }
