@@ -275,7 +275,7 @@ func (s *Server) read(ctx context.Context, c *client) error {
 			}
 			continue
 		}
-		f, err := parseClientFrame(b)
+		f, err := parseFrame(b, s.customTypes)
 		if err != nil {
 			var fe *frameError
 			if errors.As(err, &fe) {

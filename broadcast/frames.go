@@ -40,8 +40,14 @@ var knownTypes = map[string]bool{
 	schema.TypeVoting: true, schema.TypeDashboard: true,
 }
 
-// parseClientFrame decodes and validates one client frame.
-func parseClientFrame(b []byte) (clientFrame, error) {
+// parseClientFrame decodes and validates one client frame, knowing only
+// the built-in message types.
+func parseClientFrame(b []byte) (clientFrame, error) { return parseFrame(b, nil) }
+
+// parseFrame decodes and validates one client frame; custom holds the
+// message types of custom tables (ServerConfig.MessageTypes), which a
+// subscription may name too.
+func parseFrame(b []byte, custom map[string]bool) (clientFrame, error) {
 	var f clientFrame
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&f); err != nil {
@@ -54,7 +60,7 @@ func parseClientFrame(b []byte) (clientFrame, error) {
 	case "ping":
 	case "subscribe":
 		for _, t := range f.Types {
-			if !knownTypes[t] {
+			if !knownTypes[t] && !custom[t] {
 				return f, &frameError{"bad_subscribe", fmt.Sprintf("unknown message type %q", t)}
 			}
 		}

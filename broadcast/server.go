@@ -56,6 +56,10 @@ type ServerConfig struct {
 	WriteTimeout time.Duration
 	// Presence tracks who is online; an in-process one when nil.
 	Presence *Presence
+	// MessageTypes are the message types of custom tables (a config
+	// file's type: announcement_update), which subscriptions may name
+	// beside the built-in ones.
+	MessageTypes []string
 }
 
 // Server serves the WebSocket endpoint and health checks.
@@ -63,6 +67,8 @@ type Server struct {
 	cfg ServerConfig
 	log *slog.Logger
 	mux *http.ServeMux
+	// customTypes is cfg.MessageTypes as a set; read-only after NewServer.
+	customTypes map[string]bool
 
 	mu       sync.Mutex
 	closing  bool
@@ -116,6 +122,12 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), perUser: map[int64]int{}, refused: map[string]uint64{}, presence: cfg.Presence,
 		limiter: newRateLimiter(cfg.Limits.ConnectRate, cfg.Limits.ConnectBurst, cfg.Limits.MaxTrackedAddrs)}
+	if len(cfg.MessageTypes) > 0 {
+		s.customTypes = make(map[string]bool, len(cfg.MessageTypes))
+		for _, t := range cfg.MessageTypes {
+			s.customTypes[t] = true
+		}
+	}
 	if !cfg.NoWebSocket {
 		s.mux.HandleFunc("GET /ws", s.serveWS)
 	}
@@ -255,7 +267,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	since, sub, ok := connectQuery(w, r)
+	since, sub, ok := s.connectQuery(w, r)
 	if !ok {
 		return
 	}
@@ -334,7 +346,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, log *slog.Log
 
 // connectQuery reads the resume position (since) and the subscription
 // given at connect; it answers 400 and returns false when one is bad.
-func connectQuery(w http.ResponseWriter, r *http.Request) (*schema.Position, *clientFrame, bool) {
+func (s *Server) connectQuery(w http.ResponseWriter, r *http.Request) (*schema.Position, *clientFrame, bool) {
 	var since *schema.Position
 	if v := r.URL.Query().Get("since"); v != "" {
 		pos, err := schema.ParsePosition(v)
@@ -344,7 +356,7 @@ func connectQuery(w http.ResponseWriter, r *http.Request) (*schema.Position, *cl
 		}
 		since = &pos
 	}
-	sub, err := subscriptionFrom(r.URL.Query())
+	sub, err := subscriptionFrom(r.URL.Query(), s.customTypes)
 	if err != nil {
 		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
 		return nil, nil, false
@@ -410,7 +422,7 @@ func (s *Server) release(p *Principal) {
 // subscriptionFrom reads a subscription given at connect:
 // ?types=guarantee_update,voting_update&committees=3,4 (either or both),
 // validated like a subscribe frame. nil when neither is given.
-func subscriptionFrom(q url.Values) (*clientFrame, error) {
+func subscriptionFrom(q url.Values, custom map[string]bool) (*clientFrame, error) {
 	if !q.Has("types") && !q.Has("committees") {
 		return nil, nil
 	}
@@ -438,7 +450,7 @@ func subscriptionFrom(q url.Values) (*clientFrame, error) {
 		}
 	}
 	for _, t := range f.Types {
-		if !knownTypes[t] {
+		if !knownTypes[t] && !custom[t] {
 			return nil, fmt.Errorf("types: unknown message type %q", t)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -408,11 +409,11 @@ func (c *checker) tables(ctx context.Context) {
 			c.add(Finding{Check: "table", Level: LevelProblem,
 				Detail: fmt.Sprintf("%s does not exist (tracked as %s)", t.Qualified(), t.Kind),
 				Fix: fmt.Sprintf("create the election tables with schema/election.sql (psql \"$DATABASE_URL\" -f schema/election.sql), "+
-					"or track an existing table with --tables name=%s", t.Kind)})
+					"or track an existing table with --tables name=%s", t.Label())})
 		case *kind != "r" && *kind != "p":
 			c.add(Finding{Check: "table", Level: LevelProblem,
 				Detail: fmt.Sprintf("%s is a %s, not a table: only tables can be published", t.Qualified(), relkindName(*kind)),
-				Fix:    fmt.Sprintf("track the table it reads from instead, with --tables name=%s", t.Kind)})
+				Fix:    fmt.Sprintf("track the table it reads from instead, with --tables name=%s", t.Label())})
 		default:
 			c.add(replicaIdentityFinding(t, quoted, *ident, hasPK))
 		}
@@ -438,7 +439,7 @@ func (c *checker) tables(ctx context.Context) {
 // now.
 func renamedFix(t schema.Table, now string) string {
 	return fmt.Sprintf("if %s was renamed or moved to another schema (e.g. a Django RenameModel), track it under its new name: --tables %s=%s (with the other tables)",
-		t.Qualified(), now, t.Kind)
+		t.Qualified(), now, t.Label())
 }
 
 // unnamedPublished returns the tables the publication lists by name that
@@ -701,7 +702,7 @@ func (c *checker) filteredTables(ctx context.Context) ([]filteredTable, error) {
 		JOIN pg_class c ON c.oid = r.prrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE p.pubname = $1 AND (r.prqual IS NOT NULL OR r.prattrs IS NOT NULL)`,
-		c.cfg.Publication, []string{schema.CommitteeColumn, schema.OwnerColumn})
+		c.cfg.Publication, routingNames(c.cfg.Tables))
 	if err != nil {
 		return nil, err
 	}
@@ -816,4 +817,17 @@ func slotWALFinding(s SlotInfo, limit int64) Finding {
 		f.Fix = "keep walcast running so it confirms its position; if nothing reads this slot any more, drop it: " + dropSlotSQL(s.Name)
 	}
 	return f
+}
+
+// routingNames returns the routing columns of all the tables, each once.
+func routingNames(tables []schema.Table) []string {
+	var out []string
+	for _, t := range tables {
+		for _, col := range t.Routing() {
+			if !slices.Contains(out, col) {
+				out = append(out, col)
+			}
+		}
+	}
+	return out
 }

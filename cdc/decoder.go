@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -37,12 +38,17 @@ const DefaultBatchChanges = 4096
 
 // relation is a cached Relation message with a conversion per column.
 type relation struct {
-	id        uint32
-	schema    string
-	name      string
-	identity  byte // 'd' default, 'f' full, 'i' index, 'n' nothing
-	cols      []relCol
-	keepBig   []bool // columns kept when the row is oversized
+	id       uint32
+	schema   string
+	name     string
+	identity byte // 'd' default, 'f' full, 'i' index, 'n' nothing
+	cols     []relCol
+	keepBig  []bool // columns kept when the row is oversized
+	// drop marks the columns the table's configuration keeps inside
+	// walcast (exclude/include); nil when every column leaves.
+	drop      []bool
+	keep      []bool   // !drop, made by dropKeep
+	routing   []string // the table's routing columns it has
 	colByName map[string]int
 	// unscoped is set when the relation as published lacks a routing
 	// column its table has (a publication column list): every change of
@@ -274,20 +280,44 @@ func (d *Decoder) relation(r *reader) error {
 				rel.unscoped = true
 			}
 		}
+		rel.routing = t.routing
+		if t.table.Columns != nil {
+			rel.drop = make([]bool, len(rel.cols))
+			for i, c := range rel.cols {
+				rel.drop[i] = !t.table.Leaves(c.name)
+			}
+		}
+	} else {
+		// Known by name only (tests, or before the session resolved it):
+		// walcast's own routing columns.
+		for _, name := range []string{schema.CommitteeColumn, schema.OwnerColumn} {
+			if _, has := rel.colByName[name]; has {
+				rel.routing = append(rel.routing, name)
+			}
+		}
 	}
 	rel.keepBig = make([]bool, len(rel.cols))
 	for i, c := range rel.cols {
 		// Under REPLICA IDENTITY FULL every column is flagged as key, so
 		// only the routing columns identify the row.
-		rel.keepBig[i] = c.key && rel.identity != 'f'
-		for _, name := range schema.RoutingColumns {
-			if c.name == name {
-				rel.keepBig[i] = true
-			}
+		rel.keepBig[i] = c.key && rel.identity != 'f' || c.name == "id" || slices.Contains(rel.routing, c.name)
+		if rel.drop != nil && rel.drop[i] {
+			rel.keepBig[i] = false
 		}
 	}
 	d.relations[rel.id] = rel
 	return nil
+}
+
+// dropKeep returns which columns leave walcast: those not dropped.
+func (rel *relation) dropKeep() []bool {
+	if rel.keep == nil {
+		rel.keep = make([]bool, len(rel.drop))
+		for i, d := range rel.drop {
+			rel.keep[i] = !d
+		}
+	}
+	return rel.keep
 }
 
 func (d *Decoder) change(kind byte, r *reader) (*Piece, error) {
@@ -340,7 +370,7 @@ func (d *Decoder) change(kind byte, r *reader) (*Piece, error) {
 	if rel.unscoped {
 		ch.Unscoped, ch.UnscopedReason = true, schema.UnroutableMissingColumns
 	} else if ch.Op == schema.Delete && !ch.OldFull {
-		for _, name := range []string{schema.CommitteeColumn, schema.OwnerColumn} {
+		for _, name := range rel.routing {
 			if _, has := rel.colByName[name]; has {
 				if _, sent := ch.Old.Get(name); !sent {
 					ch.Unscoped, ch.UnscopedReason = true, schema.UnroutableKeyOnlyDelete
@@ -365,10 +395,14 @@ func (d *Decoder) fill(ch *schema.Change, rel *relation, oldKind byte) {
 		keep = rel.keepBig
 		ch.Oversized = true
 		for i, c := range rel.cols {
-			if !keep[i] {
+			if !keep[i] && (rel.drop == nil || !rel.drop[i]) {
 				ch.Omitted = append(ch.Omitted, c.name)
 			}
 		}
+	} else if rel.drop != nil {
+		// An excluded column is skipped like one an oversized row omits,
+		// but is never listed: its name stays inside walcast too.
+		keep = rel.dropKeep()
 	}
 	// One buffer holds every value of the change; the rows view it.
 	buf := d.valueBuf(tupleSize(d.newCols) + tupleSize(d.oldCols) + 16*(len(d.newCols)+len(d.oldCols)))

@@ -37,5 +37,5 @@ func (c *Capture) renamed(rel uint32, configured schema.Table, now string) {
 	}
 	c.log.Warn("a tracked table was renamed or moved; walcast follows it by its relation id and keeps sending its changes as "+configured.Qualified()+", but the next start fails until --tables names it",
 		"configured", configured.Qualified(), "now", now, "relation_id", rel,
-		"fix", fmt.Sprintf("replace %s in --tables with %s=%s and restart walcast", configured.Qualified(), now, configured.Kind))
+		"fix", fmt.Sprintf("replace %s in --tables with %s=%s and restart walcast", configured.Qualified(), now, configured.Label()))
 }

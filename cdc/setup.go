@@ -35,7 +35,7 @@ func IsSetupError(err error) bool {
 type trackedRel struct {
 	table   schema.Table
 	quoted  string   // its name now, quoted for SQL (differs from table's once renamed)
-	routing []string // of committee_id and user_id, those the table has
+	routing []string // of the table's routing columns, those it has
 }
 
 // prepare runs walcast check's checks on the setup connection (see
@@ -61,7 +61,7 @@ func (c *Capture) prepare(ctx context.Context, conn *pgx.Conn) (map[uint32]track
 		err := conn.QueryRow(ctx, `SELECT c.oid, format('%I.%I', n.nspname, c.relname), ARRAY(SELECT a.attname::text FROM pg_attribute a
 				WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($2) ORDER BY a.attnum)
 			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)`,
-			t.QuotedIdent(), []string{schema.CommitteeColumn, schema.OwnerColumn}).Scan(&oid, &tr.quoted, &tr.routing)
+			t.QuotedIdent(), t.Routing()).Scan(&oid, &tr.quoted, &tr.routing)
 		if errors.Is(err, pgx.ErrNoRows) {
 			err = errors.New("it was dropped or renamed just now") // the next session's diagnosis says what to do
 		}

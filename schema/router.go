@@ -2,6 +2,7 @@ package schema
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,11 +40,108 @@ const (
 // scope it.
 var RoutingColumns = []string{"id", CommitteeColumn, OwnerColumn}
 
-// Table is one tracked table and the kind of message it produces.
+// NoColumn as a Table's Committee or Owner means the table has no such
+// routing column: its rows are not scoped by it (config file: none).
+const NoColumn = "-"
+
+// Table is one tracked table and the kind of message it produces. The
+// fields after Kind come from a config file; their zero values are
+// --tables' behaviour.
 type Table struct {
 	Schema string // "public" unless the configuration qualified the name
 	Name   string
-	Kind   Kind
+	Kind   Kind // "" for a custom table: Type names its messages
+	// Type is the message type of the table's changes; "" is the kind's
+	// (guarantee_update, attendance_update, voting_update).
+	Type string
+	// Committee and Owner name the routing columns; "" is committee_id
+	// and user_id, NoColumn none.
+	Committee, Owner string
+	// Columns limits which columns leave walcast; nil: all of them.
+	// A pointer keeps Table comparable.
+	Columns *ColumnFilter
+	// Dashboard names the columns the dashboards read; nil: walcast's
+	// own names (schema/election.sql).
+	Dashboard *DashboardColumns
+}
+
+// ColumnFilter says which of a table's columns leave walcast. Columns it
+// drops appear in no message: not in data, old, unchanged or omitted.
+// The routing columns always leave, since delivery is scoped by them.
+type ColumnFilter struct {
+	Exclude []string // these never leave
+	Include []string // when set, only these (and the routing columns) leave
+}
+
+// DashboardColumns names the columns the dashboards aggregate, for tables
+// whose names differ from walcast's own. An empty field is walcast's
+// default name; NoColumn means the schema has none and the dashboard
+// field it feeds is left out.
+type DashboardColumns struct {
+	Status   string // guarantee: the status column (default status)
+	Attended string // attendance: the attended flag (default attended)
+	Votes    string // vote_count: the votes column (default votes)
+	Electors string // committee table's electors count (default electors_count)
+}
+
+// CommitteeCol returns the committee routing column, "" when there is none.
+func (t Table) CommitteeCol() string { return routingCol(t.Committee, CommitteeColumn) }
+
+// OwnerCol returns the owner routing column, "" when there is none.
+func (t Table) OwnerCol() string { return routingCol(t.Owner, OwnerColumn) }
+
+func routingCol(set, def string) string {
+	switch set {
+	case "":
+		return def
+	case NoColumn:
+		return ""
+	}
+	return set
+}
+
+// Routing returns the table's routing columns, committee first.
+func (t Table) Routing() []string {
+	var cols []string
+	for _, c := range [2]string{t.CommitteeCol(), t.OwnerCol()} {
+		if c != "" {
+			cols = append(cols, c)
+		}
+	}
+	return cols
+}
+
+// MessageType returns the type of the messages the table's changes make.
+func (t Table) MessageType() string {
+	if t.Type != "" {
+		return t.Type
+	}
+	return messageType(t.Kind)
+}
+
+// Leaves reports whether the column may appear in messages.
+func (t Table) Leaves(col string) bool {
+	if t.Columns == nil {
+		return true
+	}
+	for _, r := range t.Routing() {
+		if col == r {
+			return true
+		}
+	}
+	if len(t.Columns.Include) > 0 && !slices.Contains(t.Columns.Include, col) {
+		return false
+	}
+	return !slices.Contains(t.Columns.Exclude, col)
+}
+
+// Label is how messages about the table name what it is tracked as: its
+// kind, or its message type for a custom table.
+func (t Table) Label() string {
+	if t.Kind == "" {
+		return t.MessageType()
+	}
+	return string(t.Kind)
 }
 
 // Qualified returns "schema.name".
@@ -128,6 +226,9 @@ func ParseTables(spec string) ([]Table, error) {
 	return tables, nil
 }
 
+// Valid reports whether k is one of the known kinds.
+func (k Kind) Valid() bool { return k.valid() }
+
 func (k Kind) valid() bool {
 	for _, known := range Kinds {
 		if k == known {
@@ -139,28 +240,32 @@ func (k Kind) valid() bool {
 
 // Router turns committed changes of tracked tables into messages.
 type Router struct {
-	kinds map[string]Kind // by qualified name
+	tables map[string]*Table // by qualified name
 }
 
 // NewRouter returns a Router for the given tracked tables.
 func NewRouter(tables []Table) *Router {
-	r := &Router{kinds: make(map[string]Kind, len(tables))}
-	for _, t := range tables {
-		r.kinds[t.Qualified()] = t.Kind
+	r := &Router{tables: make(map[string]*Table, len(tables))}
+	for i := range tables {
+		t := tables[i]
+		r.tables[t.Qualified()] = &t
 	}
 	return r
 }
 
 // Tracks reports whether the table is tracked, and as which kind.
 func (r *Router) Tracks(schemaName, table string) (Kind, bool) {
-	k, ok := r.kinds[schemaName+"."+table]
-	return k, ok
+	t, ok := r.tables[schemaName+"."+table]
+	if !ok {
+		return "", false
+	}
+	return t.Kind, true
 }
 
 // Route returns the message for one change of tx. ok is false for a table
 // that is not tracked, which a correctly configured publication never sends.
 func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
-	kind, ok := r.Tracks(ch.Schema, ch.Table)
+	t, ok := r.tables[ch.Schema+"."+ch.Table]
 	if !ok {
 		return Message{}, false
 	}
@@ -169,8 +274,8 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 		row = ch.Old
 	}
 	m.Pos = ch.Pos
-	m.scope(ch, row)
-	m.Type = messageType(kind)
+	m.scope(ch, row, t)
+	m.Type = t.MessageType()
 
 	b := make([]byte, 0, 256+rowSize(row)+rowSize(ch.Old))
 	b = append(b, `{"id":"`...)
@@ -182,7 +287,7 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 	b = append(b, `,"table":`...)
 	b = jsonx.AppendString(b, ch.Schema+"."+ch.Table)
 	b = append(b, `,"data":`...)
-	b = appendData(b, kind, ch.Op, row)
+	b = appendData(b, t, ch.Op, row)
 	b = appendChangeNotes(b, ch)
 	b = append(b, `,"version":"`...)
 	b = strconv.AppendUint(b, ch.Pos.LSN, 10)
@@ -197,7 +302,7 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 }
 
 // scope sets who may receive the message of ch, whose routed row is row.
-func (m *Message) scope(ch *Change, row Row) {
+func (m *Message) scope(ch *Change, row Row, t *Table) {
 	if ch.Unscoped {
 		m.AdminOnly = true
 		m.Unroutable = ch.UnscopedReason
@@ -209,7 +314,7 @@ func (m *Message) scope(ch *Change, row Row) {
 	// read as "no scope", which would send the row to everyone: the
 	// message goes to admins only and says why (fail closed). SQL NULL
 	// keeps its meaning: no committee, or no owner.
-	if v, ok := row.Get(CommitteeColumn); ok {
+	if v, ok := getCol(row, t.CommitteeCol()); ok {
 		switch id, state := readID(v); state {
 		case idValid:
 			m.Committee, m.HasCommittee = id, true
@@ -217,7 +322,7 @@ func (m *Message) scope(ch *Change, row Row) {
 			m.AdminOnly, m.Unroutable = true, UnroutableCommittee
 		}
 	}
-	if v, ok := row.Get(OwnerColumn); ok {
+	if v, ok := getCol(row, t.OwnerCol()); ok {
 		switch id, state := readID(v); state {
 		case idValid:
 			m.Owner, m.HasOwner = id, true
@@ -228,6 +333,14 @@ func (m *Message) scope(ch *Change, row Row) {
 			}
 		}
 	}
+}
+
+// getCol reads a routing column; a table without it ("") has no value.
+func getCol(row Row, col string) ([]byte, bool) {
+	if col == "" {
+		return nil, false
+	}
+	return row.Get(col)
 }
 
 // messageType is the message type of a table kind's changes.
@@ -244,13 +357,13 @@ func messageType(kind Kind) string {
 
 // appendData appends the message's "data": the row, wrapped for vote
 // counts and election results as the application's frames were.
-func appendData(b []byte, kind Kind, op Op, row Row) []byte {
-	switch kind {
+func appendData(b []byte, t *Table, op Op, row Row) []byte {
+	switch t.Kind {
 	case KindVoteCount:
 		b = append(b, `{"vote_count":`...)
 		b = appendRow(b, row)
 		b = append(b, `,"committee_id":`...)
-		b = appendScalar(b, row, CommitteeColumn)
+		b = appendScalar(b, row, t.CommitteeCol())
 		b = append(b, '}')
 	case KindElectionResults:
 		b = append(b, `{"election_results":`...)
@@ -262,7 +375,7 @@ func appendData(b []byte, kind Kind, op Op, row Row) []byte {
 			b = append(b, `"results_updated"`...)
 		}
 		b = append(b, `,"committee_id":`...)
-		b = appendScalar(b, row, CommitteeColumn)
+		b = appendScalar(b, row, t.CommitteeCol())
 		b = append(b, '}')
 	default:
 		b = appendRow(b, row)
@@ -356,7 +469,7 @@ func appendChanged(b []byte, old, new Row) []byte {
 }
 
 func appendScalar(b []byte, r Row, name string) []byte {
-	if v, ok := r.Get(name); ok {
+	if v, ok := getCol(r, name); ok {
 		return append(b, v...)
 	}
 	return append(b, "null"...)

@@ -200,6 +200,7 @@ func (a *App) newServer(hub *broadcast.Hub, presence *broadcast.Presence, bus *p
 		TrustedProxies: cfg.Net.TrustedProxies,
 		Ready:          a.redactedReady(ready.check),
 		NoWebSocket:    !serving,
+		MessageTypes:   customTypes(cfg.Tables),
 		Limits: broadcast.Limits{
 			MaxConnections: cfg.MaxConns,
 			MaxPerUser:     cfg.MaxConnsUser,
@@ -308,4 +309,16 @@ func (a *App) serve(ctx context.Context, srv *broadcast.Server, limit *broadcast
 	err = g.Wait()
 	a.log.Info("stopped")
 	return err
+}
+
+// customTypes returns the message types of the custom tables (a config
+// file's type: announcement_update), which subscriptions may name.
+func customTypes(tables []schema.Table) []string {
+	var out []string
+	for _, t := range tables {
+		if t.Kind == "" {
+			out = append(out, t.MessageType())
+		}
+	}
+	return out
 }

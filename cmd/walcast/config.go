@@ -49,6 +49,9 @@ type Config struct {
 	NewEpoch bool
 
 	Transport transportConfig // connection timeouts: see transport.go
+
+	// ConfigFile is the config file read (--config), "" for none.
+	ConfigFile string
 }
 
 // option is one configuration setting: its flag, its environment variables
@@ -77,6 +80,12 @@ var (
 )
 
 var options = []option{
+	{
+		flag: "config", env: []string{"WALCAST_CONFIG"},
+		help: "YAML config file holding any of these settings and the tracked tables with their columns (docs/configuration.md); the environment and flags override it",
+		in:   []string{cmdRun, cmdCapture, cmdServe, cmdCheck, cmdToken},
+		set:  func(c *Config, v string) error { c.ConfigFile = v; return nil },
+	},
 	{
 		flag: "database-url", env: []string{"WALCAST_DATABASE_URL", "DATABASE_URL"},
 		help: "libpq URL of the source database",
@@ -166,8 +175,8 @@ var options = []option{
 	},
 	{
 		flag: "tables", env: []string{"WALCAST_TABLES"}, def: schema.DefaultTables,
-		help: "tracked tables; name=kind maps a differently named table to one of guarantee, attendance, vote_count, election_results",
-		in:   []string{cmdRun, cmdCapture, cmdCheck},
+		help: "tracked tables; name=kind maps a differently named table to one of guarantee, attendance, vote_count, election_results (the config file's tables list also names columns); serve reads it for the custom message types subscriptions may name",
+		in:   []string{cmdRun, cmdCapture, cmdCheck, cmdServe},
 		set: func(c *Config, v string) error {
 			t, err := schema.ParseTables(v)
 			c.Tables = t
@@ -498,10 +507,18 @@ func (f *flagValue) Set(v string) error {
 	return nil
 }
 
-// parseConfig reads the options of command from args and the environment
-// (flags win), returning the remaining arguments.
+// parseConfig reads the options of command from the config file, the
+// environment and args (default, then file, then environment, then flag:
+// the later wins), returning the remaining arguments.
 func parseConfig(command string, args []string, getenv func(string) string) (*Config, []string, error) {
 	cfg := &Config{}
+	var file *fileConfig
+	if path := configPath(args, getenv); path != "" {
+		var err error
+		if file, err = loadConfigFile(path); err != nil {
+			return nil, nil, err
+		}
+	}
 	fs := flag.NewFlagSet("walcast "+command, flag.ContinueOnError)
 	fs.SetOutput(new(strings.Builder))
 	fs.Usage = func() {}
@@ -516,6 +533,15 @@ func parseConfig(command string, args []string, getenv func(string) string) (*Co
 		// Default first, then environment: both validated.
 		if err := o.set(cfg, o.def); err != nil {
 			return nil, nil, fmt.Errorf("default of --%s: %w", o.flag, err)
+		}
+		if file != nil {
+			if fv, ok := file.values[o.flag]; ok {
+				if err := o.set(cfg, fv.v); err != nil {
+					return nil, nil, fileError(file.path, fv.line, "%s: %q: %s", o.flag, redact(o.flag, fv.v), scrubError(o.flag, fv.v, err))
+				}
+			} else if o.flag == "tables" && file.tables != nil {
+				cfg.Tables = file.tables
+			}
 		}
 		for _, name := range o.env {
 			if v := getenv(name); v != "" {

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/walcast/walcast/schema"
+)
+
+// writeConfig writes a config file into the test's directory.
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "walcast.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// The file sets what the flags set; the environment overrides the file
+// and a flag overrides both. WALCAST_CONFIG names the file like --config.
+func TestConfigFilePrecedence(t *testing.T) {
+	path := writeConfig(t, `
+database-url: postgres://walcast@db.example/app
+history: 500
+client-window: 300
+max-connections: 7
+allowed-origins: [https://a.example, https://b.example]
+tables: election_guarantee=guarantee,attendance
+`)
+	env := map[string]string{"WALCAST_CONFIG": path, "WALCAST_CLIENT_WINDOW": "400", "WALCAST_MAX_CONNECTIONS": "8"}
+	cfg, _, err := parseConfig(cmdRun, []string{"--max-connections", "9"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.History != 500 || cfg.ClientWindow != 400 || cfg.MaxConns != 9 {
+		t.Errorf("history %d (want 500 from the file), client-window %d (want 400 from the environment), max-connections %d (want 9 from the flag)",
+			cfg.History, cfg.ClientWindow, cfg.MaxConns)
+	}
+	if cfg.DatabaseURL != "postgres://walcast@db.example/app" || strings.Join(cfg.AllowedOrigins, " ") != "https://a.example https://b.example" {
+		t.Errorf("database-url %q, allowed-origins %v", cfg.DatabaseURL, cfg.AllowedOrigins)
+	}
+	if len(cfg.Tables) != 2 || cfg.Tables[0].Name != "election_guarantee" || cfg.Tables[1].Kind != schema.KindAttendance {
+		t.Errorf("tables %+v", cfg.Tables)
+	}
+	// --tables overrides the file's list, long form included.
+	long := writeConfig(t, "tables:\n  - table: app.announcements\n    type: announcement_update\n    owner: none\n    exclude: [phone]\n")
+	cfg, _, err = parseConfig(cmdRun, []string{"--config", long}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := cfg.Tables[0]
+	if tb.Qualified() != "app.announcements" || tb.Kind != "" || tb.MessageType() != "announcement_update" || tb.OwnerCol() != "" ||
+		tb.CommitteeCol() != "committee_id" || tb.Leaves("phone") || !tb.Leaves("body") {
+		t.Errorf("long form parsed as %+v", tb)
+	}
+	cfg, _, err = parseConfig(cmdRun, []string{"--config=" + long, "--tables", "guarantee"}, func(string) string { return "" })
+	if err != nil || len(cfg.Tables) != 1 || cfg.Tables[0].Name != "guarantee" {
+		t.Errorf("--tables did not override the file: %+v %v", cfg.Tables, err)
+	}
+	// A key of an option another command uses is fine: one file serves all.
+	if _, _, err := parseConfig(cmdCheck, []string{"--config", path}, func(string) string { return "" }); err != nil {
+		t.Errorf("check with run's settings in the file: %v", err)
+	}
+}
+
+// A mistake in the file stops walcast with exit status 2, the file's line
+// and the fix; a typo is never ignored; a secret is never printed.
+func TestConfigFileErrors(t *testing.T) {
+	for _, c := range []struct {
+		name, text string
+		want       []string
+	}{
+		{"unknown key", "listen: :8080\nhistroy: 5\n", []string{"walcast.yaml:2:", `unknown key "histroy"`, `did you mean "history"`}},
+		{"unknown table key", "tables:\n  - table: guarantee\n    exlude: [notes]\n", []string{":3:", `unknown key "exlude"`, `did you mean "exclude"`}},
+		{"unknown dashboard key", "tables:\n  - table: guarantee\n    dashboard: {statuss: s}\n", []string{":3:", `"statuss"`}},
+		{"syntax", "listen: :8080\n  history: [5\n", []string{"walcast.yaml", "line 2", "fix: correct the YAML syntax"}},
+		{"bad value", "history: -1\n", []string{":1:", "history", "want a positive integer"}},
+		{"no type", "tables:\n  - table: election_notes\n", []string{":2:", "has no type", "fix: add type:"}},
+		{"built-in type", "tables:\n  - table: notes\n    type: guarantee_update\n", []string{":3:", "walcast's own message type"}},
+		{"exclude routing", "tables:\n  - table: notes\n    type: note_update\n    exclude: [committee_id]\n", []string{":2:", "routing column"}},
+		{"exclude and include", "tables:\n  - table: guarantee\n    exclude: [a]\n    include: [b]\n", []string{"both exclude and include"}},
+		{"twice", "tables:\n  - table: guarantee\n  - table: public.guarantee\n", []string{":3:", "listed twice"}},
+		{"secret", "redis-url: http://walcast:s3cretpass@redis:6379\n", []string{":1:", "redis-url"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := writeConfig(t, c.text)
+			var out, errOut bytes.Buffer
+			code := realMain([]string{cmdRun, "--config", path}, &out, &errOut, func(string) string { return "" })
+			msg := errOut.String()
+			if code != 2 {
+				t.Fatalf("exit %d, want 2; stderr: %s", code, msg)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("stderr %q lacks %q", msg, w)
+				}
+			}
+			if strings.Contains(msg, "s3cretpass") {
+				t.Errorf("the password was printed: %s", msg)
+			}
+		})
+	}
+	var out, errOut bytes.Buffer
+	if code := realMain([]string{cmdRun, "--config", filepath.Join(t.TempDir(), "missing.yaml")}, &out, &errOut, func(string) string { return "" }); code != 2 ||
+		!strings.Contains(errOut.String(), "no such file") {
+		t.Errorf("missing file: exit %d, %s", code, errOut.String())
+	}
+}
+
+// hasAny returns the first of words found in b, "" when none is.
+func hasAny(b []byte, words ...string) string {
+	for _, w := range words {
+		if bytes.Contains(b, []byte(w)) {
+			return w
+		}
+	}
+	return ""
+}
+
+// (b) A custom table with its own message type streams and is scoped by
+// committee like the election tables; subscriptions accept its type.
+// (c) An excluded column never leaves walcast: not in data, not in old
+// (REPLICA IDENTITY FULL updates and deletes), not in unchanged.
+func TestConfigFileCustomTableAndExclude(t *testing.T) {
+	pg := electionDB(t)
+	pg.Exec(t, `CREATE TABLE app_announcement (id serial PRIMARY KEY, committee_id bigint, title text, private_blob text);
+		ALTER TABLE guarantee ADD COLUMN phone text;
+		ALTER TABLE guarantee REPLICA IDENTITY FULL`)
+	path := writeConfig(t, `
+tables:
+  - table: public.guarantee
+    type: guarantee
+    exclude: [phone]
+  - table: app_announcement
+    type: announcement_update
+    owner: none
+    exclude: [private_blob]
+dashboard-interval: 0s
+`)
+	cfg := testConfig(t, pg.URL(), "--config", path)
+	app := startApp(t, cfg)
+	app.waitStreaming(t)
+	admin := dial(t, app.addr, token(t, 1, "admin"), "")
+	member3 := dial(t, app.addr, token(t, 20, "supervisor", 3), "types=announcement_update")
+	member2 := dial(t, app.addr, token(t, 21, "supervisor", 2), "types=announcement_update")
+
+	// A large, incompressible private_blob is stored out of line (TOAST):
+	// an update that leaves it alone sends it as unchanged.
+	pg.Exec(t, `INSERT INTO app_announcement (committee_id, title, private_blob)
+		VALUES (3, 'polls open', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 400) i) || 'BLOBSECRET')`)
+	pg.Exec(t, `UPDATE app_announcement SET title = 'polls open at 8' WHERE committee_id = 3`)
+	pg.Exec(t, `INSERT INTO guarantee (committee_id, user_id, elector_name, phone) VALUES (3, 20, 'Dana', '+965PHONESECRET')`)
+	pg.Exec(t, `UPDATE guarantee SET phone = '+965PHONESECRET2', notes = 'n' WHERE elector_name = 'Dana'`)
+	pg.Exec(t, `DELETE FROM guarantee WHERE elector_name = 'Dana'`)
+	pg.Exec(t, `DELETE FROM app_announcement`)
+	// Last, for committee 2: member2's first change must be this one.
+	pg.Exec(t, `INSERT INTO app_announcement (committee_id, title) VALUES (2, 'south')`)
+
+	leaks := []string{"phone", "PHONESECRET", "private_blob", "BLOBSECRET"}
+	wantAdmin := []struct{ typ, action string }{
+		{"announcement_update", "created"}, {"announcement_update", "updated"},
+		{"guarantee_update", "created"}, {"guarantee_update", "updated"}, {"guarantee_update", "deleted"},
+		{"announcement_update", "deleted"}, {"announcement_update", "created"},
+	}
+	for i, w := range wantAdmin {
+		raw := admin.changeRaw(t)
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["type"] != w.typ || m["action"] != w.action {
+			t.Fatalf("admin change %d: %s %s, want %s %s: %s", i, m["type"], m["action"], w.typ, w.action, raw)
+		}
+		if leak := hasAny(raw, leaks...); leak != "" {
+			t.Errorf("admin change %d carries %q: %s", i, leak, raw)
+		}
+		if i == 3 { // the update changed phone and notes: old has notes only
+			old, _ := m["old"].(map[string]any)
+			if _, ok := old["notes"]; !ok {
+				t.Errorf("update's old lacks notes: %s", raw)
+			}
+		}
+	}
+	// The delete (key-only identity) carries no committee_id: admins only.
+	for i, action := range []string{"created", "updated"} {
+		raw := member3.changeRaw(t)
+		var m map[string]any
+		json.Unmarshal(raw, &m)
+		if m["type"] != "announcement_update" || m["action"] != action {
+			t.Fatalf("committee 3 member's change %d: %s", i, raw)
+		}
+		if leak := hasAny(raw, leaks...); leak != "" {
+			t.Errorf("committee 3 member's change %d carries %q: %s", i, leak, raw)
+		}
+	}
+	if m := member2.change(t); m["data"].(map[string]any)["title"] != "south" {
+		t.Errorf("committee 2 member received another committee's announcement: %v", m)
+	}
+}
