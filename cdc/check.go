@@ -109,7 +109,7 @@ func Check(ctx context.Context, cfg CheckConfig) []Finding {
 // steps are the checks, in the order Check runs them and start-up stops
 // at the first problem.
 func (c *checker) steps() []func(context.Context) {
-	return []func(context.Context){c.server, c.walLevel, c.slotLimit, c.walSenders, c.role, c.tables, c.publication, c.slot}
+	return []func(context.Context){c.server, c.walLevel, c.slotLimit, c.walSenders, c.role, c.tables, c.columns, c.publication, c.slot}
 }
 
 // checker holds one run of Check: the connection, and what earlier checks

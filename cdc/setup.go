@@ -18,6 +18,10 @@ import (
 type SetupError struct {
 	Problem string // what is wrong, e.g. "wal_level is replica"
 	Fix     string // the exact SQL or configuration line that fixes it
+	// Config: the problem is in walcast's configuration (a config file
+	// naming a column the table does not have), not the database's
+	// setup; walcast exits with status 2, as for any bad setting.
+	Config bool
 }
 
 func (e *SetupError) Error() string {
@@ -126,7 +130,7 @@ func (c *Capture) diagnose(ctx context.Context, conn *pgx.Conn, tables []schema.
 				if f.Check == "slot WAL" && strings.Contains(f.Detail, "wal_status lost") {
 					return c.slotLost()
 				}
-				return &SetupError{Problem: f.Detail, Fix: f.Fix}
+				return &SetupError{Problem: f.Detail, Fix: f.Fix, Config: f.Check == CheckColumns}
 			case LevelWarning:
 				// By check and fix: a detail may carry a figure that moves.
 				if key := f.Check + "\x00" + f.Fix; !c.warned[key] {

@@ -202,3 +202,46 @@ dashboard-interval: 0s
 		t.Errorf("committee 2 member received another committee's announcement: %v", m)
 	}
 }
+
+// (d) A config file naming a column the table does not have is refused
+// at start with exit status 2 and the fix; walcast check lists it, with a
+// dashboard field whose default column is missing as a warning.
+func TestConfigFileMissingColumnRefused(t *testing.T) {
+	pg := electionDB(t)
+	pg.Exec(t, `ALTER TABLE vote_count RENAME COLUMN votes TO vote_total`)
+	path := writeConfig(t, `
+tables:
+  - table: guarantee
+    exclude: [phone_number]
+  - table: attendance
+    owner: marked_by_id
+  - table: vote_count
+`)
+	var out, errOut strings.Builder
+	code := realMain([]string{cmdRun, "--config", path, "--database-url", pg.URL(), "--listen", "127.0.0.1:0", "--jwt-secret", testSecret},
+		&out, &errOut, func(string) string { return "" })
+	if code != 2 {
+		t.Fatalf("run: exit %d, want 2; stderr: %s", code, errOut.String())
+	}
+	for _, w := range []string{"config: public.guarantee has no column phone_number (named as exclude in the config file)", "fix: correct exclude of table public.guarantee", "its columns: id, committee_id"} {
+		if !strings.Contains(errOut.String(), w) {
+			t.Errorf("run's stderr lacks %q: %s", w, errOut.String())
+		}
+	}
+	out.Reset()
+	errOut.Reset()
+	code = realMain([]string{cmdCheck, "--config", path, "--database-url", pg.URL()}, &out, &errOut, func(string) string { return "" })
+	t.Logf("check:\n%s", out.String())
+	if code != 1 {
+		t.Fatalf("check: exit %d, want 1; stderr: %s", code, errOut.String())
+	}
+	for _, w := range []string{
+		"problem  columns", "public.guarantee has no column phone_number",
+		"public.attendance has no column marked_by_id (named as owner in the config file)",
+		"warning  dashboard", "public.vote_count has no column votes: dashboards leave out the votes",
+	} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("check's report lacks %q", w)
+		}
+	}
+}

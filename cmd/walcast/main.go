@@ -68,6 +68,9 @@ func realMainContext(ctx context.Context, args []string, stdout, stderr io.Write
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "walcast %s: %s\n", args[0], ue.msg)
 		return 2
+	case errors.As(err, &se) && se.Config:
+		fmt.Fprintf(stderr, "walcast %s: config: %s\n  fix: %s\n", args[0], se.Problem, se.Fix)
+		return 2
 	case errors.As(err, &se):
 		// A fix of several steps keeps its lines under the first.
 		fmt.Fprintf(stderr, "walcast %s: database setup: %s\n  fix: %s\n", args[0], se.Problem, strings.ReplaceAll(se.Fix, "\n", "\n       "))
