@@ -147,35 +147,9 @@ func (c *checker) dashboardColumns(ctx context.Context, ti tableInfo, has func(s
 	}
 }
 
-// ElectorsSource returns where the electors count comes from for a
-// guarantee table: the committee table and its column; table "" when
-// there is none (electors: none).
-func ElectorsSource(t schema.Table) (table, column string) {
-	set := ""
-	if t.Dashboard != nil {
-		set = t.Dashboard.Electors
-	}
-	switch set {
-	case schema.NoColumn:
-		return "", ""
-	case "":
-		return schema.QuoteIdent(t.Schema) + ".committee", "electors_count"
-	}
-	i := strings.LastIndexByte(set, '.')
-	if i < 0 {
-		return schema.QuoteIdent(t.Schema) + ".committee", set
-	}
-	tbl := set[:i]
-	if !strings.Contains(tbl, ".") {
-		tbl = t.Schema + "." + tbl
-	}
-	s, n, _ := strings.Cut(tbl, ".")
-	return schema.QuoteIdent(s) + "." + schema.QuoteIdent(n), set[i+1:]
-}
-
 // electors checks where the electors count comes from.
 func (c *checker) electors(ctx context.Context, t schema.Table, set string) {
-	tbl, col := ElectorsSource(t)
+	tbl, col := t.ElectorsSource()
 	if tbl == "" {
 		return
 	}

@@ -70,6 +70,12 @@ type Builder struct {
 	log                                      *slog.Logger
 	guarantee, attendance, voteCount, commit string // quoted table names; "" when not tracked
 	kinds                                    map[string]schema.Kind
+	// tables are the aggregated tables by qualified name (routing columns
+	// for the dirty set), conf the aggregated table of each kind (its
+	// configured columns).
+	tables              map[string]schema.Table
+	gConf, aConf, vConf schema.Table
+	electorsCol         string // the committee table's electors column; "" none
 
 	mu    sync.Mutex
 	dirty dirtySet
@@ -166,17 +172,18 @@ func New(cfg Config) *Builder {
 		cfg.Logger = slog.Default()
 	}
 	b := &Builder{cfg: cfg, log: cfg.Logger.With("component", "dashboard"), kinds: map[string]schema.Kind{}, wake: make(chan struct{}, 1), logged: map[string]bool{}}
-	committeeSchema := "public"
+	b.tables = map[string]schema.Table{}
+	electorsFrom := schema.Table{Schema: "public"}
 	for _, t := range cfg.Tables {
 		var slot *string
+		var conf *schema.Table
 		switch t.Kind {
 		case schema.KindGuarantee:
-			slot = &b.guarantee
-			committeeSchema = t.Schema
+			slot, conf = &b.guarantee, &b.gConf
 		case schema.KindAttendance:
-			slot = &b.attendance
+			slot, conf = &b.attendance, &b.aConf
 		case schema.KindVoteCount:
-			slot = &b.voteCount
+			slot, conf = &b.voteCount, &b.vConf
 		default:
 			continue
 		}
@@ -184,12 +191,16 @@ func New(cfg Config) *Builder {
 			b.log.Warn("dashboards aggregate only the first table of each kind; ignoring", "table", t.Qualified(), "kind", t.Kind)
 			continue
 		}
-		*slot = t.QuotedIdent()
+		if t.Kind == schema.KindGuarantee {
+			electorsFrom = t
+		}
+		*slot, *conf = t.QuotedIdent(), t
 		b.kinds[t.Qualified()] = t.Kind
+		b.tables[t.Qualified()] = t
 	}
-	b.commit = cfg.CommitteeTable
-	if b.commit == "" {
-		b.commit = schema.QuoteIdent(committeeSchema) + ".committee"
+	b.commit, b.electorsCol = electorsFrom.ElectorsSource()
+	if cfg.CommitteeTable != "" {
+		b.commit = cfg.CommitteeTable
 	}
 	return b
 }
@@ -236,6 +247,7 @@ func (b *Builder) Note(tx *schema.Tx) {
 		if !ok {
 			continue
 		}
+		t := b.tables[ch.Schema+"."+ch.Table]
 		d.admin = true
 		if ch.Op == schema.Truncate || ch.Unscoped {
 			d.allCommittees = true
@@ -243,7 +255,7 @@ func (b *Builder) Note(tx *schema.Tx) {
 			continue
 		}
 		for _, row := range [2]schema.Row{ch.New, ch.Old} {
-			if v, ok := row.Get(schema.CommitteeColumn); ok {
+			if v, ok := getCol(row, t.CommitteeCol()); ok {
 				if id, ok := parseID(v); ok {
 					d.committee(id)
 				}
@@ -251,7 +263,7 @@ func (b *Builder) Note(tx *schema.Tx) {
 			if kind == schema.KindVoteCount {
 				continue
 			}
-			if v, ok := row.Get(schema.OwnerColumn); ok {
+			if v, ok := getCol(row, t.OwnerCol()); ok {
 				if id, ok := parseID(v); ok {
 					d.user(id)
 				}
@@ -672,4 +684,25 @@ func parseID(v []byte) (int64, bool) {
 	}
 	n, err := schema.ParseID(s)
 	return n, err == nil
+}
+
+// getCol reads a routing column of row; a table without it ("") has none.
+func getCol(row schema.Row, col string) ([]byte, bool) {
+	if col == "" {
+		return nil, false
+	}
+	return row.Get(col)
+}
+
+// warnOnce logs a warning the first time key is seen: a dashboard field
+// that cannot be computed is said once, at the first round, not every
+// round.
+func (b *Builder) warnOnce(key, msg string, attrs ...any) {
+	b.mu.Lock()
+	first := !b.logged["warn:"+key]
+	b.logged["warn:"+key] = true
+	b.mu.Unlock()
+	if first {
+		b.log.Warn(msg, attrs...)
+	}
 }

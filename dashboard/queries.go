@@ -32,14 +32,129 @@ type queries struct {
 	b            *Builder
 	tx           pgx.Tx
 	conn         *pgx.Conn
-	hasCommittee bool
+	hasCommittee bool // the committee table exists, with an id column
+	hasElectors  bool // and its electors column
+	// g, a and v are the columns of the guarantee, attendance and
+	// vote_count tables this round can read ("" for one that is missing:
+	// the dashboard field it feeds is null).
+	g, a, v cols
 }
 
+// cols are the columns of one aggregated table that the queries read.
+type cols struct {
+	committee, owner string
+	value            string // status, attended or votes
+}
+
+// by returns the routing column of the given kind ("owner" or
+// "committee").
+func (c cols) by(kind string) string {
+	if kind == byOwner {
+		return c.owner
+	}
+	return c.committee
+}
+
+const (
+	byOwner     = "owner"
+	byCommittee = "committee"
+)
+
+// prepare looks up, in the round's snapshot, which of the columns the
+// dashboards read exist: a missing one leaves its field null (one warning
+// per field, and a walcast check finding) instead of failing the round.
 func (q *queries) prepare(ctx context.Context) error {
-	if err := q.tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, q.b.commit).Scan(&q.hasCommittee); err != nil {
-		return fmt.Errorf("look up %s: %w", q.b.commit, err)
+	var err error
+	if q.g, err = q.resolve(ctx, q.b.guarantee, q.b.gConf, dashCol(q.b.gConf, "status"), "guarantee counts by status"); err != nil {
+		return err
+	}
+	if q.a, err = q.resolve(ctx, q.b.attendance, q.b.aConf, dashCol(q.b.aConf, "attended"), "attendance counts"); err != nil {
+		return err
+	}
+	if q.v, err = q.resolve(ctx, q.b.voteCount, q.b.vConf, dashCol(q.b.vConf, "votes"), "votes"); err != nil {
+		return err
+	}
+	q.hasCommittee, q.hasElectors = false, false
+	if q.b.commit == "" {
+		return nil
+	}
+	names, err := q.columnsOf(ctx, q.b.commit)
+	if err != nil {
+		return err
+	}
+	q.hasCommittee = names["id"]
+	q.hasElectors = q.hasCommittee && q.b.electorsCol != "" && names[q.b.electorsCol]
+	if names != nil && q.b.electorsCol != "" && !q.hasElectors {
+		q.b.warnOnce(q.b.commit+"."+q.b.electorsCol, "dashboards send electors as null: the committee table lacks the column",
+			"table", q.b.commit, "column", q.b.electorsCol,
+			"fix", "name the committee table and its electors column in the config file (dashboard: {electors: committee_table.column}) or electors: none; walcast check lists it")
 	}
 	return nil
+}
+
+// dashCol returns the configured dashboard column of t for field, or the
+// default name; "" for none.
+func dashCol(t schema.Table, field string) string {
+	var set string
+	if d := t.Dashboard; d != nil {
+		switch field {
+		case "status":
+			set = d.Status
+		case "attended":
+			set = d.Attended
+		case "votes":
+			set = d.Votes
+		}
+	}
+	switch set {
+	case "":
+		return field
+	case schema.NoColumn:
+		return ""
+	}
+	return set
+}
+
+// columnsOf returns the columns of a table; nil when it does not exist.
+func (q *queries) columnsOf(ctx context.Context, quoted string) (map[string]bool, error) {
+	var names []string
+	err := q.tx.QueryRow(ctx, `SELECT CASE WHEN to_regclass($1) IS NOT NULL THEN ARRAY(SELECT attname::text FROM pg_attribute
+		WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped) END`, quoted).Scan(&names)
+	if err != nil {
+		return nil, fmt.Errorf("look up the columns of %s: %w", quoted, roundError{err})
+	}
+	if names == nil {
+		return nil, nil
+	}
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m, nil
+}
+
+// resolve returns the columns of an aggregated table that exist.
+func (q *queries) resolve(ctx context.Context, quoted string, t schema.Table, value, what string) (cols, error) {
+	if quoted == "" {
+		return cols{}, nil
+	}
+	names, err := q.columnsOf(ctx, quoted)
+	if err != nil || names == nil {
+		return cols{}, err // a missing table: walcast check says so
+	}
+	c := cols{committee: t.CommitteeCol(), owner: t.OwnerCol(), value: value}
+	for _, f := range []struct {
+		col  *string
+		what string
+	}{{&c.committee, "committee dashboards do not count its rows"}, {&c.owner, "personal dashboards do not count its rows"}, {&c.value, "dashboards send " + what + " as null"}} {
+		if *f.col != "" && !names[*f.col] {
+			q.b.warnOnce(t.Qualified()+"."+*f.col, f.what+": the table lacks the column",
+				"table", t.Qualified(), "column", *f.col,
+				"fix", "name the table's column in the config file (docs/configuration.md), or none; walcast check lists it")
+			*f.col = ""
+		}
+	}
+	return c, nil
 }
 
 // savepoint runs f in a savepoint, so that a failing query leaves the
@@ -203,8 +318,8 @@ func (g *Guarantees) add(status *string, n int64) {
 
 // Attendance is attendance marked against the electors expected.
 type Attendance struct {
-	Attended int64  `json:"attended"`
-	Electors *int64 `json:"electors"` // null when the committee table is missing
+	Attended *int64 `json:"attended"` // null when the attended or routing column is missing
+	Electors *int64 `json:"electors"` // null when the committee table or its electors column is missing
 }
 
 // Votes is one candidate's votes.
@@ -214,17 +329,19 @@ type Votes struct {
 }
 
 // Personal is the data of a personal dashboard.
+// A field is null when the columns it needs are missing (see prepare).
 type Personal struct {
-	Guarantees       Guarantees `json:"guarantees"`
-	AttendanceMarked int64      `json:"attendance_marked"`
+	Guarantees       *Guarantees `json:"guarantees"`
+	AttendanceMarked *int64      `json:"attendance_marked"`
 }
 
 // Supervisor is the data of a committee's dashboard.
+// A field is null when the columns it needs are missing (see prepare).
 type Supervisor struct {
-	Guarantees Guarantees `json:"guarantees"`
-	Attendance Attendance `json:"attendance"`
-	Votes      []Votes    `json:"votes"`
-	TotalVotes int64      `json:"total_votes"`
+	Guarantees *Guarantees `json:"guarantees"`
+	Attendance Attendance  `json:"attendance"`
+	Votes      []Votes     `json:"votes"`
+	TotalVotes *int64      `json:"total_votes"`
 }
 
 // Admin is the data of the election-wide dashboard.
@@ -311,9 +428,12 @@ func (q *queries) enumerate(ctx context.Context, typ string, sqls []string) ([]i
 // allUsers lists every user with guarantees or marked attendance.
 func (q *queries) allUsers(ctx context.Context) ([]int64, error) {
 	var sqls []string
-	for _, t := range []string{q.b.guarantee, q.b.attendance} {
-		if t != "" {
-			sqls = append(sqls, `SELECT DISTINCT user_id FROM `+t+` WHERE user_id IS NOT NULL`)
+	for _, t := range []struct {
+		quoted string
+		c      cols
+	}{{q.b.guarantee, q.g}, {q.b.attendance, q.a}} {
+		if col := quoteCol(t.c.owner); t.quoted != "" && col != "" {
+			sqls = append(sqls, `SELECT DISTINCT `+col+` FROM `+t.quoted+` WHERE `+col+` IS NOT NULL`)
 		}
 	}
 	return q.enumerate(ctx, schema.DashboardPersonal, sqls)
@@ -322,15 +442,15 @@ func (q *queries) allUsers(ctx context.Context) ([]int64, error) {
 // allCommittees lists every committee: from the committee table when it
 // exists, else those with rows.
 func (q *queries) allCommittees(ctx context.Context) ([]int64, error) {
-	tables := []string{q.b.guarantee, q.b.attendance, q.b.voteCount}
-	col := "committee_id"
+	type src struct{ quoted, col string }
+	tables := []src{{q.b.guarantee, q.g.committee}, {q.b.attendance, q.a.committee}, {q.b.voteCount, q.v.committee}}
 	if q.hasCommittee {
-		tables, col = []string{q.b.commit}, "id"
+		tables = []src{{q.b.commit, "id"}}
 	}
 	var sqls []string
 	for _, t := range tables {
-		if t != "" {
-			sqls = append(sqls, `SELECT DISTINCT `+col+` FROM `+t+` WHERE `+col+` IS NOT NULL`)
+		if col := quoteCol(t.col); t.quoted != "" && col != "" {
+			sqls = append(sqls, `SELECT DISTINCT `+col+` FROM `+t.quoted+` WHERE `+col+` IS NOT NULL`)
 		}
 	}
 	return q.enumerate(ctx, schema.DashboardSupervisor, sqls)
@@ -360,10 +480,10 @@ func messages[T any](q *queries, typ string, ids []int64, data map[int64]*T, at 
 // the guarantees by status and the attendances marked, into the counters
 // of the id that of returns (nil: an id not asked for). A table that is
 // not tracked counts nothing.
-func (q *queries) countsBy(ctx context.Context, column string, ids []int64, of func(id int64) (*Guarantees, *int64)) error {
+func (q *queries) countsBy(ctx context.Context, by string, ids []int64, of func(id int64) (*Guarantees, *int64)) error {
 	args := []any{ids}
-	if t := q.b.guarantee; t != "" {
-		err := q.scan(ctx, `SELECT `+column+`, status::text, count(*) FROM `+t+` WHERE `+column+` = ANY($1) GROUP BY 1, 2`, args, func(r pgx.Rows) error {
+	if t, column, status := q.b.guarantee, quoteCol(q.g.by(by)), quoteCol(q.g.value); t != "" && column != "" && status != "" {
+		err := q.scan(ctx, `SELECT `+column+`, `+status+`::text, count(*) FROM `+t+` WHERE `+column+` = ANY($1) GROUP BY 1, 2`, args, func(r pgx.Rows) error {
 			var id, n int64
 			var s *string
 			err := r.Scan(&id, &s, &n)
@@ -376,8 +496,8 @@ func (q *queries) countsBy(ctx context.Context, column string, ids []int64, of f
 			return err
 		}
 	}
-	if t := q.b.attendance; t != "" {
-		return q.scan(ctx, `SELECT `+column+`, count(*) FROM `+t+` WHERE `+column+` = ANY($1) AND attended GROUP BY 1`, args, func(r pgx.Rows) error {
+	if t, column, attended := q.b.attendance, quoteCol(q.a.by(by)), quoteCol(q.a.value); t != "" && column != "" && attended != "" {
+		return q.scan(ctx, `SELECT `+column+`, count(*) FROM `+t+` WHERE `+column+` = ANY($1) AND `+attended+` GROUP BY 1`, args, func(r pgx.Rows) error {
 			var id, n int64
 			err := r.Scan(&id, &n)
 			if _, a := of(id); a != nil && err == nil {
@@ -393,11 +513,11 @@ func (q *queries) personal(ctx context.Context, users []int64, at string) ([]sch
 	data, err := isolate(ctx, q, schema.DashboardPersonal, users, func(users []int64) (map[int64]*Personal, error) {
 		data := make(map[int64]*Personal, len(users))
 		for _, u := range users {
-			data[u] = &Personal{}
+			data[u] = &Personal{Guarantees: q.guarantees(byOwner), AttendanceMarked: q.attended(byOwner)}
 		}
-		err := q.countsBy(ctx, schema.OwnerColumn, users, func(u int64) (*Guarantees, *int64) {
+		err := q.countsBy(ctx, byOwner, users, func(u int64) (*Guarantees, *int64) {
 			if p := data[u]; p != nil {
-				return &p.Guarantees, &p.AttendanceMarked
+				return p.Guarantees, p.AttendanceMarked
 			}
 			return nil, nil
 		})
@@ -416,20 +536,23 @@ func (q *queries) supervisor(ctx context.Context, committees []int64, at string)
 	data, err := isolate(ctx, q, schema.DashboardSupervisor, committees, func(committees []int64) (map[int64]*Supervisor, error) {
 		data := make(map[int64]*Supervisor, len(committees))
 		for _, c := range committees {
-			data[c] = &Supervisor{Votes: []Votes{}}
+			data[c] = &Supervisor{Guarantees: q.guarantees(byCommittee), Attendance: Attendance{Attended: q.attended(byCommittee)}}
+			if q.votesOK(byCommittee) {
+				data[c].Votes, data[c].TotalVotes = []Votes{}, new(int64)
+			}
 		}
 		args := []any{committees}
-		err := q.countsBy(ctx, schema.CommitteeColumn, committees, func(c int64) (*Guarantees, *int64) {
+		err := q.countsBy(ctx, byCommittee, committees, func(c int64) (*Guarantees, *int64) {
 			if d := data[c]; d != nil {
-				return &d.Guarantees, &d.Attendance.Attended
+				return d.Guarantees, d.Attendance.Attended
 			}
 			return nil, nil
 		})
 		if err != nil {
 			return nil, err
 		}
-		if q.hasCommittee {
-			err := q.scan(ctx, `SELECT id, electors_count::bigint FROM `+q.b.commit+` WHERE id = ANY($1)`, args, func(r pgx.Rows) error {
+		if q.hasElectors {
+			err := q.scan(ctx, `SELECT id, `+quoteCol(q.b.electorsCol)+`::bigint FROM `+q.b.commit+` WHERE id = ANY($1)`, args, func(r pgx.Rows) error {
 				var c int64
 				var n *int64
 				err := r.Scan(&c, &n)
@@ -442,14 +565,14 @@ func (q *queries) supervisor(ctx context.Context, committees []int64, at string)
 				return nil, err
 			}
 		}
-		if t := q.b.voteCount; t != "" {
-			err := q.scan(ctx, `SELECT committee_id, candidate_id, coalesce(votes, 0)::bigint FROM `+t+`
-				WHERE committee_id = ANY($1) AND candidate_id IS NOT NULL ORDER BY 1, 2`, args, func(r pgx.Rows) error {
+		if t := q.b.voteCount; t != "" && q.votesOK(byCommittee) {
+			err := q.scan(ctx, `SELECT `+quoteCol(q.v.committee)+`, candidate_id, coalesce(`+quoteCol(q.v.value)+`, 0)::bigint FROM `+t+`
+				WHERE `+quoteCol(q.v.committee)+` = ANY($1) AND candidate_id IS NOT NULL ORDER BY 1, 2`, args, func(r pgx.Rows) error {
 				var c, cand, n int64
 				err := r.Scan(&c, &cand, &n)
 				if d := data[c]; d != nil && err == nil {
 					d.Votes = append(d.Votes, Votes{CandidateID: cand, Votes: n})
-					d.TotalVotes += n
+					*d.TotalVotes += n
 				}
 				return err
 			})
@@ -469,9 +592,12 @@ func (q *queries) supervisor(ctx context.Context, committees []int64, at string)
 // queries failed (counted and logged).
 func (q *queries) admin(ctx context.Context, at string) (m schema.Message, ok bool, err error) {
 	data, err := isolate(ctx, q, schema.DashboardAdmin, []int64{0}, func([]int64) (map[int64]*Admin, error) {
-		d := &Admin{Supervisor: Supervisor{Votes: []Votes{}}}
-		if t := q.b.guarantee; t != "" {
-			err := q.scan(ctx, `SELECT status::text, count(*) FROM `+t+` GROUP BY 1`, nil, func(r pgx.Rows) error {
+		d := &Admin{Supervisor: Supervisor{Guarantees: q.guarantees(""), Attendance: Attendance{Attended: q.attended("")}}}
+		if q.votesOK("") {
+			d.Votes, d.TotalVotes = []Votes{}, new(int64)
+		}
+		if t := q.b.guarantee; t != "" && q.g.value != "" {
+			err := q.scan(ctx, `SELECT `+quoteCol(q.g.value)+`::text, count(*) FROM `+t+` GROUP BY 1`, nil, func(r pgx.Rows) error {
 				var s *string
 				var n int64
 				err := r.Scan(&s, &n)
@@ -484,25 +610,27 @@ func (q *queries) admin(ctx context.Context, at string) (m schema.Message, ok bo
 				return nil, err
 			}
 		}
-		if t := q.b.attendance; t != "" {
-			if err := q.tx.QueryRow(ctx, `SELECT count(*) FROM `+t+` WHERE attended`).Scan(&d.Attendance.Attended); err != nil {
+		if t := q.b.attendance; t != "" && q.a.value != "" {
+			if err := q.tx.QueryRow(ctx, `SELECT count(*) FROM `+t+` WHERE `+quoteCol(q.a.value)).Scan(d.Attendance.Attended); err != nil {
 				return nil, fmt.Errorf("count attendance: %w", err)
 			}
 		}
 		if q.hasCommittee {
-			var electors int64
-			if err := q.tx.QueryRow(ctx, `SELECT coalesce(sum(electors_count), 0)::bigint, count(*) FROM `+q.b.commit).Scan(&electors, &d.Committees); err != nil {
+			electors := "NULL"
+			if q.hasElectors {
+				electors = "coalesce(sum(" + quoteCol(q.b.electorsCol) + "), 0)::bigint"
+			}
+			if err := q.tx.QueryRow(ctx, `SELECT `+electors+`, count(*) FROM `+q.b.commit).Scan(&d.Attendance.Electors, &d.Committees); err != nil {
 				return nil, fmt.Errorf("count electors: %w", err)
 			}
-			d.Attendance.Electors = &electors
 		}
-		if t := q.b.voteCount; t != "" {
-			err := q.scan(ctx, `SELECT candidate_id, coalesce(sum(votes), 0)::bigint FROM `+t+`
+		if t := q.b.voteCount; t != "" && q.votesOK("") {
+			err := q.scan(ctx, `SELECT candidate_id, coalesce(sum(`+quoteCol(q.v.value)+`), 0)::bigint FROM `+t+`
 				WHERE candidate_id IS NOT NULL GROUP BY 1 ORDER BY 1`, nil, func(r pgx.Rows) error {
 				var v Votes
 				err := r.Scan(&v.CandidateID, &v.Votes)
 				d.Votes = append(d.Votes, v)
-				d.TotalVotes += v.Votes
+				*d.TotalVotes += v.Votes
 				return err
 			})
 			if err != nil {
@@ -519,4 +647,36 @@ func (q *queries) admin(ctx context.Context, at string) (m schema.Message, ok bo
 		return schema.Message{}, false, nil
 	}
 	return ms[0], true, nil
+}
+
+// quoteCol quotes a column name for SQL; "" stays "".
+func quoteCol(c string) string {
+	if c == "" {
+		return ""
+	}
+	return schema.QuoteIdent(c)
+}
+
+// guarantees returns the counters of a dashboard's guarantees: nil (null)
+// when the guarantee table is tracked but lacks the status column or the
+// column by (byOwner, byCommittee; "" for the admin dashboard).
+func (q *queries) guarantees(by string) *Guarantees {
+	if q.b.guarantee != "" && (q.g.value == "" || by != "" && q.g.by(by) == "") {
+		return nil
+	}
+	return &Guarantees{}
+}
+
+// attended is guarantees' rule for the attendance counter.
+func (q *queries) attended(by string) *int64 {
+	if q.b.attendance != "" && (q.a.value == "" || by != "" && q.a.by(by) == "") {
+		return nil
+	}
+	return new(int64)
+}
+
+// votesOK reports whether the votes can be summed (by committee, or
+// election-wide for by ""); an untracked vote_count table sums to none.
+func (q *queries) votesOK(by string) bool {
+	return q.b.voteCount == "" || q.v.value != "" && (by == "" || q.v.by(by) != "")
 }

@@ -135,6 +135,33 @@ func (t Table) Leaves(col string) bool {
 	return !slices.Contains(t.Columns.Exclude, col)
 }
 
+// ElectorsSource returns, for a guarantee table, where the dashboards'
+// electors count comes from: the committee table (quoted) and its column;
+// table "" when there is none (electors: none). The committee table's id
+// column is the committee id.
+func (t Table) ElectorsSource() (table, column string) {
+	set := ""
+	if t.Dashboard != nil {
+		set = t.Dashboard.Electors
+	}
+	switch set {
+	case NoColumn:
+		return "", ""
+	case "":
+		return QuoteIdent(t.Schema) + ".committee", "electors_count"
+	}
+	i := strings.LastIndexByte(set, '.')
+	if i < 0 {
+		return QuoteIdent(t.Schema) + ".committee", set
+	}
+	tbl := set[:i]
+	if !strings.Contains(tbl, ".") {
+		tbl = t.Schema + "." + tbl
+	}
+	s, n, _ := strings.Cut(tbl, ".")
+	return QuoteIdent(s) + "." + QuoteIdent(n), set[i+1:]
+}
+
 // Label is how messages about the table name what it is tracked as: its
 // kind, or its message type for a custom table.
 func (t Table) Label() string {

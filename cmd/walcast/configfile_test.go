@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/walcast/walcast/internal/testenv"
 	"github.com/walcast/walcast/schema"
 )
 
@@ -243,5 +245,136 @@ tables:
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("check's report lacks %q", w)
 		}
+	}
+}
+
+// (a) A Django app's schema: app-prefixed tables, a nullable marked_by_id
+// owner on attendance, guarantee_status as the status column, vote_count
+// as the votes column, a committee table without electors. With a config
+// file, changes stream, attendance is routed to the user who marked it,
+// and supervisor and personal dashboards arrive with the fields the
+// schema supports (electors null).
+func TestConfigFileDjangoSchema(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.Exec(t, `CREATE TABLE election_committee (id bigserial PRIMARY KEY, name varchar(100) NOT NULL);
+		CREATE TABLE election_guarantee (id bigserial PRIMARY KEY, committee_id bigint NOT NULL REFERENCES election_committee (id),
+			user_id integer NOT NULL, elector_name varchar(200) NOT NULL, guarantee_status varchar(10) NOT NULL, phone varchar(20));
+		CREATE TABLE election_attendance (id bigserial PRIMARY KEY, committee_id bigint NOT NULL REFERENCES election_committee (id),
+			elector_id bigint NOT NULL, marked_by_id integer NULL, attended boolean NOT NULL);
+		CREATE TABLE election_votecount (id bigserial PRIMARY KEY, committee_id bigint NOT NULL REFERENCES election_committee (id),
+			candidate_id bigint NOT NULL, vote_count integer NOT NULL);
+		ALTER TABLE election_guarantee REPLICA IDENTITY FULL; ALTER TABLE election_attendance REPLICA IDENTITY FULL;
+		ALTER TABLE election_votecount REPLICA IDENTITY FULL;
+		INSERT INTO election_committee (id, name) VALUES (1, 'North'), (3, 'East')`)
+	path := writeConfig(t, `
+dashboard-interval: 50ms
+tables:
+  - table: election_guarantee
+    type: guarantee
+    exclude: [phone]
+    dashboard:
+      status: guarantee_status
+      electors: none
+  - table: election_attendance
+    type: attendance
+    owner: marked_by_id
+  - table: election_votecount
+    type: vote_count
+    owner: none
+    dashboard: {votes: vote_count}
+`)
+	app, logs := startLogged(t, cmdRun, testConfig(t, pg.URL(), "--config", path))
+	app.waitStreaming(t)
+	supervisor := dial(t, app.addr, token(t, 30, "supervisor", 3), "")
+	marker := dial(t, app.addr, token(t, 21, "user"), "")
+
+	pg.Exec(t, `INSERT INTO election_guarantee (committee_id, user_id, elector_name, guarantee_status, phone) VALUES
+		(3, 21, 'a', 'strong', '+1'), (3, 21, 'b', 'weak', '+2'), (1, 22, 'c', 'strong', '+3')`)
+	pg.Exec(t, `INSERT INTO election_attendance (committee_id, elector_id, marked_by_id, attended) VALUES (3, 1, NULL, true)`)
+	pg.Exec(t, `INSERT INTO election_attendance (committee_id, elector_id, marked_by_id, attended) VALUES (3, 2, 21, true), (3, 3, 21, false)`)
+	pg.Exec(t, `INSERT INTO election_votecount (committee_id, candidate_id, vote_count) VALUES (3, 1, 7), (3, 2, 5)`)
+
+	// The user who marked the attendance gets it, by marked_by_id; the
+	// row nobody marked is not theirs.
+	var marked []map[string]any
+	for len(marked) < 2 {
+		m := marker.change(t)
+		if m["type"] == "attendance_update" {
+			marked = append(marked, m)
+		}
+	}
+	for _, m := range marked {
+		if id := m["data"].(map[string]any)["marked_by_id"]; id != float64(21) {
+			t.Errorf("user 21 got attendance marked by %v: %v", id, m)
+		}
+	}
+	if m := supervisor.change(t); m["type"] != "guarantee_update" || hasAny(mustJSON(t, m), "phone", "+1") != "" {
+		t.Errorf("supervisor's first change: %v", m)
+	}
+
+	wantSup := func(d map[string]any) bool {
+		g, _ := d["guarantees"].(map[string]any)
+		a, _ := d["attendance"].(map[string]any)
+		return g != nil && g["strong"] == float64(1) && g["weak"] == float64(1) && a != nil && a["attended"] == float64(2) &&
+			d["total_votes"] == float64(12)
+	}
+	sup := awaitDashboard(t, supervisor, "supervisor", wantSup)
+	if a := sup["attendance"].(map[string]any); a["electors"] != nil {
+		t.Errorf("electors %v, want null (electors: none)", a["electors"])
+	}
+	personal := awaitDashboard(t, marker, "personal", func(d map[string]any) bool {
+		g, _ := d["guarantees"].(map[string]any)
+		return g != nil && g["total"] == float64(2) && d["attendance_marked"] == float64(1)
+	})
+	t.Logf("supervisor: %v\npersonal: %v", sup, personal)
+	if n := logCount(logs, "dashboards cannot be computed"); n != 0 {
+		t.Errorf("%d dashboard failures logged:\n%s", n, logs.String())
+	}
+}
+
+// awaitDashboard waits for a dashboard_update of typ whose data ok
+// accepts, and returns its data.
+func awaitDashboard(t *testing.T, c *wsClient, typ string, ok func(map[string]any) bool) map[string]any {
+	t.Helper()
+	var data map[string]any
+	deadline := time.After(10 * time.Second)
+	c.await(t, func() <-chan time.Time { return deadline }, typ+" dashboard", func(b []byte) bool {
+		var f map[string]any
+		if json.Unmarshal(b, &f) != nil || f["type"] != "dashboard_update" || f["dashboard_type"] != typ {
+			return false
+		}
+		data, _ = f["data"].(map[string]any)
+		return data != nil && ok(data)
+	})
+	return data
+}
+
+// Dashboards degrade: without a config file, a tracked table lacking a
+// column the dashboards read (guarantee.status renamed) leaves that field
+// null with one warning; the other fields and dashboards keep arriving.
+func TestDashboardFieldDegrades(t *testing.T) {
+	pg := electionDB(t)
+	pg.Exec(t, `ALTER TABLE guarantee RENAME COLUMN status TO guarantee_status`)
+	cfg := testConfig(t, pg.URL(), "--dashboard-interval", "50ms")
+	app, logs := startLogged(t, cmdRun, cfg)
+	app.waitStreaming(t)
+	c := dial(t, app.addr, token(t, 30, "supervisor", 3), "")
+	for i := range 3 {
+		pg.Exec(t, `INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (3, 30, 'x')`)
+		pg.Exec(t, `INSERT INTO attendance (committee_id, elector_id, user_id) VALUES (3, $1, 30)`, i+1)
+		want := float64(i + 1)
+		d := awaitDashboard(t, c, "supervisor", func(d map[string]any) bool {
+			a, _ := d["attendance"].(map[string]any)
+			return a != nil && a["attended"] == want
+		})
+		if d["guarantees"] != nil || d["attendance"].(map[string]any)["electors"] != float64(300) {
+			t.Fatalf("supervisor dashboard %v: want guarantees null, electors 300", d)
+		}
+	}
+	if n := logCount(logs, "dashboards send guarantee counts by status as null"); n != 1 {
+		t.Errorf("%d warnings about the missing status column, want 1:\n%s", n, logs.String())
+	}
+	if n := logCount(logs, "dashboards cannot be computed"); n != 0 {
+		t.Errorf("%d dashboard failures logged", n)
 	}
 }
