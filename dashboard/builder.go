@@ -706,3 +706,15 @@ func (b *Builder) warnOnce(key, msg string, attrs ...any) {
 		b.log.Warn(msg, attrs...)
 	}
 }
+
+// status maps an application's status value to walcast's name for it
+// (the guarantee table's dashboard status_values).
+func (b *Builder) status(s *string) *string {
+	if s == nil || b.gConf.Dashboard == nil {
+		return s
+	}
+	if v, ok := b.gConf.Dashboard.StatusValues[*s]; ok {
+		return &v
+	}
+	return s
+}

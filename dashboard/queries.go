@@ -488,7 +488,7 @@ func (q *queries) countsBy(ctx context.Context, by string, ids []int64, of func(
 			var s *string
 			err := r.Scan(&id, &s, &n)
 			if g, _ := of(id); g != nil && err == nil {
-				g.add(s, n)
+				g.add(q.b.status(s), n)
 			}
 			return err
 		})
@@ -602,7 +602,7 @@ func (q *queries) admin(ctx context.Context, at string) (m schema.Message, ok bo
 				var n int64
 				err := r.Scan(&s, &n)
 				if err == nil {
-					d.Guarantees.add(s, n)
+					d.Guarantees.add(q.b.status(s), n)
 				}
 				return err
 			})

@@ -82,6 +82,10 @@ type DashboardColumns struct {
 	Attended string // attendance: the attended flag (default attended)
 	Votes    string // vote_count: the votes column (default votes)
 	Electors string // committee table's electors count (default electors_count)
+	// StatusValues maps the application's status values to walcast's
+	// strong, medium and weak ("HIGH" → "strong"); values not in it are
+	// counted by their own name.
+	StatusValues map[string]string
 }
 
 // CommitteeCol returns the committee routing column, "" when there is none.

@@ -140,7 +140,7 @@ func scalarValue(n *yaml.Node) (string, error) {
 var tableKeys = map[string]bool{"table": true, "type": true, "committee": true, "owner": true, "exclude": true, "include": true, "dashboard": true}
 
 // dashboardKeys are the keys of a table's dashboard mapping.
-var dashboardKeys = map[string]bool{"status": true, "attended": true, "votes": true, "electors": true}
+var dashboardKeys = map[string]bool{"status": true, "status_values": true, "attended": true, "votes": true, "electors": true}
 
 // parseFileTables reads the long form of tables.
 func parseFileTables(path string, seq *yaml.Node) ([]schema.Table, error) {
@@ -227,8 +227,8 @@ func parseFileTable(path string, n *yaml.Node) (schema.Table, error) {
 		case schema.TypeGuarantee, schema.TypeAttendance, schema.TypeVoting, schema.TypeDashboard:
 			return t, fileError(path, typeLine, "type %s is walcast's own message type (fix: write the kind, e.g. type: guarantee, or choose another name for a custom table)", typ)
 		}
-		if strings.Contains(typ, ".") {
-			return t, fileError(path, typeLine, "type %q: a message type is a plain name such as announcement_update", typ)
+		if !messageTypeName(typ) {
+			return t, fileError(path, typeLine, "type %q: a message type is lower-case letters, digits and underscores, such as announcement_update", typ)
 		}
 		t.Type = typ
 		if t.Dashboard != nil {
@@ -257,7 +257,15 @@ func parseDashboard(path string, n *yaml.Node) (*schema.DashboardColumns, error)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if !dashboardKeys[k.Value] {
-			return nil, fileError(path, k.Line, "unknown key %q in dashboard%s (fix: use status, attended, votes or electors)", k.Value, suggest(k.Value, dashboardKeys))
+			return nil, fileError(path, k.Line, "unknown key %q in dashboard%s (fix: use status, status_values, attended, votes or electors)", k.Value, suggest(k.Value, dashboardKeys))
+		}
+		if k.Value == "status_values" {
+			m, err := statusValues(path, v)
+			if err != nil {
+				return nil, err
+			}
+			d.StatusValues = m
+			continue
 		}
 		s, err := routingValue(v)
 		if err != nil {
@@ -275,6 +283,54 @@ func parseDashboard(path string, n *yaml.Node) (*schema.DashboardColumns, error)
 		}
 	}
 	return d, nil
+}
+
+// statusValues reads status_values: walcast's strong, medium and weak,
+// each the application's value or list of values that means it
+// ({strong: [HIGH, A], medium: MID, weak: LOW}), as a map from the
+// application's value to walcast's.
+func statusValues(path string, n *yaml.Node) (map[string]string, error) {
+	if n.Kind != yaml.MappingNode {
+		return nil, fileError(path, n.Line, "status_values: want a mapping of strong, medium and weak to your values ({strong: HIGH, medium: MID, weak: LOW})")
+	}
+	m := map[string]string{}
+	names := map[string]bool{"strong": true, "medium": true, "weak": true}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if !names[k.Value] {
+			return nil, fileError(path, k.Line, "unknown key %q in status_values%s (fix: use strong, medium or weak)", k.Value, suggest(k.Value, names))
+		}
+		vals, err := scalarList(v)
+		if err != nil {
+			return nil, fileError(path, v.Line, "status_values %s: %v", k.Value, err)
+		}
+		for _, val := range vals {
+			if prev, dup := m[val]; dup {
+				return nil, fileError(path, v.Line, "status_values: %q means both %s and %s (fix: keep one)", val, prev, k.Value)
+			}
+			m[val] = k.Value
+		}
+	}
+	return m, nil
+}
+
+// scalarList reads one value or a list of values, kept exactly (a status
+// value may hold spaces).
+func scalarList(n *yaml.Node) ([]string, error) {
+	if n.Kind == yaml.ScalarNode && n.Tag != "!!null" {
+		return []string{n.Value}, nil
+	}
+	if n.Kind != yaml.SequenceNode || len(n.Content) == 0 {
+		return nil, errors.New("want a value or a list of values")
+	}
+	var out []string
+	for _, c := range n.Content {
+		if c.Kind != yaml.ScalarNode || c.Tag == "!!null" {
+			return nil, errors.New("want a value or a list of values")
+		}
+		out = append(out, c.Value)
+	}
+	return out, nil
 }
 
 // identValue reads a name: a non-empty scalar.
@@ -353,4 +409,19 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// messageTypeName reports whether s can name a custom message type:
+// lower-case letters, digits and underscores, starting with a letter, at
+// most 63 bytes (what clients write in types= without escaping).
+func messageTypeName(s string) bool {
+	if s == "" || len(s) > 63 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
 }

@@ -88,6 +88,8 @@ func TestConfigFileErrors(t *testing.T) {
 		{"exclude and include", "tables:\n  - table: guarantee\n    exclude: [a]\n    include: [b]\n", []string{"both exclude and include"}},
 		{"twice", "tables:\n  - table: guarantee\n  - table: public.guarantee\n", []string{":3:", "listed twice"}},
 		{"secret", "redis-url: http://walcast:s3cretpass@redis:6379\n", []string{":1:", "redis-url"}},
+		{"type syntax", "tables:\n  - table: notes\n    type: Note Update\n", []string{":3:", "lower-case letters"}},
+		{"status values", "tables:\n  - table: guarantee\n    dashboard: {status_values: {strong: A, weak: A}}\n", []string{":3:", `"A" means both strong and weak`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := writeConfig(t, c.text)
@@ -106,6 +108,14 @@ func TestConfigFileErrors(t *testing.T) {
 				t.Errorf("the password was printed: %s", msg)
 			}
 		})
+	}
+	// A password given in the file is masked in everything walcast
+	// prints, like one given by flag.
+	path := writeConfig(t, "database-url: postgres://walcast:filepassw0rd@127.0.0.1:1/app?connect_timeout=2\n")
+	var report, errs bytes.Buffer
+	realMain([]string{cmdCheck, "--config", path}, &report, &errs, func(string) string { return "" })
+	if strings.Contains(report.String()+errs.String(), "filepassw0rd") || !strings.Contains(report.String(), "127.0.0.1") {
+		t.Errorf("check with the file's database-url printed:\n%s%s", report.String(), errs.String())
 	}
 	var out, errOut bytes.Buffer
 	if code := realMain([]string{cmdRun, "--config", filepath.Join(t.TempDir(), "missing.yaml")}, &out, &errOut, func(string) string { return "" }); code != 2 ||
@@ -274,6 +284,7 @@ tables:
     exclude: [phone]
     dashboard:
       status: guarantee_status
+      status_values: {strong: HIGH, medium: MID, weak: [LOW, very low]}
       electors: none
   - table: election_attendance
     type: attendance
@@ -289,7 +300,7 @@ tables:
 	marker := dial(t, app.addr, token(t, 21, "user"), "")
 
 	pg.Exec(t, `INSERT INTO election_guarantee (committee_id, user_id, elector_name, guarantee_status, phone) VALUES
-		(3, 21, 'a', 'strong', '+1'), (3, 21, 'b', 'weak', '+2'), (1, 22, 'c', 'strong', '+3')`)
+		(3, 21, 'a', 'HIGH', '+1'), (3, 21, 'b', 'very low', '+2'), (1, 22, 'c', 'HIGH', '+3')`)
 	pg.Exec(t, `INSERT INTO election_attendance (committee_id, elector_id, marked_by_id, attended) VALUES (3, 1, NULL, true)`)
 	pg.Exec(t, `INSERT INTO election_attendance (committee_id, elector_id, marked_by_id, attended) VALUES (3, 2, 21, true), (3, 3, 21, false)`)
 	pg.Exec(t, `INSERT INTO election_votecount (committee_id, candidate_id, vote_count) VALUES (3, 1, 7), (3, 2, 5)`)
