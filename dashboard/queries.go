@@ -147,6 +147,10 @@ func (q *queries) resolve(ctx context.Context, quoted string, t schema.Table, va
 		col  *string
 		what string
 	}{{&c.committee, "committee dashboards do not count its rows"}, {&c.owner, "personal dashboards do not count its rows"}, {&c.value, "dashboards send " + what + " as null"}} {
+		if *f.col != "" && !names[*f.col] && f.col == &c.owner && t.Kind == schema.KindVoteCount {
+			*f.col = "" // votes are counted by committee only
+			continue
+		}
 		if *f.col != "" && !names[*f.col] {
 			q.b.warnOnce(t.Qualified()+"."+*f.col, f.what+": the table lacks the column",
 				"table", t.Qualified(), "column", *f.col,
