@@ -407,7 +407,7 @@ func (c *checker) tables(ctx context.Context) {
 		case kind == nil:
 			missing = append(missing, missingAt{len(c.out), t})
 			c.add(Finding{Check: "table", Level: LevelProblem,
-				Detail: fmt.Sprintf("%s does not exist (tracked as %s)", t.Qualified(), t.Kind),
+				Detail: fmt.Sprintf("%s does not exist (tracked as %s)", t.Qualified(), t.Label()),
 				Fix: fmt.Sprintf("create the election tables with schema/election.sql (psql \"$DATABASE_URL\" -f schema/election.sql), "+
 					"or track an existing table with --tables name=%s", t.Label())})
 		case *kind != "r" && *kind != "p":
