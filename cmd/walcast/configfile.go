@@ -213,27 +213,8 @@ func parseFileTable(path string, n *yaml.Node) (schema.Table, error) {
 	if t.Name == "" {
 		return t, fileError(path, n.Line, "a table without its name (fix: add table: schema.name)")
 	}
-	if typ == "" {
-		typ = t.Name // as in --tables: a table named like a kind is of that kind
-		typeLine = n.Line
-		if !schema.Kind(typ).Valid() {
-			return t, fileError(path, n.Line, "table %s has no type (fix: add type: guarantee, attendance, vote_count, election_results, or a message type of your own such as %s_update)", t.Qualified(), t.Name)
-		}
-	}
-	if k := schema.Kind(typ); k.Valid() {
-		t.Kind = k
-	} else {
-		switch typ {
-		case schema.TypeGuarantee, schema.TypeAttendance, schema.TypeVoting, schema.TypeDashboard:
-			return t, fileError(path, typeLine, "type %s is walcast's own message type (fix: write the kind, e.g. type: guarantee, or choose another name for a custom table)", typ)
-		}
-		if !messageTypeName(typ) {
-			return t, fileError(path, typeLine, "type %q: a message type is lower-case letters, digits and underscores, such as announcement_update", typ)
-		}
-		t.Type = typ
-		if t.Dashboard != nil {
-			return t, fileError(path, typeLine, "table %s: dashboard columns apply only to the election kinds (fix: remove dashboard, or set type to guarantee, attendance or vote_count)", t.Qualified())
-		}
+	if err := resolveFileType(path, n, &t, typ, typeLine); err != nil {
+		return t, err
 	}
 	if len(filter.Exclude) > 0 && len(filter.Include) > 0 {
 		return t, fileError(path, n.Line, "table %s has both exclude and include (fix: keep one)", t.Qualified())
@@ -247,6 +228,35 @@ func parseFileTable(path string, n *yaml.Node) (schema.Table, error) {
 		t.Columns = &filter
 	}
 	return t, nil
+}
+
+// resolveFileType sets t's kind, or its custom message type, from the
+// table's type key (typ, at typeLine; empty: the table's name, as in
+// --tables).
+func resolveFileType(path string, n *yaml.Node, t *schema.Table, typ string, typeLine int) error {
+	if typ == "" {
+		typ = t.Name // as in --tables: a table named like a kind is of that kind
+		typeLine = n.Line
+		if !schema.Kind(typ).Valid() {
+			return fileError(path, n.Line, "table %s has no type (fix: add type: guarantee, attendance, vote_count, election_results, or a message type of your own such as %s_update)", t.Qualified(), t.Name)
+		}
+	}
+	if k := schema.Kind(typ); k.Valid() {
+		t.Kind = k
+	} else {
+		switch typ {
+		case schema.TypeGuarantee, schema.TypeAttendance, schema.TypeVoting, schema.TypeDashboard:
+			return fileError(path, typeLine, "type %s is walcast's own message type (fix: write the kind, e.g. type: guarantee, or choose another name for a custom table)", typ)
+		}
+		if !messageTypeName(typ) {
+			return fileError(path, typeLine, "type %q: a message type is lower-case letters, digits and underscores, such as announcement_update", typ)
+		}
+		t.Type = typ
+		if t.Dashboard != nil {
+			return fileError(path, typeLine, "table %s: dashboard columns apply only to the election kinds (fix: remove dashboard, or set type to guarantee, attendance or vote_count)", t.Qualified())
+		}
+	}
+	return nil
 }
 
 func parseDashboard(path string, n *yaml.Node) (*schema.DashboardColumns, error) {
