@@ -62,6 +62,13 @@ type RedisBus struct {
 	// nanos; 0 when none). A read out for well past its block time is on
 	// a silent connection, before its timeout says so.
 	readSince atomic.Int64
+
+	// Replicated acknowledgement (see redis_replicas.go).
+	minReplicas    int
+	replicaTimeout time.Duration
+	replicasAckedN atomic.Int64
+	replicaLag     atomic.Int64
+	replicaShort   atomic.Pointer[ReplicaError] // the last append's shortfall, nil when none
 }
 
 // RedisConfig configures a RedisBus.
@@ -82,6 +89,13 @@ type RedisConfig struct {
 	// because one went silent: conn is "redis", "redis_follow",
 	// "redis_presence" or "redis_pubsub", reason "timeout".
 	OnReplaced func(conn, reason string)
+	// MinReplicas: how many Redis replicas must hold an append (WAIT)
+	// before Append reports it stored; 0: the primary alone.
+	// ReplicaTimeout bounds that wait (DefaultReplicaTimeout when zero;
+	// at most half of Timeout, so that WAIT answers before the read
+	// deadline).
+	MinReplicas    int
+	ReplicaTimeout time.Duration
 }
 
 // redisLogger routes go-redis's own log lines to slog at debug level:
@@ -107,9 +121,19 @@ func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
+	if cfg.ReplicaTimeout <= 0 {
+		cfg.ReplicaTimeout = DefaultReplicaTimeout
+	}
+	if cfg.MinReplicas > 0 && cfg.ReplicaTimeout > cfg.Timeout/2 {
+		cfg.Logger.Warn("--redis-replica-timeout is above half of --redis-timeout; using half, so that WAIT answers before the command's deadline",
+			"replica_timeout", cfg.ReplicaTimeout, "redis_timeout", cfg.Timeout)
+		cfg.ReplicaTimeout = cfg.Timeout / 2
+	}
 	redis.SetLogger(redisLogger{cfg.Logger})
 	b := &RedisBus{key: cfg.Key, history: int64(cfg.History), log: cfg.Logger.With("stream", cfg.Key),
-		psConns: &netguard.Tracker{}, timeout: cfg.Timeout, onReplaced: cfg.OnReplaced}
+		psConns: &netguard.Tracker{}, timeout: cfg.Timeout, onReplaced: cfg.OnReplaced,
+		minReplicas: cfg.MinReplicas, replicaTimeout: cfg.ReplicaTimeout}
+	b.replicaLag.Store(-1)
 	// A read that waited a whole timeout for nothing replaces its pool's
 	// connections, whoever sees the error (go-redis retries a command on a
 	// new connection by itself). A subscription is quiet by nature: its
@@ -185,7 +209,8 @@ func (b *RedisBus) Healthy() bool {
 const followBlock = time.Second
 
 func (b *RedisBus) note(err error) error {
-	b.healthy.Store(err == nil || errors.Is(err, redis.Nil))
+	var re *ReplicaError // Redis answered: its replicas are behind (see ReplicaStatus)
+	b.healthy.Store(err == nil || errors.Is(err, redis.Nil) || errors.As(err, &re))
 	return err
 }
 

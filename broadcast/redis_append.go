@@ -141,9 +141,11 @@ func (b *RedisBus) appendOnce(ctx context.Context, msgs []schema.Message) error 
 		}
 		cmds = append(cmds, appendScript.EvalSha(ctx, pipe, keys, args...))
 	}
+	// One WAIT per batch, in the same round trip.
+	wait := b.waitReplicas(ctx, pipe)
 	_, err := pipe.Exec(ctx)
 	if err == nil {
-		return nil
+		return b.replicasAcked(ctx, wait)
 	}
 	for i, c := range cmds {
 		if e := c.Err(); e != nil {

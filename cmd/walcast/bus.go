@@ -34,7 +34,8 @@ func (a *App) openBus(ctx context.Context, hub *broadcast.Hub, met *metrics, rep
 		return &processBus{busStore: broadcast.NewMemoryBus(cfg.History, hub)}, nil
 	}
 	redis, err := broadcast.NewRedisBus(broadcast.RedisConfig{URL: cfg.RedisURL, History: cfg.History, Logger: a.log,
-		Timeout: cfg.Transport.RedisTimeout, Transport: cfg.Transport.TCP, OnReplaced: replaced})
+		Timeout: cfg.Transport.RedisTimeout, Transport: cfg.Transport.TCP, OnReplaced: replaced,
+		MinReplicas: cfg.Transport.RedisMinReplicas, ReplicaTimeout: cfg.Transport.RedisReplicaTimeout})
 	if err != nil {
 		return nil, &usageError{"--redis-url: " + err.Error()}
 	}
@@ -72,10 +73,15 @@ func (b *processBus) health() (ok bool, detail string) {
 	switch {
 	case b.redis == nil:
 		return true, "ok (in-process)"
-	case b.redis.Healthy():
-		return true, "ok (redis)"
+	case !b.redis.Healthy():
+		return false, "redis unreachable"
 	}
-	return false, "redis unreachable"
+	// Appends that fewer replicas than --redis-min-replicas hold are not
+	// confirmed: capture is stuck until the replicas catch up.
+	if short, _, _ := b.redis.ReplicaStatus(); short != nil {
+		return false, "replicas behind: " + short.Error()
+	}
+	return true, "ok (redis)"
 }
 
 // checkRedis verifies the bus at start. A configuration problem (refused

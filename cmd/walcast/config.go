@@ -392,6 +392,18 @@ var options = []option{
 		in:   []string{cmdRun, cmdCapture, cmdServe},
 		set:  durationAtLeast(100*time.Millisecond, false, func(c *Config, d time.Duration) { c.Transport.RedisTimeout = d }),
 	},
+	{
+		flag: "redis-min-replicas", env: []string{"WALCAST_REDIS_MIN_REPLICAS"}, def: "0",
+		help: "Redis replicas that must hold an append (WAIT) before capture counts it as stored and confirms the slot; 0: the primary alone (1 recommended with replicas)",
+		in:   []string{cmdRun, cmdCapture},
+		set:  intSetter(0, 100, "want a number of replicas from 0 to 100", func(c *Config, n int) { c.Transport.RedisMinReplicas = n }),
+	},
+	{
+		flag: "redis-replica-timeout", env: []string{"WALCAST_REDIS_REPLICA_TIMEOUT"}, def: "1s",
+		help: "longest wait for --redis-min-replicas replicas to acknowledge an append; past it nothing is confirmed and the append is retried",
+		in:   []string{cmdRun, cmdCapture},
+		set:  durationAtLeast(10*time.Millisecond, false, func(c *Config, d time.Duration) { c.Transport.RedisReplicaTimeout = d }),
+	},
 }
 
 // intSetter returns an option's setter for an integer from min to max;

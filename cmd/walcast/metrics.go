@@ -145,6 +145,12 @@ func (m *metrics) watchListener(name string, l *broadcast.ConnLimiter) {
 func (m *metrics) watchRedis(r *broadcast.RedisBus) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "walcast_bus_up", Help: "1 when the last Redis command succeeded and the follower (where it runs) reads."},
 		func() float64 { return b2f(r.Healthy()) }))
+	if r.MinReplicas() > 0 {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "walcast_redis_replicas_acked", Help: "Redis replicas that acknowledged the last append (WAIT); below --redis-min-replicas nothing is confirmed."},
+			func() float64 { _, acked, _ := r.ReplicaStatus(); return float64(acked) }))
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "walcast_redis_replica_lag_bytes", Help: "Bytes of the replication stream the --redis-min-replicas-th replica lacked when the last append's wait fell short (INFO replication offsets); 0 after a full acknowledgement, -1 before the first append or when unknown."},
+			func() float64 { _, _, lag := r.ReplicaStatus(); return float64(lag) }))
+	}
 }
 
 // storeObserver counts what the pipeline stored: changes by table and

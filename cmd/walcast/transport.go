@@ -17,6 +17,10 @@ type transportConfig struct {
 	TCP          netguard.Options
 	QueryTimeout time.Duration
 	RedisTimeout time.Duration
+	// RedisMinReplicas: Redis replicas that must hold an append before it
+	// counts as stored (WAIT); RedisReplicaTimeout bounds that wait.
+	RedisMinReplicas    int
+	RedisReplicaTimeout time.Duration
 }
 
 // replacedCounter counts connections closed because they went silent or

@@ -26,6 +26,10 @@ type RedisConfig struct {
 	// (appendonly yes, appendfsync always), so that every acknowledged
 	// write survives Kill. Without it the server keeps nothing on disk.
 	AOF bool
+	// ReplicaOf, when set (host:port), makes the server a replica of that
+	// primary (--replicaof). StartRedis returns once it answers PING, which
+	// may be before its first sync is done: see Redis.Synced.
+	ReplicaOf string
 	// Args are redis-server arguments after the launcher's own, so they
 	// win; for example "--requirepass", "secret".
 	Args []string
@@ -69,11 +73,17 @@ func (r *Redis) arguments() []string {
 		"--dir", r.dir,
 		"--daemonize", "no",
 		"--save", "",
+		// A replica's first sync starts at once, not after 5 s.
+		"--repl-diskless-sync-delay", "0",
 	}
 	if r.cfg.AOF {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	} else {
 		args = append(args, "--appendonly", "no")
+	}
+	if r.cfg.ReplicaOf != "" {
+		host, port, _ := net.SplitHostPort(r.cfg.ReplicaOf)
+		args = append(args, "--replicaof", host, port)
 	}
 	return append(args, r.cfg.Args...)
 }
@@ -153,6 +163,13 @@ func (r *Redis) Stop() error { return r.stop(syscall.SIGTERM, readyTimeout) }
 // Start starts a stopped or killed server again on the same port and folder,
 // so the AOF, if any, is replayed, and waits until it answers PING.
 func (r *Redis) Start(ctx context.Context) error { return r.restart(ctx) }
+
+// Pause freezes the server with SIGSTOP: it keeps its connections but
+// answers nothing (a replica stops acknowledging its primary) until Resume.
+func (r *Redis) Pause() error { return r.signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server run again with SIGCONT.
+func (r *Redis) Resume() error { return r.signal(syscall.SIGCONT) }
 
 // Close kills the server, whose data is thrown away with its folder (a clean
 // shutdown would only cost time), and removes the folder.

@@ -170,3 +170,16 @@ func (s *server) Dir() string { return s.dir }
 func (s *server) LogTail(n int) string {
 	return logTail(s.name+" log "+s.logPath, s.logPath, n)
 }
+
+// signal sends sig to the running server; without one it fails.
+func (s *server) signal(sig os.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil || s.proc.exited() {
+		return fmt.Errorf("signal %s: not running", s.name)
+	}
+	if err := s.proc.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %s: %w", s.name, err)
+	}
+	return nil
+}

@@ -2,8 +2,12 @@ package testenv
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/walcast/walcast/internal/launch"
 )
@@ -30,6 +34,12 @@ func WithRedisArgs(args ...string) RedisOption {
 	return func(c *launch.RedisConfig) { c.Args = append(c.Args, args...) }
 }
 
+// AsReplicaOf makes the server a replica of primary (--replicaof).
+// StartRedis then waits until its first sync is done.
+func AsReplicaOf(primary *Redis) RedisOption {
+	return func(c *launch.RedisConfig) { c.ReplicaOf = primary.Addr() }
+}
+
 // StartRedis runs redis-server for t on a free 127.0.0.1 port, in its own
 // temporary folder, without persistence unless WithAOF is given, and waits
 // until it answers PING. t.Cleanup kills it and removes the folder; a failed
@@ -46,6 +56,9 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	check(t, "start redis", err)
 	r := &Redis{control: control{srv}, srv: srv}
 	own(t, srv)
+	if cfg.ReplicaOf != "" {
+		r.waitSynced(t, cfg.ReplicaOf)
+	}
 	t.Logf("testenv: redis ready at %s in %s", r.URL(), time.Since(began).Round(time.Millisecond))
 	return r
 }
@@ -56,3 +69,38 @@ func (r *Redis) URL() string { return r.srv.URL() }
 
 // Addr is host:port, as go-redis's Options.Addr wants it.
 func (r *Redis) Addr() string { return r.srv.Addr() }
+
+// Pause freezes the server with SIGSTOP until Resume: a paused replica
+// stops acknowledging its primary. t.Cleanup still kills it.
+func (r *Redis) Pause(t testing.TB) {
+	t.Helper()
+	check(t, "pause redis", r.srv.Pause())
+}
+
+// Resume lets a paused server run again.
+func (r *Redis) Resume(t testing.TB) {
+	t.Helper()
+	check(t, "resume redis", r.srv.Resume())
+}
+
+// waitSynced waits until the primary at primaryAddr streams to the
+// replica r (its first sync done and acknowledged: the primary lists it
+// online), or fails t. The replica's own master_link_status turns up
+// earlier, before the primary streams to it.
+func (r *Redis) waitSynced(t testing.TB, primaryAddr string) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: primaryAddr})
+	defer rdb.Close()
+	online := fmt.Sprintf("port=%d,state=online", r.Port())
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := rdb.Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(info, online) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: replica at %s not synced after 30s (%v)\n%s", r.Addr(), err, r.LogTail(20))
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, not waiting out a delay
+	}
+}
