@@ -234,6 +234,7 @@ func (b *RedisBus) Check(ctx context.Context) error {
 	if cfg, err := b.rdb.ConfigGet(ctx, "appendonly").Result(); err == nil && cfg["appendonly"] == "no" {
 		b.log.Warn("redis persistence is off (appendonly no): a Redis restart loses the stream, so clients must resync and changes not yet read by a serve replica are lost; set appendonly yes with appendfsync always (or everysec)")
 	}
+	b.checkReplicas(ctx)
 	return nil
 }
 

@@ -136,3 +136,30 @@ func (b *RedisBus) MinReplicas() int { return b.minReplicas }
 // waitKey counts the appends that waited for replicas: the write that
 // makes each WAIT cover everything appended before it.
 func (b *RedisBus) waitKey() string { return b.key + ":wait" }
+
+// checkReplicas warns at start when fewer replicas are connected to the
+// primary than appends wait for: capture would confirm nothing until they
+// are.
+func (b *RedisBus) checkReplicas(ctx context.Context) {
+	if b.minReplicas <= 0 {
+		return
+	}
+	info, err := b.rdb.Info(ctx, "replication").Result()
+	if err != nil {
+		return // the appends will say
+	}
+	connected := -1
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "connected_slaves:"); ok {
+			connected, _ = strconv.Atoi(v)
+		}
+		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "role:"); ok && v != "master" {
+			b.log.Warn("--redis-url points at a redis replica, not the primary: appends will fail; point it at the primary", "role", v)
+		}
+	}
+	if connected >= 0 && connected < b.minReplicas {
+		b.log.Warn("fewer redis replicas are connected than --redis-min-replicas: capture confirms nothing until enough are; start them or lower --redis-min-replicas",
+			"connected", connected, "min_replicas", b.minReplicas)
+	}
+}

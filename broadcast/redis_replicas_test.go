@@ -88,23 +88,32 @@ func TestReplicaLagParsesInfo(t *testing.T) {
 
 // BenchmarkAppendReplicated appends batches of 100 messages to a primary
 // with one replica, without waiting and with --redis-min-replicas 1, in
-// the same run: the cost of the replicated acknowledgement.
+// the same run, with and without AOF (appendfsync always): the cost of
+// the replicated acknowledgement.
 func BenchmarkAppendReplicated(b *testing.B) {
-	primary := testenv.StartRedis(b, testenv.WithAOF())
-	testenv.StartRedis(b, testenv.AsReplicaOf(primary))
-	for _, n := range []int{0, 1} {
-		b.Run(fmt.Sprintf("min-replicas=%d", n), func(b *testing.B) {
-			bus := newReplicatedBus(b, primary, n, time.Second)
-			ctx := context.Background()
-			base := uint64(n+1) << 40 // above every id of the other run
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				from := base + uint64(i)*100
-				if err := bus.Append(ctx, msgs(lsns(from, from+99)...)); err != nil {
-					b.Fatal(err)
-				}
+	for _, aof := range []bool{true, false} {
+		b.Run(fmt.Sprintf("aof=%v", aof), func(b *testing.B) {
+			var opts []testenv.RedisOption
+			if aof {
+				opts = append(opts, testenv.WithAOF())
 			}
-			b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "appends/s")
+			primary := testenv.StartRedis(b, opts...)
+			testenv.StartRedis(b, testenv.AsReplicaOf(primary))
+			for _, n := range []int{0, 1} {
+				b.Run(fmt.Sprintf("min-replicas=%d", n), func(b *testing.B) {
+					bus := newReplicatedBus(b, primary, n, time.Second)
+					ctx := context.Background()
+					base := uint64(n+1) << 40 // above every id of the other run
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						from := base + uint64(i)*100
+						if err := bus.Append(ctx, msgs(lsns(from, from+99)...)); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "appends/s")
+				})
+			}
 		})
 	}
 }
