@@ -85,6 +85,7 @@ func TestParseConfig(t *testing.T) {
 		"drain + target": {"--mode", "drain", "--target", "ws://127.0.0.1:8080", "--jwt-secret", "s"},
 		"minimal drain":  {"--server", "minimal", "--mode", "drain"},
 		"fsync":          {"--redis-fsync", "everysec"},
+		"replicas":       {"--redis-replicas", "5"},
 		"extra argument": {"extra"},
 		"bad flag":       {"--nope"},
 	}

@@ -42,11 +42,14 @@ type Config struct {
 	Rows     int // drain: rows written before walcast starts
 
 	RedisFsync string // "" or "always"
-	Sample     time.Duration
-	Warmup     time.Duration
-	Label      string
-	JSON       string
-	CPUProfile string
+	// RedisReplicas: replicas of the bench's own Redis (for walcast's
+	// --redis-min-replicas).
+	RedisReplicas int
+	Sample        time.Duration
+	Warmup        time.Duration
+	Label         string
+	JSON          string
+	CPUProfile    string
 }
 
 // newFlagSet binds flags to cfg with their defaults.
@@ -76,6 +79,7 @@ func newFlagSet(name string, cfg *Config) *flag.FlagSet {
 	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "how long the writer runs (live) or the XADD loop runs per batch size (xadd)")
 	fs.IntVar(&cfg.Rows, "rows", 300_000, "drain mode: rows written before walcast starts")
 	fs.StringVar(&cfg.RedisFsync, "redis-fsync", "", "always: CONFIG SET appendonly yes, appendfsync always before measuring")
+	fs.IntVar(&cfg.RedisReplicas, "redis-replicas", 0, "replicas started for the bench's own Redis (with --walcast-flags '--redis-min-replicas N')")
 	fs.DurationVar(&cfg.Sample, "sample", 0, "live mode: sample walcast's RSS this often (the soak uses 10s)")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Minute, "with --sample: samples before this are left out of the flatness check")
 	fs.StringVar(&cfg.Label, "label", "", "name of this run in reports")
@@ -166,6 +170,9 @@ func (c *Config) validate() error {
 	}
 	if c.Rows < 1 || c.Rows > 10_000_000 {
 		return fmt.Errorf("--rows %d: want 1 to 10000000", c.Rows)
+	}
+	if c.RedisReplicas < 0 || c.RedisReplicas > 4 {
+		return fmt.Errorf("--redis-replicas %d: want 0 to 4", c.RedisReplicas)
 	}
 	if c.RedisFsync != "" && c.RedisFsync != "always" {
 		return fmt.Errorf("--redis-fsync %q: want always or nothing", c.RedisFsync)

@@ -22,6 +22,8 @@ type Result struct {
 	TxSize     int     `json:"tx_size,omitempty"`
 	RowSize    int     `json:"row_size,omitempty"`
 	RedisFsync string  `json:"redis_fsync,omitempty"`
+	// RedisReplicas: replicas of the bench's Redis (--redis-replicas).
+	RedisReplicas int `json:"redis_replicas,omitempty"`
 
 	// live
 	WindowSec          float64 `json:"window_s,omitempty"`

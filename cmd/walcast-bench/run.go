@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/walcast/walcast/internal/launch"
 )
 
@@ -24,6 +26,7 @@ type env struct {
 	secret   string
 	pg       *launch.Postgres
 	redis    *launch.Redis
+	replicas []*launch.Redis // of redis (--redis-replicas)
 }
 
 // pgSettings go on top of the launcher's own (wal_level=logical, fsync and
@@ -64,11 +67,49 @@ func newEnv(ctx context.Context, cfg *Config, workdir string) (_ *env, err error
 			return nil, fmt.Errorf("start redis: %w", err)
 		}
 		e.redisURL = e.redis.URL()
+		for range cfg.RedisReplicas {
+			r, err := launch.StartRedis(ctx, launch.RedisConfig{ReplicaOf: e.redis.Addr()})
+			if err != nil {
+				return nil, fmt.Errorf("start redis replica: %w", err)
+			}
+			e.replicas = append(e.replicas, r)
+		}
+		if err := waitReplicasOnline(ctx, e.redis.Addr(), len(e.replicas)); err != nil {
+			return nil, err
+		}
 	}
 	return e, nil
 }
 
+// waitReplicasOnline waits until the primary at addr streams to n
+// replicas (their first sync done).
+func waitReplicasOnline(ctx context.Context, addr string, n int) error {
+	if n == 0 {
+		return nil
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		info, err := rdb.Info(ctx, "replication").Result()
+		if err == nil && strings.Count(info, ",state=online,") >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("redis replicas not in sync after a minute: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 func (e *env) close() {
+	for _, r := range e.replicas {
+		if err := r.Close(); err != nil {
+			slog.Warn("stop redis replica", "err", err)
+		}
+	}
 	if e.redis != nil {
 		if err := e.redis.Close(); err != nil {
 			slog.Warn("stop redis", "err", err)
@@ -84,7 +125,7 @@ func (e *env) close() {
 // run performs one benchmark run.
 func run(ctx context.Context, cfg *Config, workdir, command string) (*Result, error) {
 	res := &Result{Label: cfg.Label, Command: command, Started: time.Now().UTC().Truncate(time.Second), Mode: cfg.Mode,
-		RowSize: cfg.RowSize, RedisFsync: cfg.RedisFsync}
+		RowSize: cfg.RowSize, RedisFsync: cfg.RedisFsync, RedisReplicas: cfg.RedisReplicas}
 	if cfg.Mode != "xadd" {
 		res.Bus, res.Server = cfg.Bus, cfg.Server
 	}
