@@ -36,13 +36,15 @@ func (e *ReplicaError) Error() string {
 
 // waitReplicas queues, after an append's script calls in pipe, the WAIT
 // that makes the append count only once minReplicas replicas hold it.
-// WAIT covers the connection's last write; a retried append whose
-// entries were all refused as already stored writes nothing, and its
-// WAIT would then cover nothing (or only an older write of the pooled
-// connection). The INCR of a counter next to the stream moves the
-// connection's offset to the primary's current one, which covers every
-// entry appended before. (A PUBLISH would not do: Redis 7.0 replicas do
-// not count it in the offset they acknowledge.)
+// WAIT covers the connection's last write. A retried append whose
+// entries were all refused as already stored writes nothing; Redis 7.0
+// still moves the connection's offset for a refused write command, but a
+// connection whose last write was older would have its WAIT cover only
+// that. The INCR of a counter next to the stream moves the connection's
+// offset to the primary's current one whatever the server does, so the
+// wait covers every entry appended before, on any connection. (A PUBLISH
+// would not do: on Redis 7.0.15 a WAIT after it timed out with a healthy
+// replica.)
 func (b *RedisBus) waitReplicas(ctx context.Context, pipe redis.Pipeliner) *redis.Cmd {
 	if b.minReplicas <= 0 {
 		return nil

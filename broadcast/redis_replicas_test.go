@@ -31,12 +31,19 @@ func TestAppendWaitsForReplicas(t *testing.T) {
 	ctx := context.Background()
 	primary := testenv.StartRedis(t)
 	replica := testenv.StartRedis(t, testenv.AsReplicaOf(primary))
+	// patient waits long for a replica that acknowledges (a loaded
+	// machine may take a while); bus gives up soon on a paused one.
+	patient := newReplicatedBus(t, primary, 1, 2*time.Second)
 	bus := newReplicatedBus(t, primary, 1, 200*time.Millisecond)
-
-	if err := bus.Append(ctx, msgs(lsns(1, 10)...)); err != nil {
+	// other's connection last wrote 1..5, which the replica holds.
+	other := newReplicatedBus(t, primary, 1, time.Second)
+	if err := other.Append(ctx, msgs(lsns(1, 5)...)); err != nil {
 		t.Fatalf("append with a replica: %v", err)
 	}
-	if short, acked, _ := bus.ReplicaStatus(); short != nil || acked != 1 {
+	if err := patient.Append(ctx, msgs(lsns(1, 10)...)); err != nil {
+		t.Fatalf("append with a replica: %v", err)
+	}
+	if short, acked, _ := patient.ReplicaStatus(); short != nil || acked != 1 {
 		t.Fatalf("replica status after a full acknowledgement: %v, %d acked", short, acked)
 	}
 
@@ -53,16 +60,17 @@ func TestAppendWaitsForReplicas(t *testing.T) {
 	if short, _, lag := bus.ReplicaStatus(); short == nil || lag <= 0 {
 		t.Errorf("replica status while paused: %v, lag %d; want a shortfall and a positive lag", short, lag)
 	}
-	// The retry stores nothing new: its wait must still cover 11..20.
-	if err := bus.Append(ctx, msgs(lsns(11, 20)...)); !errors.As(err, &re) {
+	// The retry stores nothing new, on another connection whose last
+	// write the replica holds: its wait must still cover 11..20.
+	if err := other.Append(ctx, msgs(lsns(11, 20)...)); !errors.As(err, &re) {
 		t.Fatalf("retried append with the replica paused: %v, want a ReplicaError", err)
 	}
 
 	replica.Resume(t)
-	if err := bus.Append(ctx, msgs(lsns(11, 20)...)); err != nil {
+	if err := patient.Append(ctx, msgs(lsns(11, 20)...)); err != nil {
 		t.Fatalf("retried append after the replica resumed: %v", err)
 	}
-	if short, _, lag := bus.ReplicaStatus(); short != nil || lag != 0 {
+	if short, _, lag := patient.ReplicaStatus(); short != nil || lag != 0 {
 		t.Errorf("replica status after the resume: %v, lag %d", short, lag)
 	}
 	got, err := bus.Since(ctx, schema.Position{}, 100)
