@@ -8,7 +8,7 @@ FUZZ_PKGS ?= $(shell grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 d
 FUZZTIME ?= 2m
 
 .DEFAULT_GOAL := build
-.PHONY: build test deps demo-deps demo release docker fmt vet fuzz bench soak
+.PHONY: build test deps demo-deps demo release docker fmt vet fuzz bench bench-serve-tier soak
 
 # build makes a static binary stamped with its version, commit and commit
 # date (scripts/version.sh); `bin/walcast version` prints them. The same
@@ -71,14 +71,24 @@ fuzz:
 
 # bench runs walcast-bench's standard set (under 10 minutes on 2 cores:
 # capture vs pg_recvlogical and XADD, latency against load, fan-out vs a
-# minimal broadcast server, memory per idle connection) against throwaway
-# PostgreSQL and Redis servers, and rewrites the generated section of
-# docs/benchmarks.md and its chart. The Go micro-benchmarks are separate:
+# minimal broadcast server, memory per idle connection, then the scale of
+# the serve tier) against throwaway PostgreSQL and Redis servers, and
+# rewrites the generated sections of docs/benchmarks.md and its chart.
+# The Go micro-benchmarks are separate:
 # go test -run='^$$' -bench=. -benchmem ./...
 bench: deps
 	$(GO) build -o bin/walcast ./cmd/walcast
 	$(GO) build -o bin/walcast-bench ./cmd/walcast-bench
 	bin/walcast-bench suite --walcast-bin bin/walcast --docs docs/benchmarks.md --json docs/benchmarks.json
+	bin/walcast-bench serve-tier --walcast-bin bin/walcast --docs docs/benchmarks.md --json docs/benchmarks-serve-tier.json
+
+# bench-serve-tier measures only the scale of the serve tier (about two
+# minutes): Redis CPU and network out with 0, 1, 4 and 16 `walcast serve`
+# replicas following one Redis at 10,000 changes/s.
+bench-serve-tier: deps
+	$(GO) build -o bin/walcast ./cmd/walcast
+	$(GO) build -o bin/walcast-bench ./cmd/walcast-bench
+	bin/walcast-bench serve-tier --walcast-bin bin/walcast --docs docs/benchmarks.md --json docs/benchmarks-serve-tier.json
 
 # soak holds a steady load for 10 minutes, samples walcast's RSS every 10 s
 # and reports whether it stayed within 5% after the first minute.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -18,7 +19,7 @@ const maxClients = 19_000
 
 // Config is one benchmark run.
 type Config struct {
-	Mode   string // live, drain, idle, xadd
+	Mode   string // live, drain, idle, xadd, serve-tier
 	Bus    string // memory or redis
 	Server string // walcast or minimal (the fan-out baseline)
 
@@ -45,6 +46,9 @@ type Config struct {
 	// RedisReplicas: replicas of the bench's own Redis (for walcast's
 	// --redis-min-replicas).
 	RedisReplicas int
+	// ServeReplicas: serve-tier mode measures each of these numbers of
+	// `walcast serve` replicas in turn.
+	ServeReplicas []int
 	Sample        time.Duration
 	Warmup        time.Duration
 	Label         string
@@ -56,7 +60,7 @@ type Config struct {
 func newFlagSet(name string, cfg *Config) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&cfg.Mode, "mode", "live", "live (writer + clients), drain (capture rate over a WAL backlog, with pg_recvlogical), idle (memory per idle connection), xadd (Redis baseline)")
+	fs.StringVar(&cfg.Mode, "mode", "live", "live (writer + clients), drain (capture rate over a WAL backlog, with pg_recvlogical), idle (memory per idle connection), xadd (Redis baseline), serve-tier (Redis CPU and network per walcast serve replica)")
 	fs.StringVar(&cfg.Bus, "bus", "redis", "memory or redis")
 	fs.StringVar(&cfg.Server, "server", "walcast", "walcast, or minimal: the fan-out baseline server built into this tool")
 	fs.StringVar(&cfg.Target, "target", "", "ws://127.0.0.1:PORT of a running walcast (loopback only); empty: start everything")
@@ -68,7 +72,7 @@ func newFlagSet(name string, cfg *Config) *flag.FlagSet {
 		cfg.WalcastArgs = strings.Fields(v)
 		return nil
 	})
-	fs.IntVar(&cfg.Clients, "clients", 100, "WebSocket clients that read every frame")
+	fs.IntVar(&cfg.Clients, "clients", 100, "WebSocket clients that read every frame (serve-tier: per replica)")
 	fs.StringVar(&cfg.Scope, "scope", "admin", "admin (every client gets every change) or committee (client i gets committee i % committees)")
 	fs.IntVar(&cfg.Committees, "committees", 100, "committees the writer spreads rows over")
 	fs.IntVar(&cfg.Idle, "idle", 0, "idle mode: connections to open")
@@ -80,6 +84,12 @@ func newFlagSet(name string, cfg *Config) *flag.FlagSet {
 	fs.IntVar(&cfg.Rows, "rows", 300_000, "drain mode: rows written before walcast starts")
 	fs.StringVar(&cfg.RedisFsync, "redis-fsync", "", "always: CONFIG SET appendonly yes, appendfsync always before measuring")
 	fs.IntVar(&cfg.RedisReplicas, "redis-replicas", 0, "replicas started for the bench's own Redis (with --walcast-flags '--redis-min-replicas N')")
+	cfg.ServeReplicas = []int{0, 1, 4, 16}
+	fs.Func("serve-replicas", "serve-tier mode: comma-separated numbers of serve replicas to measure in turn (default 0,1,4,16; 0: the appends alone)", func(v string) error {
+		n, err := parseIntList(v)
+		cfg.ServeReplicas = n
+		return err
+	})
 	fs.DurationVar(&cfg.Sample, "sample", 0, "live mode: sample walcast's RSS this often (the soak uses 10s)")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Minute, "with --sample: samples before this are left out of the flatness check")
 	fs.StringVar(&cfg.Label, "label", "", "name of this run in reports")
@@ -119,9 +129,14 @@ func usageErr(fs *flag.FlagSet) error {
 // validate checks the flags together; every message names the flag.
 func (c *Config) validate() error {
 	switch c.Mode {
-	case "live", "drain", "idle", "xadd":
+	case "live", "drain", "idle", "xadd", "serve-tier":
 	default:
-		return fmt.Errorf("--mode %q: want live, drain, idle or xadd", c.Mode)
+		return fmt.Errorf("--mode %q: want live, drain, idle, xadd or serve-tier", c.Mode)
+	}
+	if c.Mode == "serve-tier" {
+		if err := c.validateServeTier(); err != nil {
+			return err
+		}
 	}
 	switch c.Bus {
 	case "memory", "redis":
@@ -220,6 +235,41 @@ func (c *Config) validate() error {
 		return errors.New("--mode xadd with --target needs --redis-url")
 	}
 	return nil
+}
+
+// validateServeTier checks what serve-tier mode needs on top of the rest.
+func (c *Config) validateServeTier() error {
+	if c.Bus != "redis" || c.Server != "walcast" || c.Target != "" {
+		return errors.New("--mode serve-tier starts its own walcast serve replicas on Redis: leave out --bus memory, --server and --target")
+	}
+	if len(c.ServeReplicas) == 0 {
+		return errors.New("--serve-replicas: want at least one number")
+	}
+	for _, n := range c.ServeReplicas {
+		if n < 0 || n > 64 {
+			return fmt.Errorf("--serve-replicas %d: want 0 to 64", n)
+		}
+		if n*c.Clients > maxClients {
+			return fmt.Errorf("--serve-replicas %d with --clients %d per replica: more than %d clients", n, c.Clients, maxClients)
+		}
+	}
+	if c.Rate == 0 {
+		return errors.New("--mode serve-tier needs a fixed --rate (changes/s)")
+	}
+	return nil
+}
+
+// parseIntList reads "1,4,16".
+func parseIntList(v string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func loopback(host string) bool {

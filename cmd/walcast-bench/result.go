@@ -63,6 +63,9 @@ type Result struct {
 	// xadd
 	XAdd []XAddResult `json:"xadd,omitempty"`
 
+	// serve-tier: one row per number of serve replicas
+	ServeTier []ServeTierRow `json:"serve_tier,omitempty"`
+
 	// --sample
 	RSSSamples   []RSSSample `json:"rss_samples,omitempty"`
 	RSSSpreadPct float64     `json:"rss_spread_pct,omitempty"`
@@ -136,6 +139,10 @@ func (r *Result) Markdown() string {
 		for _, x := range r.XAdd {
 			row(fmt.Sprintf("XADD, %d per round trip, fsync %s", x.Batch, x.Fsync), num(x.Rate)+"/s")
 		}
+	case "serve-tier":
+		row("appends", fmt.Sprintf("%s changes/s asked, %d per transaction, %d B payload, straight into the stream", rate(r.Rate), r.TxSize, r.RowSize))
+		row("clients per replica", fmt.Sprintf("%d, scope %s, %d committees", r.Clients, r.Scope, r.Committees))
+		b.WriteString("\n" + serveTierTable(r.ServeTier))
 	}
 	return b.String()
 }

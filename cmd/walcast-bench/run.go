@@ -54,7 +54,7 @@ func newEnv(ctx context.Context, cfg *Config, workdir string) (_ *env, err error
 	if cfg.Target != "" {
 		return e, nil
 	}
-	needPG := cfg.Mode != "xadd" && cfg.Server == "walcast"
+	needPG := cfg.Mode != "xadd" && cfg.Mode != "serve-tier" && cfg.Server == "walcast"
 	needRedis := cfg.Mode == "xadd" || (cfg.Bus == "redis" && cfg.Server == "walcast")
 	if needPG && e.dbURL == "" {
 		if e.pg, err = launch.StartPostgres(ctx, launch.PostgresConfig{Name: "bench", Settings: pgSettings, Fresh: true}); err != nil {
@@ -141,6 +141,8 @@ func run(ctx context.Context, cfg *Config, workdir, command string) (*Result, er
 		err = runDrain(ctx, cfg, e, res)
 	case "idle":
 		err = runIdle(ctx, cfg, e, res)
+	case "serve-tier":
+		err = runServeTier(ctx, cfg, e, res)
 	default:
 		err = runLive(ctx, cfg, e, res)
 	}

@@ -68,16 +68,36 @@ func startWalcast(ctx context.Context, cfg *Config, dir, dbURL, redisURL, slot, 
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"run", "--database-url", dbURL, "--listen", "127.0.0.1:" + strconv.Itoa(port),
-		"--jwt-secret", secret, "--slot", slot,
-		// Every client connects from 127.0.0.1: lift the per-address rate.
-		"--connect-rate", "1000000", "--max-connections", "20000",
-		"--log-level", "warn"}
+	args := append([]string{"run", "--database-url", dbURL, "--slot", slot}, serverArgs(port, secret)...)
 	if redisURL != "" {
 		args = append(args, "--redis-url", redisURL)
 	}
 	args = append(args, cfg.WalcastArgs...)
 	return startChild(ctx, "walcast", bin, args, dir, port)
+}
+
+// serverArgs are the flags of every walcast child that serves clients.
+func serverArgs(port int, secret string) []string {
+	return []string{"--listen", "127.0.0.1:" + strconv.Itoa(port), "--jwt-secret", secret,
+		// Every client connects from 127.0.0.1: lift the per-address rate.
+		"--connect-rate", "1000000", "--max-connections", "20000",
+		"--log-level", "warn"}
+}
+
+// startServe runs `walcast serve` as a child following redisURL, on a
+// free loopback port, and waits until /readyz says it reads the stream.
+func startServe(ctx context.Context, cfg *Config, dir, redisURL, secret string) (*server, error) {
+	bin, err := walcastBinary(ctx, cfg, dir)
+	if err != nil {
+		return nil, err
+	}
+	port, err := launch.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"serve", "--redis-url", redisURL}, serverArgs(port, secret)...)
+	args = append(args, cfg.WalcastArgs...)
+	return startChild(ctx, "walcast-serve", bin, args, dir, port)
 }
 
 // startMinimal runs this program's minimal broadcast server as a child, so
