@@ -49,6 +49,9 @@ type Config struct {
 	// ServeReplicas: serve-tier mode measures each of these numbers of
 	// `walcast serve` replicas in turn.
 	ServeReplicas []int
+	// ServeFromReplicas: the serve replicas follow the Redis replicas
+	// (RedisReplicas), round-robin, instead of the primary.
+	ServeFromReplicas bool
 	Sample        time.Duration
 	Warmup        time.Duration
 	Label         string
@@ -90,6 +93,7 @@ func newFlagSet(name string, cfg *Config) *flag.FlagSet {
 		cfg.ServeReplicas = n
 		return err
 	})
+	fs.BoolVar(&cfg.ServeFromReplicas, "serve-from-replicas", false, "serve-tier mode: the serve replicas follow the Redis replicas (--redis-replicas N), round-robin, instead of the primary")
 	fs.DurationVar(&cfg.Sample, "sample", 0, "live mode: sample walcast's RSS this often (the soak uses 10s)")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Minute, "with --sample: samples before this are left out of the flatness check")
 	fs.StringVar(&cfg.Label, "label", "", "name of this run in reports")
@@ -255,6 +259,9 @@ func (c *Config) validateServeTier() error {
 	}
 	if c.Rate == 0 {
 		return errors.New("--mode serve-tier needs a fixed --rate (changes/s)")
+	}
+	if c.ServeFromReplicas && (c.RedisReplicas == 0 || c.RedisURL != "") {
+		return errors.New("--serve-from-replicas needs --redis-replicas N, without --redis-url (the bench starts the replicas)")
 	}
 	return nil
 }

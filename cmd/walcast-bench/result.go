@@ -65,6 +65,8 @@ type Result struct {
 
 	// serve-tier: one row per number of serve replicas
 	ServeTier []ServeTierRow `json:"serve_tier,omitempty"`
+	// ServeFromReplicas: the serve replicas followed the Redis replicas.
+	ServeFromReplicas bool `json:"serve_from_replicas,omitempty"`
 
 	// --sample
 	RSSSamples   []RSSSample `json:"rss_samples,omitempty"`
@@ -142,6 +144,9 @@ func (r *Result) Markdown() string {
 	case "serve-tier":
 		row("appends", fmt.Sprintf("%s changes/s asked, %d per transaction, %d B payload, straight into the stream", rate(r.Rate), r.TxSize, r.RowSize))
 		row("clients per replica", fmt.Sprintf("%d, scope %s, %d committees", r.Clients, r.Scope, r.Committees))
+		if r.ServeFromReplicas {
+			row("serve replicas follow", fmt.Sprintf("the %d Redis replicas, round-robin (Redis figures are the primary's)", r.RedisReplicas))
+		}
 		b.WriteString("\n" + serveTierTable(r.ServeTier))
 	}
 	return b.String()

@@ -54,6 +54,10 @@ type ServeTierRow struct {
 	// Against the row with one replica of the same run (0 without one).
 	RedisCPURatio float64 `json:"redis_cpu_ratio,omitempty"`
 	RedisOutRatio float64 `json:"redis_out_ratio,omitempty"`
+	// With --serve-from-replicas: each Redis replica's CPU (% of one
+	// core) and network out.
+	RedisReplicaCPUPct    []float64 `json:"redis_replica_cpu_pct,omitempty"`
+	RedisReplicaOutPerSec []float64 `json:"redis_replica_out_bytes_per_s,omitempty"`
 
 	ServeCPUPct []float64 `json:"serve_cpu_pct,omitempty"` // per replica, % of one core
 	// LagAtEnd: entries each replica had not yet published when the
@@ -84,15 +88,25 @@ func (r *ServeTierRow) KeptUp() bool { return r.CatchUpSec >= 0 && r.CatchUpSec 
 // with the stream emptied between them.
 func runServeTier(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	res.Clients, res.Scope, res.Committees, res.Rate, res.TxSize = cfg.Clients, cfg.Scope, cfg.Committees, cfg.Rate, cfg.TxSize
-	opt, err := redis.ParseURL(e.redisURL)
-	if err != nil {
-		return fmt.Errorf("parse redis url: %w", err)
+	res.ServeFromReplicas = cfg.ServeFromReplicas
+	urls := []string{e.redisURL}
+	if cfg.ServeFromReplicas {
+		for _, r := range e.replicas {
+			urls = append(urls, r.URL())
+		}
 	}
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
-	pid, err := redisPID(ctx, rdb)
-	if err != nil {
-		return err
+	var nodes []*redisNode
+	defer func() {
+		for _, n := range nodes {
+			n.rdb.Close()
+		}
+	}()
+	for _, u := range urls {
+		n, err := newRedisNode(ctx, u)
+		if err != nil {
+			return err
+		}
+		nodes = append(nodes, n)
 	}
 	bus, err := broadcast.NewRedisBus(broadcast.RedisConfig{URL: e.redisURL, History: 100_000})
 	if err != nil {
@@ -100,10 +114,10 @@ func runServeTier(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	}
 	defer bus.Close()
 	for _, n := range cfg.ServeReplicas {
-		if err := rdb.Del(ctx, broadcast.DefaultStreamKey).Err(); err != nil {
+		if err := nodes[0].rdb.Del(ctx, broadcast.DefaultStreamKey).Err(); err != nil {
 			return fmt.Errorf("empty the stream before %d replicas: %w", n, err)
 		}
-		row, err := measureTier(ctx, cfg, e, rdb, bus, pid, n)
+		row, err := measureTier(ctx, cfg, e, nodes, bus, n)
 		if err != nil {
 			return fmt.Errorf("%d serve replicas: %w", n, err)
 		}
@@ -111,6 +125,28 @@ func runServeTier(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	}
 	setTierRatios(res.ServeTier)
 	return nil
+}
+
+// redisNode is a Redis whose CPU and network serve-tier measures: the
+// primary, and with --serve-from-replicas its replicas.
+type redisNode struct {
+	url string
+	rdb *redis.Client
+	pid int
+}
+
+func newRedisNode(ctx context.Context, url string) (*redisNode, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse redis url: %w", err)
+	}
+	rdb := redis.NewClient(opt)
+	pid, err := redisPID(ctx, rdb)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	return &redisNode{url: url, rdb: rdb, pid: pid}, nil
 }
 
 // setTierRatios sets each row's figures against the row with one replica.
@@ -164,17 +200,17 @@ type tier struct {
 	stop    context.CancelFunc
 }
 
-// startTier starts n serve replicas and connects cfg.Clients clients to
-// each.
-func startTier(ctx context.Context, cfg *Config, e *env, n int) (_ *tier, err error) {
+// startTier starts n serve replicas, following the Redis servers of urls
+// round-robin, and connects cfg.Clients clients to each.
+func startTier(ctx context.Context, cfg *Config, e *env, urls []string, n int) (_ *tier, err error) {
 	t := &tier{stop: func() {}}
 	defer func() {
 		if err != nil {
 			t.close()
 		}
 	}()
-	for range n {
-		srv, err := startServe(ctx, cfg, e.dir, e.redisURL, e.secret)
+	for i := range n {
+		srv, err := startServe(ctx, cfg, e.dir, urls[i%len(urls)], e.secret)
 		if err != nil {
 			return t, err
 		}
@@ -287,9 +323,19 @@ func commandShares(a, b redisCounters, window time.Duration) []CommandShare {
 }
 
 // measureTier runs one step: n replicas, the appends, the figures.
-func measureTier(ctx context.Context, cfg *Config, e *env, rdb *redis.Client, bus *broadcast.RedisBus, pid, n int) (ServeTierRow, error) {
+// nodes[0] is the primary; the replicas follow it, or with
+// --serve-from-replicas the other nodes.
+func measureTier(ctx context.Context, cfg *Config, e *env, nodes []*redisNode, bus *broadcast.RedisBus, n int) (ServeTierRow, error) {
 	row := ServeTierRow{Replicas: n, LoadAvg: loadAvg()}
-	t, err := startTier(ctx, cfg, e, n)
+	follow := nodes[:1]
+	if len(nodes) > 1 {
+		follow = nodes[1:]
+	}
+	var urls []string
+	for _, f := range follow {
+		urls = append(urls, f.url)
+	}
+	t, err := startTier(ctx, cfg, e, urls, n)
 	if err != nil {
 		return row, err
 	}
@@ -300,7 +346,7 @@ func measureTier(ctx context.Context, cfg *Config, e *env, rdb *redis.Client, bu
 		meters[i] = startCPU(s.pid)
 	}
 	busy := startMachineBusy()
-	before, err := readRedisCounters(ctx, rdb, pid)
+	before, err := readAllCounters(ctx, nodes)
 	if err != nil {
 		return row, err
 	}
@@ -310,7 +356,7 @@ func measureTier(ctx context.Context, cfg *Config, e *env, rdb *redis.Client, bu
 		return row, err
 	}
 	window := time.Since(start)
-	after, err := readRedisCounters(ctx, rdb, pid)
+	after, err := readAllCounters(ctx, nodes)
 	if err != nil {
 		return row, err
 	}
@@ -322,11 +368,28 @@ func measureTier(ctx context.Context, cfg *Config, e *env, rdb *redis.Client, bu
 	sec := window.Seconds()
 	row.WindowSec, row.Appended, row.AppendCalls = sec, a.appended, a.calls
 	row.AppendRate = float64(a.appended) / sec
-	row.RedisCPUPct = 100 * (after.cpu - before.cpu).Seconds() / sec
-	row.RedisOutPerSec = float64(after.out-before.out) / sec
-	row.RedisInPerSec = float64(after.in-before.in) / sec
-	row.Commands = commandShares(before, after, window)
+	row.RedisCPUPct = 100 * (after[0].cpu - before[0].cpu).Seconds() / sec
+	row.RedisOutPerSec = float64(after[0].out-before[0].out) / sec
+	row.RedisInPerSec = float64(after[0].in-before[0].in) / sec
+	row.Commands = commandShares(before[0], after[0], window)
+	for i := 1; i < len(nodes); i++ {
+		row.RedisReplicaCPUPct = append(row.RedisReplicaCPUPct, 100*(after[i].cpu-before[i].cpu).Seconds()/sec)
+		row.RedisReplicaOutPerSec = append(row.RedisReplicaOutPerSec, float64(after[i].out-before[i].out)/sec)
+	}
 	return row, t.finish(ctx, cfg, &row)
+}
+
+// readAllCounters reads every node's counters.
+func readAllCounters(ctx context.Context, nodes []*redisNode) ([]redisCounters, error) {
+	out := make([]redisCounters, len(nodes))
+	for i, n := range nodes {
+		c, err := readRedisCounters(ctx, n.rdb, n.pid)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = c
+	}
+	return out, nil
 }
 
 // finish reads how far behind each replica was at the end of the appends,
@@ -515,9 +578,11 @@ func serveTierTable(rows []ServeTierRow) string {
 	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		cpuPer, outPer, serve, lag := "—", "—", "—", "—"
-		if r.Replicas > 0 {
+		if r.Replicas > 0 && len(r.RedisReplicaCPUPct) == 0 { // the primary feeds them
 			cpuPer = fmt.Sprintf("%.1f%%", r.RedisCPUPct/float64(r.Replicas))
 			outPer = mbps(r.RedisOutPerSec / float64(r.Replicas))
+		}
+		if r.Replicas > 0 {
 			mean, hi := meanMax(r.ServeCPUPct)
 			serve = fmt.Sprintf("%.1f%% (%.1f%%)", mean, hi)
 			lag = num(float64(maxOf(r.LagAtEnd)))
@@ -531,7 +596,18 @@ func serveTierTable(rows []ServeTierRow) string {
 			mbps(r.RedisOutPerSec), ratio(r.RedisOutRatio), outPer, serve, lag, caught,
 			num(float64(r.Deliveries)), num(float64(r.ExpectedDeliveries)), r.MachineBusyPct, r.LoadAvg)
 	}
-	p("\nRedis's time by command (%% of a core, INFO commandstats; the script's XADDs are counted under EVALSHA and again under XADD):\n\n")
+	if len(rows) > 0 && len(rows[0].RedisReplicaCPUPct) > 0 {
+		p("\nThe Redis replicas the serve replicas follow:\n\n| serve replicas | Redis replica CPU each (%% of a core) | Redis replica out each |\n|---:|---|---|\n")
+		for _, r := range rows {
+			var cpu, out []string
+			for i := range r.RedisReplicaCPUPct {
+				cpu = append(cpu, fmt.Sprintf("%.1f%%", r.RedisReplicaCPUPct[i]))
+				out = append(out, mbps(r.RedisReplicaOutPerSec[i]))
+			}
+			p("| %d | %s | %s |\n", r.Replicas, strings.Join(cpu, ", "), strings.Join(out, ", "))
+		}
+	}
+	p("\nThe primary's time by command (%% of a core, INFO commandstats; the script's XADDs are counted under EVALSHA and again under XADD):\n\n")
 	p("| serve replicas | commands |\n|---:|---|\n")
 	for _, r := range rows {
 		var cs []string

@@ -76,6 +76,7 @@ func TestServeTierConfig(t *testing.T) {
 		"target":       {"--mode", "serve-tier", "--target", "ws://127.0.0.1:1", "--jwt-secret", "s"},
 		"flat out":     {"--mode", "serve-tier", "--rate", "0"},
 		"clients":      {"--mode", "serve-tier", "--serve-replicas", "16", "--clients", "2000"},
+		"no replicas":  {"--mode", "serve-tier", "--serve-from-replicas"},
 	} {
 		if _, err := parseConfig(args); err == nil {
 			t.Errorf("%s: %v accepted", name, args)
