@@ -52,11 +52,11 @@ type Config struct {
 	// ServeFromReplicas: the serve replicas follow the Redis replicas
 	// (RedisReplicas), round-robin, instead of the primary.
 	ServeFromReplicas bool
-	Sample        time.Duration
-	Warmup        time.Duration
-	Label         string
-	JSON          string
-	CPUProfile    string
+	Sample            time.Duration
+	Warmup            time.Duration
+	Label             string
+	JSON              string
+	CPUProfile        string
 }
 
 // newFlagSet binds flags to cfg with their defaults.
