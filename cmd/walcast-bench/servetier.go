@@ -574,10 +574,10 @@ func cpuTotals() (busy, total int64) {
 func serveTierTable(rows []ServeTierRow) string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	p("| serve replicas | appended/s (append calls/s) | Redis CPU (%% of a core) | × 1 replica | per replica | Redis out | × 1 replica | per replica | serve CPU per replica: mean (max) | behind at the end: max entries | all caught up after | deliveries got / expected | machine busy (load avg) |\n")
-	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	p("| serve replicas | appended/s (append calls/s) | Redis CPU (%% of a core) | × 1 replica | per replica | Redis out | × 1 replica | per replica | serve CPU per replica: mean (max) | reads/s per replica (entries each) | behind at the end: max entries | all caught up after | deliveries got / expected | machine busy (load avg) |\n")
+	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
-		cpuPer, outPer, serve, lag := "—", "—", "—", "—"
+		cpuPer, outPer, serve, lag, reads := "—", "—", "—", "—", "—"
 		if r.Replicas > 0 && len(r.RedisReplicaCPUPct) == 0 { // the primary feeds them
 			cpuPer = fmt.Sprintf("%.1f%%", r.RedisCPUPct/float64(r.Replicas))
 			outPer = mbps(r.RedisOutPerSec / float64(r.Replicas))
@@ -586,14 +586,17 @@ func serveTierTable(rows []ServeTierRow) string {
 			mean, hi := meanMax(r.ServeCPUPct)
 			serve = fmt.Sprintf("%.1f%% (%.1f%%)", mean, hi)
 			lag = num(float64(maxOf(r.LagAtEnd)))
+			if rd := readsPerReplica(&r); rd > 0 {
+				reads = fmt.Sprintf("%s (%.1f)", num(rd), r.AppendRate/rd)
+			}
 		}
 		caught := "not within 30 s"
 		if r.CatchUpSec >= 0 {
 			caught = fmt.Sprintf("%.2f s", r.CatchUpSec)
 		}
-		p("| %d | %s (%s) | %.1f%% | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %.0f%% (%s) |\n",
+		p("| %d | %s (%s) | %.1f%% | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %.0f%% (%s) |\n",
 			r.Replicas, num(r.AppendRate), num(float64(r.AppendCalls)/r.WindowSec), r.RedisCPUPct, ratio(r.RedisCPURatio), cpuPer,
-			mbps(r.RedisOutPerSec), ratio(r.RedisOutRatio), outPer, serve, lag, caught,
+			mbps(r.RedisOutPerSec), ratio(r.RedisOutRatio), outPer, serve, reads, lag, caught,
 			num(float64(r.Deliveries)), num(float64(r.ExpectedDeliveries)), r.MachineBusyPct, r.LoadAvg)
 	}
 	if len(rows) > 0 && len(rows[0].RedisReplicaCPUPct) > 0 {
@@ -664,43 +667,47 @@ func serveTierMarkdown(r *Result, machine string, took time.Duration, quick bool
 		"they cost the same whatever the number of replicas); each replica has %d clients of one committee each, so delivery is real but light. "+
 		"Redis, the replicas, the appender and the clients share the machine.\n\n    %s\n\n", machine, took.Round(time.Second), r.Clients, r.Command)
 	b.WriteString(serveTierTable(r.ServeTier))
-	if cpu, out, ok := tierFit(r.ServeTier); ok {
-		p("\nA straight line through the rows: Redis spends %.1f%% of a core on the appends and %.1f%% more per replica; "+
-			"it sends %s per replica (%s bytes per change per replica). ", cpu[0], cpu[1], mbps(out[1]), num(out[1]/r.Rate))
-		if cpu[1] > 0 {
-			p("At that slope one Redis core is used up at about %s replicas at %s changes/s (an extrapolation: see docs/operations.md).\n",
-				num((100-cpu[0])/cpu[1]), num(r.Rate))
-		}
+	if m := tierMarginals(r.ServeTier, r.Rate); m != "" {
+		p("\nAbove the appends alone (0 replicas), each replica cost Redis %s. "+
+			"Redis's cost is per read, not per entry: a replica reads once per append it wakes up for, and on a busy machine "+
+			"it comes back less often and reads more entries at a time. See docs/operations.md for what it means.\n", m)
 	}
 	return b.String()
 }
 
-// tierFit fits Redis CPU and network out against the number of replicas
-// by least squares: [intercept, slope] of each. ok is false with fewer
-// than two distinct numbers of replicas.
-func tierFit(rows []ServeTierRow) (cpu, out [2]float64, ok bool) {
-	var xs, cs, outs []float64
-	for _, r := range rows {
-		xs = append(xs, float64(r.Replicas))
-		cs = append(cs, r.RedisCPUPct)
-		outs = append(outs, r.RedisOutPerSec)
+// tierMarginals says what each replica added to Redis's CPU and network
+// out above the row without replicas, for each number of replicas; "" when
+// there is no such row.
+func tierMarginals(rows []ServeTierRow, rate float64) string {
+	var base *ServeTierRow
+	for i := range rows {
+		if rows[i].Replicas == 0 {
+			base = &rows[i]
+		}
 	}
-	c0, c1, ok1 := lineFit(xs, cs)
-	o0, o1, ok2 := lineFit(xs, outs)
-	return [2]float64{c0, c1}, [2]float64{o0, o1}, ok1 && ok2
+	if base == nil || rate == 0 {
+		return ""
+	}
+	var parts []string
+	for _, r := range rows {
+		if r.Replicas == 0 {
+			continue
+		}
+		n := float64(r.Replicas)
+		parts = append(parts, fmt.Sprintf("%.1f%% of a core and %s (%s bytes per change) at %d",
+			(r.RedisCPUPct-base.RedisCPUPct)/n, mbps((r.RedisOutPerSec-base.RedisOutPerSec)/n),
+			num((r.RedisOutPerSec-base.RedisOutPerSec)/n/r.AppendRate), r.Replicas))
+	}
+	return strings.Join(parts, "; ")
 }
 
-// lineFit returns a and b of y = a + b·x by least squares.
-func lineFit(x, y []float64) (a, b float64, ok bool) {
-	n := float64(len(x))
-	var sx, sy, sxx, sxy float64
-	for i := range x {
-		sx, sy, sxx, sxy = sx+x[i], sy+y[i], sxx+x[i]*x[i], sxy+x[i]*y[i]
+// readsPerReplica is how often each replica read the stream (XREAD calls
+// per second and replica).
+func readsPerReplica(r *ServeTierRow) float64 {
+	for _, c := range r.Commands {
+		if c.Name == "xread" && r.Replicas > 0 && r.WindowSec > 0 {
+			return float64(c.Calls) / r.WindowSec / float64(r.Replicas)
+		}
 	}
-	d := n*sxx - sx*sx
-	if n < 2 || d == 0 {
-		return 0, 0, false
-	}
-	b = (n*sxy - sx*sy) / d
-	return (sy - b*sx) / n, b, true
+	return 0
 }
