@@ -92,3 +92,56 @@ func (m cpuMeter) stop() (cpu time.Duration, pct float64) {
 	cpu = c - m.cpu0
 	return cpu, 100 * cpu.Seconds() / time.Since(m.start).Seconds()
 }
+
+// loadAvg is /proc/loadavg without its last field (the newest pid).
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 4 {
+		return "unknown"
+	}
+	return strings.Join(f[:4], " ")
+}
+
+// machineBusy measures how busy all cores were over an interval, from
+// the first line of /proc/stat.
+type machineBusy struct{ busy, total int64 }
+
+func startMachineBusy() machineBusy {
+	b, t := cpuTotals()
+	return machineBusy{b, t}
+}
+
+// stop returns the percentage of all cores' time that was busy.
+func (m machineBusy) stop() float64 {
+	b, t := cpuTotals()
+	if t <= m.total {
+		return 0
+	}
+	return 100 * float64(b-m.busy) / float64(t-m.total)
+}
+
+// cpuTotals returns the busy and total jiffies of all cores (idle and
+// iowait count as not busy; guest time is already in user).
+func cpuTotals() (busy, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, s := range f[1:min(len(f), 9)] { // user nice system idle iowait irq softirq steal
+		v, _ := strconv.ParseInt(s, 10, 64)
+		total += v
+		if i != 3 && i != 4 {
+			busy += v
+		}
+	}
+	return busy, total
+}
