@@ -31,7 +31,7 @@ import (
 //     nowhere.
 type RedisPresence struct {
 	bus      *RedisBus
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	pr       *Presence
 	replica  string
 	ttl      time.Duration

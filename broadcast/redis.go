@@ -41,14 +41,14 @@ const (
 // reads, checks), the follower's, presence's commands and presence's
 // subscription.
 type RedisBus struct {
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	key     string
 	history int64
 	log     *slog.Logger
 
 	// The follower's and presence's clients, and each client's open
 	// connections, closed at once when one of them went silent.
-	follow, presence, pubsub                 *redis.Client
+	follow, presence, pubsub                 redis.UniversalClient
 	mainConns, followConns, prConns, psConns *netguard.Tracker
 	timeout                                  time.Duration
 	onReplaced                               func(conn, reason string)
@@ -150,7 +150,7 @@ func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
 
 // newRedisClient returns a client of cfg.URL (already checked) whose
 // connections have walcast's timeouts and are tracked by conns.
-func newRedisClient(cfg RedisConfig, conns *netguard.Tracker) *redis.Client {
+func newRedisClient(cfg RedisConfig, conns *netguard.Tracker) redis.UniversalClient {
 	opts, _ := redis.ParseURL(cfg.URL)
 	opts.MaxRetries = 0 // walcast retries with its own backoff and logs
 	// Shutdown cancels the follower's blocking read instead of waiting it
