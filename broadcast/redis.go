@@ -73,7 +73,7 @@ type RedisBus struct {
 
 // RedisConfig configures a RedisBus.
 type RedisConfig struct {
-	URL     string // redis://[user:password@]host:port[/db]
+	URL     string // redis://[user:password@]host:port[/db], or redis-cluster://host:port,host:port (see ParseClusterURL)
 	Key     string // stream key; DefaultStreamKey when empty
 	History int    // entries kept, approximately (MAXLEN ~)
 	Logger  *slog.Logger
@@ -109,11 +109,14 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 
 // NewRedisBus parses the URL and returns a bus; it does not connect yet.
 func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
-	if _, err := redis.ParseURL(cfg.URL); err != nil {
+	if err := checkURL(cfg.URL); err != nil {
 		return nil, fmt.Errorf("parse redis url: %w", err)
 	}
 	if cfg.Key == "" {
 		cfg.Key = DefaultStreamKey
+	}
+	if IsClusterURL(cfg.URL) {
+		cfg.Key = clusterKey(cfg.Key) // one slot for every key (see redis_cluster.go)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -148,9 +151,22 @@ func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
 	return b, nil
 }
 
+// checkURL parses a Redis URL of any kind walcast reads.
+func checkURL(u string) error {
+	if IsClusterURL(u) {
+		_, err := ParseClusterURL(u)
+		return err
+	}
+	_, err := redis.ParseURL(u)
+	return err
+}
+
 // newRedisClient returns a client of cfg.URL (already checked) whose
 // connections have walcast's timeouts and are tracked by conns.
 func newRedisClient(cfg RedisConfig, conns *netguard.Tracker) redis.UniversalClient {
+	if IsClusterURL(cfg.URL) {
+		return newClusterClient(cfg, conns)
+	}
 	opts, _ := redis.ParseURL(cfg.URL)
 	opts.MaxRetries = 0 // walcast retries with its own backoff and logs
 	// Shutdown cancels the follower's blocking read instead of waiting it
@@ -159,14 +175,20 @@ func newRedisClient(cfg RedisConfig, conns *netguard.Tracker) redis.UniversalCli
 	opts.ReadTimeout = cfg.Timeout
 	opts.WriteTimeout = cfg.Timeout
 	opts.DialTimeout = cfg.Timeout
+	opts.Dialer = dialer(cfg, opts.TLSConfig, conns)
+	return redis.NewClient(opts)
+}
+
+// dialer returns the dial function of a client of cfg: walcast's TCP
+// options, TLS when tlsConfig is set, every connection tracked by conns.
+func dialer(cfg RedisConfig, tlsConfig *tls.Config, conns *netguard.Tracker) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	nd := cfg.Transport.Dialer(cfg.Timeout)
 	dial := nd.DialContext
-	if opts.TLSConfig != nil {
-		td := &tls.Dialer{NetDialer: nd, Config: opts.TLSConfig}
+	if tlsConfig != nil {
+		td := &tls.Dialer{NetDialer: nd, Config: tlsConfig}
 		dial = td.DialContext
 	}
-	opts.Dialer = conns.Wrap(func(ctx context.Context, network, addr string) (net.Conn, error) { return dial(ctx, network, addr) })
-	return redis.NewClient(opts)
+	return conns.Wrap(func(ctx context.Context, network, addr string) (net.Conn, error) { return dial(ctx, network, addr) })
 }
 
 // Close closes the connection pools.
@@ -224,6 +246,9 @@ func (b *RedisBus) Check(ctx context.Context) error {
 		}
 		return fmt.Errorf("ping redis: %w", err)
 	}
+	if err := b.checkNotCluster(ctx); err != nil {
+		return err
+	}
 	typ, err := b.rdb.Type(ctx, b.key).Result()
 	if err != nil {
 		return fmt.Errorf("read type of %s: %w", b.key, err)
@@ -231,7 +256,7 @@ func (b *RedisBus) Check(ctx context.Context) error {
 	if typ != "none" && typ != "stream" {
 		return &BusError{Problem: fmt.Sprintf("redis key %s holds a %s, not a stream", b.key, typ), Fix: fmt.Sprintf("remove it (DEL %s) or point walcast at another Redis database", b.key)}
 	}
-	if cfg, err := b.rdb.ConfigGet(ctx, "appendonly").Result(); err == nil && cfg["appendonly"] == "no" {
+	if cfg, err := b.configGet(ctx, "appendonly"); err == nil && cfg["appendonly"] == "no" {
 		b.log.Warn("redis persistence is off (appendonly no): a Redis restart loses the stream, so clients must resync and changes not yet read by a serve replica are lost; set appendonly yes with appendfsync always (or everysec)")
 	}
 	b.checkReplicas(ctx)

@@ -102,19 +102,26 @@ func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	err := b.appendOnce(ctx, msgs)
+	// In a cluster, the node that owns the keys' slot: the WAIT after the
+	// appends must run on their connection (see primary).
+	node, err := b.primary(ctx)
+	if err != nil {
+		return b.note(err)
+	}
+	err = b.appendOnce(ctx, node, msgs)
 	if redis.HasErrorPrefix(err, "NOSCRIPT") {
-		if lerr := appendScript.Load(ctx, b.rdb).Err(); lerr != nil {
+		if lerr := appendScript.Load(ctx, node).Err(); lerr != nil {
 			return b.note(fmt.Errorf("load append script: %w", lerr))
 		}
-		err = b.appendOnce(ctx, msgs)
+		err = b.appendOnce(ctx, node, msgs)
 	}
+	b.slotsMayHaveMoved(err)
 	return b.note(err)
 }
 
-func (b *RedisBus) appendOnce(ctx context.Context, msgs []schema.Message) error {
+func (b *RedisBus) appendOnce(ctx context.Context, node redis.UniversalClient, msgs []schema.Message) error {
 	keys := []string{b.key, b.dashboardKey(), b.dashboardIDsKey()}
-	pipe := b.rdb.Pipeline()
+	pipe := node.Pipeline()
 	var cmds []*redis.Cmd
 	for start := 0; start < len(msgs); start += appendChunk {
 		chunk := msgs[start:min(start+appendChunk, len(msgs))]

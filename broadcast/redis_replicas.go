@@ -79,7 +79,7 @@ func (b *RedisBus) replicasAcked(ctx context.Context, wait *redis.Cmd) error {
 // when fewer replicas are connected), from INFO replication; -1 when
 // Redis does not say.
 func (b *RedisBus) measureLag(ctx context.Context) int64 {
-	info, err := b.rdb.Info(ctx, "replication").Result()
+	info, err := b.info(ctx, "replication")
 	if err != nil {
 		return -1
 	}
@@ -146,7 +146,7 @@ func (b *RedisBus) checkReplicas(ctx context.Context) {
 	if b.minReplicas <= 0 {
 		return
 	}
-	info, err := b.rdb.Info(ctx, "replication").Result()
+	info, err := b.info(ctx, "replication")
 	if err != nil {
 		return // the appends will say
 	}

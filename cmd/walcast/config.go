@@ -101,9 +101,16 @@ var options = []option{
 				c.RedisURL = ""
 				return nil
 			}
+			if broadcast.IsClusterURL(v) {
+				if _, err := broadcast.ParseClusterURL(v); err != nil {
+					return err
+				}
+				c.RedisURL = v
+				return nil
+			}
 			u, err := url.Parse(v)
 			if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-				return errors.New("want redis://[user:password@]host:port[/db], rediss:// or unix://")
+				return errors.New("want redis://[user:password@]host:port[/db], rediss://, unix:// or redis-cluster://host:port,host:port")
 			}
 			if _, err := redis.ParseURL(v); err != nil {
 				return err

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/walcast/walcast/broadcast"
 )
 
 // Secrets reach walcast in --jwt-secret and in the passwords of
@@ -151,6 +153,9 @@ func (r *redactor) add(cfg *Config) {
 	}
 	if cfg.RedisURL != "" {
 		if o, err := redis.ParseURL(cfg.RedisURL); err == nil && o.Password != "" {
+			s = append(s, o.Password)
+		}
+		if o, err := broadcast.ParseClusterURL(cfg.RedisURL); err == nil && o.Password != "" {
 			s = append(s, o.Password)
 		}
 	}

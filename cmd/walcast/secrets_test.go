@@ -65,6 +65,10 @@ func TestSecretsNeverPrintedInConfigurationErrors(t *testing.T) {
 		{"redis-url", "WALCAST_REDIS_URL", "http://" + resc + "@redis:6379/0", []string{cmdRun, cmdCapture, cmdServe}},
 		{"redis-url", "WALCAST_REDIS_URL", "redis://" + resc + "@redis:6379/zero", []string{cmdRun, cmdCapture, cmdServe}},
 		{"redis-url", "WALCAST_REDIS_URL", "redis://" + resc + "@redis:6379/0?dial_timeout=soon", []string{cmdRun, cmdCapture, cmdServe}},
+		{"redis-url", "WALCAST_REDIS_URL", "redis-cluster://" + resc + "@redis:6379,redis2:port", []string{cmdRun, cmdCapture, cmdServe}},
+		{"redis-url", "WALCAST_REDIS_URL", "redis-cluster://:" + redisPassword + "%zz@redis:6379,redis2:6379", []string{cmdRun, cmdCapture, cmdServe}},
+		{"redis-url", "WALCAST_REDIS_URL", "redis-cluster://" + resc + "@redis:6379/1", []string{cmdRun, cmdCapture, cmdServe}},
+		{"redis-url", "WALCAST_REDIS_URL", "rediss-cluster://" + resc + "@redis:6379?dial_timeout=soon", []string{cmdRun, cmdCapture, cmdServe}},
 	}
 	for _, v := range values {
 		for _, cmd := range v.in {
