@@ -16,8 +16,9 @@ import (
 // Redis is a throwaway redis-server. Its methods are not meant to race with
 // each other.
 type Redis struct {
-	server // dir is the working directory: AOF files and redis.log
-	cfg    RedisConfig
+	server  // dir is the working directory: AOF files and redis.log
+	cfg     RedisConfig
+	busPort int // the cluster bus's port, with cfg.Cluster
 }
 
 // RedisConfig says how StartRedis runs the server.
@@ -30,6 +31,13 @@ type RedisConfig struct {
 	// primary (--replicaof). StartRedis returns once it answers PING, which
 	// may be before its first sync is done: see Redis.Synced.
 	ReplicaOf string
+	// Cluster starts the server as a Redis Cluster node (cluster-enabled
+	// yes), its cluster bus on a second free port, with nodes.conf in its
+	// folder; StartRedisCluster joins such nodes into a cluster.
+	// ClusterNodeTimeout is cluster-node-timeout: how long a node may not
+	// answer before the cluster counts it failed (default 15 s).
+	Cluster            bool
+	ClusterNodeTimeout time.Duration
 	// Args are redis-server arguments after the launcher's own, so they
 	// win; for example "--requirepass", "secret".
 	Args []string
@@ -50,6 +58,12 @@ func StartRedis(ctx context.Context, cfg RedisConfig) (_ *Redis, err error) {
 	r := &Redis{server: server{name: "redis-server", bin: bin, dir: dir, owner: self(),
 		logPath: filepath.Join(dir, "redis.log")}, cfg: cfg}
 	r.args = r.arguments
+	if cfg.Cluster {
+		if r.busPort, err = FreePort(); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	r.ready = func(context.Context) error { return r.ping() }
 	defer func() {
 		if err != nil {
@@ -84,6 +98,13 @@ func (r *Redis) arguments() []string {
 	if r.cfg.ReplicaOf != "" {
 		host, port, _ := net.SplitHostPort(r.cfg.ReplicaOf)
 		args = append(args, "--replicaof", host, port)
+	}
+	if r.cfg.Cluster {
+		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-port", strconv.Itoa(r.busPort))
+		if r.cfg.ClusterNodeTimeout > 0 {
+			args = append(args, "--cluster-node-timeout", strconv.FormatInt(r.cfg.ClusterNodeTimeout.Milliseconds(), 10))
+		}
 	}
 	return append(args, r.cfg.Args...)
 }

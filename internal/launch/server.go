@@ -183,3 +183,10 @@ func (s *server) signal(sig os.Signal) error {
 	}
 	return nil
 }
+
+// running reports whether the server's process runs.
+func (s *server) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil && !s.proc.exited()
+}
