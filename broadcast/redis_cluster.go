@@ -135,7 +135,42 @@ func newClusterClient(cfg RedisConfig, conns *netguard.Tracker) *redis.ClusterCl
 	opts.WriteTimeout = cfg.Timeout
 	opts.DialTimeout = cfg.Timeout
 	opts.Dialer = dialer(cfg, opts.TLSConfig, conns)
-	return redis.NewClusterClient(opts)
+	cc := redis.NewClusterClient(opts)
+	cc.AddHook(slotReloader{cc})
+	return cc
+}
+
+// slotReloader has a cluster client reload its slot map after a command
+// failed without an answer (a refused or lost connection, a timeout):
+// go-redis reloads it after MOVED, but a crashed primary answers nothing,
+// and the client would send its slots' commands there until the periodic
+// reload, a minute later. Reloads are coalesced by the client.
+type slotReloader struct{ cc *redis.ClusterClient }
+
+func (h slotReloader) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h slotReloader) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.failed(ctx, err)
+		return err
+	}
+}
+
+func (h slotReloader) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.failed(ctx, err)
+		return err
+	}
+}
+
+func (h slotReloader) failed(ctx context.Context, err error) {
+	var answer redis.Error // Redis answered: the node is there
+	if err == nil || ctx.Err() != nil || errors.Is(err, redis.Nil) || errors.As(err, &answer) && !redis.HasErrorPrefix(err, "CLUSTERDOWN") {
+		return
+	}
+	h.cc.ReloadState(context.Background())
 }
 
 // primary returns the client whose commands reach the primary that holds
