@@ -56,16 +56,11 @@ func startReplicaTTL(t *testing.T, redisURL string, ttl time.Duration) *replica 
 	return &replica{url: hs.URL, hub: hub, bus: bus, pr: pr}
 }
 
-// Across two replicas sharing a real Redis: ids above 2^53 stay exact in
-// the stream, in presence and in typing; an auth frame on one replica
-// that drops a committee takes the connection out of that committee's
-// presence on the other, and its typing and presence stop reaching it.
-func TestPresenceAcrossReplicasFollowsAuthWithExactIDs(t *testing.T) {
-	rd := testenv.StartRedis(t)
-	ra, rb := startReplica(t, rd.URL()), startReplica(t, rd.URL())
-	const shared = 7
-	// Wait until both replicas follow the stream (a warm-up message
-	// reaches both hubs).
+// followingBoth waits until both replicas follow the stream (a warm-up
+// message reaches both hubs) and returns a function that appends a
+// message, tagged, through ra's bus.
+func followingBoth(t *testing.T, ra, rb *replica) func(m schema.Message, tag string) {
+	t.Helper()
 	lsn := uint64(100)
 	appendMsg := func(m schema.Message, tag string) {
 		t.Helper()
@@ -84,6 +79,18 @@ func TestPresenceAcrossReplicasFollowsAuthWithExactIDs(t *testing.T) {
 		appendMsg(schema.Message{Type: schema.TypeVoting, AdminOnly: true}, "warm-up")
 		time.Sleep(20 * time.Millisecond) // polling for readiness, not waiting it out
 	}
+	return appendMsg
+}
+
+// Across two replicas sharing a real Redis: ids above 2^53 stay exact in
+// the stream, in presence and in typing; an auth frame on one replica
+// that drops a committee takes the connection out of that committee's
+// presence on the other, and its typing and presence stop reaching it.
+func TestPresenceAcrossReplicasFollowsAuthWithExactIDs(t *testing.T) {
+	rd := testenv.StartRedis(t)
+	ra, rb := startReplica(t, rd.URL()), startReplica(t, rd.URL())
+	const shared = 7
+	appendMsg := followingBoth(t, ra, rb)
 
 	x := dialProbe(t, ra.url, "x", mint(t, bigA, "supervisor", bigA, shared), "")
 	y := dialProbe(t, rb.url, "y", mint(t, bigB, "", shared), "")

@@ -1,8 +1,13 @@
 package broadcast
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/walcast/walcast/internal/testenv"
+	"github.com/walcast/walcast/schema"
 )
 
 func TestParseClusterURL(t *testing.T) {
@@ -90,4 +95,50 @@ func hashTag(key string) string {
 		}
 	}
 	return key
+}
+
+// Against a Redis Cluster, two replicas share the stream, the newest
+// dashboards and presence: every key in one slot, so the append script,
+// the epoch's transaction and presence's pipelines run; all of it lives
+// on the primary that owns the slot.
+func TestRedisClusterBusAndPresence(t *testing.T) {
+	rc := testenv.StartRedisCluster(t)
+	ra, rb := startReplica(t, rc.URL()), startReplica(t, rc.URL())
+	appendMsg := followingBoth(t, ra, rb)
+	if err := ra.bus.NewEpoch(context.Background(), schema.Origin{SystemID: "1", Timeline: 1, Slot: "walcast"}, "test"); err != nil {
+		t.Fatalf("new epoch in a cluster: %v", err)
+	}
+	x := dialProbe(t, ra.url, "x", mint(t, 1, "supervisor", 7), "")
+	y := dialProbe(t, rb.url, "y", mint(t, 2, "", 7), "")
+	appendMsg(schema.Message{Type: schema.TypeGuarantee, Committee: 7, HasCommittee: true}, "row")
+	appendMsg(schema.Message{Type: schema.TypeVoting}, "end")
+	end := func(f []byte) bool { return frameJSON(f)["tag"] == "end" }
+	if got := strings.Join(tags(y.until(end)), "|"); got != "row|end" {
+		t.Errorf("replica B received %s", got)
+	}
+	x.until(end)
+	x.send(`{"type":"presence","viewing":"x"}`)
+	y.send(`{"type":"presence","viewing":"y"}`)
+	x.waitView("1:supervisor[x] 2:[y]")
+	y.waitView("1:supervisor[x] 2:[y]")
+
+	owner := rc.Owner(t, "{walcast:changes}")
+	keys := owner.Do(t, "KEYS", "*")
+	for _, k := range keys.([]any) {
+		if hashTag(k.(string)) != "walcast:changes" {
+			t.Errorf("key %s outside walcast's hash tag", k)
+		}
+	}
+	t.Logf("keys on the slot's primary %s: %v", owner.Addr(), keys)
+
+	// A plain redis:// URL at a cluster node is refused with the fix.
+	plain, err := NewRedisBus(RedisConfig{URL: owner.URL(), Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	var be *BusError
+	if err := plain.Check(context.Background()); !errors.As(err, &be) || !strings.Contains(be.Fix, "redis-cluster://") {
+		t.Errorf("Check of a cluster node through redis://: %v", err)
+	}
 }

@@ -104,3 +104,13 @@ func (r *Redis) waitSynced(t testing.TB, primaryAddr string) {
 		time.Sleep(20 * time.Millisecond) // polling a condition, not waiting out a delay
 	}
 }
+
+// Do sends one command to the server on a new connection and returns its
+// answer (a string, an int64, nil or a []any of those), failing t on an
+// error.
+func (r *Redis) Do(t testing.TB, args ...string) any {
+	t.Helper()
+	v, err := r.srv.Do(context.Background(), args...)
+	check(t, "redis command", err)
+	return v
+}
