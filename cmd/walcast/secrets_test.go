@@ -162,6 +162,8 @@ func secretRuns(closed int) []secretRun {
 		{"capture flags", []string{"capture", "--database-url", dbURLs["bad port"], "--redis-url", redisURL}, nil},
 		{"serve flags", []string{"serve", "--redis-url", redisURL, "--jwt-secret", jwtKey}, nil},
 		{"serve env", []string{"serve"}, map[string]string{"WALCAST_REDIS_URL": redisURL, "WALCAST_JWT_SECRET": jwtKey}},
+		{"serve cluster", []string{"serve", "--redis-url", fmt.Sprintf("redis-cluster://walcast:%s@127.0.0.1:%d,127.0.0.1:%d", url.PathEscape(redisPassword), closed, closed),
+			"--jwt-secret", jwtKey}, nil},
 		{"token", []string{"token", "--jwt-secret", jwtKey, "7", "admin"}, nil},
 	}
 	for kind, db := range dbURLs {
