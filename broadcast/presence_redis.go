@@ -172,8 +172,11 @@ func (l *RedisPresence) listen(ctx context.Context, msgs chan<- *redis.Message, 
 					break
 				}
 				if !netguard.IsTimeout(err) {
-					// go-redis reconnects the subscription by itself.
+					// go-redis reconnects the subscription by itself, to
+					// the node its slot map names: in a cluster, after a
+					// crash, that map must learn the slot's new owner.
 					l.log.Debug("presence subscription failed; retrying", "err", err)
+					reloadSlots(l.bus.pubsub)
 					if !ctxsleep.Sleep(ctx, 100*time.Millisecond) {
 						break
 					}

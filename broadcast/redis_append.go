@@ -103,7 +103,9 @@ func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
 		return nil
 	}
 	// In a cluster, the node that owns the keys' slot: the WAIT after the
-	// appends must run on their connection (see primary).
+	// appends must run on their connection (see primary). Should the slot
+	// have moved, the error has the client reload its slot map for the
+	// retry (see slotReloader).
 	node, err := b.primary(ctx)
 	if err != nil {
 		return b.note(err)
@@ -115,7 +117,6 @@ func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
 		}
 		err = b.appendOnce(ctx, node, msgs)
 	}
-	b.slotsMayHaveMoved(err)
 	return b.note(err)
 }
 

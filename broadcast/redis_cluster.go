@@ -135,16 +135,23 @@ func newClusterClient(cfg RedisConfig, conns *netguard.Tracker) *redis.ClusterCl
 	opts.WriteTimeout = cfg.Timeout
 	opts.DialTimeout = cfg.Timeout
 	opts.Dialer = dialer(cfg, opts.TLSConfig, conns)
+	// One dial per attempt: a crashed primary refuses at once, and each
+	// failed attempt reloads the slot map (see slotReloader) instead of
+	// dialling it again.
+	opts.DialerRetries = 1
 	cc := redis.NewClusterClient(opts)
-	cc.AddHook(slotReloader{cc})
+	cc.OnNewNode(func(node *redis.Client) { node.AddHook(slotReloader{cc}) })
 	return cc
 }
 
-// slotReloader has a cluster client reload its slot map after a command
-// failed without an answer (a refused or lost connection, a timeout):
-// go-redis reloads it after MOVED, but a crashed primary answers nothing,
-// and the client would send its slots' commands there until the periodic
-// reload, a minute later. Reloads are coalesced by the client.
+// slotReloader, a hook on every node's client, has the cluster client
+// reload its slot map after a command to that node failed without an
+// answer (a refused or lost connection, a timeout) or was redirected
+// (MOVED, ASK, TRYAGAIN, CLUSTERDOWN). go-redis reloads it after MOVED
+// answers to its own commands, but a crashed primary answers nothing, so
+// the client would send its slots' commands there until the periodic
+// reload, a minute later; and a command sent to the node primary returned
+// sees its MOVED itself. Reloads are coalesced by the client.
 type slotReloader struct{ cc *redis.ClusterClient }
 
 func (h slotReloader) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -160,17 +167,37 @@ func (h slotReloader) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h slotReloader) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
-		h.failed(ctx, err)
+		seen := err
+		for _, c := range cmds { // a pipeline's answers are its commands'
+			if seen == nil && c.Err() != nil && slotMoved(c.Err()) {
+				seen = c.Err()
+			}
+		}
+		h.failed(ctx, seen)
 		return err
 	}
 }
 
 func (h slotReloader) failed(ctx context.Context, err error) {
+	if err == nil || ctx.Err() != nil || errors.Is(err, redis.Nil) {
+		return
+	}
 	var answer redis.Error // Redis answered: the node is there
-	if err == nil || ctx.Err() != nil || errors.Is(err, redis.Nil) || errors.As(err, &answer) && !redis.HasErrorPrefix(err, "CLUSTERDOWN") {
+	if errors.As(err, &answer) && !slotMoved(err) {
 		return
 	}
 	h.cc.ReloadState(context.Background())
+}
+
+// slotMoved reports an answer that says a slot is served elsewhere, or
+// not yet.
+func slotMoved(err error) bool {
+	for _, p := range []string{"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // primary returns the client whose commands reach the primary that holds
@@ -190,14 +217,10 @@ func (b *RedisBus) primary(ctx context.Context) (redis.UniversalClient, error) {
 	return c, nil
 }
 
-// slotsMayHaveMoved is called after a command sent to primary failed: in
-// a cluster the slot may have a new owner (a failover, a migration:
-// MOVED, ASK, a refused connection), which the cluster client learns only
-// from its own commands. It reloads the slot map in the background, for
-// the retry.
-func (b *RedisBus) slotsMayHaveMoved(err error) {
-	var re *ReplicaError // the node answered: it still owns the slot
-	if cc, ok := b.rdb.(*redis.ClusterClient); ok && err != nil && !errors.As(err, &re) {
+// reloadSlots has c, when it is a cluster client, reload its slot map in
+// the background.
+func reloadSlots(c redis.UniversalClient) {
+	if cc, ok := c.(*redis.ClusterClient); ok {
 		cc.ReloadState(context.Background())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/walcast/walcast/internal/testenv"
 	"github.com/walcast/walcast/schema"
@@ -121,6 +122,16 @@ func TestRedisClusterBusAndPresence(t *testing.T) {
 	y.send(`{"type":"presence","viewing":"y"}`)
 	x.waitView("1:supervisor[x] 2:[y]")
 	y.waitView("1:supervisor[x] 2:[y]")
+
+	// The primary that owns the slot crashes: presence goes on through
+	// the promoted replica.
+	at := time.Now()
+	rc.KillOwner(t, "{walcast:changes}")
+	promoted := time.Since(at)
+	z := dialProbe(t, rb.url, "z", mint(t, 3, "", 7), "")
+	z.send(`{"type":"presence","viewing":"z"}`)
+	x.waitView("1:supervisor[x] 2:[y] 3:[z]")
+	t.Logf("replica promoted %v after the crash; presence across replicas again %v after it", promoted.Round(time.Millisecond), time.Since(at).Round(time.Millisecond))
 
 	owner := rc.Owner(t, "{walcast:changes}")
 	keys := owner.Do(t, "KEYS", "*")
