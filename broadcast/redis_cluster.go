@@ -150,8 +150,8 @@ func newClusterClient(cfg RedisConfig, conns *netguard.Tracker) *redis.ClusterCl
 // (MOVED, ASK, TRYAGAIN, CLUSTERDOWN). go-redis reloads it after MOVED
 // answers to its own commands, but a crashed primary answers nothing, so
 // the client would send its slots' commands there until the periodic
-// reload, a minute later; and a command sent to the node primary returned
-// sees its MOVED itself. Reloads are coalesced by the client.
+// reload, a minute later; and appends, sent to the node primary returned,
+// get their MOVED themselves. Reloads are coalesced by the client.
 type slotReloader struct{ cc *redis.ClusterClient }
 
 func (h slotReloader) DialHook(next redis.DialHook) redis.DialHook { return next }
