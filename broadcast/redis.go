@@ -175,13 +175,13 @@ func newRedisClient(cfg RedisConfig, conns *netguard.Tracker) redis.UniversalCli
 	opts.ReadTimeout = cfg.Timeout
 	opts.WriteTimeout = cfg.Timeout
 	opts.DialTimeout = cfg.Timeout
-	opts.Dialer = dialer(cfg, opts.TLSConfig, conns)
+	opts.Dialer = guardedDialer(cfg, opts.TLSConfig, conns)
 	return redis.NewClient(opts)
 }
 
-// dialer returns the dial function of a client of cfg: walcast's TCP
-// options, TLS when tlsConfig is set, every connection tracked by conns.
-func dialer(cfg RedisConfig, tlsConfig *tls.Config, conns *netguard.Tracker) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// guardedDialer dials with walcast's TCP settings (and TLS when tlsConfig
+// is set), its connections tracked by conns.
+func guardedDialer(cfg RedisConfig, tlsConfig *tls.Config, conns *netguard.Tracker) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	nd := cfg.Transport.Dialer(cfg.Timeout)
 	dial := nd.DialContext
 	if tlsConfig != nil {

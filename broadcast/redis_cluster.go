@@ -134,7 +134,7 @@ func newClusterClient(cfg RedisConfig, conns *netguard.Tracker) *redis.ClusterCl
 	opts.ReadTimeout = cfg.Timeout
 	opts.WriteTimeout = cfg.Timeout
 	opts.DialTimeout = cfg.Timeout
-	opts.Dialer = dialer(cfg, opts.TLSConfig, conns)
+	opts.Dialer = guardedDialer(cfg, opts.TLSConfig, conns)
 	// One dial per attempt: a crashed primary refuses at once, and each
 	// failed attempt reloads the slot map (see slotReloader) instead of
 	// dialling it again.
