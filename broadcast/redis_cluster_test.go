@@ -153,3 +153,35 @@ func TestRedisClusterBusAndPresence(t *testing.T) {
 		t.Errorf("Check of a cluster node through redis://: %v", err)
 	}
 }
+
+// A cluster whose nodes want a password: the URL's password reaches every
+// node, and a wrong one stops walcast at start with the fix.
+func TestRedisClusterPassword(t *testing.T) {
+	rc := testenv.StartRedisCluster(t, testenv.WithRedisArgs("--requirepass", "clu-pw", "--masterauth", "clu-pw"))
+	hosts := strings.TrimPrefix(rc.URL(), "redis-cluster://")
+	ctx := context.Background()
+	bus, err := NewRedisBus(RedisConfig{URL: "redis-cluster://:clu-pw@" + hosts, Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	if err := bus.Check(ctx); err != nil {
+		t.Fatalf("check with the right password: %v", err)
+	}
+	m := schema.Message{Pos: schema.Position{LSN: 7}, Type: schema.TypeVoting, JSON: []byte(`{}`)}
+	if err := bus.Append(ctx, []schema.Message{m}); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	if head, err := bus.Head(ctx); err != nil || head != m.Pos {
+		t.Fatalf("head %v, %v; want %v", head, err, m.Pos)
+	}
+	wrong, err := NewRedisBus(RedisConfig{URL: "redis-cluster://:nope@" + hosts, Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close()
+	var be *BusError
+	if err := wrong.Check(ctx); !errors.As(err, &be) || !strings.Contains(be.Problem, "authentication") {
+		t.Errorf("check with a wrong password: %v", err)
+	}
+}
