@@ -48,7 +48,8 @@ func TestRedisClusterFailoverAndMigrationLoseNothing(t *testing.T) {
 // The primary that owns walcast's slot crashes (SIGKILL) under load, with
 // --redis-min-replicas 1: appends count only once its replica holds them,
 // so the replica the cluster promotes holds every confirmed change, and a
-// resuming client ends with every committed row exactly once.
+// resuming client ends with every committed row exactly once; /readyz is
+// red until the promoted primary has a replica again.
 func TestRedisClusterPrimaryCrashLosesNothing(t *testing.T) {
 	pg := electionDB(t)
 	rc := testenv.StartRedisCluster(t)
@@ -66,10 +67,21 @@ func TestRedisClusterPrimaryCrashLosesNothing(t *testing.T) {
 	old, new := rc.KillOwner(t, clusterStreamKey)
 	t.Logf("killed %s; the cluster promoted %s in %v", old.Addr(), new.Addr(), time.Since(at).Round(time.Millisecond))
 	// Until a replica holds them, appends to the new primary count for
-	// nothing: the old primary, started again, rejoins as its replica.
+	// nothing (/readyz says why): the old primary, started again, rejoins
+	// as its replica.
+	eventually(t, 10*time.Second, "/readyz red after the crash", func() bool {
+		code, _ := httpGetNoFail("http://" + r.app.addr + "/readyz")
+		return code != 200
+	})
+	_, body := httpGet(t, "http://"+r.app.addr+"/readyz")
+	t.Logf("/readyz after the crash: %s", body)
 	old.Start(t)
 	r.waitDelivered(t, before, 30*time.Second)
 	t.Logf("rows flow again %v after the crash", time.Since(at).Round(time.Millisecond))
+	eventually(t, 20*time.Second, "/readyz green once the old primary replicates the new one", func() bool {
+		code, _ := httpGetNoFail("http://" + r.app.addr + "/readyz")
+		return code == 200
+	})
 	rc.WaitHealthy(t)
 	r.finish(t)
 }
