@@ -157,7 +157,7 @@ func TestRedisClusterBusAndPresence(t *testing.T) {
 // A cluster whose nodes want a password: the URL's password reaches every
 // node, and a wrong one stops walcast at start with the fix.
 func TestRedisClusterPassword(t *testing.T) {
-	rc := testenv.StartRedisCluster(t, testenv.WithRedisArgs("--requirepass", "clu-pw", "--masterauth", "clu-pw"))
+	rc := testenv.StartRedisCluster(t, testenv.ClusterNodes(testenv.WithRedisArgs("--requirepass", "clu-pw", "--masterauth", "clu-pw")))
 	hosts := strings.TrimPrefix(rc.URL(), "redis-cluster://")
 	ctx := context.Background()
 	bus, err := NewRedisBus(RedisConfig{URL: "redis-cluster://:clu-pw@" + hosts, Logger: discard()})

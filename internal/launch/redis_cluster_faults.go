@@ -2,6 +2,7 @@ package launch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 )
@@ -21,28 +22,29 @@ func (c *RedisCluster) Failover(ctx context.Context, key string) (old, new *Redi
 	if _, err := new.Do(ctx, "CLUSTER", "FAILOVER"); err != nil {
 		return nil, nil, err
 	}
-	if err := c.waitOwner(ctx, key, new); err != nil {
+	if _, err := c.waitOwner(ctx, key, func(o *Redis) bool { return o == new }); err != nil {
 		return nil, nil, err
 	}
 	return old, new, nil
 }
 
 // KillOwner crashes the primary that serves key's slot with SIGKILL and
-// waits until the cluster promoted its replica (cluster-node-timeout after
-// the crash) and every running node agrees. Writes the replica had not
-// received are lost, as in production. The killed node stays down until
-// its Start; it then rejoins as a replica of the new primary.
+// waits until the cluster promoted one of its replicas
+// (cluster-node-timeout after the crash) and every running node agrees.
+// Writes the replica had not received are lost, as in production. The
+// killed node stays down until its Start; it then rejoins as a replica of
+// the new primary.
 func (c *RedisCluster) KillOwner(ctx context.Context, key string) (old, new *Redis, err error) {
 	if old, err = c.Owner(ctx, key); err != nil {
 		return nil, nil, err
 	}
-	if new, err = c.ReplicaOf(ctx, old); err != nil {
-		return nil, nil, err
+	if _, err = c.ReplicaOf(ctx, old); err != nil {
+		return nil, nil, err // none to promote
 	}
 	if err := old.Kill(); err != nil {
 		return nil, nil, err
 	}
-	if err := c.waitOwner(ctx, key, new); err != nil {
+	if new, err = c.waitOwner(ctx, key, func(o *Redis) bool { return o != old }); err != nil {
 		return nil, nil, err
 	}
 	return old, new, nil
@@ -86,7 +88,8 @@ func (c *RedisCluster) MigrateSlot(ctx context.Context, key string, to *Redis) e
 			return err
 		}
 	}
-	return c.waitOwner(ctx, key, to)
+	_, err = c.waitOwner(ctx, key, func(o *Redis) bool { return o == to })
+	return err
 }
 
 // migrateKeys moves every key of slot from from to to, a batch per
@@ -111,23 +114,33 @@ func (c *RedisCluster) migrateKeys(ctx context.Context, from, to *Redis, slot st
 	}
 }
 
-// waitOwner waits until every running node says owner serves key's slot,
-// then until the cluster is healthy.
-func (c *RedisCluster) waitOwner(ctx context.Context, key string, owner *Redis) error {
+// waitOwner waits until every running node names the same primary for
+// key's slot and that primary is one ok accepts, then until the cluster is
+// healthy; it returns that primary.
+func (c *RedisCluster) waitOwner(ctx context.Context, key string, ok func(*Redis) bool) (*Redis, error) {
+	var owner *Redis
 	err := poll(ctx, readyTimeout, func() error {
+		owner = nil
 		for _, r := range c.Running() {
 			o, err := c.ownerAt(ctx, r, key)
 			if err != nil {
 				return err
 			}
-			if o != owner {
-				return fmt.Errorf("node %s says %s serves %s, not %s", r.Addr(), o.Addr(), key, owner.Addr())
+			if owner != nil && o != owner {
+				return fmt.Errorf("nodes disagree on who serves %s: %s and %s", key, owner.Addr(), o.Addr())
 			}
+			owner = o
+		}
+		if owner == nil {
+			return errors.New("no cluster node runs")
+		}
+		if !ok(owner) {
+			return fmt.Errorf("the nodes still say %s serves %s", owner.Addr(), key)
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("wait for %s to serve %s: %w", owner.Addr(), key, err)
+		return nil, fmt.Errorf("wait for a new owner of %s: %w", key, err)
 	}
-	return c.WaitHealthy(ctx)
+	return owner, c.WaitHealthy(ctx)
 }

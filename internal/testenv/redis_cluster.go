@@ -10,23 +10,41 @@ import (
 )
 
 // RedisCluster is a throwaway Redis Cluster owned by one test: three
-// primaries with one replica each, cluster-node-timeout 1 s.
+// primaries with one replica each (see ClusterReplicas),
+// cluster-node-timeout 1 s.
 type RedisCluster struct {
 	srv   *launch.RedisCluster
 	nodes map[*launch.Redis]*Redis
 }
 
+// ClusterOption changes how StartRedisCluster builds the cluster.
+type ClusterOption func(*launch.RedisClusterConfig)
+
+// ClusterNodes applies opts to every node of the cluster.
+func ClusterNodes(opts ...RedisOption) ClusterOption {
+	return func(c *launch.RedisClusterConfig) {
+		for _, opt := range opts {
+			opt(&c.Node)
+		}
+	}
+}
+
+// ClusterReplicas gives each primary n replicas instead of one.
+func ClusterReplicas(n int) ClusterOption {
+	return func(c *launch.RedisClusterConfig) { c.Replicas = n }
+}
+
 // StartRedisCluster starts the cluster for t and waits until it serves
-// every slot and each replica streams from its primary; opts apply to
-// every node. t.Cleanup kills the nodes and removes their folders; a
-// failed test gets each node's log tail. Under -short t is skipped.
-func StartRedisCluster(t testing.TB, opts ...RedisOption) *RedisCluster {
+// every slot and each replica streams from its primary. t.Cleanup kills
+// the nodes and removes their folders; a failed test gets each node's log
+// tail. Under -short t is skipped.
+func StartRedisCluster(t testing.TB, opts ...ClusterOption) *RedisCluster {
 	t.Helper()
 	SkipIfShort(t, "a Redis Cluster")
 	began := time.Now()
 	var cfg launch.RedisClusterConfig
 	for _, opt := range opts {
-		opt(&cfg.Node)
+		opt(&cfg)
 	}
 	srv, err := launch.StartRedisCluster(context.Background(), cfg)
 	check(t, "start redis cluster", err)
