@@ -242,7 +242,11 @@ func (b *RedisBus) note(err error) error {
 func (b *RedisBus) Check(ctx context.Context) error {
 	if err := b.note(b.rdb.Ping(ctx).Err()); err != nil {
 		if isAuthError(err) {
-			return &BusError{Problem: "redis refused authentication: " + err.Error(), Fix: "put the right user and password in --redis-url (redis://user:password@host:port/db)"}
+			fix := "put the right user and password in --redis-url (redis://user:password@host:port/db)"
+			if _, ok := b.rdb.(*redis.ClusterClient); ok {
+				fix = "put the right user and password in --redis-url (redis-cluster://user:password@host:port,host:port)"
+			}
+			return &BusError{Problem: "redis refused authentication: " + err.Error(), Fix: fix}
 		}
 		return fmt.Errorf("ping redis: %w", err)
 	}

@@ -181,7 +181,7 @@ func TestRedisClusterPassword(t *testing.T) {
 	}
 	defer wrong.Close()
 	var be *BusError
-	if err := wrong.Check(ctx); !errors.As(err, &be) || !strings.Contains(be.Problem, "authentication") {
+	if err := wrong.Check(ctx); !errors.As(err, &be) || !strings.Contains(be.Problem, "authentication") || !strings.Contains(be.Fix, "redis-cluster://") {
 		t.Errorf("check with a wrong password: %v", err)
 	}
 }
