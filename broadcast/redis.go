@@ -69,11 +69,13 @@ type RedisBus struct {
 	replicasAckedN atomic.Int64
 	replicaLag     atomic.Int64
 	replicaShort   atomic.Pointer[ReplicaError] // the last append's shortfall, nil when none
+
+	stored storedPos // the newest entry counted as stored (see redis_lost.go)
 }
 
 // RedisConfig configures a RedisBus.
 type RedisConfig struct {
-	URL     string // redis://[user:password@]host:port[/db], or redis-cluster://host:port,host:port (see ParseClusterURL)
+	URL     string // redis://[user:password@]host:port[/db], redis-cluster://host:port,host:port (see ParseClusterURL) or redis-sentinel:// (see ParseSentinelURL)
 	Key     string // stream key; DefaultStreamKey when empty
 	History int    // entries kept, approximately (MAXLEN ~)
 	Logger  *slog.Logger
@@ -109,7 +111,7 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 
 // NewRedisBus parses the URL and returns a bus; it does not connect yet.
 func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
-	if err := checkURL(cfg.URL); err != nil {
+	if err := CheckRedisURL(cfg.URL); err != nil {
 		return nil, fmt.Errorf("parse redis url: %w", err)
 	}
 	if cfg.Key == "" {
@@ -151,13 +153,18 @@ func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
 	return b, nil
 }
 
-// checkURL parses a Redis URL of any kind walcast reads.
-func checkURL(u string) error {
-	if IsClusterURL(u) {
-		_, err := ParseClusterURL(u)
-		return err
+// CheckRedisURL parses a Redis URL of any kind walcast reads: redis://,
+// rediss://, unix://, redis-cluster:// and redis-sentinel://.
+func CheckRedisURL(u string) error {
+	var err error
+	switch {
+	case IsClusterURL(u):
+		_, err = ParseClusterURL(u)
+	case IsSentinelURL(u):
+		_, err = ParseSentinelURL(u)
+	default:
+		_, err = redis.ParseURL(u)
 	}
-	_, err := redis.ParseURL(u)
 	return err
 }
 
@@ -166,6 +173,10 @@ func checkURL(u string) error {
 func newRedisClient(cfg RedisConfig, conns *netguard.Tracker) redis.UniversalClient {
 	if IsClusterURL(cfg.URL) {
 		return newClusterClient(cfg, conns)
+	}
+	if IsSentinelURL(cfg.URL) {
+		fo, _ := ParseSentinelURL(cfg.URL)
+		return newSentinelClient(cfg, fo, conns)
 	}
 	opts, _ := redis.ParseURL(cfg.URL)
 	opts.MaxRetries = 0 // walcast retries with its own backoff and logs
@@ -241,8 +252,11 @@ func (b *RedisBus) note(err error) error {
 // It warns when Redis would lose history on restart.
 func (b *RedisBus) Check(ctx context.Context) error {
 	if err := b.note(b.rdb.Ping(ctx).Err()); err != nil {
+		if be := sentinelProblem(err); be != nil {
+			return be
+		}
 		if isAuthError(err) {
-			fix := "put the right user and password in --redis-url (redis://user:password@host:port/db)"
+			fix := "put the right user and password in --redis-url (redis://user:password@host:port/db, or the primary's in redis-sentinel://user:password@host1:26379,…/<master-name>)"
 			if _, ok := b.rdb.(*redis.ClusterClient); ok {
 				fix = "put the right user and password in --redis-url (redis-cluster://user:password@host:port,host:port)"
 			}
@@ -408,11 +422,19 @@ func (b *RedisBus) Follow(ctx context.Context, hub *Hub) error {
 
 // followState is where the follower stands between its rounds.
 type followState struct {
-	last    schema.Position
-	epoch   string          // the stream's epoch counter as last read
-	lossAt  schema.Position // last as of the latest "fell behind" resync
-	started bool
-	backoff time.Duration
+	last   schema.Position
+	epoch  string          // the stream's epoch counter as last read
+	lossAt schema.Position // last as of the latest "fell behind" resync
+	// behind: the stream ended before last when last read (a failover to
+	// a replica that lacked the newest entries); see holdBehind.
+	behind bool
+	// lastChange: the newest change (not dashboard) published, zero for
+	// none yet: what caughtUp looks for. A dashboard entry may vanish in
+	// a failover for good: capture places the next ones after the new
+	// primary's head, and each is a snapshot, never replayed.
+	lastChange schema.Position
+	started    bool
+	backoff    time.Duration
 }
 
 // The follower's backoff after a failure: doubled at each, up to the max.
@@ -477,12 +499,12 @@ func (b *RedisBus) followRound(ctx context.Context, hub *Hub, st *followState) {
 	if e, earlier := epochFields(r.epoch); e != st.epoch {
 		// Capture discarded the stream (a new epoch): what this read
 		// returned may be of either; read the new stream from its start.
-		b.log.Warn("the stream began a new epoch (the database's history no longer continued it); clients must resync", "earlier_ids_up_to", earlier.String())
+		b.log.Warn("the stream began a new epoch (its history was discarded: capture's log says why); clients must resync", "earlier_ids_up_to", earlier.String())
 		hub.NewEpoch("the server's history was discarded (new epoch): refetch, then follow", earlier)
-		st.epoch, st.last = e, schema.Position{}
+		st.epoch, st.last, st.lastChange, st.behind = e, schema.Position{}, schema.Position{}, false
 		return
 	}
-	if !b.checkHistory(hub, st, r) {
+	if !b.checkHistory(ctx, hub, st, r) {
 		return
 	}
 	b.publishRead(hub, st, r.streams)
@@ -529,11 +551,11 @@ func (b *RedisBus) readAfter(ctx context.Context, last schema.Position) (followR
 }
 
 // checkHistory compares the stream, as it was before the read, with where
-// the follower stands. It returns false when the stream is gone or started
-// over: the follower reads the new one from its start and ignores this
-// read. Entries trimmed after st.last make hub's clients resync (once per
-// gap), and the read is published.
-func (b *RedisBus) checkHistory(hub *Hub, st *followState, r followRead) bool {
+// the follower stands. It returns false when this read is to be ignored:
+// the stream is gone or ends before st.last (see holdBehind). Entries
+// trimmed after st.last make hub's clients resync (once per gap), and the
+// read is published.
+func (b *RedisBus) checkHistory(ctx context.Context, hub *Hub, st *followState, r followRead) bool {
 	if st.last.IsZero() {
 		return true
 	}
@@ -543,11 +565,11 @@ func (b *RedisBus) checkHistory(hub *Hub, st *followState, r followRead) bool {
 	}
 	switch {
 	case top.Less(st.last):
-		// The stream is gone or started over (a Redis restart without
-		// persistence): read the new one from its start.
-		b.log.Error("redis lost the stream's history (restart without persistence?); clients must resync", "last", st.last.String())
-		hub.Resync("the bus lost history")
-		st.last = schema.Position{}
+		// The stream is gone or ends before st.last: a failover, or a
+		// restart without persistence.
+		b.holdBehind(st, top)
+		return false
+	case st.behind && !b.caughtUp(ctx, hub, st):
 		return false
 	case trimmedAfter(r.info, st.last) && st.lossAt != st.last:
 		st.lossAt = st.last // said once, not every round until a read passes the gap
@@ -556,6 +578,52 @@ func (b *RedisBus) checkHistory(hub *Hub, st *followState, r followRead) bool {
 		b.log.Error("this replica fell further behind than the stream's history, or redis lost entries; clients must resync. Raise --history or add serve capacity", "last", st.last.String())
 		hub.Resync("the server fell behind its history")
 	}
+	return true
+}
+
+// holdBehind handles a stream that is gone or ends before the last entry
+// the follower read: after a failover to a replica that lacked the newest
+// entries, or a restart without persistence. Entries capture had not
+// confirmed (with --redis-min-replicas 1 a confirmed entry is on the
+// replica) it appends again from WAL with the same ids and contents; this
+// replica's clients have them already. The follower publishes nothing
+// until the stream reaches st.last again. Should confirmed entries be lost
+// instead, capture begins a new epoch at its next append, which the
+// follower's epoch check turns into resync_required. Reading the stream
+// from its start instead would send clients its whole history again.
+func (b *RedisBus) holdBehind(st *followState, top schema.Position) {
+	if st.behind {
+		return
+	}
+	st.behind = true
+	b.log.Warn("the stream on redis ends before the last entry this replica read (a failover to a replica that lacked the newest entries, or a restart without persistence?); waiting until capture has appended them again or started a new epoch",
+		"last", st.last.String(), "stream_ends_at", top.String())
+}
+
+// caughtUp is called when the stream reaches st.last again after
+// holdBehind: it reports whether the follower may go on. The newest change
+// it sent must be there: when it is not, the new primary's history
+// differs from what this replica sent (entries lost that capture did not
+// append again), so hub's clients must resync; the follower goes on after
+// st.last. A failed check is retried at the next round.
+func (b *RedisBus) caughtUp(ctx context.Context, hub *Hub, st *followState) bool {
+	if st.lastChange.IsZero() {
+		st.behind = false
+		return true // no change sent, none to miss
+	}
+	want := st.lastChange.String()
+	res, err := b.follow.XRangeN(ctx, b.key, want, want, 1).Result()
+	if err != nil {
+		b.log.Warn("cannot check the stream after a failover; retrying", "err", err)
+		return false
+	}
+	st.behind = false
+	if len(res) == 1 {
+		b.log.Info("the stream holds the last change this replica sent again: nothing was lost", "last_change", want)
+		return true
+	}
+	b.log.Error("the stream on the new redis primary does not hold the last change this replica sent: changes were lost; clients must resync", "last_change", want)
+	hub.Resync("the bus lost history")
 	return true
 }
 
@@ -574,6 +642,9 @@ func (b *RedisBus) publishRead(hub *Hub, st *followState, streams []redis.XStrea
 				continue
 			}
 			st.last = m.Pos
+			if m.DashboardKey == "" {
+				st.lastChange = m.Pos
+			}
 			batch = append(batch, m)
 		}
 		hub.Publish(batch)

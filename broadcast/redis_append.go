@@ -27,16 +27,19 @@ import (
 // each start without a change to age them out, and the stream must stay
 // bounded (at most five times history entries).
 //
+// Before appending, the script checks that the stream reaches the newest
+// entry this bus counted as stored (ARGV[2]; see redis_lost.go): a primary
+// that lacks it lost confirmed entries, and nothing may be appended after
+// the hole.
+//
 // KEYS: stream, dashboards hash, dashboard ids list. ARGV[1]: history
-// (0: no trim); then per message: id, json, type, committee, owner,
+// (0: no trim); ARGV[2]: the newest id stored ("" for none); then per
+// message: id, json, type, committee, owner,
 // admin-only, dashboard key, dashboard record ("" for absent fields).
 // The entry's field names come from the Go constants (see luaFields), so
 // that the writer here and the reader in fromEntry cannot disagree.
 var appendScript = redis.NewScript(luaFields() + `
 local maxlen = tonumber(ARGV[1])
-local dashes = 0
-if maxlen > 0 then dashes = math.min(redis.call('LLEN', KEYS[3]), 4 * maxlen) end
-local stored = 0
 local function older(a, b)
   local al, as = string.match(a, '^(%d+)-(%d+)$')
   local bl, bs = string.match(b, '^(%d+)-(%d+)$')
@@ -48,7 +51,20 @@ local function older(a, b)
   if #as ~= #bs then return #as < #bs end
   return as < bs
 end
-for i = 2, #ARGV, 8 do
+if ARGV[2] ~= '' then
+  local last = '0-0'
+  local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
+  if type(info) == 'table' and not info.err then
+    for j = 1, #info, 2 do
+      if info[j] == 'last-generated-id' then last = info[j+1] end
+    end
+  end
+  if older(last, ARGV[2]) then return redis.error_reply('` + lostPrefix + ` ' .. last) end
+end
+local dashes = 0
+if maxlen > 0 then dashes = math.min(redis.call('LLEN', KEYS[3]), 4 * maxlen) end
+local stored = 0
+for i = 3, #ARGV, 8 do
   local f = {F.json, ARGV[i+1], F.type, ARGV[i+2]}
   if ARGV[i+3] ~= '' then f[#f+1] = F.committee; f[#f+1] = ARGV[i+3] end
   if ARGV[i+4] ~= '' then f[#f+1] = F.owner; f[#f+1] = ARGV[i+4] end
@@ -117,6 +133,12 @@ func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
 		}
 		err = b.appendOnce(ctx, node, msgs)
 	}
+	if redis.HasErrorPrefix(err, lostPrefix) {
+		err = b.recoverLoss(ctx, node, err, msgs)
+	}
+	if err == nil {
+		b.storedUpTo(msgs[len(msgs)-1].Pos)
+	}
 	return b.note(err)
 }
 
@@ -126,8 +148,8 @@ func (b *RedisBus) appendOnce(ctx context.Context, node redis.UniversalClient, m
 	var cmds []*redis.Cmd
 	for start := 0; start < len(msgs); start += appendChunk {
 		chunk := msgs[start:min(start+appendChunk, len(msgs))]
-		args := make([]any, 0, 1+8*len(chunk))
-		args = append(args, b.history)
+		args := make([]any, 0, 2+8*len(chunk))
+		args = append(args, b.history, b.storedFloor())
 		for i := range chunk {
 			m := &chunk[i]
 			committee, owner, admin, dash, record := "", "", "", "", ""

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -69,6 +70,16 @@ func (b *RedisBus) SetOrigin(ctx context.Context, o schema.Origin) error {
 // with a new epoch. Only capture appends, and it calls this before it
 // streams, so nothing appends meanwhile.
 func (b *RedisBus) NewEpoch(ctx context.Context, o schema.Origin, reason string) error {
+	return b.discard(ctx, &o, schema.Position{}, reason)
+}
+
+// discard discards the stream and its dashboards and begins a new epoch:
+// ids at or below the stream's last one, and below floor, belong to
+// earlier epochs. origin, when not nil, is recorded; else the recorded
+// one stays. An epoch counter that is gone (the hash was lost with the
+// data) starts at the clock's milliseconds instead of 1, so that it
+// differs from any counter a serve replica read before.
+func (b *RedisBus) discard(ctx context.Context, o *schema.Origin, floor schema.Position, reason string) error {
 	top, err := b.lastGenerated(ctx)
 	if err != nil {
 		return err
@@ -77,18 +88,32 @@ func (b *RedisBus) NewEpoch(ctx context.Context, o schema.Origin, reason string)
 	if err != nil {
 		return err
 	}
-	if earlier.Less(top) {
-		earlier = top
+	ep, _, err := b.epoch(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range []schema.Position{top, floor} {
+		if earlier.Less(p) {
+			earlier = p
+		}
+	}
+	incr := int64(1)
+	if ep == "" {
+		incr = max(time.Now().UnixMilli(), 1)
 	}
 	_, err = b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, b.key, b.dashboardKey(), b.dashboardIDsKey())
-		p.HSet(ctx, b.originKey(), "sysid", o.SystemID, "timeline", o.Timeline, "slot", o.Slot, "earlier", earlier.String(), "reason", reason)
-		p.HIncrBy(ctx, b.originKey(), "epoch", 1)
+		if o != nil {
+			p.HSet(ctx, b.originKey(), "sysid", o.SystemID, "timeline", o.Timeline, "slot", o.Slot)
+		}
+		p.HSet(ctx, b.originKey(), "earlier", earlier.String(), "reason", reason)
+		p.HIncrBy(ctx, b.originKey(), "epoch", incr)
 		return nil
 	})
 	if b.note(err) != nil {
 		return fmt.Errorf("start a new epoch of %s: %w", b.key, err)
 	}
+	b.forgetStored()
 	b.log.Warn("started a new epoch: the stream's history was discarded; clients resuming from an earlier id get resync_required", "earlier_ids_up_to", earlier.String(), "reason", reason)
 	return nil
 }
