@@ -1,6 +1,7 @@
 // Package launch starts throwaway PostgreSQL (wal_level=logical) and Redis
-// servers for the programs that need one for a while: the tests (through
-// internal/testenv, a thin testing.TB wrapper), `walcast demo` and
+// servers (and Redis Sentinels, see StartSentinel) for the programs that
+// need one for a while: the tests (through internal/testenv, a thin
+// testing.TB wrapper), `walcast demo` and
 // walcast-bench. Every function returns an error instead of failing a test.
 //
 // Each server runs on a free 127.0.0.1 port, in its own temporary folder, as

@@ -16,9 +16,10 @@ import (
 // Redis is a throwaway redis-server. Its methods are not meant to race with
 // each other.
 type Redis struct {
-	server  // dir is the working directory: AOF files and redis.log
-	cfg     RedisConfig
-	busPort int // the cluster bus's port, with cfg.Cluster
+	server   // dir is the working directory: AOF files and redis.log
+	cfg      RedisConfig
+	busPort  int             // the cluster bus's port, with cfg.Cluster
+	sentinel *SentinelConfig // set for a Sentinel (see StartSentinel)
 }
 
 // RedisConfig says how StartRedis runs the server.
@@ -38,6 +39,8 @@ type RedisConfig struct {
 	// answer before the cluster counts it failed (default 15 s).
 	Cluster            bool
 	ClusterNodeTimeout time.Duration
+	// MasterAuth is the primary's password, for a replica (--masterauth).
+	MasterAuth string
 	// Args are redis-server arguments after the launcher's own, so they
 	// win; for example "--requirepass", "secret".
 	Args []string
@@ -46,23 +49,35 @@ type RedisConfig struct {
 // StartRedis runs redis-server on a free 127.0.0.1 port, in its own
 // temporary folder, and waits until it answers PING. On error nothing is left
 // behind, and the error carries the log's tail.
-func StartRedis(ctx context.Context, cfg RedisConfig) (_ *Redis, err error) {
+func StartRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
+	return startRedis(ctx, cfg, nil)
+}
+
+// startRedis starts a redis-server, or a Sentinel when sentinel is set.
+func startRedis(ctx context.Context, cfg RedisConfig, sentinel *SentinelConfig) (_ *Redis, err error) {
 	bin, err := findRedisServer()
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "walcast-redis-")
-	if err != nil {
-		return nil, fmt.Errorf("make redis folder: %w", err)
+	name, folder := "redis-server", "walcast-redis-"
+	if sentinel != nil {
+		name, folder = "redis-sentinel", "walcast-sentinel-"
 	}
-	r := &Redis{server: server{name: "redis-server", bin: bin, dir: dir, owner: self(),
-		logPath: filepath.Join(dir, "redis.log")}, cfg: cfg}
+	dir, err := os.MkdirTemp("", folder)
+	if err != nil {
+		return nil, fmt.Errorf("make %s folder: %w", name, err)
+	}
+	r := &Redis{server: server{name: name, bin: bin, dir: dir, owner: self(),
+		logPath: filepath.Join(dir, "redis.log")}, cfg: cfg, sentinel: sentinel}
 	r.args = r.arguments
 	if cfg.Cluster {
 		if r.busPort, err = FreePort(); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
+	}
+	if sentinel != nil {
+		r.args = r.sentinelArguments
 	}
 	r.ready = func(context.Context) error { return r.ping() }
 	defer func() {
@@ -106,6 +121,9 @@ func (r *Redis) arguments() []string {
 			args = append(args, "--cluster-node-timeout", strconv.FormatInt(r.cfg.ClusterNodeTimeout.Milliseconds(), 10))
 		}
 	}
+	if r.cfg.MasterAuth != "" {
+		args = append(args, "--masterauth", r.cfg.MasterAuth)
+	}
 	return append(args, r.cfg.Args...)
 }
 
@@ -142,6 +160,13 @@ func (r *Redis) ping() error {
 		return fmt.Errorf("redis answered %q to PING", reply)
 	}
 	return nil
+}
+
+// Password is the server's --requirepass among RedisConfig.Args (for a
+// Sentinel, SentinelConfig.Password); "" when none.
+func (r *Redis) Password() string {
+	pass, _ := r.password()
+	return pass
 }
 
 // password returns the last --requirepass value among the extra arguments.

@@ -37,7 +37,7 @@ func WithRedisArgs(args ...string) RedisOption {
 // AsReplicaOf makes the server a replica of primary (--replicaof).
 // StartRedis then waits until its first sync is done.
 func AsReplicaOf(primary *Redis) RedisOption {
-	return func(c *launch.RedisConfig) { c.ReplicaOf = primary.Addr() }
+	return func(c *launch.RedisConfig) { c.ReplicaOf, c.MasterAuth = primary.Addr(), primary.srv.Password() }
 }
 
 // StartRedis runs redis-server for t on a free 127.0.0.1 port, in its own
@@ -57,7 +57,7 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	r := &Redis{control: control{srv}, srv: srv}
 	own(t, srv)
 	if cfg.ReplicaOf != "" {
-		r.waitSynced(t, cfg.ReplicaOf)
+		r.waitSynced(t, cfg.ReplicaOf, cfg.MasterAuth)
 	}
 	t.Logf("testenv: redis ready at %s in %s", r.URL(), time.Since(began).Round(time.Millisecond))
 	return r
@@ -87,9 +87,9 @@ func (r *Redis) Resume(t testing.TB) {
 // replica r (its first sync done and acknowledged: the primary lists it
 // online), or fails t. The replica's own master_link_status turns up
 // earlier, before the primary streams to it.
-func (r *Redis) waitSynced(t testing.TB, primaryAddr string) {
+func (r *Redis) waitSynced(t testing.TB, primaryAddr, password string) {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: primaryAddr})
+	rdb := redis.NewClient(&redis.Options{Addr: primaryAddr, Password: password})
 	defer rdb.Close()
 	online := fmt.Sprintf("port=%d,state=online", r.Port())
 	deadline := time.Now().Add(30 * time.Second)

@@ -174,3 +174,26 @@ func TestFreePortDistinct(t *testing.T) {
 		seen[p] = true
 	}
 }
+
+// Three Sentinels watching a primary with a replica, passwords on both
+// sides, promote the replica when the primary is killed.
+func TestSentinelsFailOver(t *testing.T) {
+	pw := "pr1m-pass"
+	primary := testenv.StartRedis(t, testenv.WithRedisArgs("--requirepass", pw, "--masterauth", pw))
+	replica := testenv.StartRedis(t, testenv.WithRedisArgs("--requirepass", pw, "--masterauth", pw), testenv.AsReplicaOf(primary))
+	s := testenv.StartSentinels(t, primary, 3, 2, 1, testenv.WithSentinelPassword("s3nt-pass"))
+	if got := s.Primary(t); got != primary.Addr() {
+		t.Fatalf("primary %s, want %s", got, primary.Addr())
+	}
+	if u := s.URL(pw); !strings.HasPrefix(u, "redis-sentinel://:pr1m-pass@127.0.0.1:") || !strings.HasSuffix(u, "/walcast?sentinel_password=s3nt-pass") {
+		t.Errorf("URL %s", u)
+	}
+	primary.Kill(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for s.Primary(t) != replica.Addr() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failover to %s within 30 s\n%s", replica.Addr(), s.Sentinel(0).LogTail(30))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
