@@ -61,8 +61,8 @@ func (c *resumingClient) run(ctx context.Context) {
 				break
 			}
 			var m struct {
-				ID, Type string
-				Data     struct {
+				ID, Type, Position string
+				Data               struct {
 					ElectorName string `json:"elector_name"`
 				}
 			}
@@ -73,6 +73,10 @@ func (c *resumingClient) run(ctx context.Context) {
 			switch m.Type {
 			case "resync_required":
 				c.resyncs++
+				if m.Position != "" {
+					// Ids continue from where walcast says (client.js).
+					c.last = m.Position
+				}
 			case "guarantee_update":
 				c.ids[m.ID]++
 				c.names[m.Data.ElectorName]++
@@ -146,6 +150,7 @@ func electorNames(t *testing.T, dbURL string) map[string]bool {
 // halted.
 type rowWriter struct {
 	written, failed atomic.Int64
+	next            atomic.Int64 // the number of the next row's name
 	stop            context.CancelFunc
 	done            chan struct{}
 }
@@ -164,6 +169,7 @@ func startRowWriter(t *testing.T, dbURL string, pause time.Duration, logf func(s
 			}
 		}()
 		for n := 0; ctx.Err() == nil; n++ {
+			w.next.Store(int64(n))
 			if conn == nil {
 				c, err := pgx.Connect(ctx, dbURL)
 				if err != nil {

@@ -108,9 +108,16 @@ var options = []option{
 				c.RedisURL = v
 				return nil
 			}
+			if broadcast.IsSentinelURL(v) {
+				if err := broadcast.CheckRedisURL(v); err != nil {
+					return fmt.Errorf("%w; want redis-sentinel://[user:password@]host1:port1,host2:port2/<master-name>[/db][?sentinel_password=…]", err)
+				}
+				c.RedisURL = v
+				return nil
+			}
 			u, err := url.Parse(v)
 			if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-				return errors.New("want redis://[user:password@]host:port[/db], rediss://, unix:// or redis-cluster://host:port,host:port")
+				return errors.New("want redis://[user:password@]host:port[/db], rediss://, unix://, redis-cluster://host:port,host:port or redis-sentinel://host1:port1,host2:port2/<master-name>")
 			}
 			if _, err := redis.ParseURL(v); err != nil {
 				return err

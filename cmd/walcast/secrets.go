@@ -32,7 +32,7 @@ func secretOption(flag string) bool {
 
 var (
 	dsnPassword   = regexp.MustCompile(`(?i)((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]*)`)
-	queryPassword = regexp.MustCompile(`(?i)([?&](?:ssl)?password=)([^&#]*)`)
+	queryPassword = regexp.MustCompile(`(?i)([?&](?:ssl|sentinel_)?password=)([^&#]*)`)
 )
 
 // redact returns v fit to print in a message about the option flagName.
@@ -157,6 +157,9 @@ func (r *redactor) add(cfg *Config) {
 		}
 		if o, err := broadcast.ParseClusterURL(cfg.RedisURL); err == nil && o.Password != "" {
 			s = append(s, o.Password)
+		}
+		if o, err := broadcast.ParseSentinelURL(cfg.RedisURL); err == nil {
+			s = append(s, o.Password, o.SentinelPassword) // decoded
 		}
 	}
 	r.mu.Lock()

@@ -69,6 +69,12 @@ func TestSecretsNeverPrintedInConfigurationErrors(t *testing.T) {
 		{"redis-url", "WALCAST_REDIS_URL", "redis-cluster://:" + redisPassword + "%zz@redis:6379,redis2:6379", []string{cmdRun, cmdCapture, cmdServe}},
 		{"redis-url", "WALCAST_REDIS_URL", "redis-cluster://" + resc + "@redis:6379/1", []string{cmdRun, cmdCapture, cmdServe}},
 		{"redis-url", "WALCAST_REDIS_URL", "rediss-cluster://" + resc + "@redis:6379?dial_timeout=soon", []string{cmdRun, cmdCapture, cmdServe}},
+		// Sentinel: no master name, a bad port, an unknown parameter, a
+		// bad escape, each with both passwords set.
+		{"redis-url", "WALCAST_REDIS_URL", "redis-sentinel://" + resc + "@s1:26379,s2:26379?sentinel_password=" + url.QueryEscape(redisPassword), []string{cmdRun, cmdCapture, cmdServe}},
+		{"redis-url", "REDIS_URL", "redis-sentinel://" + resc + "@s1:port,s2/walcast?sentinel_password=" + url.QueryEscape(redisPassword), []string{cmdRun, cmdCapture, cmdServe}},
+		{"redis-url", "WALCAST_REDIS_URL", "redis-sentinel://:" + redisPassword + "@s1/walcast?password=" + url.QueryEscape(redisPassword), []string{cmdRun, cmdCapture, cmdServe}},
+		{"redis-url", "WALCAST_REDIS_URL", "rediss-sentinel://s1/walcast/0?sentinel_password=" + redisPassword + "%zz", []string{cmdServe}},
 	}
 	for _, v := range values {
 		for _, cmd := range v.in {
@@ -241,6 +247,8 @@ func TestRedactorMasksConfiguredSecrets(t *testing.T) {
 		RedisURL: "redis://:" + url.PathEscape(redisPassword) + "@h:6379/0"}
 	red := &redactor{}
 	red.add(cfg)
+	// The Sentinels' password, as the query spells it.
+	red.add(&Config{RedisURL: "redis-sentinel://h1,h2/m?sentinel_password=" + url.QueryEscape(dbPassword)})
 	var b strings.Builder
 	w := red.writer(&b)
 	line := fmt.Sprintf("a driver echoing %s, %s and %s, escaped %s\n", dbPassword, redisPassword, jwtKey, url.PathEscape(dbPassword))
@@ -262,6 +270,7 @@ func TestRedactURL(t *testing.T) {
 		"host=h password='p w' user=u":              "host=h password=xxxxx user=u",
 		"host=h password=pw user=u":                 "host=h password=xxxxx user=u",
 		"redis://onlyapassword%zz@h":                "redis://xxxxx@h",
+		"redis-sentinel://:pw@h1:26379,h2:26379/m/0?sentinel_username=s&sentinel_password=spw": "redis-sentinel://:xxxxx@h1:26379,h2:26379/m/0?sentinel_username=s&sentinel_password=xxxxx",
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
