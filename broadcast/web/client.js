@@ -82,6 +82,151 @@ export function tokenExpiry(token) {
   return typeof exp === "number" ? exp * 1000 : null;
 }
 
+// ---- synced collections -------------------------------------------------
+
+// decCmp orders two unsigned decimal strings without leading zeros: the
+// longer is greater, and equal lengths compare as text.
+function decCmp(a, b) {
+  if (a.length !== b.length) return a.length < b.length ? -1 : 1;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+const noZeros = (s) => (s.length > 1 && s[0] === "0" ? s.replace(/^0+(?=\d)/, "") : s);
+
+// idOrder orders two ids that parseId accepts, as (LSN, seq) pairs of
+// unsigned 64-bit integers, without allocating BigInts: collections compare
+// a version for every row of every change and every state row.
+function idOrder(a, b) {
+  const i = a.indexOf("-"), j = b.indexOf("-");
+  return decCmp(noZeros(a.slice(0, i)), noZeros(b.slice(0, j))) || decCmp(noZeros(a.slice(i + 1)), noZeros(b.slice(j + 1)));
+}
+
+const isPlain = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+// withUnchanged gives an update whose TOASTed columns were not sent
+// (`unchanged`) the previous row's values of those columns, at the top level
+// or inside a wrapped row (voting_update's {vote_count: row, …}), so that a
+// collection never loses a column's value.
+function withUnchanged(data, unchanged, prev) {
+  if (!Array.isArray(unchanged) || unchanged.length === 0 || !isPlain(prev) || !isPlain(data)) return data;
+  const out = { ...data };
+  for (const col of unchanged) {
+    if (!(col in out) && col in prev) out[col] = prev[col];
+    for (const k of Object.keys(out)) {
+      if (isPlain(out[k]) && isPlain(prev[k]) && !(col in out[k]) && col in prev[k]) out[k] = { ...out[k], [col]: prev[k][col] };
+    }
+  }
+  return out;
+}
+
+// Methods of SyncedTable that only the client calls.
+const REPLACE = Symbol("replace"), UPSERT = Symbol("upsert"), DELETE = Symbol("delete"), CLEAR = Symbol("clear");
+
+/**
+ * SyncedTable is the client's copy of one table's rows in its scope, by
+ * primary key ("[7]": the key's values as a JSON array). The client fills it
+ * from walcast's state and keeps it current from changes, applying a change
+ * only when its id is newer than the row's version, so a row never goes
+ * back to an older version. Read it; the client alone writes it.
+ */
+export class SyncedTable {
+  #rows = new Map(); // key -> {data, version}
+  #list = null; // rows() until the next change
+  #revision = 0;
+  #name;
+  #type;
+
+  constructor(name, type) {
+    this.#name = name;
+    this.#type = type ?? null;
+  }
+
+  /** The table, as in change frames: "public.guarantee". */
+  get name() { return this.#name; }
+  /** Its message type ("guarantee_update"), or null until walcast has sent one of its rows. */
+  get type() { return this.#type; }
+  /** The number of rows. */
+  get size() { return this.#rows.size; }
+  /** Grows by one with every change to the rows: a cheap "did it change" test. */
+  get revision() { return this.#revision; }
+
+  /** has tells whether the row with this key is present. */
+  has(key) { return this.#rows.has(key); }
+  /** get returns the row's data (as in a change's `data`), or undefined. */
+  get(key) { return this.#rows.get(key)?.data; }
+  /** version returns the id of the change that last wrote the row, or undefined. */
+  version(key) { return this.#rows.get(key)?.version; }
+  /** keys iterates over the primary keys. */
+  keys() { return this.#rows.keys(); }
+  /** values iterates over the rows' data. */
+  *values() { for (const r of this.#rows.values()) yield r.data; }
+  /** entries iterates over [key, data] pairs. */
+  *entries() { for (const [k, r] of this.#rows) yield [k, r.data]; }
+  [Symbol.iterator]() { return this.entries(); }
+
+  /**
+   * rows returns the rows' data as an array, the same array until the next
+   * change (so it can be a React dependency), or only those that filter keeps.
+   */
+  rows(filter) {
+    if (!this.#list) this.#list = Object.freeze([...this.values()]);
+    return typeof filter === "function" ? this.#list.filter(filter) : this.#list;
+  }
+
+  #touch() {
+    this.#list = null;
+    this.#revision++;
+  }
+
+  [REPLACE](rows, type) {
+    this.#rows = rows;
+    if (type) this.#type = type;
+    this.#touch();
+  }
+
+  // UPSERT applies a created or updated row; it returns the previous row
+  // ({data} or null) or undefined when the change is not newer than the row.
+  [UPSERT](key, data, version, type, unchanged) {
+    if (type && !this.#type) this.#type = type;
+    const prev = this.#rows.get(key);
+    if (prev && idOrder(version, prev.version) <= 0) return undefined;
+    this.#rows.set(key, { data: withUnchanged(data, unchanged, prev?.data), version });
+    this.#touch();
+    return prev ?? null;
+  }
+
+  // DELETE removes the row if the change is newer; it returns the removed row.
+  [DELETE](key, version) {
+    const prev = this.#rows.get(key);
+    if (!prev || idOrder(version, prev.version) <= 0) return undefined;
+    this.#rows.delete(key);
+    this.#touch();
+    return prev;
+  }
+
+  // CLEAR (TRUNCATE) removes the rows older than version; it returns them.
+  [CLEAR](version) {
+    const gone = [];
+    for (const [key, r] of this.#rows) if (idOrder(r.version, version) < 0) gone.push([key, r]);
+    for (const [key] of gone) this.#rows.delete(key);
+    if (gone.length) this.#touch();
+    return gone;
+  }
+}
+
+// scopeOf is what of a token decides the rows it may see: a new token with
+// another role or other committees needs a new sync.
+function scopeOf(token) {
+  const c = decodeToken(token);
+  return c ? JSON.stringify([c.user_id ?? c.sub ?? null, c.role ?? null, c.committees ?? null]) : null;
+}
+
+// retryAfterMs reads "retry in 2s" from a rate_limited error's message.
+function retryAfterMs(message) {
+  const m = /retry in (\d+(?:\.\d+)?)\s*(ms|s)\b/.exec(String(message ?? ""));
+  return m ? Number(m[1]) * (m[2] === "s" ? 1000 : 1) : null;
+}
+
 function normalizeSubscription(sub) {
   if (sub == null) return { types: null, committees: null };
   if (typeof sub !== "object") throw new TypeError("subscribe: expected {types, committees}");
@@ -140,8 +285,20 @@ export class WalcastClient {
   #ws = null;
   #last = null; // [lsn, ordinal] of lastId
   #lastId = null;
-  #timers = { retry: 0, connect: 0, ping: 0, dead: 0, refresh: 0 };
-  #stats = { received: 0, delivered: 0, skipped: 0, filtered: 0, connects: 0 };
+  #timers = { retry: 0, connect: 0, ping: 0, dead: 0, refresh: 0, sync: 0 };
+  #stats = { received: 0, delivered: 0, skipped: 0, filtered: 0, connects: 0, syncs: 0, stateRows: 0 };
+  #pendingAuth = null; // a token sent in an auth frame, until auth_ok or an error
+  // Synced collections (options.sync): see #requestSync and #onStateEnd.
+  #sync = false;
+  #tables = new Map(); // table name -> SyncedTable, the tables the last state_end listed
+  #unavailable = new Map(); // table name -> why walcast has no state for it
+  #staged = new Map(); // table name -> {type, rows}: state frames since the last state_end
+  #needSync = false; // the collections must be filled again: sync on the next open
+  #inFlight = false; // a sync frame was sent and its state_end has not come
+  #syncAgain = false; // another sync was asked for while one was in flight
+  #everSynced = false;
+  #syncAttempt = 0; // rate-limited sync frames in a row, for the backoff
+  #scope = null; // scopeOf the token the collections were synced with
   // wake runs when the network comes back or the page is shown again (a
   // laptop waking up): check an open connection now instead of at the next
   // ping, and end a reconnect's wait.
@@ -163,6 +320,9 @@ export class WalcastClient {
     if (!this.#getToken && !this.#token) throw new TypeError("pass token (a string) or getToken (a function returning one)");
     wsURL(options.url); // fail now on a bad url, not at the first connect
     if (options.subscribe !== undefined) this.#subscription = normalizeSubscription(options.subscribe);
+    if (options.sync !== undefined && typeof options.sync !== "boolean") throw new TypeError("sync: expected true or false");
+    this.#sync = options.sync === true;
+    this.#needSync = this.#sync;
     if (options.since != null) {
       const key = parseId(options.since);
       if (!key) throw new TypeError(`since: not a walcast message id: ${options.since}`);
@@ -190,8 +350,43 @@ export class WalcastClient {
     return s && { types: s.types && [...s.types], committees: s.committees && [...s.committees] };
   }
 
-  /** Counters: frames received, changes delivered, skipped (duplicates or older ids), filtered, connects. */
+  /** Counters: frames received, changes delivered, skipped (duplicates or older ids), filtered, connects, syncs, stateRows. */
   get stats() { return { ...this.#stats }; }
+
+  /**
+   * With options.sync: true when the collections hold every row of the
+   * subscription's tables as of a state_end and are kept current; false
+   * before the first sync and while a new one is under way.
+   */
+  get synced() { return this.#sync && !this.#needSync && this.#everSynced; }
+
+  /** With options.sync: the synced collections, by table name. */
+  get tables() { return new Map(this.#tables); }
+
+  /** With options.sync: the tables of the subscription walcast keeps no state for, and why. */
+  get unavailable() { return [...this.#unavailable].map(([table, reason]) => ({ table, reason })); }
+
+  /**
+   * table returns the synced collection of a table ("public.guarantee", or
+   * "guarantee" when only one schema has that table), or undefined.
+   */
+  table(name) {
+    const t = this.#tables.get(name);
+    if (t || typeof name !== "string" || name.includes(".")) return t;
+    const found = [...this.#tables.values()].filter((x) => x.name.endsWith("." + name));
+    return found.length === 1 ? found[0] : undefined;
+  }
+
+  /** rows returns the rows of a table (see table), those filter keeps if given; [] for an unknown table. */
+  rows(name, filter) {
+    return this.table(name)?.rows(filter) ?? [];
+  }
+
+  /** resync fills the collections again from walcast's state (options.sync). */
+  resync() {
+    if (!this.#sync) throw new TypeError("resync: the client was made without sync: true");
+    this.#requestSync();
+  }
 
   /**
    * on adds a handler: for a change type ("guarantee_update", …), "*" for
@@ -217,7 +412,10 @@ export class WalcastClient {
    */
   subscribe(sub = {}) {
     this.#subscription = normalizeSubscription(sub);
-    this.#sendSubscription();
+    // A sync frame replaces the subscription as subscribe does, and fills
+    // the collections for the new scope.
+    if (this.#sync) this.#requestSync();
+    else this.#sendSubscription();
   }
 
   /** close ends the connection for good; no handler is called after it but status "closed". */
@@ -260,7 +458,8 @@ export class WalcastClient {
     const url = wsURL(this.#opts.url);
     url.searchParams.set("token", token);
     url.searchParams.delete("since");
-    if (this.#lastId !== null) url.searchParams.set("since", this.#lastId);
+    // A sync is coming: resuming first would replay what the state holds.
+    if (this.#lastId !== null && !(this.#sync && this.#needSync)) url.searchParams.set("since", this.#lastId);
     // The subscription goes with the connect too, so that walcast filters
     // the replay; the subscribe frame sent on open confirms it.
     const sub = this.#subscription;
@@ -320,7 +519,11 @@ export class WalcastClient {
     this.#openedAt = Date.now();
     this.#failures = 0;
     this.#setStatus("open");
-    this.#sendSubscription();
+    // Resumed connections keep their collections (the replay keeps them
+    // current) unless the token's scope changed meanwhile.
+    if (this.#sync && scopeOf(this.#token) !== this.#scope) this.#needSync = true;
+    if (this.#sync && this.#needSync) this.#sendSync();
+    else this.#sendSubscription();
     this.#timers.ping = setInterval(() => this.#ping(ws), this.#opts.pingInterval);
     this.#scheduleRefresh();
   }
@@ -404,7 +607,13 @@ export class WalcastClient {
     clearInterval(this.#timers.ping);
     clearTimeout(this.#timers.dead);
     clearTimeout(this.#timers.refresh);
+    clearTimeout(this.#timers.sync);
     this.#timers.dead = 0;
+    // A sync cut short is asked for again on the next connection (#needSync
+    // is still set); its rows so far are dropped.
+    this.#inFlight = this.#syncAgain = false;
+    this.#staged.clear();
+    this.#pendingAuth = null;
   }
 
   #send(frame) {
@@ -452,8 +661,13 @@ export class WalcastClient {
       return this.#scheduleRefresh(Math.max(1000, Math.min(10000, (oldExp - Date.now()) / 4)));
     }
     this.#token = token;
-    this.#send({ type: "auth", token });
+    this.#sendAuth(ws, token);
     this.#scheduleRefresh();
+  }
+
+  #sendAuth(ws, token) {
+    if (ws !== this.#ws) return;
+    if (this.#send({ type: "auth", token })) this.#pendingAuth = token;
   }
 
   // ---- frames ----------------------------------------------------------
@@ -486,11 +700,160 @@ export class WalcastClient {
           this.#lastId = msg.position;
           this.#last = parseId(msg.position);
         }
+        // Changes are missing from the collections: fill them again. Sent
+        // at once even during a sync, which walcast may have cut short.
+        if (this.#sync) {
+          this.#inFlight = false;
+          this.#requestSync();
+        }
+        break;
+      case "state":
+        return this.#onState(msg);
+      case "state_end":
+        return this.#onStateEnd(msg);
+      case "auth_ok":
+        this.#pendingAuth = null;
+        // A token with another role or committees: other rows are in scope.
+        if (this.#sync && !this.#needSync && scopeOf(this.#token) !== this.#scope) this.#requestSync();
         break;
       case "error":
+        if (msg.code === "rate_limited") this.#onRateLimited(msg);
+        else if (msg.code === "auth_failed") this.#pendingAuth = null;
         return this.#emit("error", msg);
     }
     this.#emit(msg.type, msg);
+  }
+
+  // onRateLimited retries what walcast refused for now: an auth frame (the
+  // message names it; the token in force stays meanwhile) or a sync frame
+  // (the client sends no other limited frame), after the wait walcast
+  // names or a growing backoff.
+  #onRateLimited(msg) {
+    const wait = retryAfterMs(msg.message);
+    const jitter = Math.round(Math.random() * 500);
+    if (this.#pendingAuth && /auth/i.test(String(msg.message))) {
+      const ws = this.#ws, token = this.#pendingAuth;
+      this.#pendingAuth = null;
+      clearTimeout(this.#timers.refresh);
+      this.#timers.refresh = setTimeout(() => {
+        this.#sendAuth(ws, token);
+        this.#scheduleRefresh();
+      }, (wait ?? 2000) + jitter);
+      return;
+    }
+    if (!this.#sync || !this.#inFlight) return;
+    this.#inFlight = false;
+    const backoff = Math.min(this.#opts.maxDelay, 1000 * 2 ** Math.min(this.#syncAttempt, 10));
+    this.#syncAttempt++;
+    clearTimeout(this.#timers.sync);
+    this.#timers.sync = setTimeout(() => {
+      if (this.#needSync && !this.#inFlight) this.#sendSync();
+    }, Math.max(wait ?? 0, backoff) + jitter);
+  }
+
+  // ---- synced collections ----------------------------------------------
+
+  // requestSync asks walcast for the state of the subscription's tables: at
+  // once when connected and no sync is in flight, after the one in flight
+  // otherwise (so rapid subscription changes cost one sync each at most),
+  // and on the next connection when not connected.
+  #requestSync() {
+    this.#needSync = true;
+    if (this.#inFlight) this.#syncAgain = true;
+    else this.#sendSync();
+  }
+
+  #sendSync() {
+    clearTimeout(this.#timers.sync);
+    const s = this.#subscription;
+    const frame = { type: "sync" };
+    if (s?.types) frame.types = s.types;
+    if (s?.committees) frame.committees = s.committees;
+    if (!this.#send(frame)) return; // not open: sent when it opens
+    this.#inFlight = true;
+    this.#syncAgain = false;
+    this.#scope = scopeOf(this.#token);
+  }
+
+  // onState stages a chunk of a table's rows until state_end; a key sent
+  // twice keeps its newer version.
+  #onState(msg) {
+    if (typeof msg.table !== "string" || !Array.isArray(msg.rows)) {
+      return this.#emitError("bad_frame", "walcast sent a state frame without table or rows");
+    }
+    let st = this.#staged.get(msg.table);
+    if (!st) this.#staged.set(msg.table, (st = { type: msg.message_type ?? null, rows: new Map() }));
+    for (const r of msg.rows) {
+      if (typeof r?.key !== "string" || !parseId(r.version)) {
+        this.#emitError("bad_frame", `walcast sent a state row without key or version in ${msg.table}`);
+        continue;
+      }
+      const prev = st.rows.get(r.key);
+      if (prev && idOrder(r.version, prev.version) <= 0) continue;
+      st.rows.set(r.key, { data: r.data, version: r.version });
+      this.#stats.stateRows++;
+    }
+  }
+
+  // onStateEnd commits a sync: the tables it lists replace their
+  // collections (the rest are out of scope now), and the resume position
+  // moves to the state's position: the changes after it follow.
+  #onStateEnd(msg) {
+    const listed = Array.isArray(msg.tables) ? msg.tables.filter((t) => typeof t === "string") : [];
+    const tables = new Map();
+    for (const name of listed) {
+      const st = this.#staged.get(name);
+      const t = this.#tables.get(name) ?? new SyncedTable(name, st?.type);
+      t[REPLACE](st?.rows ?? new Map(), st?.type);
+      tables.set(name, t);
+    }
+    this.#tables = tables;
+    this.#staged.clear();
+    const unavailable = Array.isArray(msg.unavailable) ? msg.unavailable.filter((u) => typeof u?.table === "string") : [];
+    this.#unavailable = new Map(unavailable.map((u) => [u.table, String(u.reason ?? "")]));
+    const pos = parseId(msg.position);
+    if (pos && (!this.#last || cmpKey(pos, this.#last) > 0)) {
+      this.#last = pos;
+      this.#lastId = msg.position;
+    }
+    this.#stats.syncs++;
+    this.#inFlight = false;
+    this.#syncAttempt = 0;
+    this.#everSynced = true;
+    if (this.#syncAgain) this.#sendSync();
+    else this.#needSync = false;
+    this.#emit("synced", { type: "synced", position: msg.position, tables: listed, unavailable: this.unavailable });
+  }
+
+  // applyToTable keeps a collection current with a change, by the version
+  // rule, and returns the row events it caused.
+  #applyToTable(msg) {
+    let t = this.#tables.get(msg.table);
+    if (!t) {
+      // A table with no rows when the state was sent may be left out of
+      // state_end: its collection starts empty with its first change.
+      if (!this.#everSynced || typeof msg.key !== "string" || typeof msg.table !== "string") return [];
+      if (this.#unavailable.has(msg.table) || !this.#covers(msg.type)) return [];
+      t = new SyncedTable(msg.table, msg.type);
+      this.#tables.set(msg.table, t);
+    }
+    const ev = (op, key, row, previous) =>
+      ({ type: "row", op, table: t.name, messageType: msg.type, key, row, previous, version: msg.id, change: msg });
+    if (msg.action === "truncated") return t[CLEAR](msg.id).map(([key, prev]) => ev("removed", key, undefined, prev.data));
+    if (typeof msg.key !== "string") return [];
+    if (msg.action === "deleted") {
+      const prev = t[DELETE](msg.key, msg.id);
+      return prev ? [ev("removed", msg.key, undefined, prev.data)] : [];
+    }
+    const prev = t[UPSERT](msg.key, msg.data, msg.id, msg.type, msg.unchanged);
+    if (prev === undefined) return [];
+    return [ev(prev ? "changed" : "added", msg.key, t.get(msg.key), prev?.data)];
+  }
+
+  // covers tells whether the subscription, and so the sync, includes a type.
+  #covers(type) {
+    const types = this.#subscription?.types;
+    return !types || types.includes(type);
   }
 
   #onChange(msg) {
@@ -506,9 +869,12 @@ export class WalcastClient {
       this.#stats.filtered++;
       return;
     }
+    // The collection first, so handlers of the change read the new rows.
+    const rows = this.#sync ? this.#applyToTable(msg) : [];
     this.#stats.delivered++;
     this.#emit(msg.type, msg);
     this.#emit("*", msg);
+    for (const e of rows) this.#emit("row", e);
   }
 
   // wanted applies the subscription locally, as walcast does: a replay
