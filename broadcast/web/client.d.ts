@@ -15,6 +15,8 @@ export interface Change<Type extends ChangeType = ChangeType, Data = Record<stri
   action: Action;
   /** "schema.table", e.g. "public.guarantee". */
   table: string;
+  /** The row's primary key as a JSON array of its values ("[7]"), for tables with one; absent for `truncated`. */
+  key?: string;
   /** The row after the change; before it for `deleted`; `{}` for `truncated`. */
   data: Data;
   /** On `updated`, where the WAL carried them: the changed columns' previous values. */
@@ -108,10 +110,62 @@ export interface ResyncFrame { type: "resync_required"; reason: string }
 export interface SubscribedFrame { type: "subscribed"; types: ChangeType[] | null; committees: number[] | null }
 export interface ErrorFrame {
   type: "error";
-  /** walcast's codes (bad_frame, unknown_type, bad_subscribe, bad_position, bad_auth, auth_failed) or the client's (token, connect, internal). */
+  /** walcast's codes (bad_frame, unknown_type, bad_subscribe, bad_position, bad_auth, auth_failed, rate_limited) or the client's (token, connect, internal). */
   code: string;
   message: string;
   cause?: unknown;
+}
+
+/** A state_end committed: the collections were filled again. */
+export interface SyncedEvent {
+  type: "synced";
+  /** The id the state is consistent with (at least); the changes after it follow. */
+  position: string;
+  /** The tables whose collections were replaced. */
+  tables: string[];
+  /** Tables of the subscription walcast keeps no state for (off, not seeded, no primary key). */
+  unavailable: { table: string; reason: string }[];
+}
+
+/** A change to a synced collection's rows (sync: true). Not raised for the rows a sync replaces: see "synced". */
+export interface RowEvent<Data = Record<string, unknown>> {
+  type: "row";
+  op: "added" | "changed" | "removed";
+  table: string;
+  messageType: ChangeType;
+  key: string;
+  /** The row now (added, changed). */
+  row?: Data;
+  /** The row before (changed, removed). */
+  previous?: Data;
+  /** The id of the change. */
+  version: string;
+  change: ChangeMessage;
+}
+
+/**
+ * One table's rows in the client's scope, by primary key, kept by the
+ * client (sync: true). Read-only for the application.
+ */
+export declare class SyncedTable<Data = Record<string, unknown>> implements Iterable<[string, Data]> {
+  constructor(name: string, type?: ChangeType | null);
+  /** "public.guarantee". */
+  readonly name: string;
+  /** Its message type, or null until walcast has sent one of its rows. */
+  readonly type: ChangeType | null;
+  readonly size: number;
+  /** Grows with every change to the rows. */
+  readonly revision: number;
+  has(key: string): boolean;
+  get(key: string): Data | undefined;
+  /** The id of the change that last wrote the row. */
+  version(key: string): string | undefined;
+  keys(): IterableIterator<string>;
+  values(): IterableIterator<Data>;
+  entries(): IterableIterator<[string, Data]>;
+  [Symbol.iterator](): IterableIterator<[string, Data]>;
+  /** The rows as an array: the same (frozen) array until the next change; a new filtered one with filter. */
+  rows(filter?: (row: Data) => boolean): readonly Data[];
 }
 
 export interface EventMap {
@@ -129,6 +183,10 @@ export interface EventMap {
   auth_ok: (m: { type: "auth_ok" }) => void;
   pong: (m: { type: "pong" }) => void;
   error: (e: ErrorFrame) => void;
+  /** sync: true: a row of a synced collection was added, changed or removed by a change. */
+  row: (e: RowEvent) => void;
+  /** sync: true: a sync completed; the collections of its tables were replaced. */
+  synced: (e: SyncedEvent) => void;
 }
 
 export interface WalcastClientOptions {
@@ -140,8 +198,15 @@ export interface WalcastClientOptions {
   getToken?: () => string | Promise<string>;
   /** Sent after every connect. */
   subscribe?: Subscription;
-  /** Resume after this message id at the first connect ("0-0": everything walcast still has). */
+  /** Resume after this message id at the first connect ("0-0": everything walcast still has). Ignored with sync until the first sync. */
   since?: string;
+  /**
+   * Keep a synced collection of every table in the subscription: the rows
+   * from walcast's state (a sync frame at connect), then kept current from
+   * changes. Re-synced after resync_required, a subscription change, a token
+   * with another scope, or a connection lost during a sync; other reconnects resume.
+   */
+  sync?: boolean;
   /** The WebSocket class; default globalThis.WebSocket (Node 20: --experimental-websocket, or the ws package). */
   WebSocket?: new (url: string) => WebSocket;
   /** Backoff: the first retry waits up to this (full jitter), doubling to maxDelay. Defaults 500 and 30000 ms. */
@@ -166,6 +231,10 @@ export interface ClientStats {
   /** Changes not delivered because the subscription excludes them. */
   filtered: number;
   connects: number;
+  /** Syncs completed (state_end frames). */
+  syncs: number;
+  /** Rows received in state frames. */
+  stateRows: number;
 }
 
 export declare class WalcastClient {
@@ -182,6 +251,18 @@ export declare class WalcastClient {
   subscribe(sub?: Subscription): void;
   /** Ends the client for good. */
   close(): void;
+  /** sync: true: the collections are complete and current (a sync completed and no new one is under way). */
+  readonly synced: boolean;
+  /** sync: true: the synced collections by table name (a copy of the map; the tables are live). */
+  readonly tables: Map<string, SyncedTable>;
+  /** sync: true: tables of the subscription without state, and why. */
+  readonly unavailable: { table: string; reason: string }[];
+  /** The collection of "public.guarantee" (or "guarantee" when only one schema has it), or undefined. */
+  table<Data = Record<string, unknown>>(name: string): SyncedTable<Data> | undefined;
+  /** The rows of a table (those filter keeps), [] when there is no such collection. */
+  rows<Data = Record<string, unknown>>(name: string, filter?: (row: Data) => boolean): readonly Data[];
+  /** sync: true: fill the collections again. Throws a TypeError without sync. */
+  resync(): void;
 }
 export default WalcastClient;
 

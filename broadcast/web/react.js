@@ -1,6 +1,16 @@
-// useWalcast: walcast's client as a React hook (@walcast/client/react).
-// React is an optional peer dependency of @walcast/client: only this module
-// imports it. Guide: docs/client.md.
+// useWalcastRows and useWalcast: walcast's client as React hooks
+// (@walcast/client/react). React is an optional peer dependency of
+// @walcast/client: only this module imports it. Guide: docs/client.md.
+//
+//   import { useWalcastRows } from "@walcast/client/react";
+//   const { rows, synced } = useWalcastRows({
+//     url: "wss://walcast.example.com/ws",
+//     getToken: refreshIfNeeded,
+//     table: "public.guarantee",
+//     filter: mine,                // optional, a stable function
+//   });
+//
+// The event hook, for code that handles each change itself:
 //
 //   import { useWalcast } from "@walcast/client/react";
 //   const { status } = useWalcast({
@@ -11,21 +21,22 @@
 //     onMessage: (m) => dispatch({ type: `walcast/${m.type}`, payload: m }),
 //     onResync: () => dispatch({ type: "walcast/resync" }),
 //   });
-import { useEffect, useRef, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { WalcastClient } from "./client.js";
 
 /**
  * useWalcast keeps one WalcastClient open while the component is mounted and
  * enabled is not false, and returns { status, client }.
  *
- * A new url, enabled or since makes a new connection, and so does a new
- * token when there is no getToken. New callbacks or a new getToken do not:
+ * A new url, enabled, since or sync makes a new connection, and so does a
+ * new token when there is no getToken. New callbacks or a new getToken do not:
  * the latest ones are used. A new subscription (by value,
  * not by identity) is sent on the open connection and kept for reconnects.
  * Other options (WebSocket, timeouts) are read when a connection is made.
  */
 export function useWalcast(options) {
   const { url, enabled = true, since, subscribe } = options;
+  const sync = options.sync === true;
   // A plain token is read at connect, so a new one needs a new connection;
   // getToken is asked again by the client itself.
   const plainToken = typeof options.getToken === "function" ? null : options.token;
@@ -70,7 +81,7 @@ export function useWalcast(options) {
       c.close();
       setClient((cur) => (cur === c ? null : cur));
     };
-  }, [url, enabled, since, plainToken]);
+  }, [url, enabled, since, plainToken, sync]);
 
   // A new subscription goes to the open connection (the client keeps it
   // for reconnects); the one a client was made with is not sent twice.
@@ -81,6 +92,55 @@ export function useWalcast(options) {
   }, [client, subKey]);
 
   return { status, client };
+}
+
+/**
+ * useRows returns the rows of one synced table of client (made with
+ * sync: true), those that filter keeps when given, and re-renders the
+ * component when they change: at a sync and at each row change, at most once
+ * per microtask. The array is the same between changes (with a filter: as
+ * long as filter is the same function). [] while there is no client or no
+ * such table.
+ */
+export function useRows(client, table, filter) {
+  const [, setTick] = useState(0);
+  useEffect(() => {
+    if (!client) return undefined;
+    let queued = false;
+    const bump = () => {
+      if (queued) return;
+      queued = true;
+      queueMicrotask(() => {
+        queued = false;
+        setTick((n) => n + 1);
+      });
+    };
+    const offs = [
+      client.on("row", (e) => { if (e.table === client.table(table)?.name) bump(); }),
+      client.on("synced", bump),
+    ];
+    bump(); // rows may have come between render and this effect
+    return () => offs.forEach((off) => off());
+  }, [client, table]);
+  const t = client?.table(table);
+  const all = t ? t.rows() : EMPTY;
+  return useMemo(() => (typeof filter === "function" ? all.filter(filter) : all), [all, filter]);
+}
+
+const EMPTY = Object.freeze([]);
+
+/**
+ * useWalcastRows keeps a client with synced collections (useWalcast with
+ * sync: true) and returns the rows of options.table (those options.filter
+ * keeps), re-rendering when they change, with { status, synced, client }.
+ * The subscription (options.subscribe) decides which tables are synced;
+ * another component's useRows(client, table) reads the same client.
+ */
+export function useWalcastRows(options) {
+  const { table, filter, ...rest } = options;
+  const { status, client } = useWalcast({ ...rest, sync: true });
+  const rows = useRows(client, table, filter);
+  return { rows, status, synced: client?.synced ?? false, unavailable: client?.unavailable ?? EMPTY, client };
 }
 
 export default useWalcast;
