@@ -234,6 +234,7 @@ func (w *walcastServer) signal(sig syscall.Signal) error {
 // controlHandler is what the Node tests call to change the world:
 //
 //	POST /sql             run the body as SQL (several statements allowed)
+//	POST /query           run the body as one SELECT; answer its rows as a JSON array
 //	POST /walcast/kill    SIGKILL walcast
 //	POST /walcast/start   start it again on the same address, wait until ready
 //	POST /walcast/stop    SIGSTOP: connections stay open but nothing answers
@@ -259,6 +260,23 @@ func controlHandler(w *walcastServer, db *pgx.Conn) http.Handler {
 		defer dbMu.Unlock()
 		_, err = db.Exec(r.Context(), string(b))
 		reply(rw, err)
+	})
+	mux.HandleFunc("POST /query", func(rw http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			reply(rw, err)
+			return
+		}
+		dbMu.Lock()
+		defer dbMu.Unlock()
+		var rows string
+		err = db.QueryRow(r.Context(), "SELECT coalesce(json_agg(q), '[]')::text FROM ("+string(b)+") q").Scan(&rows)
+		if err != nil {
+			reply(rw, err)
+			return
+		}
+		rw.Header().Set("Content-Type", "application/json")
+		io.WriteString(rw, rows)
 	})
 	mux.HandleFunc("POST /walcast/kill", func(rw http.ResponseWriter, r *http.Request) { reply(rw, w.kill()) })
 	mux.HandleFunc("POST /walcast/start", func(rw http.ResponseWriter, r *http.Request) { reply(rw, w.start()) })

@@ -8,7 +8,7 @@ import { dirname } from "node:path";
 
 import { chromium } from "playwright-core";
 
-import { WALCAST_URL, label, skip, sql, token, walcast } from "./harness.js";
+import { WALCAST_URL, label, query, skip, sql, token, walcast } from "./harness.js";
 
 // Chromium as this machine runs it: no sandbox as root, no GPU, and none of
 // the background connections that a closed network refuses.
@@ -20,6 +20,7 @@ function pageState() {
   const rows = [...document.querySelectorAll("#guarantees tr")].map((tr) => ({
     id: tr.dataset.id,
     action: tr.dataset.action,
+    committee: tr.querySelector("[data-col=committee_id]").textContent,
     elector: tr.querySelector("[data-col=elector]").textContent,
     status: tr.querySelector("[data-col=status]").textContent,
   }));
@@ -66,7 +67,7 @@ async function newPage(t, errors) {
 test("dashboard: two pages follow an update, walcast's restart, and catch up with no row twice", { skip, timeout: 90000 }, async (t) => {
   const p = label("dash");
   const n = (i) => `${p}-${i}`;
-  // Rows from before the pages open: the pages read them from walcast's history.
+  // Rows from before the pages open: the pages read them from walcast's state.
   await sql(`INSERT INTO guarantee (committee_id, user_id, elector_name, status) VALUES
     (1, 11, '${n(1)}', 'medium'), (1, 12, '${n(2)}', 'medium'), (1, 13, '${n(3)}', 'weak'), (2, 14, '${n(4)}', 'strong');
     INSERT INTO vote_count (committee_id, candidate_id, votes) VALUES (1, 1, 10), (1, 2, 4)
@@ -155,5 +156,65 @@ test("dashboard: without a token it asks for one, then connects", { skip, timeou
   await page.locator("#signout").click();
   await page.locator("#login").waitFor({ state: "visible" });
   assert.equal(await page.locator("#status").textContent(), "closed");
+  assert.deepEqual(errors, []);
+});
+
+// shown lists a page's guarantees as lines, leaving out the rows deleted a
+// moment ago that it still shows struck through.
+const shown = (s) => s.rows.filter((r) => r.action !== "deleted").map((r) => `${r.id} ${r.committee} ${r.elector} ${r.status}`).sort();
+
+// votesShown reads the vote bars: "committee candidate votes" lines.
+function votesShown() {
+  return [...document.querySelectorAll("#votes [data-committee] [data-candidate]")].map((line) =>
+    `${line.closest("[data-committee]").dataset.committee} ${line.dataset.candidate} ${line.querySelector(".num").textContent.trim()}`).sort();
+}
+
+test("dashboard: two pages opened at different moments show identical full tables that equal the database after a burst", { skip, timeout: 120000 }, async (t) => {
+  const p = label("full");
+  const errors = [];
+  const tok = await token({ user: 1, role: "admin" });
+  const open = async () => {
+    const page = await newPage(t, errors);
+    await page.goto(`${WALCAST_URL}/#token=${tok}`);
+    await waitState(page, "synced", (s) => s.status === "open" && s.stats.syncs >= 1, 20000);
+    return page;
+  };
+  // burst commits n transactions: an insert in each committee in turn, an
+  // update and now and then a delete of an earlier row, a vote count.
+  const burst = async (from, n) => {
+    for (let i = from; i < from + n; i++) {
+      await sql(`BEGIN;
+        INSERT INTO guarantee (committee_id, user_id, elector_name, status) VALUES (${1 + (i % 3)}, ${10 + i}, '${p}-${i}', 'medium');
+        UPDATE guarantee SET status = '${["strong", "weak"][i % 2]}' WHERE elector_name = '${p}-${Math.floor(i / 2)}';
+        ${i % 4 === 3 ? `DELETE FROM guarantee WHERE elector_name = '${p}-${i - 2}';` : ""}
+        INSERT INTO vote_count (committee_id, candidate_id, votes) VALUES (${1 + (i % 3)}, ${1 + (i % 2)}, ${i})
+          ON CONFLICT (committee_id, candidate_id) DO UPDATE SET votes = EXCLUDED.votes;
+        COMMIT;`);
+    }
+  };
+
+  const first = await open();
+  await burst(0, 20);
+  // The second page opens while the burst goes on.
+  const writing = burst(20, 20);
+  const second = await open();
+  await writing;
+
+  const want = (await query("SELECT id, committee_id, elector_name, status FROM guarantee"))
+    .map((r) => `${r.id} ${r.committee_id} ${r.elector_name} ${r.status}`).sort();
+  const wantVotes = (await query("SELECT committee_id, candidate_id, votes FROM vote_count"))
+    .map((r) => `${r.committee_id} ${r.candidate_id} ${r.votes}`).sort();
+  assert.ok(want.some((l) => l.includes(`${p}-39`)), "the burst's last row is in the database");
+  const states = [];
+  for (const page of [first, second]) {
+    const s = await waitState(page, "the full table equals the database", (s) => JSON.stringify(shown(s)) === JSON.stringify(want), 30000)
+      .catch((err) => { throw new Error(`${err.message}\nwant ${want.length} rows`); });
+    assert.deepEqual(await page.evaluate(votesShown), wantVotes);
+    assert.equal(s.stats.outOfOrder, 0);
+    states.push({ rows: shown(s), tables: await page.evaluate(() => window.walcastDashboard.tables()) });
+  }
+  assert.deepEqual(states[0].rows, states[1].rows, "both pages show the same rows");
+  assert.deepEqual(states[0].tables, states[1].tables, "and hold the same synced tables");
+  assert.equal(Object.keys(states[0].tables["public.guarantee"]).length, want.length);
   assert.deepEqual(errors, []);
 });

@@ -27,6 +27,9 @@ async function control(method, path, body) {
 /** sql runs statements on the election database (committees 1-3, candidates 1-2). */
 export const sql = (q) => control("POST", "/sql", q);
 
+/** query runs one SELECT on the election database and returns its rows. */
+export const query = async (q) => JSON.parse(await control("POST", "/query", q));
+
 /** walcast controls the walcast process: kill (SIGKILL), start, stop (SIGSTOP), cont. */
 export const walcast = {
   kill: () => control("POST", "/walcast/kill"),
