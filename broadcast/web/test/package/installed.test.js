@@ -10,8 +10,8 @@ import { createRequire } from "node:module";
 import { createElement } from "react";
 import TestRenderer from "react-test-renderer";
 
-import WalcastClientDefault, { WalcastClient, compareIds } from "@walcast/client";
-import { useWalcast } from "@walcast/client/react";
+import WalcastClientDefault, { SyncedTable, WalcastClient, compareIds } from "@walcast/client";
+import { useRows, useWalcast, useWalcastRows } from "@walcast/client/react";
 import { WS_URL, label, skip, sql, token, waitFor } from "./harness.js";
 
 const require = createRequire(import.meta.url);
@@ -19,6 +19,9 @@ const require = createRequire(import.meta.url);
 test("the installed package: ESM entry points, types, no runtime dependencies", () => {
   assert.equal(WalcastClientDefault, WalcastClient);
   assert.equal(typeof useWalcast, "function");
+  assert.equal(typeof useWalcastRows, "function");
+  assert.equal(typeof useRows, "function");
+  assert.equal(typeof SyncedTable, "function");
   const pkg = require("@walcast/client/package.json");
   assert.equal(pkg.name, "@walcast/client");
   assert.equal(pkg.version, process.env.WALCAST_PACKAGE_VERSION);
@@ -128,4 +131,27 @@ test("useWalcast with a plain token: a new token makes a new connection", { skip
   root.update(createElement(Hook, { seen, url: WS_URL, token: b }));
   await waitFor(() => seen.client && seen.client !== first && seen.status === "open", { what: "a new client with token b" });
   assert.equal(first.status, "closed");
+});
+
+// ownRows keeps the guarantee rows whose elector_name starts with prefix.
+const ownRows = (rows, prefix) => rows.filter((g) => String(g.elector_name).startsWith(prefix));
+
+test("useWalcastRows from the package: a table's rows in scope, current after changes", { skip }, async (t) => {
+  const seen = { rows: [], synced: false };
+  function Rows(props) {
+    const r = useWalcastRows(props);
+    seen.rows = r.rows;
+    seen.synced = r.synced;
+    return null;
+  }
+  const p = label("rows");
+  await sql(insert(3, `${p}-before`));
+  const root = TestRenderer.create(createElement(Rows, {
+    url: WS_URL, getToken: () => token(), table: "guarantee", subscribe: { types: ["guarantee_update"], committees: [3] },
+  }));
+  t.after(() => root.unmount());
+  await waitFor(() => seen.synced && ownRows(seen.rows, p).length === 1, { what: "the synced rows", timeout: 20000 });
+  await sql(insert(3, `${p}-after`) + insert(1, `${p}-other`) + `UPDATE guarantee SET status = 'strong' WHERE elector_name = '${p}-before';`);
+  await waitFor(() => ownRows(seen.rows, p).length === 2 && ownRows(seen.rows, `${p}-before`)[0].status === "strong", { what: "the changes" });
+  assert.ok(seen.rows.every((g) => g.committee_id === 3), "only committee 3");
 });
