@@ -17,6 +17,8 @@ export interface Change<Type extends ChangeType = ChangeType, Data = Record<stri
   table: string;
   /** The row's primary key as a JSON array of its values ("[7]"), for tables with one; absent for `truncated`. */
   key?: string;
+  /** On `updated` that changed the primary key: the key the row had before. */
+  old_key?: string;
   /** The row after the change; before it for `deleted`; `{}` for `truncated`. */
   data: Data;
   /** On `updated`, where the WAL carried them: the changed columns' previous values. */
@@ -110,7 +112,7 @@ export interface ResyncFrame { type: "resync_required"; reason: string }
 export interface SubscribedFrame { type: "subscribed"; types: ChangeType[] | null; committees: number[] | null }
 export interface ErrorFrame {
   type: "error";
-  /** walcast's codes (bad_frame, unknown_type, bad_subscribe, bad_position, bad_auth, auth_failed, rate_limited) or the client's (token, connect, internal). */
+  /** walcast's codes (bad_frame, unknown_type, bad_subscribe, bad_position, bad_auth, auth_failed, rate_limited, state_unavailable) or the client's (token, connect, internal). */
   code: string;
   message: string;
   cause?: unknown;

@@ -186,11 +186,13 @@ export class SyncedTable {
 
   // UPSERT applies a created or updated row; it returns the previous row
   // ({data} or null) or undefined when the change is not newer than the row.
-  [UPSERT](key, data, version, type, unchanged) {
+  // base is the row's data under its old key, for an update that changed
+  // the primary key.
+  [UPSERT](key, data, version, type, unchanged, base) {
     if (type && !this.#type) this.#type = type;
     const prev = this.#rows.get(key);
     if (prev && idOrder(version, prev.version) <= 0) return undefined;
-    this.#rows.set(key, { data: withUnchanged(data, unchanged, prev?.data), version });
+    this.#rows.set(key, { data: withUnchanged(data, unchanged, prev?.data ?? base), version });
     this.#touch();
     return prev ?? null;
   }
@@ -221,9 +223,11 @@ function scopeOf(token) {
   return c ? JSON.stringify([c.user_id ?? c.sub ?? null, c.role ?? null, c.committees ?? null]) : null;
 }
 
-// retryAfterMs reads "retry in 2s" from a rate_limited error's message.
+// retryAfterMs reads how long to wait from a rate_limited error's message:
+// "retry in 2s" or "at most one every 5 seconds".
 function retryAfterMs(message) {
-  const m = /retry in (\d+(?:\.\d+)?)\s*(ms|s)\b/.exec(String(message ?? ""));
+  const text = String(message ?? "");
+  const m = /retry in (\d+(?:\.\d+)?)\s*(ms|s)\b/.exec(text) ?? /one every (\d+(?:\.\d+)?) (s)econds?\b/.exec(text);
   return m ? Number(m[1]) * (m[2] === "s" ? 1000 : 1) : null;
 }
 
@@ -718,6 +722,7 @@ export class WalcastClient {
         break;
       case "error":
         if (msg.code === "rate_limited") this.#onRateLimited(msg);
+        else if (msg.code === "state_unavailable") this.#onStateUnavailable(msg);
         else if (msg.code === "auth_failed") this.#pendingAuth = null;
         return this.#emit("error", msg);
     }
@@ -741,14 +746,28 @@ export class WalcastClient {
       }, (wait ?? 2000) + jitter);
       return;
     }
+    if (this.#sync && this.#inFlight) this.#retrySync(wait);
+  }
+
+  // onStateUnavailable: walcast could not send its state. "retry" in the
+  // message means for now (it could not read it): try again after a
+  // backoff; otherwise it keeps none, and the next connection asks again.
+  #onStateUnavailable(msg) {
     if (!this.#sync || !this.#inFlight) return;
+    if (/retry/i.test(String(msg.message))) return this.#retrySync(null);
+    this.#inFlight = false;
+  }
+
+  // retrySync sends the sync walcast refused again after wait (ms, when it
+  // said) or a backoff of 1 s doubling up to maxDelay, with jitter.
+  #retrySync(wait) {
     this.#inFlight = false;
     const backoff = Math.min(this.#opts.maxDelay, 1000 * 2 ** Math.min(this.#syncAttempt, 10));
     this.#syncAttempt++;
     clearTimeout(this.#timers.sync);
     this.#timers.sync = setTimeout(() => {
       if (this.#needSync && !this.#inFlight) this.#sendSync();
-    }, Math.max(wait ?? 0, backoff) + jitter);
+    }, Math.max(wait ?? 0, backoff) + Math.round(Math.random() * 500));
   }
 
   // ---- synced collections ----------------------------------------------
@@ -845,9 +864,17 @@ export class WalcastClient {
       const prev = t[DELETE](msg.key, msg.id);
       return prev ? [ev("removed", msg.key, undefined, prev.data)] : [];
     }
-    const prev = t[UPSERT](msg.key, msg.data, msg.id, msg.type, msg.unchanged);
-    if (prev === undefined) return [];
-    return [ev(prev ? "changed" : "added", msg.key, t.get(msg.key), prev?.data)];
+    // An update of the primary key moves the row: old_key is gone.
+    const out = [];
+    let base;
+    if (typeof msg.old_key === "string" && msg.old_key !== msg.key) {
+      const gone = t[DELETE](msg.old_key, msg.id);
+      if (gone) out.push(ev("removed", msg.old_key, undefined, gone.data));
+      base = gone?.data;
+    }
+    const prev = t[UPSERT](msg.key, msg.data, msg.id, msg.type, msg.unchanged, base);
+    if (prev !== undefined) out.push(ev(prev ? "changed" : "added", msg.key, t.get(msg.key), prev?.data));
+    return out;
   }
 
   // covers tells whether the subscription, and so the sync, includes a type.

@@ -222,3 +222,23 @@ test("sync: an update without its TOASTed columns keeps their values", async (t)
   ws.push({ id: "14-0", type: "voting_update", action: "updated", table: V, key: "[1]", unchanged: ["memo"], data: { vote_count: { id: 1, votes: 4 }, committee_id: 1 } });
   assert.deepEqual(c.table(V).get("[1]"), { vote_count: { id: 1, votes: 4, memo: "m" }, committee_id: 1 });
 });
+
+test("sync: an update of the primary key (old_key) moves the row", async (t) => {
+  const { c, ws, events } = await connect(t);
+  ws.push({ type: "state", table: G, rows: [{ key: "[1]", version: "11-0", data: { id: 1, name: "a", notes: "long" } }] });
+  ws.push({ type: "state_end", position: "11-0", tables: [G] });
+  ws.push({ ...change("12-0", "updated", 5, "a5"), old_key: "[1]", unchanged: ["notes"] });
+  assert.deepEqual(names(c), { "[5]": "a5" });
+  assert.equal(c.table(G).get("[5]").notes, "long", "TOASTed columns come from the row under its old key");
+  assert.deepEqual(events, ["removed [1]", "added [5] a5"]);
+});
+
+test("sync: state_unavailable that says retry is retried; without it, the client waits for the next connection", async (t) => {
+  const { c, ws } = await connect(t);
+  ws.push({ type: "error", code: "state_unavailable", message: "the live state cannot be read now; retry" });
+  await waitFor(() => ws.frames("sync").length === 2, { timeout: 4000, what: "the sync sent again" });
+  ws.push({ type: "error", code: "state_unavailable", message: "this server keeps no live state" });
+  await new Promise((r) => setTimeout(r, 1700));
+  assert.equal(ws.frames("sync").length, 2);
+  assert.equal(c.synced, false);
+});
