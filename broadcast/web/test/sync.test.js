@@ -116,6 +116,10 @@ test("sync: clients synced before, during and after a burst hold exactly the row
   await converges(sup, supervisor, "the supervisor equals its scope");
   await converges(narrow, { ...admin, subscribed: [2] }, "the narrowed admin equals its subscription", ["guarantee"]);
   assert.deepEqual([...narrow.tables.keys()], ["public.guarantee"], "only the subscribed type is synced");
+  const all = actual(late), some = actual(sup);
+  assert.ok(all.guarantee.filter((l) => l.includes(p)).length >= 20, "the burst's rows are there");
+  assert.ok(some.guarantee.length > 0 && some.guarantee.length < all.guarantee.length, "the supervisor holds a part");
+  assert.ok(some.guarantee.every((l) => / 1 \d+ /.test(l) || / \d+ 2 /.test(l)), "committee 1 or user 2 only");
   // Versions are ids, and the same row has the same version everywhere.
   const g = early.table("guarantee");
   for (const [key] of late.table("guarantee")) assert.equal(late.table("guarantee").version(key), g.version(key), key);
