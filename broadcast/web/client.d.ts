@@ -112,7 +112,7 @@ export interface ResyncFrame { type: "resync_required"; reason: string }
 export interface SubscribedFrame { type: "subscribed"; types: ChangeType[] | null; committees: number[] | null }
 export interface ErrorFrame {
   type: "error";
-  /** walcast's codes (bad_frame, unknown_type, bad_subscribe, bad_position, bad_auth, auth_failed, rate_limited, state_unavailable) or the client's (token, connect, internal). */
+  /** walcast's codes (bad_frame, unknown_type, bad_subscribe, bad_position, bad_auth, auth_failed, rate_limited, state_unavailable, bad_sync) or the client's (token, connect, internal). */
   code: string;
   message: string;
   cause?: unknown;

@@ -722,7 +722,7 @@ export class WalcastClient {
         break;
       case "error":
         if (msg.code === "rate_limited") this.#onRateLimited(msg);
-        else if (msg.code === "state_unavailable") this.#onStateUnavailable(msg);
+        else if (msg.code === "state_unavailable" || msg.code === "bad_sync") this.#onStateUnavailable(msg);
         else if (msg.code === "auth_failed") this.#pendingAuth = null;
         return this.#emit("error", msg);
     }
@@ -749,9 +749,10 @@ export class WalcastClient {
     if (this.#sync && this.#inFlight) this.#retrySync(wait);
   }
 
-  // onStateUnavailable: walcast could not send its state. "retry" in the
-  // message means for now (it could not read it): try again after a
-  // backoff; otherwise it keeps none, and the next connection asks again.
+  // onStateUnavailable: walcast could not send its state (state_unavailable)
+  // or refused the sync frame (bad_sync: a type it does not know). "retry"
+  // in the message means for now (it could not read it): try again after a
+  // backoff; otherwise the next connection or subscribe() asks again.
   #onStateUnavailable(msg) {
     if (!this.#sync || !this.#inFlight) return;
     if (/retry/i.test(String(msg.message))) return this.#retrySync(null);
