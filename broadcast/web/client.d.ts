@@ -147,7 +147,8 @@ export interface RowEvent<Data = Record<string, unknown>> {
 
 /**
  * One table's rows in the client's scope, by primary key, kept by the
- * client (sync: true). Read-only for the application.
+ * client (sync: true), iterated in version order (the row changed last
+ * comes last). Read-only for the application.
  */
 export declare class SyncedTable<Data = Record<string, unknown>> implements Iterable<[string, Data]> {
   constructor(name: string, type?: ChangeType | null);

@@ -124,7 +124,8 @@ const REPLACE = Symbol("replace"), UPSERT = Symbol("upsert"), DELETE = Symbol("d
 
 /**
  * SyncedTable is the client's copy of one table's rows in its scope, by
- * primary key ("[7]": the key's values as a JSON array). The client fills it
+ * primary key ("[7]": the key's values as a JSON array), iterated in
+ * version order (the row changed last comes last). The client fills it
  * from walcast's state and keeps it current from changes, applying a change
  * only when its id is newer than the row's version, so a row never goes
  * back to an older version. Read it; the client alone writes it.
@@ -178,8 +179,12 @@ export class SyncedTable {
     this.#revision++;
   }
 
+  // REPLACE puts a sync's rows in, in version order.
   [REPLACE](rows, type) {
-    this.#rows = rows;
+    const sortKey = (v) => v.split("-").map((n) => noZeros(n).padStart(20, "0")).join("-");
+    const list = [...rows].map((e) => [sortKey(e[1].version), e]);
+    list.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    this.#rows = new Map(list.map((x) => x[1]));
     if (type) this.#type = type;
     this.#touch();
   }
@@ -192,6 +197,8 @@ export class SyncedTable {
     if (type && !this.#type) this.#type = type;
     const prev = this.#rows.get(key);
     if (prev && idOrder(version, prev.version) <= 0) return undefined;
+    // Changes come in id order: the row written last goes last.
+    this.#rows.delete(key);
     this.#rows.set(key, { data: withUnchanged(data, unchanged, prev?.data ?? base), version });
     this.#touch();
     return prev ?? null;

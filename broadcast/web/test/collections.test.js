@@ -63,6 +63,7 @@ test("sync: state frames fill a collection at state_end; changes apply only when
   ws.push(change("20-0", "updated", 3, "c-same"), change("21-0", "deleted", 3, "c"), change("21-1", "updated", 2, "b2"));
   assert.deepEqual(names(c), { "[1]": "a2", "[2]": "b2", "[4]": "d" });
   assert.equal(c.table(G).version("[2]"), "21-1");
+  assert.deepEqual([...c.table(G).keys()], ["[1]", "[4]", "[2]"], "in version order");
   assert.deepEqual(events, ["changed [1] a2", "added [4] d", "removed [3]", "changed [2] b2"]);
   // Every change was still delivered as an event, once.
   assert.equal(c.stats.delivered, 8);
@@ -73,6 +74,7 @@ test("sync: versions compare as 64-bit (LSN, seq) pairs, not as text or Numbers"
   const big = "18446744073709551614";
   ws.push({ type: "state", table: G, rows: [row(1, "a", `${big}-10`), row(2, "b", "100-0"), row(3, "c", "20-0")] });
   ws.push({ type: "state_end", position: "20-0", tables: [G] });
+  assert.deepEqual([...c.table(G).keys()], ["[3]", "[2]", "[1]"], "a sync's rows in version order");
   ws.push(change("99-1", "updated", 2, "b-old")); // older than 100-0, though "99-1" > "100-0" as text
   ws.push(change("100-0", "updated", 3, "c2")); // newer than 20-0, though "100-0" < "20-0" as text
   ws.push(change(`${big}-9`, "updated", 1, "a-old")); // seq 9 < 10

@@ -49,7 +49,7 @@ test("useWalcastRows: the rows of a table, current after a sync and each change"
   ws.push({ id: "6-1", type: "guarantee_update", action: "created", table: G, key: "[3]", data: g(3, 1, "medium") });
   await waitFor(() => seen.rows.length === 2, { what: "the new row" });
   assert.deepEqual(seen.rows, [g(1, 1, "strong"), g(3, 1, "medium")]);
-  assert.deepEqual(seen.strongRows, [g(1, 1, "strong"), g(2, 2, "strong")]);
+  assert.deepEqual(seen.strongRows, [g(2, 2, "strong"), g(1, 1, "strong")], "in version order: the row changed last comes last");
   assert.ok(seen.renders - renders <= 2, `two changes in one task re-render once (${seen.renders - renders} renders)`);
 
   ws.push({ id: "7-0", type: "guarantee_update", action: "truncated", table: G, data: {} });

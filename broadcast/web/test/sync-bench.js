@@ -1,6 +1,7 @@
 // sync-bench.js measures what a sync of 100,000 rows costs client.js
 // itself (no network, no server): parsing the state frames, staging and
-// committing the collection, then applying 10,000 changes. Run:
+// committing the collection (rows in hash order, as Redis sends them),
+// then applying 10,000 changes. Run:
 //
 //   node broadcast/web/test/sync-bench.js
 //
@@ -13,7 +14,7 @@ const ws = ScriptedSocket.all[0]; ws.open();
 const N = 100000, frames = [];
 for (let i = 0; i < N; i += 500) {
   const rows = [];
-  for (let j = i; j < i + 500; j++) rows.push({ key: `[${j}]`, version: `${22000000 + j}-0`, data: { id: j, committee_id: j % 7, user_id: j % 50, elector_id: j, elector_name: `Elector ${j}`, status: "medium", notes: "", created_at: "2026-12-02T06:00:00.123456Z", updated_at: "2026-12-02T06:00:00.123456Z" } });
+  for (let j = i; j < i + 500; j++) rows.push({ key: `[${j}]`, version: `${22000000 + ((j * 7919) % N)}-0`, data: { id: j, committee_id: j % 7, user_id: j % 50, elector_id: j, elector_name: `Elector ${j}`, status: "medium", notes: "", created_at: "2026-12-02T06:00:00.123456Z", updated_at: "2026-12-02T06:00:00.123456Z" } });
   frames.push(JSON.stringify({ type: "state", table: "public.guarantee", message_type: "guarantee_update", rows }));
 }
 const bytes = frames.reduce((a, f) => a + f.length, 0);
