@@ -158,3 +158,33 @@ test("sync: resync() refills the collections; TRUNCATE empties a table", { skip,
   assert.equal(c.table("attendance"), attendance, "the same collection object, refilled");
   await converges(c, admin, "after resync()");
 });
+
+// LostPosition is a WebSocket whose reconnects ask for an id walcast never
+// had, as after a disconnect longer than its history: walcast answers
+// resync_required and the client must sync again by itself.
+class LostPosition extends WebSocket {
+  constructor(url) {
+    const u = new URL(url);
+    if (u.searchParams.has("since")) u.searchParams.set("since", "99999999999999-0");
+    super(u.href);
+  }
+}
+
+test("sync: a reconnect whose resume walcast cannot serve syncs again, by itself", { skip, timeout: 60000 }, async (t) => {
+  const admin = { role: "admin", user: 1 };
+  const c = syncClient(t, { token: await token(admin), WebSocket: LostPosition });
+  const resyncs = [];
+  c.on("resync_required", (m) => resyncs.push(m.reason));
+  await waitFor(() => c.synced, { what: "synced", timeout: 20000 });
+  const p = label("sync-lost");
+  await sql(`INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (2, 7, '${p}-before');`);
+  await waitFor(() => c.rows("guarantee").some((g) => g.elector_name === `${p}-before`), { what: "the row before" });
+  await walcast.kill();
+  await sql(`INSERT INTO guarantee (committee_id, user_id, elector_name) VALUES (2, 7, '${p}-down');
+    DELETE FROM guarantee WHERE elector_name = '${p}-before';`);
+  await walcast.start();
+  await converges(c, admin, "the collection after the second sync");
+  assert.equal(c.stats.syncs, 2, JSON.stringify(c.stats));
+  assert.match(resyncs.join(), /position/);
+  assert.deepEqual(c.rows("guarantee").filter((g) => g.elector_name.startsWith(p)).map((g) => g.elector_name), [`${p}-down`]);
+});

@@ -155,3 +155,4 @@ test("useWalcastRows from the package: a table's rows in scope, current after ch
   await waitFor(() => ownRows(seen.rows, p).length === 2 && ownRows(seen.rows, `${p}-before`)[0].status === "strong", { what: "the changes" });
   assert.ok(seen.rows.every((g) => g.committee_id === 3), "only committee 3");
 });
+
