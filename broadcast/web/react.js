@@ -118,6 +118,7 @@ export function useRows(client, table, filter) {
     const offs = [
       client.on("row", (e) => { if (e.table === client.table(table)?.name) bump(); }),
       client.on("synced", bump),
+      client.on("resync_required", bump), // synced turns false until the new sync
     ];
     bump(); // rows may have come between render and this effect
     return () => offs.forEach((off) => off());

@@ -244,3 +244,18 @@ test("sync: state_unavailable that says retry is retried; without it, the client
   assert.equal(ws.frames("sync").length, 2);
   assert.equal(c.synced, false);
 });
+
+test("sync: a refreshed token with other committees syncs again", async (t) => {
+  const exp = Math.floor(Date.now() / 1000) + 4;
+  const tokens = [jwt({ user_id: 2, role: "supervisor", committees: [1], exp }), jwt({ user_id: 2, role: "supervisor", committees: [1, 2], exp: exp + 600 })];
+  let n = 0;
+  const { c, ws } = await connect(t, { token: undefined, getToken: () => tokens[Math.min(n++, 1)], refreshMargin: 3500 });
+  ws.push({ type: "state_end", position: "10-0", tables: [G] });
+  assert.equal(c.synced, true);
+  await waitFor(() => ws.frames("auth").length === 1, { timeout: 5000, what: "the refresh" });
+  ws.push({ type: "auth_ok" });
+  assert.equal(ws.frames("sync").length, 2, "committees 1 and 2 now: a new sync");
+  assert.equal(c.synced, false);
+  ws.push({ type: "state_end", position: "11-0", tables: [G] });
+  assert.equal(c.synced, true);
+});
