@@ -175,9 +175,9 @@ test("dashboard: two pages opened at different moments show identical full table
   const p = label("full");
   const errors = [];
   const tok = await token({ user: 1, role: "admin" });
-  const open = async () => {
+  const open = async (tk = tok) => {
     const page = await newPage(t, errors);
-    await page.goto(`${WALCAST_URL}/#token=${tok}`);
+    await page.goto(`${WALCAST_URL}/#token=${tk}`);
     await waitState(page, "synced", (s) => s.status === "open" && s.stats.syncs >= 1, 20000);
     return page;
   };
@@ -218,5 +218,12 @@ test("dashboard: two pages opened at different moments show identical full table
   assert.deepEqual(states[0].rows, states[1].rows, "both pages show the same rows");
   assert.deepEqual(states[0].tables, states[1].tables, "and hold the same synced tables");
   assert.equal(Object.keys(states[0].tables["public.guarantee"]).length, want.length);
+
+  // A supervisor's page shows exactly the rows of its scope: committee 1, and its own.
+  const sup = await open(await token({ user: 12, role: "supervisor", committees: [1] }));
+  const scoped = (await query("SELECT id, committee_id, elector_name, status FROM guarantee WHERE committee_id = 1 OR user_id = 12"))
+    .map((r) => `${r.id} ${r.committee_id} ${r.elector_name} ${r.status}`).sort();
+  assert.ok(scoped.length < want.length && scoped.some((l) => l.includes(` 3 ${p}-2 `)), "the scope: committee 1, and user 12's row in committee 3");
+  await waitState(sup, "the supervisor's table equals its scope", (s) => JSON.stringify(shown(s)) === JSON.stringify(scoped), 30000);
   assert.deepEqual(errors, []);
 });
