@@ -106,13 +106,13 @@ export function useRows(client, table, filter) {
   const [, setTick] = useState(0);
   useEffect(() => {
     if (!client) return undefined;
-    let queued = false;
+    let queued = false, mounted = true;
     const bump = () => {
       if (queued) return;
       queued = true;
       queueMicrotask(() => {
         queued = false;
-        setTick((n) => n + 1);
+        if (mounted) setTick((n) => n + 1);
       });
     };
     const offs = [
@@ -121,7 +121,10 @@ export function useRows(client, table, filter) {
       client.on("resync_required", bump), // synced turns false until the new sync
     ];
     bump(); // rows may have come between render and this effect
-    return () => offs.forEach((off) => off());
+    return () => {
+      mounted = false;
+      offs.forEach((off) => off());
+    };
   }, [client, table]);
   const t = client?.table(table);
   const all = t ? t.rows() : EMPTY;
