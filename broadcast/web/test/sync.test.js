@@ -188,3 +188,21 @@ test("sync: a reconnect whose resume walcast cannot serve syncs again, by itself
   assert.match(resyncs.join(), /position/);
   assert.deepEqual(c.rows("guarantee").filter((g) => g.elector_name.startsWith(p)).map((g) => g.elector_name), [`${p}-down`]);
 });
+
+test("sync: subscription changes beyond walcast's sync rate are rate limited, then synced after the wait", { skip, timeout: 60000 }, async (t) => {
+  const c = syncClient(t, { token: await token({ role: "admin", user: 1 }), subscribe: { types: ["guarantee_update"], committees: [1] } });
+  const errors = [];
+  c.on("error", (e) => errors.push(e.code));
+  await waitFor(() => c.synced, { what: "the first sync", timeout: 20000 });
+  // walcast allows 3 syncs in a burst, then one every 5 seconds.
+  for (const committees of [[2], [3]]) {
+    c.subscribe({ types: ["guarantee_update"], committees });
+    await waitFor(() => c.synced, { what: `the sync of committees ${committees}`, timeout: 20000 });
+  }
+  c.subscribe({ types: ["guarantee_update"], committees: [1, 2] });
+  await waitFor(() => errors.includes("rate_limited"), { what: "rate_limited", timeout: 10000 });
+  assert.equal(c.synced, false);
+  await waitFor(() => c.synced, { what: "the sync after the wait", timeout: 30000 });
+  assert.equal(c.stats.syncs, 4);
+  await converges(c, { role: "admin", user: 1, subscribed: [1, 2] }, "committees 1 and 2", ["guarantee"]);
+});
