@@ -88,7 +88,7 @@ func (c *Capture) prepare(ctx context.Context, conn *pgx.Conn) (map[uint32]track
 func currentNames(ctx context.Context, conn *pgx.Conn, tables []schema.Table, prev map[uint32]trackedRel) ([]schema.Table, error) {
 	current := slices.Clone(tables)
 	for id, p := range prev {
-		i := slices.Index(tables, p.table)
+		i := slices.IndexFunc(tables, func(t schema.Table) bool { return t.Qualified() == p.table.Qualified() })
 		if i < 0 {
 			continue
 		}

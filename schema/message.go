@@ -38,6 +38,10 @@ type Message struct {
 	// the latest of each.
 	DashboardKey string
 
+	// Row is the row the change writes, for the live state; nil for
+	// dashboards, markers and tables without a primary key.
+	Row *RowRef
+
 	JSON []byte // the complete text frame sent to clients
 }
 

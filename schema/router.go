@@ -63,6 +63,10 @@ type Table struct {
 	// Dashboard names the columns the dashboards read; nil: walcast's
 	// own names (schema/election.sql).
 	Dashboard *DashboardColumns
+	// Key lists the primary key's columns in key order, from the catalog
+	// (cdc looks them up at start); nil: the table has no primary key and
+	// therefore no live state.
+	Key []string
 }
 
 // ColumnFilter says which of a table's columns leave walcast. Columns it

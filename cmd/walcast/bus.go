@@ -12,10 +12,11 @@ import (
 
 // busStore is the bus as every part of a process uses it: capture appends
 // to it and records its lineage, the dashboards read its head, the server
-// resumes clients from its history.
+// resumes clients from its history and syncs them from its live state.
 type busStore interface {
 	pipeline.DashboardBus
 	broadcast.History
+	broadcast.StateStore
 	cdc.Lineage
 }
 
