@@ -3,6 +3,7 @@ package broadcast
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/walcast/walcast/schema"
 )
@@ -68,6 +69,9 @@ type StateStatus struct {
 
 // TableState is one table's part of the state.
 type TableState struct {
+	// Type is the message type of the table's rows; "" while the table
+	// never held a row.
+	Type  string
 	Rows  int64 // rows held
 	Bytes int64 // bytes of row data held (keys and data, not overhead)
 	// Off: the table holds no state because it exceeded --state-max-rows
@@ -80,3 +84,13 @@ var (
 	_ StateStore = (*MemoryBus)(nil)
 	_ StateStore = (*RedisBus)(nil)
 )
+
+// tableNames returns the tables that hold state, sorted.
+func (s StateStatus) tableNames() []string {
+	names := make([]string, 0, len(s.Tables))
+	for t := range s.Tables {
+		names = append(names, t)
+	}
+	slices.Sort(names)
+	return names
+}

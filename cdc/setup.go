@@ -59,13 +59,20 @@ func (c *Capture) prepare(ctx context.Context, conn *pgx.Conn) (map[uint32]track
 	}
 	rels := make(map[uint32]trackedRel, len(current))
 	quoted := make([]string, len(current)) // in --tables order
+	keys := make(map[string][]string, len(current))
 	for i, t := range current {
 		var oid uint32
+		var key []string
 		tr := trackedRel{table: c.cfg.Tables[i]}
+		// The primary key from the catalog, not pgoutput's key flags: those
+		// mark every column under REPLICA IDENTITY FULL.
 		err := conn.QueryRow(ctx, `SELECT c.oid, format('%I.%I', n.nspname, c.relname), ARRAY(SELECT a.attname::text FROM pg_attribute a
-				WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($2) ORDER BY a.attnum)
+				WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($2) ORDER BY a.attnum),
+			ARRAY(SELECT a.attname::text FROM pg_index i CROSS JOIN unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+				JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+				WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.ord)
 			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)`,
-			t.QuotedIdent(), t.Routing()).Scan(&oid, &tr.quoted, &tr.routing)
+			t.QuotedIdent(), t.Routing()).Scan(&oid, &tr.quoted, &tr.routing, &key)
 		if errors.Is(err, pgx.ErrNoRows) {
 			err = errors.New("it was dropped or renamed just now") // the next session's diagnosis says what to do
 		}
@@ -74,6 +81,10 @@ func (c *Capture) prepare(ctx context.Context, conn *pgx.Conn) (map[uint32]track
 		}
 		rels[oid] = tr
 		quoted[i] = tr.quoted
+		c.notePrimaryKey(keys, tr.table, key)
+	}
+	if c.cfg.OnKeys != nil {
+		c.cfg.OnKeys(keys)
 	}
 	if err := createPublication(ctx, conn, c.cfg.Publication, quoted); err != nil {
 		return nil, err
@@ -176,4 +187,18 @@ func createPublication(ctx context.Context, conn *pgx.Conn, publication string, 
 func publicationNamesOption(name string) string {
 	ident := `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
 	return "'" + strings.ReplaceAll(ident, "'", "''") + "'"
+}
+
+// notePrimaryKey records table's primary key columns in keys; a table
+// without one has no live state, which is logged once per Capture.
+func (c *Capture) notePrimaryKey(keys map[string][]string, table schema.Table, key []string) {
+	if len(key) > 0 {
+		keys[table.Qualified()] = key
+		return
+	}
+	if w := "no primary key\x00" + table.Qualified(); !c.warned[w] {
+		c.warned[w] = true
+		c.log.Warn("table has no primary key: its rows have no live state and sync reports it unavailable; add a primary key to sync it",
+			"table", table.Qualified())
+	}
 }

@@ -1,5 +1,12 @@
 package schema
 
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/walcast/walcast/internal/jsonx"
+)
+
 // RowOp is what a change does to the live state of its table.
 type RowOp uint8
 
@@ -37,4 +44,168 @@ type RowRef struct {
 	// Data is, for RowUpsert, exactly the frame's "data" JSON (for
 	// voting_update the wrapped object); nil otherwise.
 	Data []byte
+	// Unchanged names the columns of an update that the WAL did not carry
+	// (unchanged TOASTed values, the frame's "unchanged"): the state keeps
+	// the values it holds for them (see MergeUnchanged).
+	Unchanged []string
+	// OldKey is, for an update that changed the primary key, the key the
+	// row had before (the frame's "old_key"): that row is gone.
+	OldKey string
+}
+
+// WrapMembers are the members of a voting_update's data that hold the
+// row: the state merges unchanged columns inside them.
+var WrapMembers = []string{"vote_count", "election_results"}
+
+// MergeUnchanged returns next, the "data" of a change whose unchanged
+// columns (TOASTed values the WAL did not carry) are missing, with those
+// columns' values taken from prev, the data the state held for the row.
+// A column prev lacks stays missing. For voting_update data the row is the
+// wrapped object (WrapMembers). The result adds the columns at the end of
+// the object: member order carries no meaning in JSON.
+//
+// Both arguments are walcast's own data JSON (compact at the top level);
+// the Redis append script does the same in Lua (broadcast).
+func MergeUnchanged(prev, next []byte, unchanged []string) []byte {
+	if len(unchanged) == 0 || len(prev) == 0 || len(next) < 2 || next[0] != '{' {
+		return next
+	}
+	for _, w := range WrapMembers {
+		name := string(jsonx.AppendString(nil, w))
+		ns, ne, ok := member(next, name)
+		if !ok || next[ns] != '{' {
+			continue
+		}
+		ps, pe, ok := member(prev, name)
+		if !ok {
+			return next
+		}
+		inner := mergeFlat(prev[ps:pe], next[ns:ne], unchanged)
+		out := make([]byte, 0, len(next)+len(inner))
+		out = append(out, next[:ns]...)
+		out = append(out, inner...)
+		return append(out, next[ne:]...)
+	}
+	return mergeFlat(prev, next, unchanged)
+}
+
+// mergeFlat adds to the object next the members of prev named in names
+// that next lacks.
+func mergeFlat(prev, next []byte, names []string) []byte {
+	out := append([]byte(nil), next[:len(next)-1]...)
+	for _, n := range names {
+		name := string(jsonx.AppendString(nil, n))
+		if _, _, ok := member(next, name); ok {
+			continue
+		}
+		s, e, ok := member(prev, name)
+		if !ok {
+			continue
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(out, name...)
+		out = append(out, ':')
+		out = append(out, prev[s:e]...)
+	}
+	return append(out, '}')
+}
+
+// member finds the value of the top-level member whose key is name (as
+// JSON text, quotes included) in the object obj; it returns the value's
+// start and end offsets.
+func member(obj []byte, name string) (start, end int, ok bool) {
+	if len(obj) < 2 || obj[0] != '{' || obj[1] == '}' {
+		return 0, 0, false
+	}
+	i := 1
+	for i < len(obj) {
+		ke := skipValue(obj, i)
+		if ke+1 >= len(obj) {
+			return 0, 0, false
+		}
+		ve := skipValue(obj, ke+1)
+		if string(obj[i:ke]) == name {
+			return ke + 1, ve, true
+		}
+		if ve >= len(obj) || obj[ve] != ',' {
+			return 0, 0, false
+		}
+		i = ve + 1
+	}
+	return 0, 0, false
+}
+
+// skipValue returns the offset just after the JSON value starting at i.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return len(b)
+	}
+	switch b[i] {
+	case '"':
+		for j := i + 1; j < len(b); j++ {
+			switch b[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1
+			}
+		}
+		return len(b)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				j = skipValue(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	for j := i; j < len(b); j++ {
+		if b[j] == ',' || b[j] == '}' || b[j] == ']' {
+			return j
+		}
+	}
+	return len(b)
+}
+
+// frameRow is the part of a change frame that says what it does to the
+// live state.
+type frameRow struct {
+	Action    string          `json:"action"`
+	Table     string          `json:"table"`
+	Key       *string         `json:"key"`
+	OldKey    string          `json:"old_key"`
+	Data      json.RawMessage `json:"data"`
+	Unchanged []string        `json:"unchanged"`
+}
+
+// RowFromFrame reads, from a change frame as Route writes it, what the
+// change does to the live state: Route's RowRef. It returns nil for a
+// frame without one (a table without a primary key, a dashboard).
+func RowFromFrame(frame []byte) (*RowRef, error) {
+	var f frameRow
+	if err := json.Unmarshal(frame, &f); err != nil {
+		return nil, fmt.Errorf("read change frame: %w", err)
+	}
+	switch {
+	case f.Table == "":
+		return nil, nil
+	case f.Action == Truncate.String():
+		return &RowRef{Table: f.Table, Op: RowClear}, nil
+	case f.Key == nil:
+		return nil, nil
+	case f.Action == Delete.String():
+		return &RowRef{Table: f.Table, Key: *f.Key, Op: RowDelete}, nil
+	}
+	return &RowRef{Table: f.Table, Key: *f.Key, Op: RowUpsert, Data: f.Data, Unchanged: f.Unchanged, OldKey: f.OldKey}, nil
 }

@@ -152,7 +152,8 @@ func (a *App) checkConfig(capturing, serving bool) (*broadcast.Verifier, error) 
 func (a *App) startCapture(bus *processBus, hub *broadcast.Hub, met *metrics, replaced func(conn, reason string)) (*cdc.Capture, []func(context.Context) error) {
 	cfg := a.cfg
 	builder, dash := a.startDashboards(bus, replaced)
-	sink := pipeline.NewSink(schema.NewRouter(cfg.Tables), bus, storeObserver{met, newUnroutable(a.log, met.reg)}, dash)
+	router := schema.NewRouter(cfg.Tables)
+	sink := pipeline.NewSink(router, bus, storeObserver{met, newUnroutable(a.log, met.reg)}, dash)
 	capture := cdc.New(cdc.Config{
 		DatabaseURL: cfg.DatabaseURL,
 		Slot:        cfg.Slot,
@@ -164,6 +165,7 @@ func (a *App) startCapture(bus *processBus, hub *broadcast.Hub, met *metrics, re
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		StallThreshold:    cfg.StallThreshold,
 		MaxRetainedWAL:    cfg.MaxRetainedWAL,
+		OnKeys:            router.SetKeys,
 		OnLost:            func() { resyncLost(hub) },
 		Lineage:           epochLineage{lineageBus: bus, dash: dash},
 		NewEpoch:          cfg.NewEpoch,

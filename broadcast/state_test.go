@@ -1,0 +1,429 @@
+package broadcast
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/walcast/walcast/internal/jsonx"
+	"github.com/walcast/walcast/internal/testenv"
+	"github.com/walcast/walcast/schema"
+)
+
+// stateBus is a bus with live state, as the tests drive it.
+type stateBus interface {
+	StateStore
+	Append(ctx context.Context, msgs []schema.Message) error
+	Head(ctx context.Context) (schema.Position, error)
+}
+
+// forEachStateBus runs test against the in-process bus and against Redis.
+func forEachStateBus(t *testing.T, history, maxRows int, test func(t *testing.T, bus stateBus)) {
+	t.Run("memory", func(t *testing.T) {
+		bus := NewMemoryBus(history, nil)
+		bus.SetStateMaxRows(maxRows)
+		bus.SetLogger(discard())
+		test(t, bus)
+	})
+	t.Run("redis", func(t *testing.T) {
+		bus, err := NewRedisBus(RedisConfig{URL: testenv.StartRedis(t).URL(), History: history, Logger: discard(), StateMaxRows: maxRows})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { bus.Close() })
+		test(t, bus)
+	})
+}
+
+const testTable = "public.g"
+
+// rowMsg returns a change of testTable as the router builds it: op is
+// "u" (upsert), "d" (delete) or "c" (truncate).
+func rowMsg(pos schema.Position, op, key, data string, committee int64) schema.Message {
+	m := schema.Message{Pos: pos, Type: schema.TypeGuarantee, Committee: committee, HasCommittee: committee != 0}
+	ref := &schema.RowRef{Table: testTable, Key: key}
+	action := "updated"
+	switch op {
+	case "u":
+		ref.Op, ref.Data = schema.RowUpsert, []byte(data)
+	case "d":
+		ref.Op, action, data = schema.RowDelete, "deleted", `{}`
+	case "c":
+		ref.Op, ref.Key, action, data = schema.RowClear, "", "truncated", `{}`
+	}
+	b := fmt.Appendf(nil, `{"id":"%s","type":"guarantee_update","action":"%s","table":"public.g"`, pos, action)
+	if ref.Key != "" {
+		b = append(b, `,"key":`...)
+		b = jsonx.AppendString(b, ref.Key)
+	}
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	m.JSON = append(b, '}')
+	m.Row = ref
+	return m
+}
+
+// readRows returns the state of tables as key → "version data".
+func readRows(t *testing.T, bus StateStore, tables ...string) (map[string]string, schema.Position) {
+	t.Helper()
+	got := map[string]string{}
+	pos, err := bus.ReadState(context.Background(), tables, 7, func(batch []StateRow) error {
+		if len(batch) > 7 {
+			t.Errorf("batch of %d rows, want at most 7", len(batch))
+		}
+		for _, r := range batch {
+			got[r.Table+" "+r.Key] = r.Version.String() + " " + string(r.Data)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, pos
+}
+
+func noRows(yield func([]schema.Message) error) error { return nil }
+
+func pos(l uint64) schema.Position { return schema.Position{LSN: l} }
+
+// Appends update the state as they store: upserts, deletes, a key that
+// changes, truncate, unchanged TOASTed columns, scope; changes before
+// the state is loaded are not applied by Append, and a change older
+// than a row's version never overwrites it.
+func TestStateFollowsAppends(t *testing.T) {
+	forEachStateBus(t, 1000, 0, func(t *testing.T, bus stateBus) {
+		ctx := context.Background()
+		must := func(err error) {
+			t.Helper()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(bus.Append(ctx, []schema.Message{rowMsg(pos(5), "u", "[1]", `{"id":1}`, 3)}))
+		if st, err := bus.StateInfo(ctx); err != nil || st.Ready {
+			t.Fatalf("before LoadState: %+v, %v; want not ready", st, err)
+		}
+		must(bus.LoadState(ctx, pos(5), []string{testTable}, func(yield func([]schema.Message) error) error {
+			return yield([]schema.Message{rowMsg(pos(5), "u", "[1]", `{"id":1}`, 3)})
+		}))
+		must(bus.Append(ctx, []schema.Message{
+			rowMsg(pos(10), "u", "[2]", `{"id":2,"notes":"long \"text\" {x}","n":[1,{"a":2}]}`, 3),
+			rowMsg(pos(11), "u", "[3]", `{"id":3}`, 4),
+			rowMsg(pos(12), "d", "[1]", "", 3),
+		}))
+		// An update that leaves notes unchanged (TOAST), and one that
+		// moves row 3 to key 4.
+		m := rowMsg(pos(13), "u", "[2]", `{"id":2,"n":2}`, 3)
+		m.Row.Unchanged = []string{"notes"}
+		moved := rowMsg(pos(14), "u", "[4]", `{"id":4}`, 4)
+		moved.Row.OldKey = "[3]"
+		must(bus.Append(ctx, []schema.Message{m, moved}))
+		got, at := readRows(t, bus)
+		want := map[string]string{
+			"public.g [2]": `13-0 {"id":2,"n":2,"notes":"long \"text\" {x}"}`,
+			"public.g [4]": `14-0 {"id":4}`,
+		}
+		if !maps.Equal(got, want) || at != pos(14) {
+			t.Fatalf("state at %s = %v, want %v at 14-0", at, got, want)
+		}
+		st, err := bus.StateInfo(ctx)
+		must(err)
+		g := st.Tables[testTable]
+		if !st.Ready || st.Floor != pos(5) || g.Rows != 2 || g.Type != schema.TypeGuarantee || g.Off {
+			t.Fatalf("StateInfo = %+v", st)
+		}
+		if wantBytes := int64(len(`[2]`) + len(`[4]`)); g.Bytes < wantBytes+int64(len(`{"id":4}`)) {
+			t.Errorf("bytes = %d, too few for the rows held", g.Bytes)
+		}
+		must(bus.Append(ctx, []schema.Message{rowMsg(pos(20), "c", "", "", 0), rowMsg(pos(21), "u", "[9]", `{"id":9}`, 0)}))
+		got, _ = readRows(t, bus)
+		if want := map[string]string{"public.g [9]": `21-0 {"id":9}`}; !maps.Equal(got, want) {
+			t.Fatalf("after truncate: %v, want %v", got, want)
+		}
+		if st, _ := bus.StateInfo(ctx); st.Tables[testTable].Rows != 1 || st.Tables[testTable].Bytes != int64(len(`[9]`)+len(`{"id":9}`)) && isMemory(bus) {
+			t.Errorf("after truncate: %+v", st.Tables[testTable])
+		}
+	})
+}
+
+func isMemory(bus stateBus) bool { _, ok := bus.(*MemoryBus); return ok }
+
+// The scope of a row is its latest change's.
+func TestStateRowScope(t *testing.T) {
+	forEachStateBus(t, 100, 0, func(t *testing.T, bus stateBus) {
+		ctx := context.Background()
+		if err := bus.LoadState(ctx, schema.Position{}, []string{testTable}, noRows); err != nil {
+			t.Fatal(err)
+		}
+		m := rowMsg(pos(3), "u", "[1]", `{"id":1}`, 0)
+		m.Owner, m.HasOwner, m.AdminOnly = 12, true, true
+		if err := bus.Append(ctx, []schema.Message{rowMsg(pos(2), "u", "[1]", `{"id":1}`, 7), m}); err != nil {
+			t.Fatal(err)
+		}
+		var rows []StateRow
+		if _, err := bus.ReadState(ctx, nil, 10, func(b []StateRow) error { rows = append(rows, b...); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 1 || rows[0].HasCommittee || !rows[0].HasOwner || rows[0].Owner != 12 || !rows[0].AdminOnly || rows[0].Type != schema.TypeGuarantee {
+			t.Fatalf("rows = %+v", rows)
+		}
+	})
+}
+
+// LoadState applies the stream's changes after the snapshot and none
+// before it, and a row of the snapshot newer than a change keeps its
+// version.
+func TestStateLoadReplaysAfterFloor(t *testing.T) {
+	forEachStateBus(t, 1000, 0, func(t *testing.T, bus stateBus) {
+		ctx := context.Background()
+		var all []schema.Message
+		for l := uint64(1); l <= 20; l++ {
+			all = append(all, rowMsg(pos(l), "u", fmt.Sprintf("[%d]", l%4), fmt.Sprintf(`{"v":%d}`, l), 1))
+		}
+		all = append(all, rowMsg(pos(21), "d", "[1]", "", 1))
+		if err := bus.Append(ctx, all); err != nil {
+			t.Fatal(err)
+		}
+		// The snapshot at 10: keys 0..3 as of then (versions are the
+		// snapshot's position).
+		snap := []schema.Message{
+			rowMsg(pos(10), "u", "[0]", `{"v":8}`, 1), rowMsg(pos(10), "u", "[1]", `{"v":9}`, 1),
+			rowMsg(pos(10), "u", "[2]", `{"v":10}`, 1), rowMsg(pos(10), "u", "[3]", `{"v":7}`, 1),
+		}
+		err := bus.LoadState(ctx, pos(10), []string{testTable}, func(yield func([]schema.Message) error) error {
+			if err := yield(snap[:2]); err != nil {
+				return err
+			}
+			return yield(snap[2:])
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := readRows(t, bus)
+		want := map[string]string{
+			"public.g [0]": `20-0 {"v":20}`, "public.g [2]": `18-0 {"v":18}`, "public.g [3]": `19-0 {"v":19}`,
+		}
+		if !maps.Equal(got, want) {
+			t.Fatalf("state = %v, want %v", got, want)
+		}
+	})
+}
+
+// A LoadState while appends go on ends with the state the appends make,
+// whenever the snapshot was taken.
+func TestStateLoadWhileAppending(t *testing.T) {
+	forEachStateBus(t, 100000, 0, func(t *testing.T, bus stateBus) {
+		ctx := context.Background()
+		w := newStateWriter(50)
+		var mu sync.Mutex // snapshots of w taken by LoadState's caller
+		stop := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				mu.Lock()
+				batch := w.next(rand.IntN(20) + 1)
+				err := bus.Append(ctx, batch)
+				mu.Unlock()
+				if err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+		for range 3 {
+			time.Sleep(30 * time.Millisecond)
+			mu.Lock()
+			at, snap := w.snapshot()
+			mu.Unlock()
+			err := bus.LoadState(ctx, at, []string{testTable}, func(yield func([]schema.Message) error) error {
+				for len(snap) > 0 {
+					n := min(len(snap), 13)
+					if err := yield(snap[:n]); err != nil {
+						return err
+					}
+					snap = snap[n:]
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(30 * time.Millisecond)
+		close(stop)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		got, _ := readRows(t, bus)
+		if want := w.rows(); !maps.Equal(got, want) {
+			t.Fatalf("state has %d rows, want %d; differences: %s", len(got), len(want), mapDiff(got, want))
+		}
+	})
+}
+
+// stateWriter makes random changes to testTable and keeps the table they
+// make.
+type stateWriter struct {
+	keys  int
+	lsn   uint64
+	table map[string]schema.Message // the latest upsert of each row
+}
+
+func newStateWriter(keys int) *stateWriter {
+	return &stateWriter{keys: keys, table: map[string]schema.Message{}}
+}
+
+func (w *stateWriter) next(n int) []schema.Message {
+	w.lsn++
+	out := make([]schema.Message, 0, n)
+	for i := range n {
+		p := schema.Position{LSN: w.lsn, Seq: uint64(i)}
+		key := fmt.Sprintf("[%d]", rand.IntN(w.keys))
+		switch r := rand.IntN(100); {
+		case r < 2:
+			out = append(out, rowMsg(p, "c", "", "", 0))
+			clear(w.table)
+		case r < 25:
+			out = append(out, rowMsg(p, "d", key, "", 1))
+			delete(w.table, key)
+		default:
+			m := rowMsg(p, "u", key, fmt.Sprintf(`{"k":%s,"at":"%s"}`, key, p), 1)
+			out = append(out, m)
+			w.table[key] = m
+		}
+	}
+	return out
+}
+
+// snapshot returns the table as a snapshot at the newest change sees it.
+func (w *stateWriter) snapshot() (schema.Position, []schema.Message) {
+	at := schema.Position{LSN: w.lsn, Seq: 1 << 20}
+	var snap []schema.Message
+	for _, m := range w.table {
+		snap = append(snap, rowMsg(at, "u", m.Row.Key, string(m.Row.Data), 1))
+	}
+	return at, snap
+}
+
+// rows returns the table as readRows reports it.
+func (w *stateWriter) rows() map[string]string {
+	out := map[string]string{}
+	for k, m := range w.table {
+		out[testTable+" "+k] = m.Pos.String() + " " + string(m.Row.Data)
+	}
+	return out
+}
+
+func mapDiff(got, want map[string]string) string {
+	var d []string
+	for k, v := range want {
+		if got[k] != v {
+			d = append(d, fmt.Sprintf("%s: got %q want %q", k, got[k], v))
+		}
+	}
+	for k, v := range got {
+		if _, ok := want[k]; !ok {
+			d = append(d, fmt.Sprintf("%s: got %q, not in the table", k, v))
+		}
+	}
+	if len(d) > 5 {
+		d = append(d[:5], "…")
+	}
+	return strings.Join(d, "; ")
+}
+
+// A table above --state-max-rows is dropped and off, with the fix;
+// another LoadState brings it back.
+func TestStateLimitTurnsTableOff(t *testing.T) {
+	forEachStateBus(t, 1000, 3, func(t *testing.T, bus stateBus) {
+		ctx := context.Background()
+		if err := bus.LoadState(ctx, schema.Position{}, []string{testTable}, noRows); err != nil {
+			t.Fatal(err)
+		}
+		var batch []schema.Message
+		for l := uint64(1); l <= 4; l++ {
+			batch = append(batch, rowMsg(pos(l), "u", fmt.Sprintf("[%d]", l), `{}`, 0))
+		}
+		if err := bus.Append(ctx, batch[:3]); err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := bus.StateInfo(ctx); st.Tables[testTable].Off || st.Tables[testTable].Rows != 3 {
+			t.Fatalf("at the limit: %+v", st.Tables[testTable])
+		}
+		if err := bus.Append(ctx, batch[3:]); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := bus.StateInfo(ctx)
+		g := st.Tables[testTable]
+		if !g.Off || g.Rows != 0 || !strings.Contains(g.Reason, "--state-max-rows") || !strings.Contains(g.Reason, "walcast state rebuild") {
+			t.Fatalf("above the limit: %+v", g)
+		}
+		if got, _ := readRows(t, bus); len(got) != 0 {
+			t.Fatalf("an off table's rows are still read: %v", got)
+		}
+		// A later change leaves it off.
+		if err := bus.Append(ctx, []schema.Message{rowMsg(pos(9), "d", "[1]", "", 0)}); err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := bus.StateInfo(ctx); !st.Tables[testTable].Off {
+			t.Fatalf("a change turned it on again: %+v", st.Tables[testTable])
+		}
+	})
+}
+
+// A new epoch deletes the state: it describes the old database.
+func TestStateDroppedByNewEpoch(t *testing.T) {
+	forEachStateBus(t, 1000, 0, func(t *testing.T, bus stateBus) {
+		ctx := context.Background()
+		if err := bus.LoadState(ctx, schema.Position{}, []string{testTable}, noRows); err != nil {
+			t.Fatal(err)
+		}
+		if err := bus.Append(ctx, []schema.Message{rowMsg(pos(1), "u", "[1]", `{}`, 0)}); err != nil {
+			t.Fatal(err)
+		}
+		epoch := bus.(interface {
+			NewEpoch(context.Context, schema.Origin, string) error
+		})
+		if err := epoch.NewEpoch(ctx, schema.Origin{SystemID: "2"}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		st, err := bus.StateInfo(ctx)
+		if err != nil || st.Ready || len(st.Tables) != 0 {
+			t.Fatalf("after a new epoch: %+v, %v", st, err)
+		}
+		if got, _ := readRows(t, bus, testTable); len(got) != 0 {
+			t.Fatalf("rows after a new epoch: %v", got)
+		}
+	})
+}
+
+// LoadState refuses a snapshot older than what the stream still holds.
+func TestStateLoadRefusesTrimmedHistory(t *testing.T) {
+	forEachStateBus(t, 10, 0, func(t *testing.T, bus stateBus) {
+		ctx := context.Background()
+		for l := uint64(1); l <= 400; l++ {
+			if err := bus.Append(ctx, []schema.Message{rowMsg(pos(l), "u", "[1]", `{}`, 0)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err := bus.LoadState(ctx, pos(2), []string{testTable}, noRows)
+		if !errors.Is(err, ErrStateGap) {
+			t.Fatalf("LoadState at a trimmed position: %v, want ErrStateGap", err)
+		}
+		if err := bus.LoadState(ctx, pos(400), []string{testTable}, noRows); err != nil {
+			t.Fatalf("LoadState at the head: %v", err)
+		}
+	})
+}
