@@ -41,7 +41,11 @@ func (b *MemoryBus) LoadState(ctx context.Context, at schema.Position, tables []
 	if max == 0 {
 		return errors.New("load state: live state is disabled (--state-max-rows 0)")
 	}
-	return loadState(ctx, &memoryStager{b: b, set: newStateSet(max)}, at, tables, rows)
+	if err := loadState(ctx, &memoryStager{b: b, set: newStateSet(max)}, at, tables, rows); err != nil {
+		return err
+	}
+	logLoadedOff(ctx, b, b.stateLog(), tables)
+	return nil
 }
 
 // memoryStager stages a LoadState in process.
@@ -60,7 +64,7 @@ func (s *memoryStager) stageBegin(ctx context.Context, at schema.Position, table
 
 func (s *memoryStager) stage(ctx context.Context, msgs []*schema.Message) error {
 	for _, m := range msgs {
-		s.set.apply(m)
+		s.set.put(m) // the snapshot's rows are at the floor
 	}
 	return nil
 }

@@ -71,7 +71,7 @@ func (b *RedisBus) noteStateOff(cmds []*redis.Cmd) {
 }
 
 // stageScript applies changes to the staging state: the snapshot's rows
-// (ARGV as the append script's, without stream fields) or, with ARGV[4]
+// (ARGV as the append script's; they are at the floor, not after it) or, with ARGV[4]
 // 'replay', the stream's entries after ARGV[5], at most ARGV[6] of them;
 // 'swap' applies every entry after ARGV[5] and then moves the staged
 // tables (ARGV[7...]) into the live state, with ARGV[6] as its floor, in
@@ -83,8 +83,9 @@ var stageScript = redis.NewScript(luaFields() + stateLua + `
 local maxrows = tonumber(ARGV[2])
 local floor = redis.call('HGET', KEYS[3], 'floor') or ''
 if ARGV[4] ~= 'replay' and ARGV[4] ~= 'swap' then
+  -- The snapshot's rows are at the floor.
   for i = 4, #ARGV, 14 do
-    keep(KEYS[3], floor, maxrows, ARGV[3], {id = ARGV[i], typ = ARGV[i+2], c = ARGV[i+3], u = ARGV[i+4],
+    keep(KEYS[3], '', maxrows, ARGV[3], {id = ARGV[i], typ = ARGV[i+2], c = ARGV[i+3], u = ARGV[i+4],
       a = ARGV[i+5], op = ARGV[i+8], tbl = ARGV[i+9], key = ARGV[i+10], old = ARGV[i+11],
       unch = ARGV[i+12], data = ARGV[i+13]})
   end
@@ -130,7 +131,11 @@ func (b *RedisBus) LoadState(ctx context.Context, at schema.Position, tables []s
 	if b.stateMax == 0 {
 		return errors.New("load state: live state is disabled (--state-max-rows 0)")
 	}
-	return loadState(ctx, redisStager{b}, at, tables, rows)
+	if err := loadState(ctx, redisStager{b}, at, tables, rows); err != nil {
+		return err
+	}
+	logLoadedOff(ctx, b, b.log, tables)
+	return nil
 }
 
 // redisStager stages a LoadState in Redis, next to the live state.

@@ -9,7 +9,7 @@ package broadcast
 // A state lives in a hash (meta) and one hash of rows per table (meta ..
 // ':rows:' .. table, field: the key, value: the row record, see
 // stateRecord). meta holds 'floor', 'ready', and per table 'tbl:<t>' (the
-// table holds state; its message type, '' before the first row),
+// table holds state; its message type, ” before the first row),
 // 'off:<t>' (why it holds none) and 'bytes:<t>'. Only tables that
 // LoadState registered hold state.
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/walcast/walcast/schema"
 )
@@ -70,4 +71,17 @@ func loadState(ctx context.Context, s stager, at schema.Position, tables []strin
 		return fmt.Errorf("load state at %s: swap the state in: %w", at, err)
 	}
 	return nil
+}
+
+// logLoadedOff logs the tables a LoadState left off (over the limit).
+func logLoadedOff(ctx context.Context, store StateStore, log *slog.Logger, tables []string) {
+	st, err := store.StateInfo(ctx)
+	if err != nil {
+		return
+	}
+	for _, t := range tables {
+		if ts := st.Tables[t]; ts.Off {
+			log.Error("live state of a table is off after loading it: "+ts.Reason, "table", t)
+		}
+	}
 }

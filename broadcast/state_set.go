@@ -62,15 +62,24 @@ func (s *stateSet) register(tables []string) {
 // rowBytes is what a row counts towards a table's bytes: its key and data.
 func rowBytes(r *StateRow) int64 { return int64(len(r.Key) + len(r.Data)) }
 
-// apply applies m to the state; it returns the table it turned off (the
-// limit was exceeded), or "".
+// apply applies the change m to the state; it returns the table it
+// turned off (the limit was exceeded), or "". A change at or before the
+// floor is reflected already.
 func (s *stateSet) apply(m *schema.Message) (turnedOff string) {
+	if !s.floor.Less(m.Pos) {
+		return ""
+	}
+	return s.put(m)
+}
+
+// put applies m, a change or a snapshot's row (at the floor).
+func (s *stateSet) put(m *schema.Message) (turnedOff string) {
 	r := m.Row
 	if r == nil {
 		return ""
 	}
 	t := s.tables[r.Table]
-	if t == nil || t.off || !s.floor.Less(m.Pos) {
+	if t == nil || t.off {
 		return ""
 	}
 	switch r.Op {

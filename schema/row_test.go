@@ -1,0 +1,72 @@
+package schema
+
+import (
+	"testing"
+	"time"
+)
+
+// Changes of a table with a primary key carry their row: the key in the
+// frame and in Row, the frame's data as Row.Data, the old key of a row
+// whose key changed; TRUNCATE clears; a table without a key has none.
+func TestRouteRowIdentity(t *testing.T) {
+	r := NewRouter(mustTables(t, "guarantee,vote_count,attendance"))
+	r.SetKeys(map[string][]string{"public.guarantee": {"id"}, "public.vote_count": {"committee_id", "id"}})
+	tx := &Tx{CommitLSN: 42, CommitTime: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	cases := []struct {
+		name string
+		ch   Change
+		want *RowRef
+		key  string // the frame's "key" and "old_key" text
+	}{
+		{"insert", Change{Schema: "public", Table: "guarantee", Op: Insert, New: Row{col("id", "7"), col("notes", `"x"`)}},
+			&RowRef{Table: "public.guarantee", Key: "[7]", Op: RowUpsert, Data: []byte(`{"id":7,"notes":"x"}`)}, `"key":"[7]"`},
+		{"key changed", Change{Schema: "public", Table: "guarantee", Op: Update, New: Row{col("id", "8")}, Old: Row{col("id", "7")}, Unchanged: []string{"notes"}},
+			&RowRef{Table: "public.guarantee", Key: "[8]", OldKey: "[7]", Op: RowUpsert, Data: []byte(`{"id":8}`), Unchanged: []string{"notes"}}, `"key":"[8]","old_key":"[7]"`},
+		{"delete", Change{Schema: "public", Table: "guarantee", Op: Delete, Old: Row{col("id", "7")}},
+			&RowRef{Table: "public.guarantee", Key: "[7]", Op: RowDelete}, `"key":"[7]"`},
+		{"composite key, wrapped data", Change{Schema: "public", Table: "vote_count", Op: Insert, New: Row{col("id", "9"), col("committee_id", "1")}},
+			&RowRef{Table: "public.vote_count", Key: "[1,9]", Op: RowUpsert, Data: []byte(`{"vote_count":{"id":9,"committee_id":1},"committee_id":1}`)}, `"key":"[1,9]"`},
+		{"truncate", Change{Schema: "public", Table: "guarantee", Op: Truncate}, &RowRef{Table: "public.guarantee", Op: RowClear}, ""},
+		{"no primary key", Change{Schema: "public", Table: "attendance", Op: Insert, New: Row{col("id", "1")}}, nil, ""},
+		{"key column not published", Change{Schema: "public", Table: "guarantee", Op: Insert, New: Row{col("notes", "1")}}, nil, ""},
+	}
+	for _, c := range cases {
+		m, _ := r.Route(tx, &c.ch)
+		if got := m.Row; (got == nil) != (c.want == nil) || got != nil && (got.Table != c.want.Table || got.Key != c.want.Key ||
+			got.OldKey != c.want.OldKey || got.Op != c.want.Op || string(got.Data) != string(c.want.Data) || len(got.Unchanged) != len(c.want.Unchanged)) {
+			t.Errorf("%s: Row = %+v, want %+v", c.name, got, c.want)
+		}
+		if c.key != "" && !contains(string(m.JSON), `"table":"`+c.want.Table+`",`+c.key+`,"data":`) {
+			t.Errorf("%s: frame %s lacks %s after table", c.name, m.JSON, c.key)
+		}
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+// MergeUnchanged keeps the stored values of columns a change did not
+// carry, at the top level or inside a voting_update's wrapped row, and
+// is not fooled by names inside strings or nested values.
+func TestMergeUnchanged(t *testing.T) {
+	cases := []struct{ prev, next, want string }{
+		{`{"id":1,"notes":"big \"one\", {x}","n":1}`, `{"id":1,"n":2}`, `{"id":1,"n":2,"notes":"big \"one\", {x}"}`},
+		{`{"id":1,"j":{"notes":1},"notes":[1,{"a":"]"}]}`, `{"id":1}`, `{"id":1,"notes":[1,{"a":"]"}]}`},
+		{`{"id":1}`, `{"id":1}`, `{"id":1}`}, // prev lacks it: stays missing
+		{`{"id":1,"notes":"a"}`, `{}`, `{"notes":"a"}`},
+		{`{"vote_count":{"id":9,"notes":"a"},"committee_id":1}`, `{"vote_count":{"id":9},"committee_id":2}`,
+			`{"vote_count":{"id":9,"notes":"a"},"committee_id":2}`},
+		{`{"s":"notes","notes":null}`, `{"s":"x"}`, `{"s":"x","notes":null}`},
+	}
+	for _, c := range cases {
+		if got := string(MergeUnchanged([]byte(c.prev), []byte(c.next), []string{"notes"})); got != c.want {
+			t.Errorf("MergeUnchanged(%s, %s) = %s, want %s", c.prev, c.next, got, c.want)
+		}
+	}
+}
