@@ -71,6 +71,10 @@ type client struct {
 	authLimit     rateBucket // auth frames; reader only
 	// resumes limits the resume frames the client sends (reader only).
 	resumes rateBucket
+	// syncReq hands sync requests to the writer (see sync.go); syncs
+	// limits the sync frames the client sends (reader only).
+	syncReq chan *filter
+	syncs   rateBucket
 }
 
 // run drives the connection until it ends, returning why.
@@ -150,6 +154,11 @@ func (s *Server) greet(ctx context.Context, c *client, at schema.Position, since
 		return err
 	}
 	c.dash = nil
+	select {
+	case nf := <-c.syncReq: // ?sync= at connect
+		return s.sync(ctx, c, nf)
+	default:
+	}
 	return nil
 }
 
@@ -204,6 +213,8 @@ func (s *Server) await(ctx context.Context, c *client, expiry *time.Timer, ping 
 		expiry.Reset(time.Until(a.p.Expires))
 	case pos := <-c.resume:
 		return s.replay(ctx, c, pos)
+	case nf := <-c.syncReq:
+		return s.sync(ctx, c, nf)
 	case ev := <-c.ev.events:
 		return s.sendEvent(ctx, c, ev)
 	case <-c.dashResend:
@@ -310,6 +321,8 @@ func (s *Server) read(ctx context.Context, c *client) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
+		case "sync":
+			err = s.requestSync(ctx, c, f)
 		case "auth":
 			err = s.reauth(ctx, c, f.Token)
 		case "presence":

@@ -221,7 +221,7 @@ func TestStateLoadReplaysAfterFloor(t *testing.T) {
 func TestStateLoadWhileAppending(t *testing.T) {
 	forEachStateBus(t, 100000, 0, func(t *testing.T, bus stateBus) {
 		ctx := context.Background()
-		w := newStateWriter(2000)
+		w := newChangeWriter(2000)
 		for round := range 4 {
 			var mu sync.Mutex // w, between the writer and the snapshot
 			stop := make(chan struct{})
@@ -274,19 +274,19 @@ func TestStateLoadWhileAppending(t *testing.T) {
 	})
 }
 
-// stateWriter makes random changes to testTable and keeps the table they
+// changeWriter makes random changes to testTable and keeps the table they
 // make.
-type stateWriter struct {
+type changeWriter struct {
 	keys  int
 	lsn   uint64
 	table map[string]schema.Message // the latest upsert of each row
 }
 
-func newStateWriter(keys int) *stateWriter {
-	return &stateWriter{keys: keys, table: map[string]schema.Message{}}
+func newChangeWriter(keys int) *changeWriter {
+	return &changeWriter{keys: keys, table: map[string]schema.Message{}}
 }
 
-func (w *stateWriter) next(n int) []schema.Message {
+func (w *changeWriter) next(n int) []schema.Message {
 	w.lsn++
 	out := make([]schema.Message, 0, n)
 	for i := range n {
@@ -309,7 +309,7 @@ func (w *stateWriter) next(n int) []schema.Message {
 }
 
 // snapshot returns the table as a snapshot at the newest change sees it.
-func (w *stateWriter) snapshot() (schema.Position, []schema.Message) {
+func (w *changeWriter) snapshot() (schema.Position, []schema.Message) {
 	at := schema.Position{LSN: w.lsn, Seq: 1 << 20}
 	var snap []schema.Message
 	for _, m := range w.table {
@@ -319,7 +319,7 @@ func (w *stateWriter) snapshot() (schema.Position, []schema.Message) {
 }
 
 // rows returns the table as readRows reports it.
-func (w *stateWriter) rows() map[string]string {
+func (w *changeWriter) rows() map[string]string {
 	out := map[string]string{}
 	for k, m := range w.table {
 		out[testTable+" "+k] = m.Pos.String() + " " + string(m.Row.Data)

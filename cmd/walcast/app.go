@@ -203,6 +203,8 @@ func (a *App) newServer(hub *broadcast.Hub, presence *broadcast.Presence, bus *p
 		Ready:          a.redactedReady(ready.check),
 		NoWebSocket:    !serving,
 		MessageTypes:   customTypes(cfg.Tables),
+		State:          bus,
+		StateTables:    stateTables(cfg.Tables),
 		Limits: broadcast.Limits{
 			MaxConnections: cfg.MaxConns,
 			MaxPerUser:     cfg.MaxConnsUser,
@@ -311,6 +313,16 @@ func (a *App) serve(ctx context.Context, srv *broadcast.Server, limit *broadcast
 	err = g.Wait()
 	a.log.Info("stopped")
 	return err
+}
+
+// stateTables maps the tracked tables to their message types, for sync
+// to name those it has no state of.
+func stateTables(tables []schema.Table) map[string]string {
+	out := make(map[string]string, len(tables))
+	for _, t := range tables {
+		out[t.Qualified()] = t.MessageType()
+	}
+	return out
 }
 
 // customTypes returns the message types of the custom tables (a config

@@ -1,0 +1,142 @@
+package broadcast
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/walcast/walcast/schema"
+)
+
+// syncServer is a test server whose in-process bus keeps state of
+// testTable, holding rows of several scopes.
+func syncServer(t *testing.T) *testServer {
+	t.Helper()
+	hub := NewHub(1000)
+	bus := NewMemoryBus(1000, hub)
+	bus.SetLogger(discard())
+	_, url := startServer(t, ServerConfig{Hub: hub, History: bus, State: bus,
+		StateTables: map[string]string{testTable: schema.TypeGuarantee, "public.x": schema.TypeAttendance}})
+	ctx := context.Background()
+	if err := bus.LoadState(ctx, schema.Position{}, []string{testTable}, noRows); err != nil {
+		t.Fatal(err)
+	}
+	rows := []schema.Message{
+		rowMsg(pos(1), "u", "[1]", `{"id":1}`, 1),
+		rowMsg(pos(2), "u", "[2]", `{"id":2}`, 2),
+		rowMsg(pos(3), "u", "[3]", `{"id":3}`, 0), // election-wide
+		rowMsg(pos(4), "u", "[4]", `{"id":4}`, 2),
+		rowMsg(pos(5), "u", "[5]", `{"id":5}`, 0),
+		rowMsg(pos(6), "u", "[1]", `{"id":1,"v":2}`, 1),
+		rowMsg(pos(7), "d", "[2]", "", 2),
+	}
+	rows[3].Owner, rows[3].HasOwner = 12, true // committee 2, but the user's own
+	rows[4].AdminOnly = true
+	if err := bus.Append(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	return &testServer{url: url, bus: bus, hub: hub, seq: 100}
+}
+
+// readSync reads state frames up to state_end; it returns the rows
+// received (key → data), the tables and the unavailable ones.
+func (c *wsc) readSync() (rows map[string]string, end map[string]any) {
+	c.t.Helper()
+	rows = map[string]string{}
+	for {
+		f := c.read()
+		switch f["type"] {
+		case "state":
+			if f["table"] != testTable || f["message_type"] != schema.TypeGuarantee {
+				c.t.Fatalf("state frame %v", f)
+			}
+			for _, r := range f["rows"].([]any) {
+				r := r.(map[string]any)
+				rows[r["key"].(string)] = fmt.Sprint(r["version"], " ", r["data"])
+			}
+		case "state_end":
+			return rows, f
+		case "subscribed", "dashboard_update":
+		default:
+			c.t.Fatalf("frame %v during a sync", f)
+		}
+	}
+}
+
+func rowKeys(rows map[string]string) string { return strings.Join(slices.Sorted(maps.Keys(rows)), " ") }
+
+// A sync sends the rows the token allows (committee, owner,
+// election-wide; never admin-only or another committee's), the
+// subscription narrows them, state_end names the tables sent and those
+// without state, and the changes after its position follow.
+func TestSyncSendsScopedStateThenChanges(t *testing.T) {
+	s := syncServer(t)
+	user := connect(t, s, mint(t, 12, "user", 1), "")
+	user.send(`{"type":"sync"}`)
+	rows, end := user.readSync()
+	if got := rowKeys(rows); got != "[1] [3] [4]" {
+		t.Fatalf("user's rows: %s, want [1] [3] [4]", got)
+	}
+	if rows["[1]"] != "6-0 map[id:1 v:2]" {
+		t.Errorf("row [1] = %s, want its latest version", rows["[1]"])
+	}
+	if end["position"] != "7-0" || fmt.Sprint(end["tables"]) != "[public.g]" || !strings.Contains(fmt.Sprint(end["unavailable"]), "public.x") {
+		t.Fatalf("state_end = %v", end)
+	}
+	p := s.publishMsg(t, rowMsg(pos(200), "u", "[9]", `{"id":9}`, 1), "")
+	if f := user.read(); f["id"] != p {
+		t.Fatalf("after state_end: %v, want the change %s", f, p)
+	}
+
+	admin := connect(t, s, mint(t, 1, "admin"), "")
+	admin.send(`{"type":"sync","committees":[2]}`)
+	if rows, _ := admin.readSync(); rowKeys(rows) != "[3] [4] [5]" {
+		t.Errorf("admin's rows narrowed to committee 2: %s, want [3] [4] [5]", rowKeys(rows))
+	}
+	// A subscription to other types sends no rows of this table.
+	admin.send(`{"type":"sync","types":["attendance_update"]}`)
+	rows, end = admin.readSync()
+	if len(rows) != 0 || fmt.Sprint(end["tables"]) != "[]" || !strings.Contains(fmt.Sprint(end["unavailable"]), "public.x") {
+		t.Errorf("sync of attendance_update: rows %v, end %v", rows, end)
+	}
+}
+
+// ?sync= at connect syncs after the welcome; a bad type is a 400.
+func TestSyncAtConnect(t *testing.T) {
+	s := syncServer(t)
+	c := connect(t, s, mint(t, 12, "user", 1), "sync=guarantee_update")
+	if rows, end := c.readSync(); rowKeys(rows) != "[1] [3] [4]" || end["position"] != "7-0" {
+		t.Fatalf("sync at connect: %v %v", rows, end)
+	}
+	if _, err := dialWS(t, s.url, mint(t, 12, "user", 1), "sync=nope"); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Errorf("sync=nope: %v, want HTTP 400", err)
+	}
+}
+
+// Sync frames are rate limited; the connection stays open.
+func TestSyncIsRateLimited(t *testing.T) {
+	s := syncServer(t)
+	c := connect(t, s, mint(t, 1, "admin"), "")
+	limited := false
+	for range 5 {
+		c.send(`{"type":"sync"}`)
+	}
+	for syncs := 0; syncs < 5 && !limited; {
+		f := c.read()
+		switch f["type"] {
+		case "state_end":
+			syncs++
+		case "error":
+			limited = f["code"] == "rate_limited"
+		}
+	}
+	if !limited {
+		t.Fatal("5 syncs at once were all served")
+	}
+	c.send(`{"type":"ping"}`)
+	for f := c.read(); f["type"] != "pong"; f = c.read() {
+	}
+}
