@@ -32,6 +32,8 @@ type App struct {
 	capture    *cdc.Capture
 	dashboards *dashboard.Builder // nil unless the process computes dashboards
 
+	state broadcast.StateStore // the bus's live state, once Run opened it (under mu)
+
 	// statusInterval overrides cdc's standby status interval, for tests.
 	statusInterval time.Duration
 	// httpTimeouts overrides defaultTimeouts, for tests.
@@ -60,6 +62,13 @@ func (a *App) parts() (*cdc.Capture, *dashboard.Builder) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.capture, a.dashboards
+}
+
+// State returns the bus's live state once Run opened the bus, else nil.
+func (a *App) State() broadcast.StateStore {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state
 }
 
 // Status returns the capture's progress (zero before it starts).
@@ -95,6 +104,9 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer bus.Close()
+	a.mu.Lock()
+	a.state = bus
+	a.mu.Unlock()
 	var work []func(context.Context) error
 	if serving {
 		work = append(work, bus.deliver(ctx, hub, a.log)...)

@@ -111,6 +111,8 @@ func (m *metrics) watchServer(hub *broadcast.Hub, srv *broadcast.Server) {
 			func() float64 { return float64(hub.Stats().SlowClosed) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "walcast_resumes_total", Help: "Resume requests served from history."},
 			func() float64 { return float64(srv.Resumes()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "walcast_syncs_total", Help: "Syncs served (state sent, then state_end)."},
+			func() float64 { return float64(srv.Syncs()) }),
 		refusedCollector{srv},
 	)
 }
