@@ -83,7 +83,7 @@ for i = 5, #ARGV, 14 do
     r = redis.pcall('XADD', KEYS[1], ARGV[i], unpack(f))
   end
   if type(r) == 'table' and r.err then
-    if not string.find(r.err, 'equal or smaller', 1, true) then return r end
+    if not string.find(r.err, 'equal or smaller', 1, true) then flushBytes(); return r end
   else
     stored = stored + 1
     if maxlen > 0 and ARGV[i+6] ~= '' then
@@ -110,6 +110,7 @@ if maxlen > 0 then
     if n > 0 then redis.call('LTRIM', KEYS[3], n, -1) end
   end
 end
+flushBytes()
 local out = {stored}
 for _, t in ipairs(turnedOff) do out[#out+1] = t end
 return out

@@ -89,6 +89,7 @@ if ARGV[4] ~= 'replay' and ARGV[4] ~= 'swap' then
       a = ARGV[i+5], op = ARGV[i+8], tbl = ARGV[i+9], key = ARGV[i+10], old = ARGV[i+11],
       unch = ARGV[i+12], data = ARGV[i+13]})
   end
+  flushBytes()
   return {'', turnedOff}
 end
 local cursor = ARGV[5]
@@ -99,6 +100,7 @@ for _, e in ipairs(es) do
   keep(KEYS[3], floor, maxrows, ARGV[3], entryChange(e))
   cursor = e[1]
 end
+flushBytes()
 if ARGV[4] == 'replay' then return {cursor, turnedOff, #es} end
 for i = 7, #ARGV do
   local t = ARGV[i]

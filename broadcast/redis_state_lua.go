@@ -95,27 +95,46 @@ local function merge(prev, nxt, unch)
   end
   return mergeflat(prev, nxt, names)
 end
-local cache, turnedOff = {}, {}
+local cache, turnedOff, deltas = {}, {}, {}
+-- stateTable returns what keep needs of a table of the state under meta
+-- (false when it holds no state), read once per script call: its type,
+-- its rows' key, and the bytes its rows gained in this call (written by
+-- flushBytes).
 local function stateTable(meta, tbl)
-  local ck = meta .. '\0' .. tbl
-  local t = cache[ck]
+  local bymeta = cache[meta]
+  if not bymeta then
+    bymeta = {}
+    cache[meta] = bymeta
+  end
+  local t = bymeta[tbl]
   if t == nil then
     local v = redis.call('HMGET', meta, 'tbl:' .. tbl, 'off:' .. tbl)
-    if v[1] == false or v[2] ~= false then t = false else t = {typ = v[1]} end
-    cache[ck] = t
+    if v[1] == false or v[2] ~= false then
+      t = false
+    else
+      t = {typ = v[1], rows = meta .. ':rows:' .. tbl, meta = meta, tbl = tbl, delta = 0}
+      deltas[#deltas+1] = t
+    end
+    bymeta[tbl] = t
   end
   return t
 end
 local function version(rec) return string.match(rec, '^[^\n]*') end
+local pastFloor = {}
 local function keep(meta, floor, maxrows, reason, m)
   if m.op == '' then return end
   local t = stateTable(meta, m.tbl)
   if not t then return end
-  if floor ~= '' and not older(floor, m.id) then return end
-  local rows = meta .. ':rows:' .. m.tbl
+  -- Ids increase through a call: once one is past the floor, all are.
+  if floor ~= '' and not pastFloor[meta] then
+    if not older(floor, m.id) then return end
+    pastFloor[meta] = true
+  end
+  local rows = t.rows
   if m.op == 'c' then
     redis.call('DEL', rows)
     redis.call('HSET', meta, 'bytes:' .. m.tbl, 0)
+    t.delta = 0
     return
   end
   local prev = redis.call('HGET', rows, m.key)
@@ -146,15 +165,24 @@ local function keep(meta, floor, maxrows, reason, m)
         delta = delta - #m.old - #o
       end
     end
-    if maxrows > 0 and redis.call('HLEN', rows) > maxrows then
+    if not prev and maxrows > 0 and redis.call('HLEN', rows) > maxrows then
       redis.call('DEL', rows)
       redis.call('HSET', meta, 'off:' .. m.tbl, reason, 'bytes:' .. m.tbl, 0)
-      cache[meta .. '\0' .. m.tbl] = false
+      cache[meta][m.tbl] = false
+      t.delta = 0
       turnedOff[#turnedOff+1] = m.tbl
       return
     end
   end
-  if delta ~= 0 then redis.call('HINCRBY', meta, 'bytes:' .. m.tbl, delta) end
+  t.delta = t.delta + delta
+end
+-- flushBytes adds up the byte counts keep changed; call it before the
+-- script returns.
+local function flushBytes()
+  for _, t in ipairs(deltas) do
+    if t.delta ~= 0 then redis.call('HINCRBY', t.meta, 'bytes:' .. t.tbl, t.delta) end
+    t.delta = 0
+  end
 end
 -- entryChange reads a change from a stream entry (XRANGE's field list).
 local function entryChange(e)

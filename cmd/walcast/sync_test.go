@@ -25,17 +25,28 @@ import (
 // tokens sync at random moments, re-sync now and then, and apply changes
 // by the version rule, as client.js does. At the end each one holds
 // exactly the rows of its scope that SELECT returns, with their latest
-// values, and never held a row outside its scope. With Redis and with
-// the in-process bus.
+// values, and never held a row outside its scope. With the in-process
+// bus, with Redis, and from a serve replica (no database connection)
+// while capture runs apart.
 func TestSyncUnderLoadMatchesTheDatabase(t *testing.T) {
-	for _, bus := range []string{"memory", "redis"} {
+	for _, bus := range []string{"memory", "redis", "serve replica"} {
 		t.Run(bus, func(t *testing.T) {
 			pg := electionDB(t)
-			var args []string
-			if bus == "redis" {
-				args = []string{"--redis-url", testenv.StartRedis(t).URL()}
+			var r *running
+			switch bus {
+			case "memory":
+				r = startApp(t, testConfig(t, pg.URL()))
+			case "redis":
+				r = startApp(t, testConfig(t, pg.URL(), "--redis-url", testenv.StartRedis(t).URL()))
+			default:
+				rd := testenv.StartRedis(t)
+				r = startMode(t, cmdCapture, modeConfig(t, cmdCapture, "--database-url", pg.URL(), "--redis-url", rd.URL()))
+				r.waitStreaming(t)
+				seedEmptyState(t, r)
+				r = startMode(t, cmdServe, modeConfig(t, cmdServe, "--redis-url", rd.URL()))
+				testSyncUnderLoad(t, r, pg.URL())
+				return
 			}
-			r := startApp(t, testConfig(t, pg.URL(), args...))
 			r.waitStreaming(t)
 			seedEmptyState(t, r)
 			testSyncUnderLoad(t, r, pg.URL())
