@@ -324,7 +324,7 @@ func (c *syncClient) view() map[string]string {
 	defer c.mu.Unlock()
 	out := make(map[string]string, len(c.rows))
 	for k, r := range c.rows {
-		var row guaranteeRow
+		var row syncGuaranteeRow
 		if err := json.Unmarshal(r.data, &row); err != nil {
 			out[k] = "unreadable: " + string(r.data)
 			continue
@@ -334,8 +334,8 @@ func (c *syncClient) view() map[string]string {
 	return out
 }
 
-// guaranteeRow is the part of a guarantee row the test compares.
-type guaranteeRow struct {
+// syncGuaranteeRow is the part of a guarantee row the test compares.
+type syncGuaranteeRow struct {
 	ID        int64  `json:"id"`
 	Committee int64  `json:"committee_id"`
 	User      int64  `json:"user_id"`
@@ -344,7 +344,7 @@ type guaranteeRow struct {
 	Name      string `json:"elector_name"`
 }
 
-func (g guaranteeRow) String() string {
+func (g syncGuaranteeRow) String() string {
 	return fmt.Sprintf("%d/%d/%d/%s/%s/%s", g.ID, g.Committee, g.User, g.Status, g.Notes, g.Name)
 }
 
@@ -369,7 +369,7 @@ func guaranteeRows(t *testing.T, dbURL string) map[string]dbRow {
 	}
 	out := map[string]dbRow{}
 	for rows.Next() {
-		var g guaranteeRow
+		var g syncGuaranteeRow
 		if err := rows.Scan(&g.ID, &g.Committee, &g.User, &g.Status, &g.Notes, &g.Name); err != nil {
 			t.Fatal(err)
 		}
