@@ -1,6 +1,8 @@
 package schema
 
 import (
+	"bytes"
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -69,4 +71,22 @@ func TestMergeUnchanged(t *testing.T) {
 			t.Errorf("MergeUnchanged(%s, %s) = %s, want %s", c.prev, c.next, got, c.want)
 		}
 	}
+}
+
+// FuzzMergeUnchanged: any bytes merge without a panic, and two compact
+// JSON objects (what walcast writes) merge into valid JSON.
+func FuzzMergeUnchanged(f *testing.F) {
+	f.Add([]byte(`{"id":1,"notes":"a \"b\" {c}"}`), []byte(`{"id":1}`), "notes")
+	f.Add([]byte(`{"vote_count":{"id":9,"notes":[1,{"a":"]"}]},"committee_id":1}`), []byte(`{"vote_count":{"id":9},"committee_id":2}`), "notes")
+	f.Add([]byte(`{}`), []byte(`{}`), "x")
+	f.Fuzz(func(t *testing.T, prev, next []byte, name string) {
+		MergeUnchanged(prev, next, []string{name})
+		var p, n bytes.Buffer
+		if json.Compact(&p, prev) != nil || json.Compact(&n, next) != nil || !bytes.HasPrefix(p.Bytes(), []byte("{")) || !bytes.HasPrefix(n.Bytes(), []byte("{")) {
+			return
+		}
+		if out := MergeUnchanged(p.Bytes(), n.Bytes(), []string{name}); !json.Valid(out) {
+			t.Fatalf("MergeUnchanged(%s, %s, %q) = %s: not JSON", p.Bytes(), n.Bytes(), name, out)
+		}
+	})
 }
