@@ -308,6 +308,12 @@ func (r *Router) SetKeys(keys map[string][]string) {
 	r.keys.Store(&keys)
 }
 
+// Keyed reports whether the table (qualified) has a primary key, so that
+// its changes carry their row and it may hold live state. Load the state
+// of keyed tables only: a table without a key would hold no rows, which a
+// sync would take for an empty table.
+func (r *Router) Keyed(table string) bool { return len((*r.keys.Load())[table]) > 0 }
+
 // Tracks reports whether the table is tracked, and as which kind.
 func (r *Router) Tracks(schemaName, table string) (Kind, bool) {
 	t, ok := r.tables[schemaName+"."+table]

@@ -32,6 +32,9 @@ func TestRouteRowIdentity(t *testing.T) {
 		{"no primary key", Change{Schema: "public", Table: "attendance", Op: Insert, New: Row{col("id", "1")}}, nil, ""},
 		{"key column not published", Change{Schema: "public", Table: "guarantee", Op: Insert, New: Row{col("notes", "1")}}, nil, ""},
 	}
+	if !r.Keyed("public.vote_count") || r.Keyed("public.attendance") {
+		t.Errorf("Keyed: vote_count %v, attendance %v; want true, false", r.Keyed("public.vote_count"), r.Keyed("public.attendance"))
+	}
 	for _, c := range cases {
 		m, _ := r.Route(tx, &c.ch)
 		if got := m.Row; (got == nil) != (c.want == nil) || got != nil && (got.Table != c.want.Table || got.Key != c.want.Key ||
