@@ -471,3 +471,51 @@ func TestStateMergesUnchangedAsGo(t *testing.T) {
 		}
 	})
 }
+
+// State and stream move together: whenever ReadState runs during appends,
+// the rows reflect every change up to the position it returns (here
+// every change writes one row, so its version is at least the position).
+func TestStateReadIsConsistentWithItsPosition(t *testing.T) {
+	forEachStateBus(t, 100000, 0, func(t *testing.T, bus stateBus) {
+		ctx := context.Background()
+		if err := bus.LoadState(ctx, schema.Position{}, []string{testTable}, noRows); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			for l := uint64(1); ; l++ {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				batch := []schema.Message{rowMsg(pos(l), "u", "[1]", fmt.Sprintf(`{"v":%d}`, l), 0)}
+				if err := bus.Append(ctx, batch); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+		defer func() {
+			close(stop)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}()
+		for range 300 {
+			var version schema.Position
+			at, err := bus.ReadState(ctx, nil, 10, func(b []StateRow) error {
+				version = b[0].Version
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !at.IsZero() && version.Less(at) {
+				t.Fatalf("ReadState says its rows reflect %s, but the row is at %s", at, version)
+			}
+		}
+	})
+}
