@@ -519,3 +519,20 @@ func TestStateReadIsConsistentWithItsPosition(t *testing.T) {
 		}
 	})
 }
+
+// --state-max-rows 0 (a negative setting here) disables live state:
+// LoadState says so, and appends keep none.
+func TestStateDisabled(t *testing.T) {
+	forEachStateBus(t, 100, -1, func(t *testing.T, bus stateBus) {
+		ctx := context.Background()
+		if err := bus.LoadState(ctx, schema.Position{}, []string{testTable}, noRows); err == nil || !strings.Contains(err.Error(), "disabled") {
+			t.Fatalf("LoadState with state disabled: %v", err)
+		}
+		if err := bus.Append(ctx, []schema.Message{rowMsg(pos(1), "u", "[1]", `{}`, 0)}); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := bus.StateInfo(ctx); err != nil || st.Ready || len(st.Tables) != 0 {
+			t.Fatalf("StateInfo with state disabled: %+v, %v", st, err)
+		}
+	})
+}
