@@ -63,11 +63,9 @@ type ServerConfig struct {
 	// State answers sync frames (see sync.go); nil: sync is answered
 	// with an error. StateTables maps the tracked tables (qualified) to
 	// their message types, so that a sync names the tables asked for that
-	// have no state. MaxSyncs bounds the syncs read at once (default
-	// DefaultMaxSyncs).
+	// have no state.
 	State       StateStore
 	StateTables map[string]string
-	MaxSyncs    int
 }
 
 // Server serves the WebSocket endpoint and health checks.
@@ -87,9 +85,10 @@ type Server struct {
 	refused  map[string]uint64 // upgrades refused, by reason
 	resumes  atomic.Uint64
 	presence *Presence
-	// syncSlots bounds the syncs read at once; syncs counts those served.
-	syncSlots chan struct{}
-	syncs     atomic.Uint64
+	// stateReads shares reads of the live state among syncs; syncs
+	// counts the syncs served.
+	stateReads stateReads
+	syncs      atomic.Uint64
 }
 
 // Refused returns how many upgrades were refused, by reason (an AuthError
@@ -134,12 +133,9 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.Presence == nil {
 		cfg.Presence = NewPresence()
 	}
-	if cfg.MaxSyncs <= 0 {
-		cfg.MaxSyncs = DefaultMaxSyncs
-	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), perUser: map[int64]int{}, refused: map[string]uint64{}, presence: cfg.Presence,
-		limiter:   newRateLimiter(cfg.Limits.ConnectRate, cfg.Limits.ConnectBurst, cfg.Limits.MaxTrackedAddrs),
-		syncSlots: make(chan struct{}, cfg.MaxSyncs)}
+		limiter:    newRateLimiter(cfg.Limits.ConnectRate, cfg.Limits.ConnectBurst, cfg.Limits.MaxTrackedAddrs),
+		stateReads: stateReads{store: cfg.State}}
 	if len(cfg.MessageTypes) > 0 {
 		s.customTypes = make(map[string]bool, len(cfg.MessageTypes))
 		for _, t := range cfg.MessageTypes {

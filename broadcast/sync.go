@@ -29,8 +29,6 @@ const (
 	// of syncBurst; more are answered with a rate_limited error.
 	syncRate  = 0.2
 	syncBurst = 3.0
-	// DefaultMaxSyncs is how many syncs a server reads at once; more wait.
-	DefaultMaxSyncs = 16
 )
 
 const syncLimitMessage = "too many sync frames: at most one every 5 seconds; the connection stays open"
@@ -104,48 +102,43 @@ func (s *Server) sync(ctx context.Context, c *client, nf *filter) error {
 	if s.cfg.State == nil {
 		return c.send(ctx, errorFrame("state_unavailable", "this server keeps no live state"))
 	}
-	select {
-	case s.syncSlots <- struct{}{}:
-		defer func() { <-s.syncSlots }()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	p, f := c.principal.Load(), c.filter.Load()
-	st, err := s.cfg.State.StateInfo(ctx)
+	read, err := s.stateReads.get(ctx, c.sent)
 	if err != nil {
-		c.log.Warn("sync: cannot read the live state", "err", err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.log.Warn("sync: cannot read the live state; the client may retry", "err", err)
 		return c.send(ctx, errorFrame("state_unavailable", "the live state cannot be read now; retry"))
 	}
-	tables, unavailable := s.syncTables(st, f)
-	out := stateWriter{c: c}
-	pos, err := s.cfg.State.ReadState(ctx, tables, syncChunkRows, func(batch []StateRow) error {
-		for i := range batch {
-			r := &batch[i]
-			m := schema.Message{Type: r.Type, Committee: r.Committee, HasCommittee: r.HasCommittee,
-				Owner: r.Owner, HasOwner: r.HasOwner, AdminOnly: r.AdminOnly}
-			if p.Allows(&m) && f.allows(&m) {
-				if err := out.add(ctx, r); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		err = out.flush(ctx)
-	}
-	if err != nil {
+	p, f := c.principal.Load(), c.filter.Load()
+	tables, unavailable := s.syncTables(read.before, f)
+	if err := sendRows(ctx, c, read.rows, tables, p, f); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
 	// A table turned off while it was read was not sent whole.
-	if after, err := s.cfg.State.StateInfo(ctx); err == nil {
-		tables, unavailable = stillOn(after, tables, unavailable)
-	}
+	tables, unavailable = stillOn(read.after, tables, unavailable)
+	pos := read.pos
 	s.syncs.Add(1)
 	if err := c.send(ctx, stateEndFrame(pos, tables, unavailable)); err != nil {
 		return err
 	}
 	return s.replay(ctx, c, pos)
+}
+
+// sendRows sends, in state frames, the rows of tables that p and f allow.
+func sendRows(ctx context.Context, c *client, rows []StateRow, tables []string, p *Principal, f *filter) error {
+	out := stateWriter{c: c}
+	for i := range rows {
+		r := &rows[i]
+		m := schema.Message{Type: r.Type, Committee: r.Committee, HasCommittee: r.HasCommittee,
+			Owner: r.Owner, HasOwner: r.HasOwner, AdminOnly: r.AdminOnly}
+		if slices.Contains(tables, r.Table) && p.Allows(&m) && f.allows(&m) {
+			if err := out.add(ctx, r); err != nil {
+				return err
+			}
+		}
+	}
+	return out.flush(ctx)
 }
 
 // syncTables returns the tables a sync with filter f sends, and those it

@@ -6,6 +6,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/walcast/walcast/schema"
@@ -138,5 +140,49 @@ func TestSyncIsRateLimited(t *testing.T) {
 	}
 	c.send(`{"type":"ping"}`)
 	for f := c.read(); f["type"] != "pong"; f = c.read() {
+	}
+}
+
+// countingState counts the reads of a state.
+type countingState struct {
+	StateStore
+	reads atomic.Int64
+}
+
+func (c *countingState) ReadState(ctx context.Context, tables []string, n int, fn func([]StateRow) error) (schema.Position, error) {
+	c.reads.Add(1)
+	return c.StateStore.ReadState(ctx, tables, n, fn)
+}
+
+// Syncs that start together share one read of the state; a connection
+// already sent changes past a read's position gets a fresh one.
+func TestSyncsShareReads(t *testing.T) {
+	bus := NewMemoryBus(100, nil)
+	ctx := context.Background()
+	if err := bus.LoadState(ctx, schema.Position{}, []string{testTable}, noRows); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Append(ctx, []schema.Message{rowMsg(pos(1), "u", "[1]", `{}`, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	store := &countingState{StateStore: bus}
+	reads := stateReads{store: store}
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if r, err := reads.get(ctx, schema.Position{}); err != nil || len(r.rows) != 1 || r.pos != pos(1) {
+				t.Errorf("shared read: %+v, %v", r, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := store.reads.Load(); n != 1 {
+		t.Errorf("50 syncs at once read the state %d times, want once", n)
+	}
+	if err := bus.Append(ctx, []schema.Message{rowMsg(pos(2), "u", "[2]", `{}`, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := reads.get(ctx, pos(2)); err != nil || r.pos != pos(2) || len(r.rows) != 2 {
+		t.Fatalf("a read for a connection at 2-0: %+v, %v", r, err)
 	}
 }
