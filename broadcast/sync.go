@@ -112,7 +112,7 @@ func (s *Server) sync(ctx context.Context, c *client, nf *filter) error {
 	}
 	p, f := c.principal.Load(), c.filter.Load()
 	tables, unavailable := s.syncTables(read.before, f)
-	if err := sendRows(ctx, c, read.rows, tables, p, f); err != nil {
+	if err := sendRows(ctx, c, read, tables, p, f); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
 	// A table turned off while it was read was not sent whole.
@@ -125,15 +125,16 @@ func (s *Server) sync(ctx context.Context, c *client, nf *filter) error {
 	return s.replay(ctx, c, pos)
 }
 
-// sendRows sends, in state frames, the rows of tables that p and f allow.
-func sendRows(ctx context.Context, c *client, rows []StateRow, tables []string, p *Principal, f *filter) error {
+// sendRows sends, in state frames, the rows of read's tables that p and
+// f allow.
+func sendRows(ctx context.Context, c *client, read *stateRead, tables []string, p *Principal, f *filter) error {
 	out := stateWriter{c: c}
-	for i := range rows {
-		r := &rows[i]
+	for i := range read.rows {
+		r := &read.rows[i]
 		m := schema.Message{Type: r.Type, Committee: r.Committee, HasCommittee: r.HasCommittee,
 			Owner: r.Owner, HasOwner: r.HasOwner, AdminOnly: r.AdminOnly}
 		if slices.Contains(tables, r.Table) && p.Allows(&m) && f.allows(&m) {
-			if err := out.add(ctx, r); err != nil {
+			if err := out.add(ctx, r, read.encoded[i]); err != nil {
 				return err
 			}
 		}
@@ -192,7 +193,8 @@ type stateWriter struct {
 	b     []byte
 }
 
-func (w *stateWriter) add(ctx context.Context, r *StateRow) error {
+// add adds row r, encoded by encodeStateRow.
+func (w *stateWriter) add(ctx context.Context, r *StateRow, encoded []byte) error {
 	if w.n > 0 && (r.Table != w.table || w.n >= syncChunkRows || len(w.b) >= syncChunkBytes) {
 		if err := w.flush(ctx); err != nil {
 			return err
@@ -209,14 +211,21 @@ func (w *stateWriter) add(ctx context.Context, r *StateRow) error {
 		w.b = append(w.b, ',')
 	}
 	w.n++
-	w.b = append(w.b, `{"key":`...)
-	w.b = jsonx.AppendString(w.b, r.Key)
-	w.b = append(w.b, `,"version":"`...)
-	w.b = r.Version.Append(w.b)
-	w.b = append(w.b, `","data":`...)
-	w.b = append(w.b, r.Data...)
-	w.b = append(w.b, '}')
+	w.b = append(w.b, encoded...)
 	return nil
+}
+
+// encodeStateRow returns a row as a state frame lists it; a shared read
+// encodes each row once for every sync it serves.
+func encodeStateRow(r *StateRow) []byte {
+	b := make([]byte, 0, len(r.Key)+len(r.Data)+48)
+	b = append(b, `{"key":`...)
+	b = jsonx.AppendString(b, r.Key)
+	b = append(b, `,"version":"`...)
+	b = r.Version.Append(b)
+	b = append(b, `","data":`...)
+	b = append(b, r.Data...)
+	return append(b, '}')
 }
 
 func (w *stateWriter) flush(ctx context.Context) error {

@@ -26,6 +26,7 @@ type stateRead struct {
 	before, after StateStatus // StateInfo before and after the rows
 	pos           schema.Position
 	rows          []StateRow
+	encoded       [][]byte // rows[i] as a state frame lists it
 	err           error
 }
 
@@ -81,6 +82,10 @@ func (r *stateReads) run(read *stateRead) {
 		return
 	}
 	read.pos, read.err = r.store.ReadState(ctx, read.before.tableNames(), syncChunkRows, func(batch []StateRow) error {
+		for i := range batch {
+			read.encoded = append(read.encoded, encodeStateRow(&batch[i]))
+			batch[i].Data = nil // held once, encoded
+		}
 		read.rows = append(read.rows, batch...)
 		return nil
 	})
