@@ -2,15 +2,10 @@ package broadcast
 
 import (
 	"context"
-	"errors"
 	"slices"
 
 	"github.com/walcast/walcast/schema"
 )
-
-// errStateNotImplemented is what the state methods return until the store
-// is built (milestone state(store)).
-var errStateNotImplemented = errors.New("state: not implemented yet")
 
 // StateStore is the live state kept next to the stream: the latest version
 // of every tracked row, by table and primary key, updated in the same

@@ -1,11 +1,6 @@
 package schema
 
-import (
-	"encoding/json"
-	"fmt"
-
-	"github.com/walcast/walcast/internal/jsonx"
-)
+import "github.com/walcast/walcast/internal/jsonx"
 
 // RowOp is what a change does to the live state of its table.
 type RowOp uint8
@@ -176,36 +171,4 @@ func skipValue(b []byte, i int) int {
 		}
 	}
 	return len(b)
-}
-
-// frameRow is the part of a change frame that says what it does to the
-// live state.
-type frameRow struct {
-	Action    string          `json:"action"`
-	Table     string          `json:"table"`
-	Key       *string         `json:"key"`
-	OldKey    string          `json:"old_key"`
-	Data      json.RawMessage `json:"data"`
-	Unchanged []string        `json:"unchanged"`
-}
-
-// RowFromFrame reads, from a change frame as Route writes it, what the
-// change does to the live state: Route's RowRef. It returns nil for a
-// frame without one (a table without a primary key, a dashboard).
-func RowFromFrame(frame []byte) (*RowRef, error) {
-	var f frameRow
-	if err := json.Unmarshal(frame, &f); err != nil {
-		return nil, fmt.Errorf("read change frame: %w", err)
-	}
-	switch {
-	case f.Table == "":
-		return nil, nil
-	case f.Action == Truncate.String():
-		return &RowRef{Table: f.Table, Op: RowClear}, nil
-	case f.Key == nil:
-		return nil, nil
-	case f.Action == Delete.String():
-		return &RowRef{Table: f.Table, Key: *f.Key, Op: RowDelete}, nil
-	}
-	return &RowRef{Table: f.Table, Key: *f.Key, Op: RowUpsert, Data: f.Data, Unchanged: f.Unchanged, OldKey: f.OldKey}, nil
 }
