@@ -2,10 +2,13 @@ package broadcast
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -27,8 +30,19 @@ const (
 // rowsKey(stateKey(), table) (see stateLua).
 func (b *RedisBus) stateKey() string { return b.key + ":state" }
 
-// stageKey is LoadState's staging meta hash, laid out as stateKey.
-func (b *RedisBus) stageKey() string { return b.key + ":state:stage" }
+// newStageKey returns the staging meta hash of one LoadState, laid out
+// as stateKey: each load stages apart, so that two at once (a rebuild
+// while capture seeds) cannot mix their rows; the last to swap wins.
+// Staging keys expire (stageTTL) unless the swap makes them live.
+func (b *RedisBus) newStageKey() string {
+	id := make([]byte, 8)
+	rand.Read(id)
+	return b.key + ":state:stage:" + hex.EncodeToString(id)
+}
+
+// stageTTL is how long the keys of an abandoned LoadState (its process
+// died) stay in Redis; every staging call renews it.
+const stageTTL = time.Hour
 
 func rowsKey(meta, table string) string { return meta + ":rows:" + table }
 
@@ -77,10 +91,16 @@ func (b *RedisBus) noteStateOff(cmds []*redis.Cmd) {
 // tables (ARGV[7...]) into the live state, with ARGV[6] as its floor, in
 // one step: no append can come between.
 //
-// KEYS: stream, state meta, staging meta. ARGV[1]: unused, ARGV[2]:
+// KEYS: stream, state meta, staging meta. ARGV[1]: the staging keys'
+// expiry in seconds, ARGV[2]:
 // --state-max-rows, ARGV[3]: the reason a table over it is off.
 var stageScript = redis.NewScript(luaFields() + stateLua + `
 local maxrows = tonumber(ARGV[2])
+-- expireStaged renews the expiry of the staging keys this call wrote.
+local function expireStaged()
+  redis.call('EXPIRE', KEYS[3], ARGV[1])
+  for _, t in ipairs(deltas) do redis.call('EXPIRE', t.rows, ARGV[1]) end
+end
 local floor = redis.call('HGET', KEYS[3], 'floor') or ''
 if ARGV[4] ~= 'replay' and ARGV[4] ~= 'swap' then
   -- The snapshot's rows are at the floor.
@@ -90,6 +110,7 @@ if ARGV[4] ~= 'replay' and ARGV[4] ~= 'swap' then
       unch = ARGV[i+12], data = ARGV[i+13]})
   end
   flushBytes()
+  expireStaged()
   return {'', turnedOff}
 end
 local cursor = ARGV[5]
@@ -101,13 +122,19 @@ for _, e in ipairs(es) do
   cursor = e[1]
 end
 flushBytes()
-if ARGV[4] == 'replay' then return {cursor, turnedOff, #es} end
+if ARGV[4] == 'replay' then
+  expireStaged()
+  return {cursor, turnedOff, #es}
+end
 for i = 7, #ARGV do
   local t = ARGV[i]
   local live, staged = KEYS[2] .. ':rows:' .. t, KEYS[3] .. ':rows:' .. t
   local v = redis.call('HMGET', KEYS[3], 'tbl:' .. t, 'off:' .. t, 'bytes:' .. t)
   redis.call('DEL', live)
-  if redis.call('EXISTS', staged) == 1 then redis.call('RENAME', staged, live) end
+  if redis.call('EXISTS', staged) == 1 then
+    redis.call('RENAME', staged, live)
+    redis.call('PERSIST', live)
+  end
   redis.call('HSET', KEYS[2], 'tbl:' .. t, v[1] or '', 'bytes:' .. t, v[3] or 0)
   if v[2] then redis.call('HSET', KEYS[2], 'off:' .. t, v[2]) else redis.call('HDEL', KEYS[2], 'off:' .. t) end
 end
@@ -116,10 +143,11 @@ redis.call('DEL', KEYS[3])
 return {cursor, turnedOff}
 `)
 
-// runStage runs stageScript, loading it when Redis lost it.
-func (b *RedisBus) runStage(ctx context.Context, args []any) ([]any, error) {
-	keys := []string{b.key, b.stateKey(), b.stageKey()}
-	args = append([]any{0, b.stateMax, stateOffReason(b.stateMax)}, args...)
+// runStage runs stageScript on the staging meta hash stage, loading the
+// script when Redis lost it.
+func (b *RedisBus) runStage(ctx context.Context, stage string, args []any) ([]any, error) {
+	keys := []string{b.key, b.stateKey(), stage}
+	args = append([]any{int64(stageTTL / time.Second), b.stateMax, stateOffReason(b.stateMax)}, args...)
 	res, err := stageScript.Run(ctx, b.rdb, keys, args...).Slice()
 	if b.note(err) != nil {
 		return nil, fmt.Errorf("stage the live state: %w", err)
@@ -133,26 +161,31 @@ func (b *RedisBus) LoadState(ctx context.Context, at schema.Position, tables []s
 	if b.stateMax == 0 {
 		return errors.New("load state: live state is disabled (--state-max-rows 0)")
 	}
-	if err := loadState(ctx, redisStager{b}, at, tables, rows); err != nil {
+	s := redisStager{b: b, meta: b.newStageKey()}
+	if err := loadState(ctx, s, at, tables, rows); err != nil {
+		s.discard(tables)
 		return err
 	}
 	logLoadedOff(ctx, b, b.log, tables)
 	return nil
 }
 
-// redisStager stages a LoadState in Redis, next to the live state.
-type redisStager struct{ b *RedisBus }
+// redisStager stages a LoadState in Redis, next to the live state, in
+// the keys of its own staging meta hash.
+type redisStager struct {
+	b    *RedisBus
+	meta string // the staging meta hash
+}
 
 func (s redisStager) stageBegin(ctx context.Context, at schema.Position, tables []string) error {
 	b := s.b
 	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, b.stageKey())
 		fields := []any{"floor", at.String()}
 		for _, t := range tables {
-			p.Del(ctx, rowsKey(b.stageKey(), t))
 			fields = append(fields, "tbl:"+t, "")
 		}
-		p.HSet(ctx, b.stageKey(), fields...)
+		p.HSet(ctx, s.meta, fields...)
+		p.Expire(ctx, s.meta, stageTTL)
 		return nil
 	})
 	if b.note(err) != nil {
@@ -168,7 +201,7 @@ func (s redisStager) stage(ctx context.Context, msgs []*schema.Message) error {
 		for _, m := range chunk {
 			args = appendMessageArgs(args, m)
 		}
-		if _, err := s.b.runStage(ctx, args); err != nil {
+		if _, err := s.b.runStage(ctx, s.meta, args); err != nil {
 			return err
 		}
 	}
@@ -179,7 +212,7 @@ func (s redisStager) replay(ctx context.Context, cursor schema.Position, limit i
 	if err := s.checkGap(ctx, cursor); err != nil {
 		return cursor, 0, err
 	}
-	res, err := s.b.runStage(ctx, []any{"replay", cursor.String(), limit})
+	res, err := s.b.runStage(ctx, s.meta, []any{"replay", cursor.String(), limit})
 	if err != nil {
 		return cursor, 0, err
 	}
@@ -199,8 +232,19 @@ func (s redisStager) swap(ctx context.Context, cursor, at schema.Position, table
 	for _, t := range tables {
 		args = append(args, t)
 	}
-	_, err := s.b.runStage(ctx, args)
+	_, err := s.b.runStage(ctx, s.meta, args)
 	return err
+}
+
+// discard deletes the staging keys of a LoadState that failed.
+func (s redisStager) discard(tables []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.b.timeout)
+	defer cancel()
+	keys := []string{s.meta}
+	for _, t := range tables {
+		keys = append(keys, rowsKey(s.meta, t))
+	}
+	s.b.rdb.Del(ctx, keys...) // best effort: they expire anyway
 }
 
 // checkGap returns ErrStateGap when the stream may lack a change after
@@ -359,20 +403,20 @@ func prefixed(prefix string, names []string) []string {
 	return out
 }
 
-// dropState deletes the live state and any staging (a new epoch: the
-// state belongs to the old database).
+// dropState deletes the live state (a new epoch: the state belongs to
+// the old database). A load staging meanwhile would bring back the old
+// database's rows: capture starts an epoch before it streams, and seeds
+// after.
 func (b *RedisBus) dropState(ctx context.Context) error {
-	var keys []string
-	for _, meta := range []string{b.stateKey(), b.stageKey()} {
-		fields, err := b.rdb.HKeys(ctx, meta).Result()
-		if b.note(err) != nil {
-			return fmt.Errorf("read %s: %w", meta, err)
-		}
-		keys = append(keys, meta)
-		for _, f := range fields {
-			if t, ok := strings.CutPrefix(f, "tbl:"); ok {
-				keys = append(keys, rowsKey(meta, t))
-			}
+	meta := b.stateKey()
+	fields, err := b.rdb.HKeys(ctx, meta).Result()
+	if b.note(err) != nil {
+		return fmt.Errorf("read %s: %w", meta, err)
+	}
+	keys := []string{meta}
+	for _, f := range fields {
+		if t, ok := strings.CutPrefix(f, "tbl:"); ok {
+			keys = append(keys, rowsKey(meta, t))
 		}
 	}
 	if err := b.rdb.Del(ctx, keys...).Err(); b.note(err) != nil {

@@ -536,3 +536,55 @@ func TestStateDisabled(t *testing.T) {
 		}
 	})
 }
+
+// Two loads at once (a rebuild while capture seeds) do not mix: the state
+// ends as one of the snapshots, whole. With Redis, no staging key is
+// left behind and the live rows do not expire.
+func TestStateLoadsAtOnceDoNotMix(t *testing.T) {
+	forEachStateBus(t, 1000, 0, func(t *testing.T, bus stateBus) {
+		ctx := context.Background()
+		snapshot := func(tag string, from int) func(func([]schema.Message) error) error {
+			return func(yield func([]schema.Message) error) error {
+				for i := range 10 {
+					var batch []schema.Message
+					for k := from + 20*i; k < from+20*(i+1); k++ {
+						batch = append(batch, rowMsg(pos(5), "u", fmt.Sprintf("[%d]", k), fmt.Sprintf(`{"s":%q}`, tag), 0))
+					}
+					if err := yield(batch); err != nil {
+						return err
+					}
+					time.Sleep(time.Millisecond)
+				}
+				return nil
+			}
+		}
+		var wg sync.WaitGroup
+		for _, s := range []struct {
+			tag  string
+			from int
+		}{{"a", 0}, {"b", 1000}} {
+			wg.Go(func() {
+				if err := bus.LoadState(ctx, pos(5), []string{testTable}, snapshot(s.tag, s.from)); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		got, _ := readRows(t, bus)
+		tags := map[string]int{}
+		for _, v := range got {
+			tags[v[strings.Index(v, `"s":`):]]++
+		}
+		if len(got) != 200 || len(tags) != 1 {
+			t.Fatalf("state after two loads: %d rows, of snapshots %v; want the 200 rows of one", len(got), tags)
+		}
+		if rb, ok := bus.(*RedisBus); ok {
+			if ttl, err := rb.rdb.TTL(ctx, rowsKey(rb.stateKey(), testTable)).Result(); err != nil || ttl != -1 {
+				t.Errorf("TTL of the live rows = %v, %v; want none (-1)", ttl, err)
+			}
+			if keys, err := rb.rdb.Keys(ctx, "*:state:stage*").Result(); err != nil || len(keys) != 0 {
+				t.Errorf("staging keys left: %v, %v", keys, err)
+			}
+		}
+	})
+}
