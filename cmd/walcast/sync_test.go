@@ -134,7 +134,7 @@ func testSyncUnderLoad(t *testing.T, r *running, dbURL string) {
 		c.mu.Lock()
 		t.Logf("%s: %d rows, %d syncs, %d changes applied, %d skipped as older", c.name, len(got), c.syncs, c.applied, c.skipped)
 		if len(c.violations) > 0 {
-			t.Errorf("%s received rows outside its scope: %v", c.name, c.violations[:min(5, len(c.violations))])
+			t.Errorf("%s received rows outside its scope, or a change before its state_end: %v", c.name, c.violations[:min(5, len(c.violations))])
 		}
 		if c.syncs == 0 {
 			t.Errorf("%s never completed a sync", c.name)
@@ -163,6 +163,7 @@ type syncClient struct {
 	mu         sync.Mutex
 	rows       map[string]syncedRow // by key
 	pending    map[string]syncedRow // state frames of the sync under way
+	connecting bool                 // connected with ?sync=, before its state_end
 	syncs      int
 	applied    int
 	skipped    int
@@ -182,6 +183,9 @@ func (c *syncClient) run(ctx context.Context, resyncs int) {
 			continue
 		}
 		conn.SetReadLimit(16 << 20)
+		c.mu.Lock()
+		c.connecting = true
+		c.mu.Unlock()
 		done := make(chan struct{})
 		go func() { // re-syncs at random moments, as a page may
 			defer close(done)
@@ -256,7 +260,11 @@ func (c *syncClient) handle(b []byte) bool {
 			c.syncs++
 		}
 		c.pending = nil
+		c.connecting = false
 	case schema.TypeGuarantee:
+		if c.connecting {
+			c.violations = append(c.violations, "a change before the sync's state_end: "+f.ID)
+		}
 		c.apply(&f)
 	}
 	return false
