@@ -191,14 +191,24 @@ func publicationNamesOption(name string) string {
 
 // notePrimaryKey records table's primary key columns in keys; a table
 // without one has no live state, which is logged once per Capture.
+// A key column the configuration excludes never leaves walcast, so the
+// key cannot be read from changes: such a table has no state either.
 func (c *Capture) notePrimaryKey(keys map[string][]string, table schema.Table, key []string) {
-	if len(key) > 0 {
+	excluded := slices.IndexFunc(key, func(col string) bool { return !table.Leaves(col) })
+	if len(key) > 0 && excluded < 0 {
 		keys[table.Qualified()] = key
 		return
 	}
-	if w := "no primary key\x00" + table.Qualified(); !c.warned[w] {
-		c.warned[w] = true
-		c.log.Warn("table has no primary key: its rows have no live state and sync reports it unavailable; add a primary key to sync it",
-			"table", table.Qualified())
+	w := "no primary key\x00" + table.Qualified()
+	if c.warned[w] {
+		return
 	}
+	c.warned[w] = true
+	if excluded >= 0 {
+		c.log.Warn("a primary key column of the table is excluded by the config file: its rows have no live state and sync reports it unavailable; stop excluding the column to sync it",
+			"table", table.Qualified(), "column", key[excluded])
+		return
+	}
+	c.log.Warn("table has no primary key: its rows have no live state and sync reports it unavailable; add a primary key to sync it",
+		"table", table.Qualified())
 }
