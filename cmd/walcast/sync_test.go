@@ -116,6 +116,15 @@ func testSyncUnderLoad(t *testing.T, r *running, dbURL string) {
 	}
 
 	want := guaranteeRows(t, dbURL)
+	// The state's metrics count what it holds (the in-process or Redis
+	// bus, whichever this process uses).
+	eventually(t, 30*time.Second, "walcast_state_rows equal to the table's rows", func() bool {
+		v, ok := metric(t, r.addr, `walcast_state_rows{table="public.guarantee"}`)
+		return ok && int(v) == len(want)
+	})
+	if v, ok := metric(t, r.addr, `walcast_state_bytes{table="public.guarantee"}`); len(want) > 0 && (!ok || v <= 0) {
+		t.Errorf("walcast_state_bytes = %v (present %v) with %d rows", v, ok, len(want))
+	}
 	for _, c := range clients {
 		scoped := map[string]string{}
 		for k, row := range want {
