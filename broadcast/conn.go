@@ -109,7 +109,7 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 	defer ping.Stop()
 	buf := make([]entry, 32)
 	wants := func(m *schema.Message) bool {
-		return isMarker(m) || (c.principal.Load().Allows(m) && c.filter.Load().allows(m))
+		return isMarker(m) || frameFor(c.principal.Load(), c.filter.Load(), m) != nil
 	}
 	for {
 		// Deliver what the hub has for us after our cursor, then wait to
@@ -166,6 +166,7 @@ func (s *Server) greet(ctx context.Context, c *client, at schema.Position, since
 // the messages after the last one sent that no resend superseded.
 func (s *Server) deliver(ctx context.Context, c *client, es []entry) error {
 	c.beginBatch()
+	p, f := c.principal.Load(), c.filter.Load()
 	for _, e := range es {
 		m := e.m
 		if isMarker(m) {
@@ -184,7 +185,13 @@ func (s *Server) deliver(ctx context.Context, c *client, es []entry) error {
 		if m.DashboardKey != "" && e.seq < c.dashFloor {
 			continue // superseded by the dashboards sent after a subscribe
 		}
-		if err := c.send(ctx, m.JSON); err != nil {
+		frame := m.JSON
+		if m.Left != nil {
+			if frame = frameFor(p, f, m); frame == nil {
+				continue // the token or subscription changed since
+			}
+		}
+		if err := c.send(ctx, frame); err != nil {
 			return err
 		}
 		c.last, c.sent = m.Pos, m.Pos

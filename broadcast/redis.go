@@ -382,6 +382,7 @@ func fromEntry(x redis.XMessage) (*schema.Message, error) {
 	default: // "1", or a value walcast never writes
 		m.AdminOnly = true
 	}
+	decodeLeft(x.Values, m)
 	return m, nil
 }
 

@@ -42,9 +42,9 @@ import (
 // ARGV[3]: --state-max-rows (0: no state); ARGV[4]: the reason a table
 // over it is off; then per message (appendStride): id, json, type,
 // committee, owner, admin-only, dashboard key, dashboard record, row op,
-// row table, row key, old key, unchanged, data ("" for absent fields).
-// It returns the number of entries stored, then the tables the limit
-// turned off.
+// row table, row key, old key, unchanged, data, left scope, left json
+// ("" for absent fields). It returns the number of entries stored, then
+// the tables the limit turned off.
 // The entry's field names come from the Go constants (see luaFields), so
 // that the writer here and the reader in fromEntry cannot disagree.
 var appendScript = redis.NewScript(luaFields() + stateLua + `
@@ -64,7 +64,7 @@ local floor = redis.call('HGET', KEYS[4], 'floor') or ''
 local dashes = 0
 if maxlen > 0 then dashes = math.min(redis.call('LLEN', KEYS[3]), 4 * maxlen) end
 local stored = 0
-for i = 5, #ARGV, 14 do
+for i = 5, #ARGV, 16 do
   local f = {F.json, ARGV[i+1], F.type, ARGV[i+2]}
   if ARGV[i+3] ~= '' then f[#f+1] = F.committee; f[#f+1] = ARGV[i+3] end
   if ARGV[i+4] ~= '' then f[#f+1] = F.owner; f[#f+1] = ARGV[i+4] end
@@ -75,6 +75,9 @@ for i = 5, #ARGV, 14 do
     if ARGV[i+10] ~= '' then f[#f+1] = F.rowkey; f[#f+1] = ARGV[i+10] end
     if ARGV[i+11] ~= '' then f[#f+1] = F.rowold; f[#f+1] = ARGV[i+11] end
     if ARGV[i+12] ~= '' then f[#f+1] = F.rowunch; f[#f+1] = ARGV[i+12] end
+  end
+  if ARGV[i+14] ~= '' then
+    f[#f+1] = F.leftscope; f[#f+1] = ARGV[i+14]; f[#f+1] = F.leftjson; f[#f+1] = ARGV[i+15]
   end
   local r
   if maxlen > 0 then
@@ -118,15 +121,15 @@ return out
 
 // appendStride is how many ARGV entries each message takes in the append
 // script (see messageArgs).
-const appendStride = 14
+const appendStride = 16
 
 // luaFields declares the stream entry's field names for a Lua script as
 // the table F, from the constants Go reads entries with.
 func luaFields() string {
 	return fmt.Sprintf("local F = {json = %q, type = %q, committee = %q, owner = %q, admin = %q, dashboard = %q, "+
-		"rowop = %q, rowtable = %q, rowkey = %q, rowold = %q, rowunch = %q}\n",
+		"rowop = %q, rowtable = %q, rowkey = %q, rowold = %q, rowunch = %q, leftscope = %q, leftjson = %q}\n",
 		fieldJSON, fieldType, fieldCommittee, fieldOwner, fieldAdminOnly, fieldDashboard,
-		fieldRowOp, fieldRowTable, fieldRowKey, fieldRowOldKey, fieldRowUnchanged)
+		fieldRowOp, fieldRowTable, fieldRowKey, fieldRowOldKey, fieldRowUnchanged, fieldLeftScope, fieldLeftJSON)
 }
 
 // appendChunk is how many messages one script call carries: large enough
@@ -224,5 +227,7 @@ func appendMessageArgs(args []any, m *schema.Message) []any {
 		op, table, key, old, data = rowOpCode(r.Op), r.Table, r.Key, r.OldKey, r.Data
 		unch = luaNames(r.Unchanged)
 	}
-	return append(args, op, table, key, old, unch, data)
+	args = append(args, op, table, key, old, unch, data)
+	scope, leftJSON := encodeLeft(m)
+	return append(args, scope, leftJSON)
 }

@@ -104,7 +104,7 @@ end
 local floor = redis.call('HGET', KEYS[3], 'floor') or ''
 if ARGV[4] ~= 'replay' and ARGV[4] ~= 'swap' then
   -- The snapshot's rows are at the floor.
-  for i = 4, #ARGV, 14 do
+  for i = 4, #ARGV, 16 do
     keep(KEYS[3], '', maxrows, ARGV[3], {id = ARGV[i], typ = ARGV[i+2], c = ARGV[i+3], u = ARGV[i+4],
       a = ARGV[i+5], op = ARGV[i+8], tbl = ARGV[i+9], key = ARGV[i+10], old = ARGV[i+11],
       unch = ARGV[i+12], data = ARGV[i+13]})

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/walcast/walcast/internal/testenv"
 	"github.com/walcast/walcast/schema"
 )
 
@@ -184,5 +185,76 @@ func TestSyncsShareReads(t *testing.T) {
 	}
 	if r, err := reads.get(ctx, pos(2)); err != nil || r.pos != pos(2) || len(r.rows) != 2 {
 		t.Fatalf("a read for a connection at 2-0: %+v, %v", r, err)
+	}
+}
+
+// movedRow is an update of row [7] from committee 3 to committee 2 (owner
+// 12 both times), as the router makes it.
+func movedRow(p schema.Position) schema.Message {
+	m := rowMsg(p, "u", "[7]", `{"id":7,"committee_id":2,"user_id":12}`, 2)
+	m.Owner, m.HasOwner = 12, true
+	m.Left = &schema.Scope{Committee: 3, HasCommittee: true, Owner: 12, HasOwner: true}
+	m.LeftJSON = fmt.Appendf(nil, `{"id":"%s","type":"guarantee_update","action":"deleted","table":"public.g","key":"[7]","data":{"id":7,"committee_id":3,"user_id":12},"left":true}`, p)
+	return m
+}
+
+// A row moved to another committee reaches the new committee as the
+// update, and the old one as its removal ("left"); an admin and the
+// owner, who see both, get the update; others get nothing.
+func TestMovedRowLeavesItsOldScope(t *testing.T) {
+	s := newTestServer(t, 100)
+	tokens := map[string]string{
+		"old committee": mint(t, 20, "user", 3), "new committee": mint(t, 21, "user", 2),
+		"admin": mint(t, 1, "admin"), "owner": mint(t, 12, "user"), "other": mint(t, 22, "user", 1),
+	}
+	conns := map[string]*wsc{}
+	for name, tok := range tokens {
+		conns[name] = connect(t, s, tok, "")
+	}
+	if err := s.bus.Append(context.Background(), []schema.Message{movedRow(pos(50))}); err != nil {
+		t.Fatal(err)
+	}
+	marker := s.publish(t, schema.TypeGuarantee, 0, 0) // election-wide: everyone
+	for name, c := range conns {
+		f := c.read()
+		switch name {
+		case "old committee":
+			if f["action"] != "deleted" || f["left"] != true || f["key"] != "[7]" {
+				t.Errorf("%s got %v, want the row's removal", name, f)
+			}
+		case "other":
+			if f["id"] != marker.String() {
+				t.Errorf("%s got %v, want nothing of the row", name, f)
+			}
+			continue
+		default:
+			if f["action"] != "updated" {
+				t.Errorf("%s got %v, want the update", name, f)
+			}
+		}
+		if f := c.read(); f["id"] != marker.String() {
+			t.Errorf("%s: then %v", name, f)
+		}
+	}
+	// A resume from history picks the same frames.
+	old := connect(t, s, tokens["old committee"], "since=0-0")
+	if f := old.read(); f["left"] != true {
+		t.Errorf("replay to the old committee: %v, want the removal", f)
+	}
+}
+
+// The Redis stream keeps what a moved row's old scope receives.
+func TestRedisKeepsTheScopeARowLeft(t *testing.T) {
+	bus := newTestRedisBus(t, testenv.StartRedis(t).URL(), 100)
+	want := movedRow(pos(50))
+	if err := bus.Append(context.Background(), []schema.Message{want}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := bus.Since(context.Background(), schema.Position{}, 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Since: %v, %v", got, err)
+	}
+	if got[0].Left == nil || *got[0].Left != *want.Left || string(got[0].LeftJSON) != string(want.LeftJSON) {
+		t.Fatalf("read back Left %+v %s, want %+v %s", got[0].Left, got[0].LeftJSON, want.Left, want.LeftJSON)
 	}
 }

@@ -375,7 +375,47 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 		ref.Data = b[dataStart:dataEnd:dataEnd]
 	}
 	m.Row = ref
+	r.noteLeft(&m, tx, ch, t, ref)
 	return m, true
+}
+
+// noteLeft sets m.Left and m.LeftJSON when ch, an UPDATE whose old row is
+// whole (REPLICA IDENTITY FULL), moved the row to another scope: the
+// connections that saw it before and may not see it now are told it left
+// (a "deleted" frame of the old row with "left":true).
+func (r *Router) noteLeft(m *Message, tx *Tx, ch *Change, t *Table, ref *RowRef) {
+	if ch.Op != Update || !ch.OldFull {
+		return
+	}
+	var old Message
+	old.scope(ch, ch.Old, t)
+	if old.scopeOf() == m.scopeOf() {
+		return
+	}
+	left := old.scopeOf()
+	m.Left = &left
+	b := make([]byte, 0, 192+rowSize(ch.Old))
+	b = append(b, `{"id":"`...)
+	b = ch.Pos.Append(b)
+	b = append(b, `","type":`...)
+	b = jsonx.AppendString(b, m.Type)
+	b = append(b, `,"action":"deleted","table":`...)
+	b = jsonx.AppendString(b, ch.Schema+"."+ch.Table)
+	if ref != nil && ref.Key != "" {
+		key := ref.Key
+		if ref.OldKey != "" {
+			key = ref.OldKey
+		}
+		b = append(b, `,"key":`...)
+		b = jsonx.AppendString(b, key)
+	}
+	b = append(b, `,"data":`...)
+	b = appendData(b, t, Delete, ch.Old)
+	b = append(b, `,"left":true,"version":"`...)
+	b = strconv.AppendUint(b, ch.Pos.LSN, 10)
+	b = append(b, `","timestamp":"`...)
+	b = append(b, tx.commitTimeText...)
+	m.LeftJSON = append(b, `"}`...)
 }
 
 // rowRef returns what ch does to the live state of its table, whose

@@ -93,3 +93,31 @@ func FuzzMergeUnchanged(f *testing.F) {
 		}
 	})
 }
+
+// An UPDATE that moves its row to another committee or owner (the old row
+// whole, REPLICA IDENTITY FULL) carries the old scope and the frame the
+// connections it left receive; one that keeps the scope, or whose old row
+// is not whole, carries none.
+func TestRouteRowLeavingItsScope(t *testing.T) {
+	r := NewRouter(mustTables(t, "guarantee"))
+	r.SetKeys(map[string][]string{"public.guarantee": {"id"}})
+	tx := &Tx{CommitLSN: 42, CommitTime: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	row := func(committee, user string) Row { return Row{col("id", "7"), col("committee_id", committee), col("user_id", user)} }
+	moved := Change{Schema: "public", Table: "guarantee", Op: Update, Pos: Position{42, 1}, New: row("2", "12"), Old: row("3", "12"), OldFull: true}
+	m, _ := r.Route(tx, &moved)
+	if m.Left == nil || *m.Left != (Scope{Committee: 3, HasCommittee: true, Owner: 12, HasOwner: true}) {
+		t.Fatalf("Left = %+v, want committee 3, owner 12", m.Left)
+	}
+	want := `{"id":"42-1","type":"guarantee_update","action":"deleted","table":"public.guarantee","key":"[7]","data":{"id":7,"committee_id":3,"user_id":12},"left":true,"version":"42","timestamp":"2026-11-25T12:00:00.000000Z"}`
+	if string(m.LeftJSON) != want {
+		t.Errorf("LeftJSON:\n got %s\nwant %s", m.LeftJSON, want)
+	}
+	for name, ch := range map[string]Change{
+		"same scope":   {Schema: "public", Table: "guarantee", Op: Update, New: row("3", "12"), Old: row("3", "12"), OldFull: true},
+		"key identity": {Schema: "public", Table: "guarantee", Op: Update, New: row("2", "12"), Old: Row{col("id", "7")}},
+	} {
+		if m, _ := r.Route(tx, &ch); m.Left != nil || m.LeftJSON != nil {
+			t.Errorf("%s: Left = %+v", name, m.Left)
+		}
+	}
+}

@@ -419,8 +419,7 @@ func viewDiff(got, want map[string]string) string {
 
 // changeWriters insert, update and delete guarantee rows across the three
 // committees and users 10 to 12, each change its own transaction, until
-// halted. A row keeps its committee and owner (see docs/protocol.md: a
-// row moved out of a client's scope is not withdrawn from it).
+// halted; some updates move a row to another committee and owner.
 type changeWriters struct {
 	inserts, updates, deletes atomic.Int64
 	dbURL                     string
@@ -469,9 +468,13 @@ func (w *changeWriters) change(conn *pgx.Conn, tag string) error {
 		_, err = conn.Exec(ctx, `INSERT INTO guarantee (committee_id, user_id, elector_name, status) VALUES ($1, $2, $3, $4)`,
 			1+rand.IntN(3), 10+rand.IntN(3), tag, statuses[rand.IntN(3)])
 		w.inserts.Add(1)
-	case r < 8:
+	case r < 7:
 		_, err = conn.Exec(ctx, `UPDATE guarantee SET notes = $1, status = $2, updated_at = now()
 			WHERE id = (SELECT id FROM guarantee ORDER BY random() LIMIT 1)`, tag, statuses[rand.IntN(3)])
+		w.updates.Add(1)
+	case r < 8: // moves the row to another committee and owner
+		_, err = conn.Exec(ctx, `UPDATE guarantee SET notes = $1, committee_id = $2, user_id = $3
+			WHERE id = (SELECT id FROM guarantee ORDER BY random() LIMIT 1)`, tag, 1+rand.IntN(3), 10+rand.IntN(3))
 		w.updates.Add(1)
 	default:
 		_, err = conn.Exec(ctx, `DELETE FROM guarantee WHERE id = (SELECT id FROM guarantee ORDER BY random() LIMIT 1)`)
