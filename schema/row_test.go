@@ -102,7 +102,9 @@ func TestRouteRowLeavingItsScope(t *testing.T) {
 	r := NewRouter(mustTables(t, "guarantee"))
 	r.SetKeys(map[string][]string{"public.guarantee": {"id"}})
 	tx := &Tx{CommitLSN: 42, CommitTime: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
-	row := func(committee, user string) Row { return Row{col("id", "7"), col("committee_id", committee), col("user_id", user)} }
+	row := func(committee, user string) Row {
+		return Row{col("id", "7"), col("committee_id", committee), col("user_id", user)}
+	}
 	moved := Change{Schema: "public", Table: "guarantee", Op: Update, Pos: Position{42, 1}, New: row("2", "12"), Old: row("3", "12"), OldFull: true}
 	m, _ := r.Route(tx, &moved)
 	if m.Left == nil || *m.Left != (Scope{Committee: 3, HasCommittee: true, Owner: 12, HasOwner: true}) {
