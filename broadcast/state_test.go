@@ -41,6 +41,21 @@ func forEachStateBus(t *testing.T, history, maxRows int, test func(t *testing.T,
 	})
 }
 
+// forEachStateBusAndCluster is forEachStateBus, then a Redis Cluster (not
+// with -short: a cluster takes seconds to start): the scripts touch keys
+// they derive from the stream key, which must all live in its slot.
+func forEachStateBusAndCluster(t *testing.T, history, maxRows int, test func(t *testing.T, bus stateBus)) {
+	forEachStateBus(t, history, maxRows, test)
+	t.Run("cluster", func(t *testing.T) {
+		bus, err := NewRedisBus(RedisConfig{URL: testenv.StartRedisCluster(t).URL(), History: history, Logger: discard(), StateMaxRows: maxRows})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { bus.Close() })
+		test(t, bus)
+	})
+}
+
 const testTable = "public.g"
 
 // rowMsg returns a change of testTable as the router builds it: op is
@@ -97,7 +112,7 @@ func pos(l uint64) schema.Position { return schema.Position{LSN: l} }
 // the state is loaded are not applied by Append, and a change older
 // than a row's version never overwrites it.
 func TestStateFollowsAppends(t *testing.T) {
-	forEachStateBus(t, 1000, 0, func(t *testing.T, bus stateBus) {
+	forEachStateBusAndCluster(t, 1000, 0, func(t *testing.T, bus stateBus) {
 		ctx := context.Background()
 		must := func(err error) {
 			t.Helper()
@@ -219,7 +234,7 @@ func TestStateLoadReplaysAfterFloor(t *testing.T) {
 // whenever the snapshot was taken: right after it returns, with the
 // writer stopped, the state equals the table.
 func TestStateLoadWhileAppending(t *testing.T) {
-	forEachStateBus(t, 100000, 0, func(t *testing.T, bus stateBus) {
+	forEachStateBusAndCluster(t, 100000, 0, func(t *testing.T, bus stateBus) {
 		ctx := context.Background()
 		w := newChangeWriter(2000)
 		for round := range 4 {
@@ -397,7 +412,7 @@ func TestStateLimitTurnsTableOff(t *testing.T) {
 
 // A new epoch deletes the state: it describes the old database.
 func TestStateDroppedByNewEpoch(t *testing.T) {
-	forEachStateBus(t, 1000, 0, func(t *testing.T, bus stateBus) {
+	forEachStateBusAndCluster(t, 1000, 0, func(t *testing.T, bus stateBus) {
 		ctx := context.Background()
 		if err := bus.LoadState(ctx, schema.Position{}, []string{testTable}, noRows); err != nil {
 			t.Fatal(err)
@@ -541,7 +556,7 @@ func TestStateDisabled(t *testing.T) {
 // ends as one of the snapshots, whole. With Redis, no staging key is
 // left behind and the live rows do not expire.
 func TestStateLoadsAtOnceDoNotMix(t *testing.T) {
-	forEachStateBus(t, 1000, 0, func(t *testing.T, bus stateBus) {
+	forEachStateBusAndCluster(t, 1000, 0, func(t *testing.T, bus stateBus) {
 		ctx := context.Background()
 		snapshot := func(tag string, from int) func(func([]schema.Message) error) error {
 			return func(yield func([]schema.Message) error) error {
