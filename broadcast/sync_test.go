@@ -114,6 +114,10 @@ func TestSyncAtConnect(t *testing.T) {
 	if rows, end := c.readSync(); rowKeys(rows) != "[1] [3] [4]" || end["position"] != "7-0" {
 		t.Fatalf("sync at connect: %v %v", rows, end)
 	}
+	admin := connect(t, s, mint(t, 1, "admin"), "sync=all&committees=2")
+	if rows, _ := admin.readSync(); rowKeys(rows) != "[3] [4] [5]" {
+		t.Errorf("sync=all&committees=2 for an admin: %s, want [3] [4] [5]", rowKeys(rows))
+	}
 	if _, err := dialWS(t, s.url, mint(t, 12, "user", 1), "sync=nope"); err == nil || !strings.Contains(err.Error(), "400") {
 		t.Errorf("sync=nope: %v, want HTTP 400", err)
 	}
