@@ -224,7 +224,7 @@ func appendMessageArgs(args []any, m *schema.Message) []any {
 	args = append(args, m.Pos.String(), m.JSON, m.Type, committee, owner, admin, dash, record)
 	op, table, key, old, unch, data := "", "", "", "", "", []byte(nil)
 	if r := m.Row; r != nil {
-		op, table, key, old, data = rowOpCode(r.Op), r.Table, r.Key, r.OldKey, r.Data
+		op, table, key, old, data = rowOpCode(r), r.Table, r.Key, r.OldKey, r.Data
 		unch = luaNames(r.Unchanged)
 	}
 	args = append(args, op, table, key, old, unch, data)

@@ -46,10 +46,14 @@ const stageTTL = time.Hour
 
 func rowsKey(meta, table string) string { return meta + ":rows:" + table }
 
-// rowOpCode is how the scripts name a RowOp.
-func rowOpCode(op schema.RowOp) string {
-	switch op {
+// rowOpCode is how the scripts name what r does: "U" is an upsert of an
+// oversized row (see stateLua).
+func rowOpCode(r *schema.RowRef) string {
+	switch r.Op {
 	case schema.RowUpsert:
+		if r.Oversized {
+			return "U"
+		}
 		return "u"
 	case schema.RowDelete:
 		return "d"
@@ -374,7 +378,8 @@ func (b *RedisBus) scanRows(ctx context.Context, table, typ string, n int, fn fu
 }
 
 // decodeStateRecord reads a row record the scripts wrote: version,
-// committee, owner, admin-only and data, one a line.
+// committee, owner, flags ("1" admin-only, "o" oversized) and data, one a
+// line.
 func decodeStateRecord(table, typ, key, rec string) (StateRow, error) {
 	parts := strings.SplitN(rec, "\n", 5)
 	row := StateRow{Table: table, Key: key, Type: typ}
@@ -389,7 +394,9 @@ func decodeStateRecord(table, typ, key, rec string) (StateRow, error) {
 	var badC, badO bool
 	row.Committee, row.HasCommittee, badC = entryID(parts[1])
 	row.Owner, row.HasOwner, badO = entryID(parts[2])
-	row.AdminOnly = parts[3] != "" || badC || badO
+	// Any flag but "o" reads as admin-only: fail closed.
+	row.Oversized = strings.Contains(parts[3], "o")
+	row.AdminOnly = strings.Trim(parts[3], "o") != "" || badC || badO
 	row.Data = []byte(parts[4])
 	return row, nil
 }

@@ -8,13 +8,14 @@ package broadcast
 //
 // A state lives in a hash (meta) and one hash of rows per table (meta ..
 // ':rows:' .. table, field: the key, value: the row record, see
-// stateRecord). meta holds 'floor', 'ready', and per table 'tbl:<t>' (the
+// decodeStateRecord). meta holds 'floor', 'ready', and per table 'tbl:<t>' (the
 // table holds state; its message type, ” before the first row),
 // 'off:<t>' (why it holds none) and 'bytes:<t>'. Only tables that
 // LoadState registered hold state.
 //
 // keep takes a change as the table m: id, typ, c (committee), u (owner),
-// a (admin-only), op ('u' upsert, 'd' delete, 'c' clear), tbl, key, old
+// a (admin-only), op ('u' upsert, 'U' upsert of an oversized row, 'd'
+// delete, 'c' clear), tbl, key, old
 // (the key before an update that changed it), unch (unchanged columns,
 // as JSON strings separated by newlines), data.
 const stateLua = `
@@ -150,7 +151,9 @@ local function keep(meta, floor, maxrows, reason, m)
     if prev and m.unch ~= '' then
       data = merge(string.match(prev, '^[^\n]*\n[^\n]*\n[^\n]*\n[^\n]*\n(.*)$'), data, m.unch)
     end
-    local rec = m.id .. '\n' .. m.c .. '\n' .. m.u .. '\n' .. m.a .. '\n' .. data
+    local flags = m.a
+    if m.op == 'U' then flags = flags .. 'o' end
+    local rec = m.id .. '\n' .. m.c .. '\n' .. m.u .. '\n' .. flags .. '\n' .. data
     redis.call('HSET', rows, m.key, rec)
     delta = #m.key + #rec
     if prev then delta = delta - #m.key - #prev end
@@ -191,7 +194,7 @@ local function entryChange(e)
   local m = {id = e[1], typ = f[F.type] or '', c = f[F.committee] or '', u = f[F.owner] or '',
     a = f[F.admin] or '', op = f[F.rowop] or '', tbl = f[F.rowtable] or '', key = f[F.rowkey] or '',
     old = f[F.rowold] or '', unch = f[F.rowunch] or '', data = ''}
-  if m.op == 'u' then
+  if m.op == 'u' or m.op == 'U' then
     local s, e2 = member(f[F.json] or '', '"data"')
     if not s then m.op = '' else m.data = string.sub(f[F.json], s, e2 - 1) end
   end

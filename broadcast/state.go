@@ -49,6 +49,9 @@ type StateRow struct {
 	AdminOnly    bool
 
 	Data []byte // the frame's "data" JSON of the row's latest change
+	// Oversized: the row was too large to send whole; Data holds its key
+	// and routing columns only (a sync marks it, for clients to refetch).
+	Oversized bool
 }
 
 // StateStatus is what the state holds.

@@ -95,7 +95,7 @@ func (s *stateSet) put(m *schema.Message) (turnedOff string) {
 		}
 		row := &StateRow{Table: r.Table, Key: r.Key, Type: m.Type, Version: m.Pos,
 			Committee: m.Committee, HasCommittee: m.HasCommittee, Owner: m.Owner, HasOwner: m.HasOwner,
-			AdminOnly: m.AdminOnly, Data: r.Data}
+			AdminOnly: m.AdminOnly, Data: r.Data, Oversized: r.Oversized}
 		if prev != nil {
 			row.Data = schema.MergeUnchanged(prev.Data, r.Data, r.Unchanged)
 			t.bytes -= rowBytes(prev)

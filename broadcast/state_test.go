@@ -603,3 +603,46 @@ func TestStateLoadsAtOnceDoNotMix(t *testing.T) {
 		}
 	})
 }
+
+// A row too large to send whole is kept as sent (key and routing columns)
+// and marked, so that a sync tells clients to refetch it; its next change
+// of normal size clears the mark.
+func TestStateMarksOversizedRows(t *testing.T) {
+	forEachStateBus(t, 100, 0, func(t *testing.T, bus stateBus) {
+		ctx := context.Background()
+		if err := bus.LoadState(ctx, schema.Position{}, []string{testTable}, noRows); err != nil {
+			t.Fatal(err)
+		}
+		big := rowMsg(pos(1), "u", "[1]", `{"id":1}`, 3)
+		big.Row.Oversized = true
+		if err := bus.Append(ctx, []schema.Message{big}); err != nil {
+			t.Fatal(err)
+		}
+		read := func() StateRow {
+			var rows []StateRow
+			if _, err := bus.ReadState(ctx, nil, 10, func(b []StateRow) error { rows = append(rows, b...); return nil }); err != nil || len(rows) != 1 {
+				t.Fatalf("ReadState: %v, %v", rows, err)
+			}
+			return rows[0]
+		}
+		if r := read(); !r.Oversized || r.AdminOnly || !r.HasCommittee {
+			t.Fatalf("oversized row read back as %+v", r)
+		}
+		// Rebuilt from the stream, it is still marked.
+		if err := bus.LoadState(ctx, schema.Position{}, []string{testTable}, noRows); err != nil {
+			t.Fatal(err)
+		}
+		if r := read(); !r.Oversized || string(r.Data) != `{"id":1}` {
+			t.Fatalf("oversized row replayed from the stream: %+v", r)
+		}
+		if frame := string(encodeStateRow(&StateRow{Key: "[1]", Data: []byte(`{"id":1}`), Oversized: true})); !strings.Contains(frame, `"oversized":true`) {
+			t.Errorf("state frame row %s does not say oversized", frame)
+		}
+		if err := bus.Append(ctx, []schema.Message{rowMsg(pos(2), "u", "[1]", `{"id":1,"notes":"x"}`, 3)}); err != nil {
+			t.Fatal(err)
+		}
+		if r := read(); r.Oversized {
+			t.Fatalf("a normal change left the mark: %+v", r)
+		}
+	})
+}

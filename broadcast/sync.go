@@ -225,6 +225,9 @@ func encodeStateRow(r *StateRow) []byte {
 	b = r.Version.Append(b)
 	b = append(b, `","data":`...)
 	b = append(b, r.Data...)
+	if r.Oversized {
+		b = append(b, `,"oversized":true`...)
+	}
 	return append(b, '}')
 }
 

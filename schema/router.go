@@ -426,7 +426,7 @@ func (r *Router) rowRef(table string, ch *Change, row Row) *RowRef {
 	if len(key) == 0 {
 		return nil
 	}
-	ref := &RowRef{Table: table, Op: RowUpsert, Unchanged: ch.Unchanged}
+	ref := &RowRef{Table: table, Op: RowUpsert, Unchanged: ch.Unchanged, Oversized: ch.Oversized}
 	switch ch.Op {
 	case Truncate:
 		ref.Op = RowClear

@@ -46,6 +46,9 @@ type RowRef struct {
 	// OldKey is, for an update that changed the primary key, the key the
 	// row had before (the frame's "old_key"): that row is gone.
 	OldKey string
+	// Oversized: the row was too large to send whole (the frame's
+	// "oversized"); Data holds its key and routing columns only.
+	Oversized bool
 }
 
 // WrapMembers are the members of a voting_update's data that hold the
