@@ -40,6 +40,7 @@ type trackedRel struct {
 	table   schema.Table
 	quoted  string   // its name now, quoted for SQL (differs from table's once renamed)
 	routing []string // of the table's routing columns, those it has
+	key     []string // the primary key's columns, kept in an oversized row
 }
 
 // prepare runs walcast check's checks on the setup connection (see
@@ -79,6 +80,7 @@ func (c *Capture) prepare(ctx context.Context, conn *pgx.Conn) (map[uint32]track
 		if err != nil {
 			return nil, fmt.Errorf("look up table %s: %w", t.Qualified(), err)
 		}
+		tr.key = key
 		rels[oid] = tr
 		quoted[i] = tr.quoted
 		c.notePrimaryKey(keys, tr.table, key)

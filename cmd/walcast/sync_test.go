@@ -503,3 +503,21 @@ func (w *changeWriters) halt() {
 	w.stop()
 	w.wg.Wait()
 }
+
+// An oversized row keeps its primary key's columns, whatever their names,
+// under REPLICA IDENTITY FULL (which flags every column as key): the live
+// state can place it, and its frame says which row it is.
+func TestOversizedRowKeepsItsPrimaryKey(t *testing.T) {
+	pg := electionDB(t)
+	pg.Exec(t, `CREATE TABLE codes (code text PRIMARY KEY, committee_id bigint, user_id bigint, notes text);
+		ALTER TABLE codes REPLICA IDENTITY FULL`)
+	app := startApp(t, testConfig(t, pg.URL(), "--tables", "guarantee,public.codes=guarantee"))
+	app.waitStreaming(t)
+	c := dial(t, app.addr, token(t, 1, "admin"), "")
+	pg.Exec(t, `INSERT INTO codes VALUES ('c1', 2, 7, repeat('x', 2*1024*1024))`)
+	m := c.change(t)
+	data, _ := json.Marshal(m["data"])
+	if m["oversized"] != true || m["key"] != `["c1"]` || string(data) != `{"code":"c1","committee_id":2,"user_id":7}` {
+		t.Fatalf("oversized row of a table keyed by code: key %v, data %s", m["key"], data)
+	}
+}
