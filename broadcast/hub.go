@@ -132,16 +132,8 @@ func (h *Hub) wakeFor(msgs []*schema.Message) {
 		if all {
 			break
 		}
-		if l := m.Left; l != nil { // the row left these: they are told
-			if l.HasCommittee {
-				wake = h.collect(wake, h.byCommittee[l.Committee])
-			}
-			if l.HasOwner {
-				wake = h.collect(wake, h.byOwner[l.Owner])
-			}
-			if !l.HasCommittee && !l.HasOwner && !l.AdminOnly {
-				all = true // it was election-wide
-			}
+		if m.Left != nil { // the row left these: they are told
+			wake, all = h.collectLeft(wake, m.Left)
 		}
 		if isMarker(m) || (!m.HasCommittee && !m.HasOwner && !m.AdminOnly) {
 			all = true // election-wide: everyone may receive it

@@ -72,3 +72,16 @@ func decodeLeft(values map[string]any, m *schema.Message) {
 	l.AdminOnly = parts[2] != "" || badC || badO
 	m.Left, m.LeftJSON = &l, []byte(frame)
 }
+
+// collectLeft adds to wake the clients of the scope l a row left; all is
+// true when that scope was election-wide (everyone is woken). h.mu is
+// held.
+func (h *Hub) collectLeft(wake []*client, l *schema.Scope) (_ []*client, all bool) {
+	if l.HasCommittee {
+		wake = h.collect(wake, h.byCommittee[l.Committee])
+	}
+	if l.HasOwner {
+		wake = h.collect(wake, h.byOwner[l.Owner])
+	}
+	return wake, !l.HasCommittee && !l.HasOwner && !l.AdminOnly
+}
