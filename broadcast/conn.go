@@ -71,6 +71,10 @@ type client struct {
 	authLimit     rateBucket // auth frames; reader only
 	// resumes limits the resume frames the client sends (reader only).
 	resumes rateBucket
+	// syncReq hands sync requests to the writer (see sync.go); syncs
+	// limits the sync frames the client sends (reader only).
+	syncReq chan *filter
+	syncs   rateBucket
 }
 
 // run drives the connection until it ends, returning why.
@@ -105,7 +109,7 @@ func (s *Server) write(ctx context.Context, c *client, at schema.Position, since
 	defer ping.Stop()
 	buf := make([]entry, 32)
 	wants := func(m *schema.Message) bool {
-		return isMarker(m) || (c.principal.Load().Allows(m) && c.filter.Load().allows(m))
+		return isMarker(m) || frameFor(c.principal.Load(), c.filter.Load(), m) != nil
 	}
 	for {
 		// Deliver what the hub has for us after our cursor, then wait to
@@ -150,6 +154,11 @@ func (s *Server) greet(ctx context.Context, c *client, at schema.Position, since
 		return err
 	}
 	c.dash = nil
+	select {
+	case nf := <-c.syncReq: // ?sync= at connect
+		return s.sync(ctx, c, nf)
+	default:
+	}
 	return nil
 }
 
@@ -157,6 +166,7 @@ func (s *Server) greet(ctx context.Context, c *client, at schema.Position, since
 // the messages after the last one sent that no resend superseded.
 func (s *Server) deliver(ctx context.Context, c *client, es []entry) error {
 	c.beginBatch()
+	p, f := c.principal.Load(), c.filter.Load()
 	for _, e := range es {
 		m := e.m
 		if isMarker(m) {
@@ -175,7 +185,13 @@ func (s *Server) deliver(ctx context.Context, c *client, es []entry) error {
 		if m.DashboardKey != "" && e.seq < c.dashFloor {
 			continue // superseded by the dashboards sent after a subscribe
 		}
-		if err := c.send(ctx, m.JSON); err != nil {
+		frame := m.JSON
+		if m.Left != nil {
+			if frame = frameFor(p, f, m); frame == nil {
+				continue // the token or subscription changed since
+			}
+		}
+		if err := c.send(ctx, frame); err != nil {
 			return err
 		}
 		c.last, c.sent = m.Pos, m.Pos
@@ -204,6 +220,8 @@ func (s *Server) await(ctx context.Context, c *client, expiry *time.Timer, ping 
 		expiry.Reset(time.Until(a.p.Expires))
 	case pos := <-c.resume:
 		return s.replay(ctx, c, pos)
+	case nf := <-c.syncReq:
+		return s.sync(ctx, c, nf)
 	case ev := <-c.ev.events:
 		return s.sendEvent(ctx, c, ev)
 	case <-c.dashResend:
@@ -310,6 +328,8 @@ func (s *Server) read(ctx context.Context, c *client) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
+		case "sync":
+			err = s.requestSync(ctx, c, f)
 		case "auth":
 			err = s.reauth(ctx, c, f.Token)
 		case "presence":

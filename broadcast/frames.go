@@ -64,6 +64,12 @@ func parseFrame(b []byte, custom map[string]bool) (clientFrame, error) {
 				return f, &frameError{"bad_subscribe", fmt.Sprintf("unknown message type %q", t)}
 			}
 		}
+	case "sync":
+		for _, t := range f.Types {
+			if !knownTypes[t] && !custom[t] {
+				return f, &frameError{"bad_sync", fmt.Sprintf("unknown message type %q", t)}
+			}
+		}
 	case "resume":
 		if _, err := schema.ParsePosition(f.Since); err != nil {
 			return f, &frameError{"bad_position", fmt.Sprintf("since %q is not a message id", f.Since)}

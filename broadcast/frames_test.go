@@ -21,6 +21,10 @@ func TestParseClientFrame(t *testing.T) {
 		{`not json`, "bad_frame"},
 		{`{"type":"ping"} {"type":"ping"}`, "bad_frame"},
 		{`{"type":"subscribe","committees":["3"]}`, "bad_frame"},
+		{`{"type":"sync"}`, ""},
+		{`{"type":"sync","types":["guarantee_update"],"committees":[3]}`, ""},
+		{`{"type":"sync","types":["nope"]}`, "bad_sync"},
+		{`{"type":"sync","committees":"all"}`, "bad_frame"},
 	}
 	for _, c := range cases {
 		_, err := parseClientFrame([]byte(c.in))
@@ -39,7 +43,8 @@ func TestParseClientFrame(t *testing.T) {
 // FuzzClientFrame: any bytes give a frame or a frameError, and the error
 // frame sent back is valid JSON.
 func FuzzClientFrame(f *testing.F) {
-	for _, s := range []string{`{"type":"ping"}`, `{"type":"subscribe","types":["voting_update"],"committees":[1,2]}`, `{"type":"resume","since":"1-2"}`, `{"type":"auth","token":"a"}`} {
+	for _, s := range []string{`{"type":"ping"}`, `{"type":"subscribe","types":["voting_update"],"committees":[1,2]}`, `{"type":"resume","since":"1-2"}`, `{"type":"auth","token":"a"}`,
+		`{"type":"sync"}`, `{"type":"sync","types":["guarantee_update","attendance_update"],"committees":[3,-1]}`, `{"type":"sync","types":[]}`} {
 		f.Add([]byte(s))
 	}
 	users := []*Principal{

@@ -132,6 +132,9 @@ func (h *Hub) wakeFor(msgs []*schema.Message) {
 		if all {
 			break
 		}
+		if m.Left != nil { // the row left these: they are told
+			wake, all = h.collectLeft(wake, m.Left)
+		}
 		if isMarker(m) || (!m.HasCommittee && !m.HasOwner && !m.AdminOnly) {
 			all = true // election-wide: everyone may receive it
 			break

@@ -3,6 +3,7 @@ package broadcast
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 
 	"github.com/walcast/walcast/schema"
@@ -32,6 +33,10 @@ type MemoryBus struct {
 	// earlier: non-zero ids at or below it belong to an earlier epoch.
 	earlier schema.Position
 	origin  schema.Origin
+	// state is the live state, updated under mu with the ring (see
+	// memory_state.go).
+	state *stateSet
+	log   *slog.Logger
 }
 
 // NewMemoryBus returns a bus keeping the last history messages (at least 1)
@@ -46,7 +51,7 @@ func NewMemoryBus(history int, hub *Hub) *MemoryBus {
 		hub.LimitResume(history)
 		hub.Start(schema.Position{})
 	}
-	return &MemoryBus{hub: hub, ring: make([]*schema.Message, history)}
+	return &MemoryBus{hub: hub, ring: make([]*schema.Message, history), state: newStateSet(DefaultStateMaxRows)}
 }
 
 // Append stores msgs and publishes them. Messages at or before the newest
@@ -85,6 +90,7 @@ func (b *MemoryBus) Append(ctx context.Context, msgs []schema.Message) error {
 		b.ring[(b.start+b.n)%len(b.ring)] = m
 		b.n++
 	}
+	b.applyState(fresh)
 	// Publishing under the lock keeps the hub's order identical to the
 	// history's, which is what makes resume seamless.
 	if b.hub != nil && len(fresh) > 0 {
@@ -119,6 +125,11 @@ func (b *MemoryBus) Since(ctx context.Context, pos schema.Position, limit int) (
 		// have been delivered by a previous process and are not here.
 		return nil, ErrTooOld
 	}
+	return b.after(pos, limit), nil
+}
+
+// after returns up to limit messages of the ring after pos; under b.mu.
+func (b *MemoryBus) after(pos schema.Position, limit int) []*schema.Message {
 	// Binary search for the first message after pos.
 	lo, hi := 0, b.n
 	for lo < hi {
@@ -134,7 +145,7 @@ func (b *MemoryBus) Since(ctx context.Context, pos schema.Position, limit int) (
 	for i := lo; i < end; i++ {
 		out = append(out, b.at(i))
 	}
-	return out, nil
+	return out
 }
 
 func (b *MemoryBus) at(i int) *schema.Message { return b.ring[(b.start+i)%len(b.ring)] }
@@ -167,6 +178,8 @@ func (b *MemoryBus) NewEpoch(ctx context.Context, o schema.Origin, reason string
 	b.start, b.n = 0, 0
 	b.last, b.trimmed, b.first = schema.Position{}, schema.Position{}, schema.Position{}
 	b.origin = o
+	// The live state belongs to the old database.
+	b.state = newStateSet(b.state.maxRows)
 	if b.hub != nil {
 		b.hub.NewEpoch("the server's history was discarded (new epoch): refetch, then follow", b.earlier)
 	}

@@ -71,6 +71,8 @@ type RedisBus struct {
 	replicaShort   atomic.Pointer[ReplicaError] // the last append's shortfall, nil when none
 
 	stored storedPos // the newest entry counted as stored (see redis_lost.go)
+
+	stateMax int // rows of live state kept per table; 0: no state (see redis_state.go)
 }
 
 // RedisConfig configures a RedisBus.
@@ -98,6 +100,9 @@ type RedisConfig struct {
 	// deadline).
 	MinReplicas    int
 	ReplicaTimeout time.Duration
+	// StateMaxRows: rows of live state kept per table (0:
+	// DefaultStateMaxRows; negative: no live state).
+	StateMaxRows int
 }
 
 // redisLogger routes go-redis's own log lines to slog at debug level:
@@ -137,7 +142,7 @@ func NewRedisBus(cfg RedisConfig) (*RedisBus, error) {
 	redis.SetLogger(redisLogger{cfg.Logger})
 	b := &RedisBus{key: cfg.Key, history: int64(cfg.History), log: cfg.Logger.With("stream", cfg.Key),
 		psConns: &netguard.Tracker{}, timeout: cfg.Timeout, onReplaced: cfg.OnReplaced,
-		minReplicas: cfg.MinReplicas, replicaTimeout: cfg.ReplicaTimeout}
+		minReplicas: cfg.MinReplicas, replicaTimeout: cfg.ReplicaTimeout, stateMax: stateMaxRows(cfg.StateMaxRows)}
 	b.replicaLag.Store(-1)
 	// A read that waited a whole timeout for nothing replaces its pool's
 	// connections, whoever sees the error (go-redis retries a command on a
@@ -377,6 +382,7 @@ func fromEntry(x redis.XMessage) (*schema.Message, error) {
 	default: // "1", or a value walcast never writes
 		m.AdminOnly = true
 	}
+	decodeLeft(x.Values, m)
 	return m, nil
 }
 

@@ -32,25 +32,23 @@ import (
 // that lacks it lost confirmed entries, and nothing may be appended after
 // the hole.
 //
-// KEYS: stream, dashboards hash, dashboard ids list. ARGV[1]: history
-// (0: no trim); ARGV[2]: the newest id stored ("" for none); then per
-// message: id, json, type, committee, owner,
-// admin-only, dashboard key, dashboard record ("" for absent fields).
+// The live state (redis_state.go) is updated in the same call: a change
+// the stream stores is applied to the state by keep (see stateLua), so
+// that state and stream never disagree. A change refused as stored before
+// is already reflected in the state.
+//
+// KEYS: stream, dashboards hash, dashboard ids list, state meta. ARGV[1]:
+// history (0: no trim); ARGV[2]: the newest id stored ("" for none);
+// ARGV[3]: --state-max-rows (0: no state); ARGV[4]: the reason a table
+// over it is off; then per message (appendStride): id, json, type,
+// committee, owner, admin-only, dashboard key, dashboard record, row op,
+// row table, row key, old key, unchanged, data, left scope, left json
+// ("" for absent fields). It returns the number of entries stored, then
+// the tables the limit turned off.
 // The entry's field names come from the Go constants (see luaFields), so
 // that the writer here and the reader in fromEntry cannot disagree.
-var appendScript = redis.NewScript(luaFields() + `
+var appendScript = redis.NewScript(luaFields() + stateLua + `
 local maxlen = tonumber(ARGV[1])
-local function older(a, b)
-  local al, as = string.match(a, '^(%d+)-(%d+)$')
-  local bl, bs = string.match(b, '^(%d+)-(%d+)$')
-  if not al or not bl then return false end
-  if al ~= bl then
-    if #al ~= #bl then return #al < #bl end
-    return al < bl
-  end
-  if #as ~= #bs then return #as < #bs end
-  return as < bs
-end
 if ARGV[2] ~= '' then
   local last = '0-0'
   local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
@@ -61,15 +59,26 @@ if ARGV[2] ~= '' then
   end
   if older(last, ARGV[2]) then return redis.error_reply('` + lostPrefix + ` ' .. last) end
 end
+local maxrows = tonumber(ARGV[3])
+local floor = redis.call('HGET', KEYS[4], 'floor') or ''
 local dashes = 0
 if maxlen > 0 then dashes = math.min(redis.call('LLEN', KEYS[3]), 4 * maxlen) end
 local stored = 0
-for i = 3, #ARGV, 8 do
+for i = 5, #ARGV, 16 do
   local f = {F.json, ARGV[i+1], F.type, ARGV[i+2]}
   if ARGV[i+3] ~= '' then f[#f+1] = F.committee; f[#f+1] = ARGV[i+3] end
   if ARGV[i+4] ~= '' then f[#f+1] = F.owner; f[#f+1] = ARGV[i+4] end
   if ARGV[i+5] ~= '' then f[#f+1] = F.admin; f[#f+1] = ARGV[i+5] end
   if ARGV[i+6] ~= '' then f[#f+1] = F.dashboard; f[#f+1] = ARGV[i+6] end
+  if ARGV[i+8] ~= '' then
+    f[#f+1] = F.rowop; f[#f+1] = ARGV[i+8]; f[#f+1] = F.rowtable; f[#f+1] = ARGV[i+9]
+    if ARGV[i+10] ~= '' then f[#f+1] = F.rowkey; f[#f+1] = ARGV[i+10] end
+    if ARGV[i+11] ~= '' then f[#f+1] = F.rowold; f[#f+1] = ARGV[i+11] end
+    if ARGV[i+12] ~= '' then f[#f+1] = F.rowunch; f[#f+1] = ARGV[i+12] end
+  end
+  if ARGV[i+14] ~= '' then
+    f[#f+1] = F.leftscope; f[#f+1] = ARGV[i+14]; f[#f+1] = F.leftjson; f[#f+1] = ARGV[i+15]
+  end
   local r
   if maxlen > 0 then
     r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen + dashes, ARGV[i], unpack(f))
@@ -77,12 +86,17 @@ for i = 3, #ARGV, 8 do
     r = redis.pcall('XADD', KEYS[1], ARGV[i], unpack(f))
   end
   if type(r) == 'table' and r.err then
-    if not string.find(r.err, 'equal or smaller', 1, true) then return r end
+    if not string.find(r.err, 'equal or smaller', 1, true) then flushBytes(); return r end
   else
     stored = stored + 1
     if maxlen > 0 and ARGV[i+6] ~= '' then
       redis.call('RPUSH', KEYS[3], ARGV[i])
       dashes = math.min(dashes + 1, 4 * maxlen)
+    end
+    if maxrows > 0 then
+      keep(KEYS[4], floor, maxrows, ARGV[4], {id = ARGV[i], typ = ARGV[i+2], c = ARGV[i+3], u = ARGV[i+4],
+        a = ARGV[i+5], op = ARGV[i+8], tbl = ARGV[i+9], key = ARGV[i+10], old = ARGV[i+11],
+        unch = ARGV[i+12], data = ARGV[i+13]})
     end
   end
   if ARGV[i+6] ~= '' then redis.call('HSET', KEYS[2], ARGV[i+6], ARGV[i+7]) end
@@ -99,14 +113,23 @@ if maxlen > 0 then
     if n > 0 then redis.call('LTRIM', KEYS[3], n, -1) end
   end
 end
-return stored
+flushBytes()
+local out = {stored}
+for _, t in ipairs(turnedOff) do out[#out+1] = t end
+return out
 `)
+
+// appendStride is how many ARGV entries each message takes in the append
+// script (see messageArgs).
+const appendStride = 16
 
 // luaFields declares the stream entry's field names for a Lua script as
 // the table F, from the constants Go reads entries with.
 func luaFields() string {
-	return fmt.Sprintf("local F = {json = %q, type = %q, committee = %q, owner = %q, admin = %q, dashboard = %q}\n",
-		fieldJSON, fieldType, fieldCommittee, fieldOwner, fieldAdminOnly, fieldDashboard)
+	return fmt.Sprintf("local F = {json = %q, type = %q, committee = %q, owner = %q, admin = %q, dashboard = %q, "+
+		"rowop = %q, rowtable = %q, rowkey = %q, rowold = %q, rowunch = %q, leftscope = %q, leftjson = %q}\n",
+		fieldJSON, fieldType, fieldCommittee, fieldOwner, fieldAdminOnly, fieldDashboard,
+		fieldRowOp, fieldRowTable, fieldRowKey, fieldRowOldKey, fieldRowUnchanged, fieldLeftScope, fieldLeftJSON)
 }
 
 // appendChunk is how many messages one script call carries: large enough
@@ -143,31 +166,15 @@ func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
 }
 
 func (b *RedisBus) appendOnce(ctx context.Context, node redis.UniversalClient, msgs []schema.Message) error {
-	keys := []string{b.key, b.dashboardKey(), b.dashboardIDsKey()}
+	keys := []string{b.key, b.dashboardKey(), b.dashboardIDsKey(), b.stateKey()}
 	pipe := node.Pipeline()
 	var cmds []*redis.Cmd
 	for start := 0; start < len(msgs); start += appendChunk {
 		chunk := msgs[start:min(start+appendChunk, len(msgs))]
-		args := make([]any, 0, 2+8*len(chunk))
-		args = append(args, b.history, b.storedFloor())
+		args := make([]any, 0, 4+appendStride*len(chunk))
+		args = append(args, b.history, b.storedFloor(), b.stateMax, stateOffReason(b.stateMax))
 		for i := range chunk {
-			m := &chunk[i]
-			committee, owner, admin, dash, record := "", "", "", "", ""
-			if m.HasCommittee {
-				committee = strconv.FormatInt(m.Committee, 10)
-			}
-			if m.HasOwner {
-				owner = strconv.FormatInt(m.Owner, 10)
-			}
-			if m.AdminOnly {
-				admin = "1"
-			}
-			if m.DashboardKey != "" {
-				// The newest of each dashboard, for replicas that start
-				// after it was appended (the stream may have trimmed it).
-				dash, record = m.DashboardKey, encodeDashboard(m)
-			}
-			args = append(args, m.Pos.String(), m.JSON, m.Type, committee, owner, admin, dash, record)
+			args = appendMessageArgs(args, &chunk[i])
 		}
 		cmds = append(cmds, appendScript.EvalSha(ctx, pipe, keys, args...))
 	}
@@ -175,6 +182,7 @@ func (b *RedisBus) appendOnce(ctx context.Context, node redis.UniversalClient, m
 	wait := b.waitReplicas(ctx, pipe)
 	_, err := pipe.Exec(ctx)
 	if err == nil {
+		b.noteStateOff(cmds)
 		return b.replicasAcked(ctx, wait)
 	}
 	for i, c := range cmds {
@@ -194,3 +202,32 @@ func (b *RedisBus) appendOnce(ctx context.Context, node redis.UniversalClient, m
 // stream, oldest first: what keeps them out of the history budget (see
 // appendScript).
 func (b *RedisBus) dashboardIDsKey() string { return b.key + ":dashids" }
+
+// appendMessageArgs appends the append script's arguments for m (see
+// appendScript).
+func appendMessageArgs(args []any, m *schema.Message) []any {
+	committee, owner, admin, dash, record := "", "", "", "", ""
+	if m.HasCommittee {
+		committee = strconv.FormatInt(m.Committee, 10)
+	}
+	if m.HasOwner {
+		owner = strconv.FormatInt(m.Owner, 10)
+	}
+	if m.AdminOnly {
+		admin = "1"
+	}
+	if m.DashboardKey != "" {
+		// The newest of each dashboard, for replicas that start
+		// after it was appended (the stream may have trimmed it).
+		dash, record = m.DashboardKey, encodeDashboard(m)
+	}
+	args = append(args, m.Pos.String(), m.JSON, m.Type, committee, owner, admin, dash, record)
+	op, table, key, old, unch, data := "", "", "", "", "", []byte(nil)
+	if r := m.Row; r != nil {
+		op, table, key, old, data = rowOpCode(r), r.Table, r.Key, r.OldKey, r.Data
+		unch = luaNames(r.Unchanged)
+	}
+	args = append(args, op, table, key, old, unch, data)
+	scope, leftJSON := encodeLeft(m)
+	return append(args, scope, leftJSON)
+}

@@ -101,6 +101,10 @@ func (b *RedisBus) discard(ctx context.Context, o *schema.Origin, floor schema.P
 	if ep == "" {
 		incr = max(time.Now().UnixMilli(), 1)
 	}
+	// The live state belongs to the old database.
+	if err := b.dropState(ctx); err != nil {
+		return fmt.Errorf("start a new epoch of %s: %w", b.key, err)
+	}
 	_, err = b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, b.key, b.dashboardKey(), b.dashboardIDsKey())
 		if o != nil {

@@ -245,8 +245,8 @@ func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) err
 		for _, m := range msgs {
 			// Dashboards are snapshots: the newest of each follows the
 			// replay, older ones would only be undone by it.
-			if m.DashboardKey == "" && p.Allows(m) && f.allows(m) {
-				if err := c.send(ctx, m.JSON); err != nil {
+			if frame := frameFor(p, f, m); m.DashboardKey == "" && frame != nil {
+				if err := c.send(ctx, frame); err != nil {
 					return err
 				}
 				c.sent = m.Pos

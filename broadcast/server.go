@@ -60,6 +60,12 @@ type ServerConfig struct {
 	// file's type: announcement_update), which subscriptions may name
 	// beside the built-in ones.
 	MessageTypes []string
+	// State answers sync frames (see sync.go); nil: sync is answered
+	// with an error. StateTables maps the tracked tables (qualified) to
+	// their message types, so that a sync names the tables asked for that
+	// have no state.
+	State       StateStore
+	StateTables map[string]string
 }
 
 // Server serves the WebSocket endpoint and health checks.
@@ -79,6 +85,10 @@ type Server struct {
 	refused  map[string]uint64 // upgrades refused, by reason
 	resumes  atomic.Uint64
 	presence *Presence
+	// stateReads shares reads of the live state among syncs; syncs
+	// counts the syncs served.
+	stateReads stateReads
+	syncs      atomic.Uint64
 }
 
 // Refused returns how many upgrades were refused, by reason (an AuthError
@@ -95,6 +105,9 @@ func (s *Server) Refused() map[string]uint64 {
 
 // Resumes returns how many resume requests were served.
 func (s *Server) Resumes() uint64 { return s.resumes.Load() }
+
+// Syncs returns how many syncs were served.
+func (s *Server) Syncs() uint64 { return s.syncs.Load() }
 
 func (s *Server) refuse(reason string) {
 	s.mu.Lock()
@@ -121,7 +134,8 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.Presence = NewPresence()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), perUser: map[int64]int{}, refused: map[string]uint64{}, presence: cfg.Presence,
-		limiter: newRateLimiter(cfg.Limits.ConnectRate, cfg.Limits.ConnectBurst, cfg.Limits.MaxTrackedAddrs)}
+		limiter:    newRateLimiter(cfg.Limits.ConnectRate, cfg.Limits.ConnectBurst, cfg.Limits.MaxTrackedAddrs),
+		stateReads: stateReads{store: cfg.State}}
 	if len(cfg.MessageTypes) > 0 {
 		s.customTypes = make(map[string]bool, len(cfg.MessageTypes))
 		for _, t := range cfg.MessageTypes {
@@ -267,7 +281,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	since, sub, ok := s.connectQuery(w, r)
+	since, sub, syncReq, ok := s.connectQuery(w, r)
 	if !ok {
 		return
 	}
@@ -291,6 +305,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(MaxClientFrame)
 	c := newClient(ws, bw, log, p, sub)
+	if syncReq != nil {
+		// The sync replaces the resume: state_end's position follows.
+		c.syncReq <- narrow(p, *syncReq)
+		since = nil
+	}
 	// Register before reading history: messages published from now on
 	// queue up, everything earlier is in history, and the id check skips
 	// the overlap.
@@ -346,22 +365,24 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, log *slog.Log
 
 // connectQuery reads the resume position (since) and the subscription
 // given at connect; it answers 400 and returns false when one is bad.
-func (s *Server) connectQuery(w http.ResponseWriter, r *http.Request) (*schema.Position, *clientFrame, bool) {
-	var since *schema.Position
+func (s *Server) connectQuery(w http.ResponseWriter, r *http.Request) (since *schema.Position, sub, sync *clientFrame, ok bool) {
 	if v := r.URL.Query().Get("since"); v != "" {
 		pos, err := schema.ParsePosition(v)
 		if err != nil {
 			http.Error(w, "bad request: since is not a message id", http.StatusBadRequest)
-			return nil, nil, false
+			return nil, nil, nil, false
 		}
 		since = &pos
 	}
 	sub, err := subscriptionFrom(r.URL.Query(), s.customTypes)
+	if err == nil {
+		sync, err = syncFrom(r.URL.Query(), sub, s.customTypes)
+	}
 	if err != nil {
 		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
-	return since, sub, true
+	return since, sub, sync, true
 }
 
 // newClient returns the session state of an accepted connection of p.
@@ -370,9 +391,12 @@ func newClient(ws *websocket.Conn, bw *batchingWriter, log *slog.Logger, p *Prin
 		ws:     ws,
 		batch:  bw.conn,
 		resume: make(chan schema.Position, 1),
-		wake:   make(chan struct{}, 1),
-		reauth: make(chan authChange, 1),
-		log:    log,
+		// syncReq: a sync frame's subscription for the writer; the
+		// reader's rate limit keeps it from piling up.
+		syncReq: make(chan *filter, 1),
+		wake:    make(chan struct{}, 1),
+		reauth:  make(chan authChange, 1),
+		log:     log,
 	}
 	c.dashResend = make(chan struct{}, 1)
 	c.ev.events = make(chan presenceEvent, eventQueue)

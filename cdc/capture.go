@@ -69,6 +69,12 @@ type Config struct {
 	// SetupError (see lineage.go), or with NewEpoch starts a new epoch.
 	Lineage  Lineage
 	NewEpoch bool
+	// OnKeys, when set, is called at each session's start with the
+	// tracked tables' primary key columns from the catalog, by qualified
+	// (configured) name, in key order; a table without one is left out.
+	// The router takes them (schema.Router.SetKeys) to give changes their
+	// row identity.
+	OnKeys func(keys map[string][]string)
 	// OnLost is called once when PostgreSQL invalidated the slot (changes
 	// were lost), before Run returns the SetupError saying so: the place
 	// to tell clients to resync.

@@ -268,7 +268,9 @@ func (d *Decoder) relation(r *reader) error {
 	if r.err != nil {
 		return fmt.Errorf("decode relation: %w", r.err)
 	}
+	var pkey []string // kept in an oversized row: the live state needs the key
 	if t, ok := d.tracked[rel.id]; ok {
+		pkey = t.key
 		if rel.schema != t.table.Schema || rel.name != t.table.Name {
 			if d.onRenamed != nil {
 				d.onRenamed(rel.id, t.table, rel.schema+"."+rel.name)
@@ -300,7 +302,7 @@ func (d *Decoder) relation(r *reader) error {
 	for i, c := range rel.cols {
 		// Under REPLICA IDENTITY FULL every column is flagged as key, so
 		// only the routing columns identify the row.
-		rel.keepBig[i] = c.key && rel.identity != 'f' || c.name == "id" || slices.Contains(rel.routing, c.name)
+		rel.keepBig[i] = c.key && rel.identity != 'f' || c.name == "id" || slices.Contains(rel.routing, c.name) || slices.Contains(pkey, c.name)
 		if rel.drop != nil && rel.drop[i] {
 			rel.keepBig[i] = false
 		}

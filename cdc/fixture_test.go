@@ -297,6 +297,7 @@ func FuzzDecoder(f *testing.F) {
 		f.Fatal(err)
 	}
 	router := schema.NewRouter(tables)
+	router.SetKeys(map[string][]string{"public.guarantee": {"id"}, "public.vote_count": {"committee_id", "id"}})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d := NewDecoder()
 		d.BatchChanges = 3
@@ -323,8 +324,11 @@ func FuzzDecoder(f *testing.F) {
 				if !ok {
 					continue
 				}
-				if !json.Valid(m.JSON) {
-					t.Fatalf("invalid frame: %s", m.JSON)
+				if !json.Valid(m.JSON) || m.Left != nil && !json.Valid(m.LeftJSON) {
+					t.Fatalf("invalid frame: %s (left: %s)", m.JSON, m.LeftJSON)
+				}
+				if m.Row != nil && m.Row.Data != nil && !json.Valid(m.Row.Data) {
+					t.Fatalf("invalid row data %s in %s", m.Row.Data, m.JSON)
 				}
 				if m.Unroutable != "" && !m.AdminOnly {
 					t.Fatalf("unroutable (%s) but not admin-only: %s", m.Unroutable, m.JSON)

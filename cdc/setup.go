@@ -40,6 +40,7 @@ type trackedRel struct {
 	table   schema.Table
 	quoted  string   // its name now, quoted for SQL (differs from table's once renamed)
 	routing []string // of the table's routing columns, those it has
+	key     []string // the primary key's columns, kept in an oversized row
 }
 
 // prepare runs walcast check's checks on the setup connection (see
@@ -59,21 +60,33 @@ func (c *Capture) prepare(ctx context.Context, conn *pgx.Conn) (map[uint32]track
 	}
 	rels := make(map[uint32]trackedRel, len(current))
 	quoted := make([]string, len(current)) // in --tables order
+	keys := make(map[string][]string, len(current))
 	for i, t := range current {
 		var oid uint32
+		var key []string
 		tr := trackedRel{table: c.cfg.Tables[i]}
+		// The primary key from the catalog, not pgoutput's key flags: those
+		// mark every column under REPLICA IDENTITY FULL.
 		err := conn.QueryRow(ctx, `SELECT c.oid, format('%I.%I', n.nspname, c.relname), ARRAY(SELECT a.attname::text FROM pg_attribute a
-				WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($2) ORDER BY a.attnum)
+				WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($2) ORDER BY a.attnum),
+			ARRAY(SELECT a.attname::text FROM pg_index i CROSS JOIN unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+				JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+				WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.ord)
 			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)`,
-			t.QuotedIdent(), t.Routing()).Scan(&oid, &tr.quoted, &tr.routing)
+			t.QuotedIdent(), t.Routing()).Scan(&oid, &tr.quoted, &tr.routing, &key)
 		if errors.Is(err, pgx.ErrNoRows) {
 			err = errors.New("it was dropped or renamed just now") // the next session's diagnosis says what to do
 		}
 		if err != nil {
 			return nil, fmt.Errorf("look up table %s: %w", t.Qualified(), err)
 		}
+		tr.key = key
 		rels[oid] = tr
 		quoted[i] = tr.quoted
+		c.notePrimaryKey(keys, tr.table, key)
+	}
+	if c.cfg.OnKeys != nil {
+		c.cfg.OnKeys(keys)
 	}
 	if err := createPublication(ctx, conn, c.cfg.Publication, quoted); err != nil {
 		return nil, err
@@ -88,7 +101,7 @@ func (c *Capture) prepare(ctx context.Context, conn *pgx.Conn) (map[uint32]track
 func currentNames(ctx context.Context, conn *pgx.Conn, tables []schema.Table, prev map[uint32]trackedRel) ([]schema.Table, error) {
 	current := slices.Clone(tables)
 	for id, p := range prev {
-		i := slices.Index(tables, p.table)
+		i := slices.IndexFunc(tables, func(t schema.Table) bool { return t.Qualified() == p.table.Qualified() })
 		if i < 0 {
 			continue
 		}
@@ -176,4 +189,28 @@ func createPublication(ctx context.Context, conn *pgx.Conn, publication string, 
 func publicationNamesOption(name string) string {
 	ident := `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
 	return "'" + strings.ReplaceAll(ident, "'", "''") + "'"
+}
+
+// notePrimaryKey records table's primary key columns in keys; a table
+// without one has no live state, which is logged once per Capture.
+// A key column the configuration excludes never leaves walcast, so the
+// key cannot be read from changes: such a table has no state either.
+func (c *Capture) notePrimaryKey(keys map[string][]string, table schema.Table, key []string) {
+	excluded := slices.IndexFunc(key, func(col string) bool { return !table.Leaves(col) })
+	if len(key) > 0 && excluded < 0 {
+		keys[table.Qualified()] = key
+		return
+	}
+	w := "no primary key\x00" + table.Qualified()
+	if c.warned[w] {
+		return
+	}
+	c.warned[w] = true
+	if excluded >= 0 {
+		c.log.Warn("a primary key column of the table is excluded by the config file: its rows have no live state and sync reports it unavailable; stop excluding the column to sync it",
+			"table", table.Qualified(), "column", key[excluded])
+		return
+	}
+	c.log.Warn("table has no primary key: its rows have no live state and sync reports it unavailable; add a primary key to sync it",
+		"table", table.Qualified())
 }

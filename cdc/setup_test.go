@@ -3,6 +3,8 @@ package cdc
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -79,5 +81,27 @@ func TestStartLogsCheckWarningsOnce(t *testing.T) {
 	e.waitFor(t, "a second session streams", func() bool { st := e.c.Status(); return st.Sessions >= 2 && st.Streaming })
 	if n := warnings.n.Load(); n != 1 {
 		t.Errorf("the warning %q is logged %d times over two sessions, want once", warnings.text, n)
+	}
+}
+
+// At each session's start capture hands on the tracked tables' primary
+// keys from the catalog, in key order: not pgoutput's key flags, which
+// mark every column under REPLICA IDENTITY FULL. A table without a
+// primary key is left out.
+func TestStartReportsPrimaryKeys(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	pg.Exec(t, schema.SQL)
+	pg.Exec(t, `ALTER TABLE vote_count DROP CONSTRAINT vote_count_pkey, ADD PRIMARY KEY (candidate_id, committee_id)`)
+	pg.Exec(t, `ALTER TABLE election_results DROP CONSTRAINT election_results_pkey`)
+	got := make(chan map[string][]string, 4)
+	e := &sessionEnv{pg: pg, c: New(Config{DatabaseURL: pg.URL(), Slot: "walcast", Publication: "walcast",
+		Tables: checkTables(t, schema.DefaultTables), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxBackoff: 100 * time.Millisecond,
+		OnKeys: func(k map[string][]string) { got <- k }}, &fakeSink{})}
+	e.run(t)
+	keys := <-got
+	want := map[string][]string{"public.guarantee": {"id"}, "public.attendance": {"id"}, "public.vote_count": {"candidate_id", "committee_id"}}
+	if fmt.Sprint(keys) != fmt.Sprint(want) {
+		t.Fatalf("keys = %v, want %v", keys, want)
 	}
 }

@@ -38,6 +38,18 @@ type Message struct {
 	// the latest of each.
 	DashboardKey string
 
+	// Row is the row the change writes, for the live state; nil for
+	// dashboards, markers and tables without a primary key.
+	Row *RowRef
+
+	// Left is, for an UPDATE that moved its row to another scope (another
+	// committee or owner; known under REPLICA IDENTITY FULL), the scope
+	// the row had before. A connection that may see Left but not the
+	// message receives LeftJSON instead of JSON: a "deleted" frame of the
+	// old row marked "left", since the row left its view.
+	Left     *Scope
+	LeftJSON []byte
+
 	JSON []byte // the complete text frame sent to clients
 }
 
@@ -58,4 +70,19 @@ func DashboardKey(dashboardType string, id int64) string {
 		return DashboardAdmin
 	}
 	return dashboardType + ":" + strconv.FormatInt(id, 10)
+}
+
+// Scope is who may receive a message, as Message's fields of the same
+// names say.
+type Scope struct {
+	Committee    int64
+	HasCommittee bool
+	Owner        int64
+	HasOwner     bool
+	AdminOnly    bool
+}
+
+// scopeOf returns m's scope.
+func (m *Message) scopeOf() Scope {
+	return Scope{Committee: m.Committee, HasCommittee: m.HasCommittee, Owner: m.Owner, HasOwner: m.HasOwner, AdminOnly: m.AdminOnly}
 }

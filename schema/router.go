@@ -2,9 +2,11 @@ package schema
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/walcast/walcast/internal/jsonx"
@@ -63,6 +65,10 @@ type Table struct {
 	// Dashboard names the columns the dashboards read; nil: walcast's
 	// own names (schema/election.sql).
 	Dashboard *DashboardColumns
+	// Key lists the primary key's columns in key order, from the catalog
+	// (cdc looks them up at start); nil: the table has no primary key and
+	// therefore no live state.
+	Key []string
 }
 
 // ColumnFilter says which of a table's columns leave walcast. Columns it
@@ -272,17 +278,41 @@ func (k Kind) valid() bool {
 // Router turns committed changes of tracked tables into messages.
 type Router struct {
 	tables map[string]*Table // by qualified name
+	// keys holds the primary key columns by qualified name, from SetKeys
+	// (the catalog, read by cdc at each session's start) or the tables'
+	// Key; a table without one has no live state.
+	keys atomic.Pointer[map[string][]string]
 }
 
 // NewRouter returns a Router for the given tracked tables.
 func NewRouter(tables []Table) *Router {
 	r := &Router{tables: make(map[string]*Table, len(tables))}
+	keys := map[string][]string{}
 	for i := range tables {
 		t := tables[i]
 		r.tables[t.Qualified()] = &t
+		if len(t.Key) > 0 {
+			keys[t.Qualified()] = t.Key
+		}
 	}
+	r.keys.Store(&keys)
 	return r
 }
+
+// SetKeys sets the primary key columns of the tracked tables, by
+// qualified name, in key order; a table left out has no primary key. cdc
+// reads them from the catalog at each session's start; Route may run
+// meanwhile.
+func (r *Router) SetKeys(keys map[string][]string) {
+	keys = maps.Clone(keys)
+	r.keys.Store(&keys)
+}
+
+// Keyed reports whether the table (qualified) has a primary key, so that
+// its changes carry their row and it may hold live state. Load the state
+// of keyed tables only: a table without a key would hold no rows, which a
+// sync would take for an empty table.
+func (r *Router) Keyed(table string) bool { return len((*r.keys.Load())[table]) > 0 }
 
 // Tracks reports whether the table is tracked, and as which kind.
 func (r *Router) Tracks(schemaName, table string) (Kind, bool) {
@@ -316,9 +346,21 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 	b = append(b, `,"action":`...)
 	b = jsonx.AppendString(b, ch.Op.String())
 	b = append(b, `,"table":`...)
-	b = jsonx.AppendString(b, ch.Schema+"."+ch.Table)
+	qualified := ch.Schema + "." + ch.Table
+	b = jsonx.AppendString(b, qualified)
+	ref := r.rowRef(qualified, ch, row)
+	if ref != nil && ref.Key != "" {
+		b = append(b, `,"key":`...)
+		b = jsonx.AppendString(b, ref.Key)
+		if ref.OldKey != "" {
+			b = append(b, `,"old_key":`...)
+			b = jsonx.AppendString(b, ref.OldKey)
+		}
+	}
 	b = append(b, `,"data":`...)
+	dataStart := len(b)
 	b = appendData(b, t, ch.Op, row)
+	dataEnd := len(b)
 	b = appendChangeNotes(b, ch)
 	b = append(b, `,"version":"`...)
 	b = strconv.AppendUint(b, ch.Pos.LSN, 10)
@@ -329,7 +371,100 @@ func (r *Router) Route(tx *Tx, ch *Change) (m Message, ok bool) {
 	b = append(b, tx.commitTimeText...)
 	b = append(b, `"}`...)
 	m.JSON = b
+	if ref != nil && ref.Op == RowUpsert {
+		ref.Data = b[dataStart:dataEnd:dataEnd]
+	}
+	m.Row = ref
+	r.noteLeft(&m, tx, ch, t, ref)
 	return m, true
+}
+
+// noteLeft sets m.Left and m.LeftJSON when ch, an UPDATE whose old row is
+// whole (REPLICA IDENTITY FULL), moved the row to another scope: the
+// connections that saw it before and may not see it now are told it left
+// (a "deleted" frame of the old row with "left":true).
+func (r *Router) noteLeft(m *Message, tx *Tx, ch *Change, t *Table, ref *RowRef) {
+	if ch.Op != Update || !ch.OldFull {
+		return
+	}
+	var old Message
+	old.scope(ch, ch.Old, t)
+	if old.scopeOf() == m.scopeOf() {
+		return
+	}
+	left := old.scopeOf()
+	m.Left = &left
+	b := make([]byte, 0, 192+rowSize(ch.Old))
+	b = append(b, `{"id":"`...)
+	b = ch.Pos.Append(b)
+	b = append(b, `","type":`...)
+	b = jsonx.AppendString(b, m.Type)
+	b = append(b, `,"action":"deleted","table":`...)
+	b = jsonx.AppendString(b, ch.Schema+"."+ch.Table)
+	if ref != nil && ref.Key != "" {
+		key := ref.Key
+		if ref.OldKey != "" {
+			key = ref.OldKey
+		}
+		b = append(b, `,"key":`...)
+		b = jsonx.AppendString(b, key)
+	}
+	b = append(b, `,"data":`...)
+	b = appendData(b, t, Delete, ch.Old)
+	b = append(b, `,"left":true,"version":"`...)
+	b = strconv.AppendUint(b, ch.Pos.LSN, 10)
+	b = append(b, `","timestamp":"`...)
+	b = append(b, tx.commitTimeText...)
+	m.LeftJSON = append(b, `"}`...)
+}
+
+// rowRef returns what ch does to the live state of its table, whose
+// routed row is row; nil when the table has no primary key, or the row
+// lacks a key column (a publication's column list left it out).
+func (r *Router) rowRef(table string, ch *Change, row Row) *RowRef {
+	key := (*r.keys.Load())[table]
+	if len(key) == 0 {
+		return nil
+	}
+	ref := &RowRef{Table: table, Op: RowUpsert, Unchanged: ch.Unchanged, Oversized: ch.Oversized}
+	switch ch.Op {
+	case Truncate:
+		ref.Op = RowClear
+		return ref
+	case Delete:
+		ref.Op = RowDelete
+	}
+	var ok bool
+	if ref.Key, ok = keyOf(row, key); !ok {
+		return nil
+	}
+	// The old row carries the key columns when the key changed (a key
+	// replica identity) or always (FULL): a different key means the row
+	// moved, and its old key is gone.
+	if ch.Op == Update {
+		if old, ok := keyOf(ch.Old, key); ok && old != ref.Key {
+			ref.OldKey = old
+		}
+	}
+	return ref
+}
+
+// keyOf returns the canonical key of row: the JSON array of its key
+// columns' values; false when row lacks one of them.
+func keyOf(row Row, key []string) (string, bool) {
+	b := make([]byte, 0, 16)
+	b = append(b, '[')
+	for i, col := range key {
+		v, ok := row.Get(col)
+		if !ok {
+			return "", false
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, v...)
+	}
+	return string(append(b, ']')), true
 }
 
 // scope sets who may receive the message of ch, whose routed row is row.

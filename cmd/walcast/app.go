@@ -32,6 +32,8 @@ type App struct {
 	capture    *cdc.Capture
 	dashboards *dashboard.Builder // nil unless the process computes dashboards
 
+	state broadcast.StateStore // the bus's live state, once Run opened it (under mu)
+
 	// statusInterval overrides cdc's standby status interval, for tests.
 	statusInterval time.Duration
 	// httpTimeouts overrides defaultTimeouts, for tests.
@@ -60,6 +62,13 @@ func (a *App) parts() (*cdc.Capture, *dashboard.Builder) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.capture, a.dashboards
+}
+
+// State returns the bus's live state once Run opened the bus, else nil.
+func (a *App) State() broadcast.StateStore {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state
 }
 
 // Status returns the capture's progress (zero before it starts).
@@ -95,6 +104,9 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer bus.Close()
+	a.mu.Lock()
+	a.state = bus
+	a.mu.Unlock()
 	var work []func(context.Context) error
 	if serving {
 		work = append(work, bus.deliver(ctx, hub, a.log)...)
@@ -152,7 +164,8 @@ func (a *App) checkConfig(capturing, serving bool) (*broadcast.Verifier, error) 
 func (a *App) startCapture(bus *processBus, hub *broadcast.Hub, met *metrics, replaced func(conn, reason string)) (*cdc.Capture, []func(context.Context) error) {
 	cfg := a.cfg
 	builder, dash := a.startDashboards(bus, replaced)
-	sink := pipeline.NewSink(schema.NewRouter(cfg.Tables), bus, storeObserver{met, newUnroutable(a.log, met.reg)}, dash)
+	router := schema.NewRouter(cfg.Tables)
+	sink := pipeline.NewSink(router, bus, storeObserver{met, newUnroutable(a.log, met.reg)}, dash)
 	capture := cdc.New(cdc.Config{
 		DatabaseURL: cfg.DatabaseURL,
 		Slot:        cfg.Slot,
@@ -164,6 +177,7 @@ func (a *App) startCapture(bus *processBus, hub *broadcast.Hub, met *metrics, re
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		StallThreshold:    cfg.StallThreshold,
 		MaxRetainedWAL:    cfg.MaxRetainedWAL,
+		OnKeys:            router.SetKeys,
 		OnLost:            func() { resyncLost(hub) },
 		Lineage:           epochLineage{lineageBus: bus, dash: dash},
 		NewEpoch:          cfg.NewEpoch,
@@ -201,6 +215,8 @@ func (a *App) newServer(hub *broadcast.Hub, presence *broadcast.Presence, bus *p
 		Ready:          a.redactedReady(ready.check),
 		NoWebSocket:    !serving,
 		MessageTypes:   customTypes(cfg.Tables),
+		State:          bus,
+		StateTables:    stateTables(cfg.Tables),
 		Limits: broadcast.Limits{
 			MaxConnections: cfg.MaxConns,
 			MaxPerUser:     cfg.MaxConnsUser,
@@ -309,6 +325,16 @@ func (a *App) serve(ctx context.Context, srv *broadcast.Server, limit *broadcast
 	err = g.Wait()
 	a.log.Info("stopped")
 	return err
+}
+
+// stateTables maps the tracked tables to their message types, for sync
+// to name those it has no state of.
+func stateTables(tables []schema.Table) map[string]string {
+	out := make(map[string]string, len(tables))
+	for _, t := range tables {
+		out[t.Qualified()] = t.MessageType()
+	}
+	return out
 }
 
 // customTypes returns the message types of the custom tables (a config

@@ -12,10 +12,11 @@ import (
 
 // busStore is the bus as every part of a process uses it: capture appends
 // to it and records its lineage, the dashboards read its head, the server
-// resumes clients from its history.
+// resumes clients from its history and syncs them from its live state.
 type busStore interface {
 	pipeline.DashboardBus
 	broadcast.History
+	broadcast.StateStore
 	cdc.Lineage
 }
 
@@ -31,15 +32,21 @@ type processBus struct {
 func (a *App) openBus(ctx context.Context, hub *broadcast.Hub, met *metrics, replaced func(conn, reason string)) (*processBus, error) {
 	cfg := a.cfg
 	if cfg.RedisURL == "" {
-		return &processBus{busStore: broadcast.NewMemoryBus(cfg.History, hub)}, nil
+		mem := broadcast.NewMemoryBus(cfg.History, hub)
+		mem.SetStateMaxRows(stateMaxRows(cfg.StateMaxRows))
+		mem.SetLogger(a.log)
+		met.watchState(mem)
+		return &processBus{busStore: mem}, nil
 	}
 	redis, err := broadcast.NewRedisBus(broadcast.RedisConfig{URL: cfg.RedisURL, History: cfg.History, Logger: a.log,
-		Timeout: cfg.Transport.RedisTimeout, Transport: cfg.Transport.TCP, OnReplaced: replaced,
+		StateMaxRows: stateMaxRows(cfg.StateMaxRows),
+		Timeout:      cfg.Transport.RedisTimeout, Transport: cfg.Transport.TCP, OnReplaced: replaced,
 		MinReplicas: cfg.Transport.RedisMinReplicas, ReplicaTimeout: cfg.Transport.RedisReplicaTimeout})
 	if err != nil {
 		return nil, &usageError{"--redis-url: " + err.Error()}
 	}
 	met.watchRedis(redis)
+	met.watchState(redis)
 	if err := a.checkRedis(ctx, redis); err != nil {
 		redis.Close()
 		return nil, err
@@ -97,4 +104,13 @@ func (a *App) checkRedis(ctx context.Context, r *broadcast.RedisBus) error {
 		a.log.Error("redis is unreachable; retrying in the background, not ready meanwhile", "err", err)
 	}
 	return nil
+}
+
+// stateMaxRows turns --state-max-rows into the buses' setting: the flag's
+// 0 disables live state, which the buses spell as a negative number.
+func stateMaxRows(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

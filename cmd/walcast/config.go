@@ -41,6 +41,9 @@ type Config struct {
 	Live           liveConfig // dashboards and presence: see live.go
 	Net            netConfig  // listeners: see listeners.go
 
+	// StateMaxRows: rows of live state kept per table (0: no live state).
+	StateMaxRows int
+
 	HeartbeatInterval time.Duration
 	StallThreshold    time.Duration
 	MaxRetainedWAL    int64
@@ -216,6 +219,12 @@ var options = []option{
 		help: "messages kept for resume",
 		in:   []string{cmdRun, cmdCapture, cmdServe},
 		set:  intSetter(1, math.MaxInt, "want a positive integer", func(c *Config, n int) { c.History = n }),
+	},
+	{
+		flag: "state-max-rows", env: []string{"WALCAST_STATE_MAX_ROWS"}, def: "1000000",
+		help: "rows of live state (for sync) kept per table; above it the table's state is dropped and sync reports it unavailable; 0 disables live state",
+		in:   []string{cmdRun, cmdCapture},
+		set:  intSetter(0, math.MaxInt, "want a non-negative integer", func(c *Config, n int) { c.StateMaxRows = n }),
 	},
 	{
 		flag: "client-window", env: []string{"WALCAST_CLIENT_WINDOW"}, def: "65536",

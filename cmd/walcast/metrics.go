@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -110,6 +111,8 @@ func (m *metrics) watchServer(hub *broadcast.Hub, srv *broadcast.Server) {
 			func() float64 { return float64(hub.Stats().SlowClosed) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "walcast_resumes_total", Help: "Resume requests served from history."},
 			func() float64 { return float64(srv.Resumes()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "walcast_syncs_total", Help: "Syncs served (state sent, then state_end)."},
+			func() float64 { return float64(srv.Syncs()) }),
 		refusedCollector{srv},
 	)
 }
@@ -150,6 +153,43 @@ func (m *metrics) watchRedis(r *broadcast.RedisBus) {
 			func() float64 { _, acked, _ := r.ReplicaStatus(); return float64(acked) }))
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "walcast_redis_replica_lag_bytes", Help: "Bytes of the replication stream the --redis-min-replicas-th replica lacked when the last append's wait fell short (INFO replication offsets); 0 after a full acknowledgement, -1 before the first append or when unknown."},
 			func() float64 { _, _, lag := r.ReplicaStatus(); return float64(lag) }))
+	}
+}
+
+// watchState exports the live state's rows and bytes per table, read from
+// the bus at each scrape (for Redis: one HGETALL and an HLEN per table).
+func (m *metrics) watchState(s broadcast.StateStore) {
+	m.reg.MustRegister(&stateCollector{store: s,
+		rows:  prometheus.NewDesc("walcast_state_rows", "Rows of live state held, per table (0 for a table whose state is off).", []string{"table"}, nil),
+		bytes: prometheus.NewDesc("walcast_state_bytes", "Bytes of live state held (keys and row records), per table.", []string{"table"}, nil),
+		off:   prometheus.NewDesc("walcast_state_off", "1 when a table's live state is off: it exceeded --state-max-rows (raise it, then walcast state rebuild).", []string{"table"}, nil)})
+}
+
+// stateCollector reads StateInfo at each scrape.
+type stateCollector struct {
+	store            broadcast.StateStore
+	rows, bytes, off *prometheus.Desc
+}
+
+// Describe implements prometheus.Collector.
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.rows
+	ch <- c.bytes
+	ch <- c.off
+}
+
+// Collect implements prometheus.Collector.
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.store.StateInfo(ctx)
+	if err != nil {
+		return // the bus's own metrics say it is down
+	}
+	for t, ts := range st.Tables {
+		ch <- prometheus.MustNewConstMetric(c.rows, prometheus.GaugeValue, float64(ts.Rows), t)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(ts.Bytes), t)
+		ch <- prometheus.MustNewConstMetric(c.off, prometheus.GaugeValue, b2f(ts.Off), t)
 	}
 }
 

@@ -1,0 +1,203 @@
+package broadcast
+
+// stateLua holds the Lua functions the append script and the state's
+// staging scripts share: the version order of ids, the JSON scanning that
+// merges unchanged columns (as schema.MergeUnchanged does in Go), and
+// keep, which applies one change to a state by the rules stateSet.apply
+// applies in process.
+//
+// A state lives in a hash (meta) and one hash of rows per table (meta ..
+// ':rows:' .. table, field: the key, value: the row record, see
+// decodeStateRecord). meta holds 'floor', 'ready', and per table 'tbl:<t>' (the
+// table holds state; its message type, ” before the first row),
+// 'off:<t>' (why it holds none) and 'bytes:<t>'. Only tables that
+// LoadState registered hold state.
+//
+// keep takes a change as the table m: id, typ, c (committee), u (owner),
+// a (admin-only), op ('u' upsert, 'U' upsert of an oversized row, 'd'
+// delete, 'c' clear), tbl, key, old
+// (the key before an update that changed it), unch (unchanged columns,
+// as JSON strings separated by newlines), data.
+const stateLua = `
+local function older(a, b)
+  local al, as = string.match(a, '^(%d+)-(%d+)$')
+  local bl, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not al or not bl then return false end
+  if al ~= bl then
+    if #al ~= #bl then return #al < #bl end
+    return al < bl
+  end
+  if #as ~= #bs then return #as < #bs end
+  return as < bs
+end
+local function skipv(s, i)
+  local c = string.sub(s, i, i)
+  if c == '"' then
+    local j = i + 1
+    while true do
+      local q = string.find(s, '["\\]', j)
+      if not q then return #s + 1 end
+      if string.sub(s, q, q) == '\\' then j = q + 2 else return q + 1 end
+    end
+  elseif c == '{' or c == '[' then
+    local depth, j = 0, i
+    while true do
+      local q = string.find(s, '[%[%]{}"]', j)
+      if not q then return #s + 1 end
+      local d = string.sub(s, q, q)
+      if d == '"' then
+        j = skipv(s, q)
+      else
+        if d == '{' or d == '[' then depth = depth + 1 else depth = depth - 1 end
+        j = q + 1
+        if depth == 0 then return j end
+      end
+    end
+  end
+  return string.find(s, '[,}%]]', i) or #s + 1
+end
+local function member(s, name)
+  if string.sub(s, 1, 1) ~= '{' or string.sub(s, 2, 2) == '}' then return nil end
+  local i = 2
+  while i <= #s do
+    local ke = skipv(s, i)
+    local ve = skipv(s, ke + 1)
+    if string.sub(s, i, ke - 1) == name then return ke + 1, ve end
+    if string.sub(s, ve, ve) ~= ',' then return nil end
+    i = ve + 1
+  end
+  return nil
+end
+local function mergeflat(prev, nxt, names)
+  local out = string.sub(nxt, 1, -2)
+  for _, n in ipairs(names) do
+    if not member(nxt, n) then
+      local s, e = member(prev, n)
+      if s then
+        if #out > 1 then out = out .. ',' end
+        out = out .. n .. ':' .. string.sub(prev, s, e - 1)
+      end
+    end
+  end
+  return out .. '}'
+end
+local function merge(prev, nxt, unch)
+  local names = {}
+  for n in string.gmatch(unch, '[^\n]+') do names[#names+1] = n end
+  if #names == 0 or string.sub(nxt, 1, 1) ~= '{' then return nxt end
+  for _, w in ipairs({'"vote_count"', '"election_results"'}) do
+    local ns, ne = member(nxt, w)
+    if ns and string.sub(nxt, ns, ns) == '{' then
+      local ps, pe = member(prev, w)
+      if not ps then return nxt end
+      local inner = mergeflat(string.sub(prev, ps, pe - 1), string.sub(nxt, ns, ne - 1), names)
+      return string.sub(nxt, 1, ns - 1) .. inner .. string.sub(nxt, ne)
+    end
+  end
+  return mergeflat(prev, nxt, names)
+end
+local cache, turnedOff, deltas = {}, {}, {}
+-- stateTable returns what keep needs of a table of the state under meta
+-- (false when it holds no state), read once per script call: its type,
+-- its rows' key, and the bytes its rows gained in this call (written by
+-- flushBytes).
+local function stateTable(meta, tbl)
+  local bymeta = cache[meta]
+  if not bymeta then
+    bymeta = {}
+    cache[meta] = bymeta
+  end
+  local t = bymeta[tbl]
+  if t == nil then
+    local v = redis.call('HMGET', meta, 'tbl:' .. tbl, 'off:' .. tbl)
+    if v[1] == false or v[2] ~= false then
+      t = false
+    else
+      t = {typ = v[1], rows = meta .. ':rows:' .. tbl, meta = meta, tbl = tbl, delta = 0}
+      deltas[#deltas+1] = t
+    end
+    bymeta[tbl] = t
+  end
+  return t
+end
+local function version(rec) return string.match(rec, '^[^\n]*') end
+local pastFloor = {}
+local function keep(meta, floor, maxrows, reason, m)
+  if m.op == '' then return end
+  local t = stateTable(meta, m.tbl)
+  if not t then return end
+  -- Ids increase through a call: once one is past the floor, all are.
+  if floor ~= '' and not pastFloor[meta] then
+    if not older(floor, m.id) then return end
+    pastFloor[meta] = true
+  end
+  local rows = t.rows
+  if m.op == 'c' then
+    redis.call('DEL', rows)
+    redis.call('HSET', meta, 'bytes:' .. m.tbl, 0)
+    t.delta = 0
+    return
+  end
+  local prev = redis.call('HGET', rows, m.key)
+  if prev and not older(version(prev), m.id) then return end
+  local delta = 0
+  if m.op == 'd' then
+    if prev then
+      redis.call('HDEL', rows, m.key)
+      delta = -(#m.key + #prev)
+    end
+  else
+    local data = m.data
+    if prev and m.unch ~= '' then
+      data = merge(string.match(prev, '^[^\n]*\n[^\n]*\n[^\n]*\n[^\n]*\n(.*)$'), data, m.unch)
+    end
+    local flags = m.a
+    if m.op == 'U' then flags = flags .. 'o' end
+    local rec = m.id .. '\n' .. m.c .. '\n' .. m.u .. '\n' .. flags .. '\n' .. data
+    redis.call('HSET', rows, m.key, rec)
+    delta = #m.key + #rec
+    if prev then delta = delta - #m.key - #prev end
+    if t.typ ~= m.typ then
+      redis.call('HSET', meta, 'tbl:' .. m.tbl, m.typ)
+      t.typ = m.typ
+    end
+    if m.old ~= '' and m.old ~= m.key then
+      local o = redis.call('HGET', rows, m.old)
+      if o and older(version(o), m.id) then
+        redis.call('HDEL', rows, m.old)
+        delta = delta - #m.old - #o
+      end
+    end
+    if not prev and maxrows > 0 and redis.call('HLEN', rows) > maxrows then
+      redis.call('DEL', rows)
+      redis.call('HSET', meta, 'off:' .. m.tbl, reason, 'bytes:' .. m.tbl, 0)
+      cache[meta][m.tbl] = false
+      t.delta = 0
+      turnedOff[#turnedOff+1] = m.tbl
+      return
+    end
+  end
+  t.delta = t.delta + delta
+end
+-- flushBytes adds up the byte counts keep changed; call it before the
+-- script returns.
+local function flushBytes()
+  for _, t in ipairs(deltas) do
+    if t.delta ~= 0 then redis.call('HINCRBY', t.meta, 'bytes:' .. t.tbl, t.delta) end
+    t.delta = 0
+  end
+end
+-- entryChange reads a change from a stream entry (XRANGE's field list).
+local function entryChange(e)
+  local f = {}
+  for k = 1, #e[2], 2 do f[e[2][k]] = e[2][k+1] end
+  local m = {id = e[1], typ = f[F.type] or '', c = f[F.committee] or '', u = f[F.owner] or '',
+    a = f[F.admin] or '', op = f[F.rowop] or '', tbl = f[F.rowtable] or '', key = f[F.rowkey] or '',
+    old = f[F.rowold] or '', unch = f[F.rowunch] or '', data = ''}
+  if m.op == 'u' or m.op == 'U' then
+    local s, e2 = member(f[F.json] or '', '"data"')
+    if not s then m.op = '' else m.data = string.sub(f[F.json], s, e2 - 1) end
+  end
+  return m
+end
+`
