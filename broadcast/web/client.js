@@ -310,6 +310,8 @@ export class WalcastClient {
   #everSynced = false;
   #syncAttempt = 0; // rate-limited sync frames in a row, for the backoff
   #scope = null; // scopeOf the token the collections were synced with
+  #applied = null; // [lsn, seq] of the last change applied to the collections
+  #appliedId = null;
   // wake runs when the network comes back or the page is shown again (a
   // laptop waking up): check an open connection now instead of at the next
   // ping, and end a reconnect's wait.
@@ -470,7 +472,11 @@ export class WalcastClient {
     url.searchParams.set("token", token);
     url.searchParams.delete("since");
     // A sync is coming: resuming first would replay what the state holds.
-    if (this.#lastId !== null && !(this.#sync && this.#needSync)) url.searchParams.set("since", this.#lastId);
+    // Resume from the last change the collections hold when that is older
+    // than the last delivered (the changes between were not applied yet).
+    let since = this.#lastId;
+    if (this.#sync && this.#applied && this.#last && cmpKey(this.#applied, this.#last) < 0) since = this.#appliedId;
+    if (since !== null && !(this.#sync && this.#needSync)) url.searchParams.set("since", since);
     // The subscription goes with the connect too, so that walcast filters
     // the replay; the subscribe frame sent on open confirms it.
     const sub = this.#subscription;
@@ -843,6 +849,10 @@ export class WalcastClient {
       this.#last = pos;
       this.#lastId = msg.position;
     }
+    // The changes after the position follow, also those this client
+    // delivered before (the state may not hold them).
+    this.#applied = pos;
+    this.#appliedId = pos ? msg.position : null;
     this.#stats.syncs++;
     this.#inFlight = false;
     this.#syncAttempt = 0;
@@ -894,8 +904,11 @@ export class WalcastClient {
   #onChange(msg) {
     const key = parseId(msg.id);
     if (!key) return this.#emitError("bad_frame", `walcast sent a change with a bad id: ${msg.id}`);
+    // The collection first, so handlers of the change read the new rows.
+    const rows = this.#applyChange(key, msg);
     if (this.#last && cmpKey(key, this.#last) <= 0) {
       this.#stats.skipped++; // a duplicate, or older than what we delivered
+      for (const e of rows) this.#emit("row", e);
       return;
     }
     this.#last = key;
@@ -904,12 +917,23 @@ export class WalcastClient {
       this.#stats.filtered++;
       return;
     }
-    // The collection first, so handlers of the change read the new rows.
-    const rows = this.#sync ? this.#applyToTable(msg) : [];
     this.#stats.delivered++;
     this.#emit(msg.type, msg);
     this.#emit("*", msg);
     for (const e of rows) this.#emit("row", e);
+  }
+
+  // applyChange keeps the collections current with a change after the
+  // last one applied to them (#applied), whether or not its event was
+  // delivered already: a sync's position may be older than changes this
+  // client delivered (or was told of at welcome) before the sync, and the
+  // changes after the position must reach the collections all the same.
+  #applyChange(key, msg) {
+    if (!this.#sync || !this.#everSynced || !this.#wanted(msg)) return [];
+    if (this.#applied && cmpKey(key, this.#applied) <= 0) return [];
+    this.#applied = key;
+    this.#appliedId = msg.id;
+    return this.#applyToTable(msg);
   }
 
   // wanted applies the subscription locally, as walcast does: a replay

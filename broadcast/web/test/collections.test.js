@@ -259,3 +259,36 @@ test("sync: a refreshed token with other committees syncs again", async (t) => {
   ws.push({ type: "state_end", position: "11-0", tables: [G] });
   assert.equal(c.synced, true);
 });
+
+test("sync: a row that left the scope (deleted with left: true) leaves the collection", async (t) => {
+  const { c, ws, events } = await connect(t);
+  ws.push({ type: "state", table: G, rows: [row(1, "a", "11-0"), row(2, "b", "11-0")] });
+  ws.push({ type: "state_end", position: "11-0", tables: [G] });
+  ws.push({ ...change("12-0", "deleted", 1, "a"), left: true });
+  assert.deepEqual(names(c), { "[2]": "b" });
+  assert.deepEqual(events, ["removed [1]"]);
+});
+
+test("sync: a state older than the connection's position: the changes between reach the collection, their events are not repeated", async (t) => {
+  const { c, ws, events } = await connect(t); // welcome at 10-0
+  const delivered = [];
+  c.on("*", (m) => delivered.push(m.id));
+  // A shared read of the state at 8-0 (walcast reads once for syncs that start together).
+  ws.push({ type: "state", table: G, rows: [row(1, "a", "7-0")] });
+  ws.push({ type: "state_end", position: "8-0", tables: [G] });
+  ws.push(change("9-0", "created", 2, "b"));
+  assert.deepEqual(names(c), { "[1]": "a", "[2]": "b" });
+  // Cut before 10-0 came: the resume asks from the last change the collection holds.
+  ws.drop();
+  const ws2 = await waitFor(() => ScriptedSocket.all.at(-1) !== ws && ScriptedSocket.all.at(-1), { what: "a reconnect" });
+  assert.equal(ws2.url.searchParams.get("since"), "9-0");
+  ws2.open();
+  ws2.push(change("10-0", "updated", 1, "a2"), change("11-0", "created", 3, "c"));
+  assert.deepEqual(names(c), { "[1]": "a2", "[2]": "b", "[3]": "c" });
+  assert.deepEqual(delivered, ["11-0"], "events only after the position at connect");
+  assert.deepEqual(events, ["added [2] b", "changed [1] a2", "added [3] c"]);
+  assert.equal(c.stats.skipped, 2);
+  ws2.drop();
+  const ws3 = await waitFor(() => ScriptedSocket.all.at(-1) !== ws2 && ScriptedSocket.all.at(-1), { what: "a second reconnect" });
+  assert.equal(ws3.url.searchParams.get("since"), "11-0");
+});

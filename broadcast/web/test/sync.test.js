@@ -27,8 +27,9 @@ function rng(seed) {
 
 // burst commits n transactions of inserts, updates and deletes of
 // guarantees, vote counts and attendance across committees 1-3, some rows
-// owned by user 2. Rows never move between committees: a row that leaves a
-// supervisor's committee is an update that supervisor does not receive.
+// owned by user 2, and now and then moves a guarantee to another committee
+// (it leaves a supervisor's scope: walcast sends a deleted frame with
+// left: true).
 async function burst(p, n, rand) {
   for (let i = 0; i < n; i++) {
     const c = 1 + rand(3), owner = rand(5) === 0 ? 2 : 7 + rand(3);
@@ -42,6 +43,7 @@ async function burst(p, n, rand) {
     ];
     if (rand(3) === 0) stmts.push(`DELETE FROM guarantee WHERE id = (SELECT id FROM guarantee WHERE elector_name LIKE '${p}-%' ORDER BY md5(id::text || 'd${i}') LIMIT 1);`);
     if (rand(8) === 0) stmts.push(`DELETE FROM attendance WHERE id = (SELECT min(id) FROM attendance);`);
+    if (rand(4) === 0) stmts.push(`UPDATE guarantee SET committee_id = ${1 + rand(3)} WHERE id = (SELECT id FROM guarantee WHERE elector_name LIKE '${p}-%' ORDER BY md5(id::text || 'm${i}') LIMIT 1);`);
     await sql("BEGIN;" + stmts.join("") + "COMMIT;");
   }
 }
