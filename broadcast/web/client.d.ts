@@ -163,6 +163,8 @@ export declare class SyncedTable<Data = Record<string, unknown>> implements Iter
   get(key: string): Data | undefined;
   /** The id of the change that last wrote the row. */
   version(key: string): string | undefined;
+  /** The row was over walcast's size limit: its data holds only its key and scope columns; refetch it. */
+  oversized(key: string): boolean;
   keys(): IterableIterator<string>;
   values(): IterableIterator<Data>;
   entries(): IterableIterator<[string, Data]>;

@@ -157,6 +157,8 @@ export class SyncedTable {
   get(key) { return this.#rows.get(key)?.data; }
   /** version returns the id of the change that last wrote the row, or undefined. */
   version(key) { return this.#rows.get(key)?.version; }
+  /** oversized tells whether the row was over walcast's size limit: its data holds only its key and scope columns; refetch it. */
+  oversized(key) { return this.#rows.get(key)?.oversized === true; }
   /** keys iterates over the primary keys. */
   keys() { return this.#rows.keys(); }
   /** values iterates over the rows' data. */
@@ -193,13 +195,13 @@ export class SyncedTable {
   // ({data} or null) or undefined when the change is not newer than the row.
   // base is the row's data under its old key, for an update that changed
   // the primary key.
-  [UPSERT](key, data, version, type, unchanged, base) {
+  [UPSERT](key, data, version, type, unchanged, base, oversized) {
     if (type && !this.#type) this.#type = type;
     const prev = this.#rows.get(key);
     if (prev && idOrder(version, prev.version) <= 0) return undefined;
     // Changes come in id order: the row written last goes last.
     this.#rows.delete(key);
-    this.#rows.set(key, { data: withUnchanged(data, unchanged, prev?.data ?? base), version });
+    this.#rows.set(key, { data: withUnchanged(data, unchanged, prev?.data ?? base), version, oversized: oversized === true });
     this.#touch();
     return prev ?? null;
   }
@@ -823,7 +825,7 @@ export class WalcastClient {
       }
       const prev = st.rows.get(r.key);
       if (prev && idOrder(r.version, prev.version) <= 0) continue;
-      st.rows.set(r.key, { data: r.data, version: r.version });
+      st.rows.set(r.key, { data: r.data, version: r.version, oversized: r.oversized === true });
       this.#stats.stateRows++;
     }
   }
@@ -890,7 +892,7 @@ export class WalcastClient {
       if (gone) out.push(ev("removed", msg.old_key, undefined, gone.data));
       base = gone?.data;
     }
-    const prev = t[UPSERT](msg.key, msg.data, msg.id, msg.type, msg.unchanged, base);
+    const prev = t[UPSERT](msg.key, msg.data, msg.id, msg.type, msg.unchanged, base, msg.oversized);
     if (prev !== undefined) out.push(ev(prev ? "changed" : "added", msg.key, t.get(msg.key), prev?.data));
     return out;
   }

@@ -223,6 +223,11 @@ test("sync: an update without its TOASTed columns keeps their values", async (t)
   ws.push({ id: "13-0", type: "voting_update", action: "created", table: V, key: "[1]", data: { vote_count: { id: 1, votes: 3, memo: "m" }, committee_id: 1 } });
   ws.push({ id: "14-0", type: "voting_update", action: "updated", table: V, key: "[1]", unchanged: ["memo"], data: { vote_count: { id: 1, votes: 4 }, committee_id: 1 } });
   assert.deepEqual(c.table(V).get("[1]"), { vote_count: { id: 1, votes: 4, memo: "m" }, committee_id: 1 });
+  // An oversized row is marked, from a change or from the state.
+  ws.push({ ...change("15-0", "updated", 1, "a3"), oversized: true });
+  assert.equal(c.table(G).oversized("[1]"), true);
+  ws.push(change("16-0", "updated", 1, "a4"));
+  assert.equal(c.table(G).oversized("[1]"), false);
 });
 
 test("sync: an update of the primary key (old_key) moves the row", async (t) => {
