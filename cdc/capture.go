@@ -91,6 +91,12 @@ type Config struct {
 	// silent or failed, and another opened in its place: conn is
 	// "replication" or "query", reason "silent", "timeout" or "closed".
 	OnReplaced func(conn, reason string)
+
+	// State, when set, keeps the live state: when it is not ready, capture
+	// seeds it from a consistent snapshot (see snapshot.go): the one slot
+	// creation exports, or for a slot that exists a temporary slot's,
+	// while streaming goes on.
+	State StateLoader
 }
 
 // Status is a snapshot of a Capture's progress, for health checks and
@@ -144,6 +150,7 @@ type Capture struct {
 	renames renameLog
 	warned  map[string]bool // the setup warnings logged, by check and fix (session goroutine only)
 
+	noKeyWarned  sync.Map    // tracked tables without a primary key, said once (they have no live state)
 	lostReported atomic.Bool // OnLost was called
 	noMessages   sync.Once   // the PostgreSQL < 14 note was logged
 
@@ -456,7 +463,7 @@ func (c *Capture) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.stream(ctx, conn, setup, emitSQL)
+	return c.stream(ctx, conn, setup, emitSQL, exists)
 }
 
 // step bounds one setup step by QueryTimeout: a connection that went
@@ -517,14 +524,25 @@ func (c *Capture) ensureSlot(ctx context.Context, conn *pgconn.PgConn, setup *pg
 	if exists {
 		return slot, nil
 	}
-	// No timeout: creating a slot waits for the transactions running at
-	// that moment to end, however long they take.
-	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+	seeding, err := c.needsSeed(sctx)
 	if err != nil {
-		return slot, fmt.Errorf("create replication slot %s: %w", c.cfg.Slot, err)
+		return slot, err
 	}
-	c.log.Info("created replication slot", "consistent_point", res.ConsistentPoint)
+	// No timeout: creating a slot waits for the transactions running at
+	// that moment to end, however long they take; seeding reads every
+	// tracked row.
+	if seeding {
+		if _, err := c.createSlotSeeding(ctx, conn); err != nil {
+			return slot, err
+		}
+	} else {
+		res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		if err != nil {
+			return slot, fmt.Errorf("create replication slot %s: %w", c.cfg.Slot, err)
+		}
+		c.log.Info("created replication slot", "consistent_point", res.ConsistentPoint)
+	}
 	sctx, cancel = c.step(ctx)
 	defer cancel()
 	slot, _, err = readSlot(sctx, setup, c.cfg.Slot)
@@ -653,18 +671,21 @@ func (c *Capture) heartbeatMode(ctx context.Context, conn *pgx.Conn) (mode, emit
 //
 // A monitor runs next to them on the ordinary connection setup: heartbeats,
 // stall detection, the slot's WAL. It can end the session with a
-// SetupError (the slot was lost), which stream returns.
-func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, setup *pgx.Conn, emitSQL string) error {
+// SetupError (the slot was lost), which stream returns. When the live state
+// needs seeding and the slot existed, a seeder runs next to them too, on
+// connections of its own.
+func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, setup *pgx.Conn, emitSQL string, slotExisted bool) error {
 	sessCtx, endSession := context.WithCancelCause(ctx)
 	defer endSession(nil)
-	monDone := make(chan struct{})
-	go func() {
-		defer close(monDone)
-		c.monitor(sessCtx, setup, emitSQL, endSession)
-	}()
+	var side sync.WaitGroup
+	side.Go(func() { c.monitor(sessCtx, setup, emitSQL, endSession) })
+	if slotExisted && c.cfg.State != nil {
+		// A slot created just now was seeded before streaming.
+		side.Go(func() { c.seedWhileStreaming(sessCtx, c.tracked) })
+	}
 	err := c.streamChanges(sessCtx, conn)
 	endSession(nil)
-	<-monDone
+	side.Wait()
 	if cause := context.Cause(sessCtx); IsSetupError(cause) {
 		return cause
 	}
