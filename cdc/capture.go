@@ -463,7 +463,7 @@ func (c *Capture) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.stream(ctx, conn, setup, emitSQL, exists)
+	return c.stream(ctx, conn, setup, emitSQL)
 }
 
 // step bounds one setup step by QueryTimeout: a connection that went
@@ -526,13 +526,15 @@ func (c *Capture) ensureSlot(ctx context.Context, conn *pgconn.PgConn, setup *pg
 	}
 	seeding, err := c.needsSeed(sctx)
 	if err != nil {
-		return slot, err
+		// The seeder next to the stream retries; creating the slot and
+		// streaming do not wait for the bus.
+		c.log.Warn("cannot tell whether the live state needs seeding; creating the slot without a snapshot, the state is seeded from a temporary slot once the bus answers", "err", err)
 	}
 	// No timeout: creating a slot waits for the transactions running at
 	// that moment to end, however long they take; seeding reads every
 	// tracked row.
 	if seeding {
-		if _, err := c.createSlotSeeding(ctx, conn); err != nil {
+		if err := c.createSlotSeeding(ctx, conn); err != nil {
 			return slot, err
 		}
 	} else {
@@ -673,14 +675,15 @@ func (c *Capture) heartbeatMode(ctx context.Context, conn *pgx.Conn) (mode, emit
 // stall detection, the slot's WAL. It can end the session with a
 // SetupError (the slot was lost), which stream returns. When the live state
 // needs seeding and the slot existed, a seeder runs next to them too, on
-// connections of its own.
-func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, setup *pgx.Conn, emitSQL string, slotExisted bool) error {
+// connections of its own (see seedWhileStreaming).
+func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, setup *pgx.Conn, emitSQL string) error {
 	sessCtx, endSession := context.WithCancelCause(ctx)
 	defer endSession(nil)
 	var side sync.WaitGroup
 	side.Go(func() { c.monitor(sessCtx, setup, emitSQL, endSession) })
-	if slotExisted && c.cfg.State != nil {
-		// A slot created just now was seeded before streaming.
+	if c.cfg.State != nil {
+		// It returns at once when the state is ready (a slot created just
+		// now was seeded before streaming).
 		side.Go(func() { c.seedWhileStreaming(sessCtx, c.tracked) })
 	}
 	err := c.streamChanges(sessCtx, conn)

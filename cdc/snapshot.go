@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -78,24 +77,25 @@ func (c *Capture) needsSeed(ctx context.Context) (bool, error) {
 // at the consistent point lsn, and loads them into the live state. The
 // replication connection that exported the snapshot must stay idle until
 // seed returns: its next command ends the snapshot.
-func (c *Capture) seed(ctx context.Context, tracked map[uint32]trackedRel, name string, lsn uint64, source string) error {
+func (c *Capture) seed(ctx context.Context, tracked map[uint32]trackedRel, name string, lsn uint64, source string) (SeedResult, error) {
 	start := time.Now()
+	var res SeedResult
 	conn, err := c.connectText(ctx)
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer closeConn(ctx, conn.PgConn())
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return fmt.Errorf("begin the snapshot's transaction: %w", err)
+		return res, fmt.Errorf("begin the snapshot's transaction: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+name+"'"); err != nil {
-		return fmt.Errorf("set transaction snapshot %s: %w", name, err)
+		return res, fmt.Errorf("set transaction snapshot %s: %w", name, err)
 	}
 	rd, err := c.describe(ctx, conn, tracked)
 	if err != nil {
-		return err
+		return res, err
 	}
 	at, tables := SnapshotPosition(lsn), rd.names()
 	log := c.log.With("source", source, "at", at.String(), "consistent_point", pglogrepl.LSN(lsn).String())
@@ -109,10 +109,19 @@ func (c *Capture) seed(ctx context.Context, tracked map[uint32]trackedRel, name 
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("seed the live state from the snapshot at %s: %w", at, err)
+		return res, fmt.Errorf("seed the live state from the snapshot at %s: %w", at, err)
 	}
-	log.Info("seeded the live state", "rows", rows, "tables", len(tables), "took", time.Since(start).Round(time.Millisecond))
-	return nil
+	res = SeedResult{At: at, Tables: tables, Rows: rows, Took: time.Since(start)}
+	log.Info("seeded the live state", "rows", rows, "tables", len(tables), "took", res.Took.Round(time.Millisecond))
+	return res, nil
+}
+
+// SeedResult says what seeding loaded into the live state.
+type SeedResult struct {
+	At     schema.Position // the snapshot's position: the state's floor
+	Tables []string        // the tables loaded
+	Rows   int             // the rows loaded
+	Took   time.Duration
 }
 
 // connectText opens an ordinary connection whose text output of values is
@@ -152,10 +161,10 @@ var textFormat = map[string]string{
 // logical slot, on connections of its own: the slot capture streams from
 // is not touched, and PostgreSQL drops the temporary slot when its
 // connection closes.
-func (c *Capture) seedTemporary(ctx context.Context, tracked map[uint32]trackedRel) error {
+func (c *Capture) seedTemporary(ctx context.Context, tracked map[uint32]trackedRel) (SeedResult, error) {
 	conn, err := c.openReplication(ctx)
 	if err != nil {
-		return err
+		return SeedResult{}, err
 	}
 	defer closeConn(ctx, conn)
 	token := make([]byte, 4)
@@ -170,11 +179,11 @@ func (c *Capture) seedTemporary(ctx context.Context, tracked map[uint32]trackedR
 	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, name, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{Temporary: true, Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
 	if err != nil {
-		return fmt.Errorf("create temporary replication slot %s for the snapshot (it needs a free max_replication_slots and max_wal_senders entry): %w", name, err)
+		return SeedResult{}, fmt.Errorf("create temporary replication slot %s for the snapshot (it needs a free max_replication_slots and max_wal_senders entry): %w", name, err)
 	}
 	lsn, err := pglogrepl.ParseLSN(res.ConsistentPoint)
 	if err != nil {
-		return fmt.Errorf("parse consistent point %q of slot %s: %w", res.ConsistentPoint, name, err)
+		return SeedResult{}, fmt.Errorf("parse consistent point %q of slot %s: %w", res.ConsistentPoint, name, err)
 	}
 	return c.seed(ctx, tracked, res.SnapshotName, uint64(lsn), "temporary slot "+name)
 }
@@ -192,7 +201,7 @@ func (c *Capture) seedWhileStreaming(ctx context.Context, tracked map[uint32]tra
 			return
 		}
 		if err == nil {
-			err = c.seedTemporary(ctx, tracked)
+			_, err = c.seedTemporary(ctx, tracked)
 		}
 		if err == nil || ctx.Err() != nil {
 			return
@@ -210,49 +219,43 @@ func (c *Capture) seedWhileStreaming(ctx context.Context, tracked map[uint32]tra
 // rebuild`, after raising --state-max-rows or to repair the state. No
 // change is lost or repeated: the snapshot comes from a temporary slot,
 // and the store applies the changes streamed after it.
-func Rebuild(ctx context.Context, cfg Config, state StateLoader) error {
+func Rebuild(ctx context.Context, cfg Config, state StateLoader) (SeedResult, error) {
 	cfg.State = state
 	c := New(cfg, nil)
 	setup, err := c.connect(ctx)
 	if err != nil {
-		return err
+		return SeedResult{}, err
 	}
 	defer closeConn(ctx, setup.PgConn())
 	sctx, cancel := c.step(ctx)
 	defer cancel()
 	tracked, err := c.prepare(sctx, setup)
 	if err != nil {
-		return err
+		return SeedResult{}, err
 	}
 	return c.seedTemporary(ctx, tracked)
 }
 
-// errNoSnapshot is returned when a slot was created without the snapshot
-// seeding needs.
-var errNoSnapshot = errors.New("slot creation exported no snapshot")
-
 // createSlotSeeding creates the slot with an exported snapshot and seeds
 // the live state from it before anything is streamed: the state is then
-// exactly the tables at the slot's start.
-func (c *Capture) createSlotSeeding(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.CreateReplicationSlotResult, error) {
+// exactly the tables at the slot's start. A failed seed leaves the slot
+// in place and is only logged: streaming starts, and the seeder next to
+// it seeds from a temporary slot.
+func (c *Capture) createSlotSeeding(ctx context.Context, conn *pgconn.PgConn) error {
 	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
 	if err != nil {
-		return res, fmt.Errorf("create replication slot %s: %w", c.cfg.Slot, err)
+		return fmt.Errorf("create replication slot %s: %w", c.cfg.Slot, err)
 	}
 	c.log.Info("created replication slot", "consistent_point", res.ConsistentPoint, "snapshot", res.SnapshotName)
-	if res.SnapshotName == "" {
-		return res, errNoSnapshot
-	}
 	lsn, err := pglogrepl.ParseLSN(res.ConsistentPoint)
-	if err != nil {
-		return res, fmt.Errorf("parse consistent point %q of slot %s: %w", res.ConsistentPoint, c.cfg.Slot, err)
+	if err == nil {
+		// The replication connection stays idle until the rows are read:
+		// its next command would end the snapshot.
+		_, err = c.seed(ctx, c.tracked, res.SnapshotName, uint64(lsn), "slot creation")
 	}
-	// The replication connection stays idle until the rows are read: its
-	// next command would end the snapshot.
-	if err := c.seed(ctx, c.tracked, res.SnapshotName, uint64(lsn), "slot creation"); err != nil {
-		// The slot stays: the next session seeds from a temporary slot.
-		return res, err
+	if err != nil && ctx.Err() == nil {
+		c.log.Error("seeding the live state at slot creation failed; streaming starts, and the state is seeded from a temporary slot", "err", err)
 	}
-	return res, nil
+	return nil
 }

@@ -184,6 +184,7 @@ func (a *App) startCapture(bus *processBus, hub *broadcast.Hub, met *metrics, re
 		Transport:         cfg.Transport.TCP,
 		QueryTimeout:      cfg.Transport.QueryTimeout,
 		OnReplaced:        replaced,
+		State:             newSeeder(router, bus),
 	}, sink)
 	met.watchCapture(capture.Status)
 	a.mu.Lock()
@@ -199,6 +200,20 @@ func (a *App) startCapture(bus *processBus, hub *broadcast.Hub, met *metrics, re
 		work = append(work, func(ctx context.Context) error { return builder.Run(ctx, emit, ready) })
 	}
 	return capture, work
+}
+
+// captureConfig is the part of capture's configuration that capture and
+// `walcast state rebuild` share: where the tables are and how to reach them.
+func captureConfig(cfg *Config, log *slog.Logger) cdc.Config {
+	return cdc.Config{
+		DatabaseURL:  cfg.DatabaseURL,
+		Slot:         cfg.Slot,
+		Publication:  cfg.Publication,
+		Tables:       cfg.Tables,
+		Logger:       log,
+		Transport:    cfg.Transport.TCP,
+		QueryTimeout: cfg.Transport.QueryTimeout,
+	}
 }
 
 // newServer returns the HTTP server: /ws when serving, the probes always.
