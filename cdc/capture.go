@@ -150,7 +150,6 @@ type Capture struct {
 	renames renameLog
 	warned  map[string]bool // the setup warnings logged, by check and fix (session goroutine only)
 
-	noKeyWarned  sync.Map    // tracked tables without a primary key, said once (they have no live state)
 	lostReported atomic.Bool // OnLost was called
 	noMessages   sync.Once   // the PostgreSQL < 14 note was logged
 

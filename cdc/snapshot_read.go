@@ -47,8 +47,7 @@ type snapColumn struct {
 
 // describe builds the reader for the tracked tables, on the snapshot's
 // connection (inside its transaction, so the catalog is the snapshot's).
-// A table without a primary key has no live state: it is left out, and
-// said once.
+// A table without a primary key has no live state: it is left out.
 func (c *Capture) describe(ctx context.Context, conn *pgx.Conn, tracked map[uint32]trackedRel) (*snapReader, error) {
 	var version int
 	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
@@ -71,8 +70,7 @@ func (c *Capture) describe(ctx context.Context, conn *pgx.Conn, tracked map[uint
 			return nil, fmt.Errorf("describe %s for the snapshot: %w", tr.table.Qualified(), err)
 		}
 		if !slices.ContainsFunc(cols, func(c snapColumn) bool { return c.pkey }) {
-			c.noKey(tr.table)
-			continue
+			continue // no live state: the start-up check warned (noKeyFinding)
 		}
 		if err := r.dec.loadUserTypes(ctx, conn, cols); err != nil {
 			return nil, err
@@ -98,15 +96,6 @@ func (c *Capture) describe(ctx context.Context, conn *pgx.Conn, tracked map[uint
 			query: "SELECT " + strings.Join(names, ", ") + " FROM " + only + tr.quoted})
 	}
 	return r, nil
-}
-
-// noKey says once that a tracked table has no live state.
-func (c *Capture) noKey(t schema.Table) {
-	if _, said := c.noKeyWarned.LoadOrStore(t.Qualified(), true); said {
-		return
-	}
-	c.log.Warn("a tracked table has no primary key: it has no live state (sync sends none of its rows); its changes still stream",
-		"table", t.Qualified(), "fix", "ALTER TABLE "+t.QuotedIdent()+" ADD PRIMARY KEY (...); then walcast state rebuild")
 }
 
 // snapColumns reads the columns pgoutput publishes of a table (PostgreSQL

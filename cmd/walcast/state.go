@@ -88,3 +88,28 @@ func newSeeder(router *schema.Router, bus stateBus) *pipeline.Seeder {
 		return st.Ready, err
 	})
 }
+
+// checkState returns what `walcast check` reads the live state with: the
+// Redis bus's status, when --redis-url is given (the in-process bus's
+// state lives and dies with its process, seeded at every start).
+func checkState(cfg *Config) func(ctx context.Context) (cdc.StateReport, error) {
+	if cfg.RedisURL == "" {
+		return nil
+	}
+	return func(ctx context.Context) (cdc.StateReport, error) {
+		bus, err := broadcast.NewRedisBus(broadcast.RedisConfig{URL: cfg.RedisURL, Timeout: cfg.Transport.RedisTimeout})
+		if err != nil {
+			return cdc.StateReport{}, err
+		}
+		defer bus.Close()
+		st, err := bus.StateInfo(ctx)
+		if err != nil {
+			return cdc.StateReport{}, err
+		}
+		rep := cdc.StateReport{Ready: st.Ready, Floor: st.Floor, Tables: make(map[string]cdc.TableReport, len(st.Tables))}
+		for name, ts := range st.Tables {
+			rep.Tables[name] = cdc.TableReport{Rows: ts.Rows, Bytes: ts.Bytes, Off: ts.Off, Reason: ts.Reason}
+		}
+		return rep, nil
+	}
+}
