@@ -26,7 +26,7 @@ const seedRows = 100_000
 
 // seededDB is an election database whose guarantee table already holds n
 // rows (ids 1..n, elector names s1..sn) before walcast ever starts.
-func seededDB(t *testing.T, n int) *testenv.Postgres {
+func seededDB(t testing.TB, n int) *testenv.Postgres {
 	t.Helper()
 	pg := electionDB(t)
 	pg.Exec(t, fmt.Sprintf(`INSERT INTO guarantee (id, committee_id, user_id, elector_name)
@@ -137,7 +137,7 @@ func tableGuarantees(t *testing.T, dbURL string) map[string]guaranteeRow {
 
 // stateGuarantees reads the guarantee rows of the live state in Redis,
 // and whether the state is ready.
-func stateGuarantees(t *testing.T, redisURL string) (map[string]guaranteeRow, broadcast.StateStatus, error) {
+func stateGuarantees(t testing.TB, redisURL string) (map[string]guaranteeRow, broadcast.StateStatus, error) {
 	t.Helper()
 	bus, err := broadcast.NewRedisBus(broadcast.RedisConfig{URL: redisURL, Logger: discardLogger()})
 	if err != nil {

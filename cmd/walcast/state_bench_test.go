@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/walcast/walcast/internal/testenv"
+)
+
+var (
+	syncRows    = flag.Int("sync-rows", seedRows, "BenchmarkStateSync: guarantee rows in the database")
+	syncClients = flag.Int("sync-clients", 1000, "BenchmarkStateSync: clients that sync at once in the second measurement")
+)
+
+// BenchmarkStateSync measures the live state of a database holding
+// 100,000 guarantee rows (-sync-rows) with `walcast run` on Redis: the
+// seed at first start, Redis memory per row, and the time a sync of every
+// row takes for one admin client, then for -sync-clients admin clients at
+// once (each receives every row; the clients run in the test process, on
+// the same cores as walcast and Redis).
+//
+//	go test ./cmd/walcast -run '^$' -bench StateSync -benchtime 1x -sync-clients 1000
+func BenchmarkStateSync(b *testing.B) {
+	rows := *syncRows
+	pg := seededDB(b, rows)
+	rd := testenv.StartRedis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	defer rdb.Close()
+	before := usedMemory(b, rdb)
+	start := time.Now()
+	app := startApp(b, testConfig(b, pg.URL(), "--redis-url", rd.URL(), "--dashboard-interval", "0",
+		"--connect-rate", "100000", "--max-connections", "100000"))
+	app.waitStreaming(b)
+	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if _, st, err := stateGuarantees(b, rd.URL()); err == nil && st.Ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("state not ready within 5 minutes")
+		}
+	}
+	seeded := time.Since(start)
+	perRow := float64(usedMemory(b, rdb)-before) / float64(rows)
+	b.ReportMetric(seeded.Seconds(), "s/seed")
+	b.ReportMetric(perRow, "B/row")
+	b.Logf("seeded %d rows in %s (start to ready); Redis used_memory %.0f bytes per row", rows, seeded.Round(time.Millisecond), perRow)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, n := range []int{1, *syncClients} {
+			took := syncAll(b, app.addr, n, rows)
+			b.ReportMetric(took.Seconds(), fmt.Sprintf("s/sync-%d-clients", n))
+			b.Logf("sync of %d rows to %d clients at once: %s", rows, n, took.Round(time.Millisecond))
+		}
+	}
+}
+
+// usedMemory is Redis's used_memory.
+func usedMemory(tb testing.TB, rdb *redis.Client) int64 {
+	tb.Helper()
+	info, err := rdb.Info(context.Background(), "memory").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return n
+		}
+	}
+	tb.Fatal("no used_memory in INFO memory")
+	return 0
+}
+
+// syncAll connects n admin clients at once with ?sync=all and returns how
+// long until the last one received state_end, each having received
+// every one of rows.
+func syncAll(b *testing.B, addr string, n, rows int) time.Duration {
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		tok := token(b, int64(i+1), "admin")
+		wg.Go(func() {
+			if got, err := syncOnce(addr, tok); err != nil {
+				errs <- err
+			} else if got != rows {
+				errs <- fmt.Errorf("client synced %d rows, want %d", got, rows)
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	return took
+}
+
+// syncOnce opens a connection with ?sync=all and counts the guarantee rows
+// of the state frames until state_end.
+func syncOnce(addr, tok string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://%s/ws?token=%s&sync=all", addr, tok), nil)
+	if err != nil {
+		return 0, fmt.Errorf("dial: %w", err)
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(64 << 20)
+	rows := 0
+	for {
+		_, b, err := conn.Read(ctx)
+		if err != nil {
+			return rows, fmt.Errorf("read after %d rows: %w", rows, err)
+		}
+		var f struct {
+			Type  string
+			Table string
+			Rows  []json.RawMessage
+		}
+		if err := json.Unmarshal(b, &f); err != nil {
+			return rows, fmt.Errorf("frame: %w", err)
+		}
+		switch f.Type {
+		case "state":
+			if f.Table == "public.guarantee" {
+				rows += len(f.Rows)
+			}
+		case "state_end":
+			return rows, nil
+		}
+	}
+}
