@@ -681,8 +681,8 @@ func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, setup *pgx.Co
 	var side sync.WaitGroup
 	side.Go(func() { c.monitor(sessCtx, setup, emitSQL, endSession) })
 	if c.cfg.State != nil {
-		// It returns at once when the state is ready (a slot created just
-		// now was seeded before streaming).
+		// It seeds only a state that is not ready (a slot created just now
+		// was seeded before streaming), and checks it now and then.
 		side.Go(func() { c.seedWhileStreaming(sessCtx, c.tracked) })
 	}
 	err := c.streamChanges(sessCtx, conn)

@@ -188,29 +188,34 @@ func (c *Capture) seedTemporary(ctx context.Context, tracked map[uint32]trackedR
 	return c.seed(ctx, tracked, res.SnapshotName, uint64(lsn), "temporary slot "+name)
 }
 
+// stateCheckInterval is how often a streaming session asks whether the
+// live state is still ready once it was: Redis restarted without its data,
+// a new epoch, or someone deleted it.
+const stateCheckInterval = 15 * time.Second
+
 // seedWhileStreaming seeds the live state next to a streaming session
-// whose slot existed (first start with state on, or walcast or Redis
-// killed while seeding), retrying until it is done or the session ends.
-// Capture keeps streaming meanwhile: the store's floor and row versions
-// sort out the changes before and after the snapshot.
+// whenever it is not ready (first start with state on, walcast or Redis
+// killed while seeding, the state lost), retrying until it is done, and
+// checks again every stateCheckInterval until the session ends. Capture
+// keeps streaming meanwhile: the store's floor and row versions sort out
+// the changes before and after the snapshot.
 func (c *Capture) seedWhileStreaming(ctx context.Context, tracked map[uint32]trackedRel) {
 	backoff := time.Second
 	for {
 		need, err := c.needsSeed(ctx)
-		if err == nil && !need {
-			return
-		}
-		if err == nil {
+		if err == nil && need {
 			_, err = c.seedTemporary(ctx, tracked)
 		}
-		if err == nil || ctx.Err() != nil {
+		wait := stateCheckInterval
+		if err != nil && ctx.Err() == nil {
+			c.log.Error("seeding the live state failed; changes still stream, the state is not ready; retrying", "err", err, "retry_in", backoff)
+			wait, backoff = backoff, min(backoff*2, time.Minute)
+		} else if err == nil {
+			backoff = time.Second
+		}
+		if !ctxsleep.Sleep(ctx, wait) {
 			return
 		}
-		c.log.Error("seeding the live state failed; changes still stream, the state is not ready; retrying", "err", err, "retry_in", backoff)
-		if !ctxsleep.Sleep(ctx, backoff) {
-			return
-		}
-		backoff = min(backoff*2, time.Minute)
 	}
 }
 
