@@ -202,20 +202,6 @@ func (a *App) startCapture(bus *processBus, hub *broadcast.Hub, met *metrics, re
 	return capture, work
 }
 
-// captureConfig is the part of capture's configuration that capture and
-// `walcast state rebuild` share: where the tables are and how to reach them.
-func captureConfig(cfg *Config, log *slog.Logger) cdc.Config {
-	return cdc.Config{
-		DatabaseURL:  cfg.DatabaseURL,
-		Slot:         cfg.Slot,
-		Publication:  cfg.Publication,
-		Tables:       cfg.Tables,
-		Logger:       log,
-		Transport:    cfg.Transport.TCP,
-		QueryTimeout: cfg.Transport.QueryTimeout,
-	}
-}
-
 // newServer returns the HTTP server: /ws when serving, the probes always.
 func (a *App) newServer(hub *broadcast.Hub, presence *broadcast.Presence, bus *processBus, verifier *broadcast.Verifier, ready readiness, serving bool) *broadcast.Server {
 	cfg := a.cfg

@@ -65,7 +65,16 @@ func runState(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err := bus.Check(ctx); err != nil {
 		return fmt.Errorf("check redis: %w", err)
 	}
-	res, err := cdc.Rebuild(ctx, captureConfig(cfg, log), newSeeder(schema.NewRouter(cfg.Tables), bus))
+	router := schema.NewRouter(cfg.Tables)
+	res, err := cdc.Rebuild(ctx, cdc.Config{
+		DatabaseURL:  cfg.DatabaseURL,
+		Slot:         cfg.Slot,
+		Publication:  cfg.Publication,
+		Tables:       cfg.Tables,
+		Logger:       log,
+		Transport:    cfg.Transport.TCP,
+		QueryTimeout: cfg.Transport.QueryTimeout,
+	}, newSeeder(router, bus))
 	if err != nil {
 		return fmt.Errorf("rebuild the live state: %w", err)
 	}
