@@ -33,15 +33,23 @@ func NewSeeder(router *schema.Router, bus StateBus, ready func(ctx context.Conte
 func (s *Seeder) StateReady(ctx context.Context) (bool, error) { return s.ready(ctx) }
 
 // LoadState routes the snapshot's rows, inserts at position at committed
-// at taken, and loads them into the bus's live state of tables.
+// at taken, and loads them into the bus's live state of tables. Only the
+// tables the router knows a primary key of are loaded: their changes are
+// the ones that carry a row (a table loaded without would read as empty).
 func (s *Seeder) LoadState(ctx context.Context, at schema.Position, taken time.Time, tables []string,
 	rows func(yield func([]schema.Change) error) error) error {
 	tx := schema.Tx{CommitLSN: at.LSN, CommitTime: taken}
-	return s.bus.LoadState(ctx, at, tables, func(yield func([]schema.Message) error) error {
+	keyed := make([]string, 0, len(tables))
+	for _, t := range tables {
+		if s.router.Keyed(t) {
+			keyed = append(keyed, t)
+		}
+	}
+	return s.bus.LoadState(ctx, at, keyed, func(yield func([]schema.Message) error) error {
 		return rows(func(changes []schema.Change) error {
 			msgs := make([]schema.Message, 0, len(changes))
 			for i := range changes {
-				if m, ok := s.router.Route(&tx, &changes[i]); ok {
+				if m, ok := s.router.Route(&tx, &changes[i]); ok && m.Row != nil {
 					msgs = append(msgs, m)
 				}
 			}

@@ -26,8 +26,8 @@ const stateUsage = `usage: walcast state rebuild [flags]
 // lists: the state command reads the database and writes the Redis state,
 // and check reads the state's status when given --redis-url.
 var alsoIn = map[string][]string{
-	cmdState: {"config", "database-url", "redis-url", "slot", "publication", "tables", "log-level", "log-format",
-		"redis-timeout", "query-timeout"},
+	cmdState: {"config", "database-url", "redis-url", "slot", "publication", "tables", "state-max-rows",
+		"log-level", "log-format", "redis-timeout", "query-timeout"},
 	cmdCheck: {"redis-url"},
 }
 
@@ -53,11 +53,17 @@ func runState(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if cfg.RedisURL == "" {
 		return &usageError{"--redis-url (or WALCAST_REDIS_URL, REDIS_URL) is required: the state to rebuild is in Redis (with the in-process bus, restarting walcast run seeds it)"}
 	}
+	if cfg.StateMaxRows == 0 {
+		return &usageError{"--state-max-rows 0 turns live state off: there is no state to rebuild"}
+	}
 	log, err := newLogger(cfg, stderr)
 	if err != nil {
 		return err
 	}
-	bus, err := broadcast.NewRedisBus(broadcast.RedisConfig{URL: cfg.RedisURL, Logger: log, Timeout: cfg.Transport.RedisTimeout})
+	// The limit is applied while the rows load: give the one capture runs
+	// with, or a table above the default is turned off again.
+	bus, err := broadcast.NewRedisBus(broadcast.RedisConfig{URL: cfg.RedisURL, Logger: log, Timeout: cfg.Transport.RedisTimeout,
+		StateMaxRows: stateMaxRows(cfg.StateMaxRows)})
 	if err != nil {
 		return &usageError{"--redis-url: " + err.Error()}
 	}
@@ -74,6 +80,7 @@ func runState(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		Logger:       log,
 		Transport:    cfg.Transport.TCP,
 		QueryTimeout: cfg.Transport.QueryTimeout,
+		OnKeys:       router.SetKeys,
 	}, newSeeder(router, bus))
 	if err != nil {
 		return fmt.Errorf("rebuild the live state: %w", err)
@@ -87,6 +94,15 @@ func runState(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 type stateBus interface {
 	pipeline.StateBus
 	StateInfo(ctx context.Context) (broadcast.StateStatus, error)
+}
+
+// stateLoader returns capture's StateLoader over bus, or nil when
+// --state-max-rows 0 turns live state off.
+func stateLoader(cfg *Config, router *schema.Router, bus stateBus) cdc.StateLoader {
+	if cfg.StateMaxRows == 0 {
+		return nil
+	}
+	return newSeeder(router, bus)
 }
 
 // newSeeder returns capture's StateLoader over bus, routing with router
