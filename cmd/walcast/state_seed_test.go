@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -349,4 +350,12 @@ func TestStateRebuildLive(t *testing.T) {
 		t.Errorf("the state's floor is %s after the rebuild, %s before: not a new snapshot", after.Floor, before.Floor)
 	}
 	waitStateEqualsTable(t, rd.URL(), pg.URL())
+
+	// walcast check reads the state's status from Redis.
+	out.Reset()
+	errOut.Reset()
+	realMain([]string{cmdCheck, "--database-url", pg.URL(), "--redis-url", rd.URL()}, &out, &errOut, func(string) string { return "" })
+	if !regexp.MustCompile(`ok +live state +ready: \d+ rows, seeded at ` + after.Floor.String()).MatchString(out.String()) {
+		t.Errorf("walcast check does not report the ready state:\n%s%s", out.String(), errOut.String())
+	}
 }
