@@ -359,3 +359,23 @@ func TestStateRebuildLive(t *testing.T) {
 		t.Errorf("walcast check does not report the ready state:\n%s%s", out.String(), errOut.String())
 	}
 }
+
+// walcast state: its usage errors, before any server is reached.
+func TestStateCommandUsage(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{cmdState}, "usage: walcast state rebuild"},
+		{[]string{cmdState, "drop"}, `unknown state command "drop"`},
+		{[]string{cmdState, "rebuild"}, "--database-url"},
+		{[]string{cmdState, "rebuild", "--database-url", "postgres://x/y"}, "--redis-url"},
+		{[]string{cmdState, "rebuild", "--database-url", "postgres://x/y", "--redis-url", "redis://x:1", "--state-max-rows", "0"}, "turns live state off"},
+		{[]string{cmdState, "rebuild", "--listen", ":1"}, "-listen"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := realMain(c.args, &out, &errOut, func(string) string { return "" }); code != 2 || !strings.Contains(errOut.String(), c.want) {
+			t.Errorf("walcast %s: exit %d, %q; want 2 and %q", strings.Join(c.args, " "), code, errOut.String(), c.want)
+		}
+	}
+}
