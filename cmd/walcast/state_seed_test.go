@@ -251,6 +251,46 @@ func TestStateSeedsFirstStartUnderWrites(t *testing.T) {
 	writers.halt()
 	t.Logf("%d writes during the test (%d failed)", writers.writes.Load(), writers.failed.Load())
 	waitStateEqualsTable(t, rd.URL(), pg.URL())
+
+	// A client that syncs now receives exactly the table, each row once.
+	table := tableGuarantees(t, pg.URL())
+	if diff := stateDiff(syncGuarantees(t, r.addr), table); diff != "" {
+		t.Errorf("a client's sync: %s", diff)
+	}
+}
+
+// syncGuarantees syncs an admin client with ?sync=guarantee_update and
+// returns the rows of its state frames, failing on a row sent twice.
+func syncGuarantees(t *testing.T, addr string) map[string]guaranteeRow {
+	t.Helper()
+	c := dial(t, addr, token(t, 1, "admin"), "sync=guarantee_update")
+	out := map[string]guaranteeRow{}
+	for {
+		var f struct {
+			Type string
+			Rows []struct {
+				Key  string
+				Data guaranteeRow
+			}
+		}
+		b := c.await(t, func() <-chan time.Time { return time.After(30 * time.Second) }, "state frame within 30 s", func([]byte) bool { return true })
+		if err := json.Unmarshal(b, &f); err != nil {
+			t.Fatal(err)
+		}
+		switch f.Type {
+		case "state":
+			for _, r := range f.Rows {
+				if _, dup := out[r.Key]; dup {
+					t.Fatalf("sync sent row %s twice", r.Key)
+				}
+				out[r.Key] = r.Data
+			}
+		case "state_end":
+			return out
+		case "error":
+			t.Fatalf("sync: %s", b)
+		}
+	}
 }
 
 // (c) kill -9 of walcast and of Redis (AOF) while it seeds and while it
