@@ -420,11 +420,9 @@ func (c *Capture) replicationConfig() (*pgconn.Config, error) {
 	cfg.RuntimeParams["application_name"] = c.appName
 	// pgoutput formats values with the walsender's settings: pin the ones
 	// the decoder's fast paths rely on.
-	cfg.RuntimeParams["DateStyle"] = "ISO, YMD"
-	cfg.RuntimeParams["TimeZone"] = "UTC"
-	cfg.RuntimeParams["IntervalStyle"] = "iso_8601"
-	cfg.RuntimeParams["extra_float_digits"] = "3"
-	cfg.RuntimeParams["bytea_output"] = "hex"
+	for k, v := range textFormat {
+		cfg.RuntimeParams[k] = v
+	}
 	return cfg, nil
 }
 
