@@ -238,6 +238,15 @@ func Rebuild(ctx context.Context, cfg Config, state StateLoader) (SeedResult, er
 	if err != nil {
 		return SeedResult{}, err
 	}
+	// Without the slot nothing streams the changes after the snapshot,
+	// and the slot capture creates later would start after a gap.
+	if _, exists, err := readSlot(sctx, setup, c.cfg.Slot); err != nil || !exists {
+		if err == nil {
+			err = &SetupError{Problem: fmt.Sprintf("replication slot %s does not exist: the live state would miss the changes until capture creates it", c.cfg.Slot),
+				Fix: "start walcast capture (or run) with the same --slot: it creates the slot and seeds the state from its snapshot"}
+		}
+		return SeedResult{}, err
+	}
 	return c.seedTemporary(ctx, tracked)
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -272,4 +273,19 @@ func pgConn(t *testing.T, pg *testenv.Postgres) *pgx.Conn {
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
+}
+
+// Rebuild refuses a database whose slot does not exist yet: nothing would
+// carry the changes after its snapshot into the state.
+func TestRebuildNeedsTheSlot(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	pg.Exec(t, schema.SQL)
+	state := &fakeState{}
+	_, err := Rebuild(context.Background(), Config{DatabaseURL: pg.URL(), Slot: "walcast", Publication: "walcast",
+		Tables: checkTables(t, schema.DefaultTables), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, state)
+	var se *SetupError
+	if !errors.As(err, &se) || !strings.Contains(se.Problem, "does not exist") || len(state.done()) != 0 {
+		t.Fatalf("Rebuild without a slot = %v, %d loads; want a SetupError and none", err, len(state.done()))
+	}
 }
