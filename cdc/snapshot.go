@@ -85,6 +85,9 @@ func (c *Capture) seed(ctx context.Context, tracked map[uint32]trackedRel, name 
 		return res, err
 	}
 	defer closeConn(ctx, conn.PgConn())
+	if err := c.lockSeed(ctx, conn); err != nil {
+		return res, err
+	}
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return res, fmt.Errorf("begin the snapshot's transaction: %w", err)
@@ -114,6 +117,25 @@ func (c *Capture) seed(ctx context.Context, tracked map[uint32]trackedRel, name 
 	res = SeedResult{At: at, Tables: tables, Rows: rows, Took: time.Since(start)}
 	log.Info("seeded the live state", "rows", rows, "tables", len(tables), "took", res.Took.Round(time.Millisecond))
 	return res, nil
+}
+
+// lockSeed takes, for the connection's life, the advisory lock that makes
+// the seeds of one slot's live state take turns: capture's and `walcast
+// state rebuild`'s, in any process. The bus stages one load at a time.
+func (c *Capture) lockSeed(ctx context.Context, conn *pgx.Conn) error {
+	const key = "SELECT hashtext('walcast live state seed ' || $1)"
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(("+key+"))", c.cfg.Slot).Scan(&got); err != nil {
+		return fmt.Errorf("take the seed's advisory lock: %w", err)
+	}
+	if got {
+		return nil
+	}
+	c.log.Info("another seed of the live state is running (capture's, or walcast state rebuild); waiting for it to end")
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(("+key+"))", c.cfg.Slot); err != nil {
+		return fmt.Errorf("wait for the other seed of the live state: %w", err)
+	}
+	return nil
 }
 
 // SeedResult says what seeding loaded into the live state.

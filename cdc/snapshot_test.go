@@ -289,3 +289,37 @@ func TestRebuildNeedsTheSlot(t *testing.T) {
 		t.Fatalf("Rebuild without a slot = %v, %d loads; want a SetupError and none", err, len(state.done()))
 	}
 }
+
+// Seeds of one slot's state take turns: a rebuild waits while another
+// seed holds the advisory lock, then loads.
+func TestSeedsTakeTurns(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	pg.Exec(t, schema.SQL)
+	pg.Exec(t, "SELECT pg_create_logical_replication_slot('walcast', 'pgoutput')")
+	holder := pgConn(t, pg)
+	if _, err := holder.Exec(context.Background(), "SELECT pg_advisory_lock(hashtext('walcast live state seed ' || 'walcast'))"); err != nil {
+		t.Fatal(err)
+	}
+	state := &fakeState{}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Rebuild(context.Background(), Config{DatabaseURL: pg.URL(), Slot: "walcast", Publication: "walcast",
+			Tables: checkTables(t, schema.DefaultTables), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, state)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Rebuild returned %v while another seed held the lock", err)
+	case <-time.After(time.Second):
+	}
+	if n := len(state.done()); n != 0 {
+		t.Fatalf("%d loads while another seed held the lock", n)
+	}
+	if _, err := holder.Exec(context.Background(), "SELECT pg_advisory_unlock_all()"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil || len(state.done()) != 1 {
+		t.Fatalf("Rebuild after the lock was released = %v, %d loads; want nil, 1", err, len(state.done()))
+	}
+}
