@@ -101,7 +101,8 @@ func (b *RedisBus) discard(ctx context.Context, o *schema.Origin, floor schema.P
 	if ep == "" {
 		incr = max(time.Now().UnixMilli(), 1)
 	}
-	// The live state belongs to the old database.
+	// The live state goes with the stream it was kept with (and may
+	// describe another database): it is loaded again.
 	if err := b.dropState(ctx); err != nil {
 		return fmt.Errorf("start a new epoch of %s: %w", b.key, err)
 	}

@@ -89,7 +89,7 @@ func usedMemory(b *testing.B, bus *RedisBus) int64 {
 // same script call. Compare with BenchmarkRedisAppend/batch=100/fsync=false
 // for the cost of state:
 //
-//	go test ./broadcast -run '^$' -bench 'RedisAppend(WithState)?$/batch=100/fsync=false|WithState'
+//	go test ./broadcast -run '^$' -bench RedisAppend
 func BenchmarkRedisAppendWithState(b *testing.B) {
 	rd := testenv.StartRedis(b)
 	bus, err := NewRedisBus(RedisConfig{URL: rd.URL(), History: 100000, Logger: discard()})

@@ -91,6 +91,12 @@ type Config struct {
 	// silent or failed, and another opened in its place: conn is
 	// "replication" or "query", reason "silent", "timeout" or "closed".
 	OnReplaced func(conn, reason string)
+
+	// State, when set, keeps the live state: when it is not ready, capture
+	// seeds it from a consistent snapshot (see snapshot.go): the one slot
+	// creation exports, or for a slot that exists a temporary slot's,
+	// while streaming goes on.
+	State StateLoader
 }
 
 // Status is a snapshot of a Capture's progress, for health checks and
@@ -414,11 +420,9 @@ func (c *Capture) replicationConfig() (*pgconn.Config, error) {
 	cfg.RuntimeParams["application_name"] = c.appName
 	// pgoutput formats values with the walsender's settings: pin the ones
 	// the decoder's fast paths rely on.
-	cfg.RuntimeParams["DateStyle"] = "ISO, YMD"
-	cfg.RuntimeParams["TimeZone"] = "UTC"
-	cfg.RuntimeParams["IntervalStyle"] = "iso_8601"
-	cfg.RuntimeParams["extra_float_digits"] = "3"
-	cfg.RuntimeParams["bytea_output"] = "hex"
+	for k, v := range textFormat {
+		cfg.RuntimeParams[k] = v
+	}
 	return cfg, nil
 }
 
@@ -517,14 +521,27 @@ func (c *Capture) ensureSlot(ctx context.Context, conn *pgconn.PgConn, setup *pg
 	if exists {
 		return slot, nil
 	}
-	// No timeout: creating a slot waits for the transactions running at
-	// that moment to end, however long they take.
-	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+	seeding, err := c.needsSeed(sctx)
 	if err != nil {
-		return slot, fmt.Errorf("create replication slot %s: %w", c.cfg.Slot, err)
+		// The seeder next to the stream retries; creating the slot and
+		// streaming do not wait for the bus.
+		c.log.Warn("cannot tell whether the live state needs seeding; creating the slot without a snapshot, the state is seeded from a temporary slot once the bus answers", "err", err)
 	}
-	c.log.Info("created replication slot", "consistent_point", res.ConsistentPoint)
+	// No timeout: creating a slot waits for the transactions running at
+	// that moment to end, however long they take; seeding reads every
+	// tracked row.
+	if seeding {
+		if err := c.createSlotSeeding(ctx, conn); err != nil {
+			return slot, err
+		}
+	} else {
+		res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		if err != nil {
+			return slot, fmt.Errorf("create replication slot %s: %w", c.cfg.Slot, err)
+		}
+		c.log.Info("created replication slot", "consistent_point", res.ConsistentPoint)
+	}
 	sctx, cancel = c.step(ctx)
 	defer cancel()
 	slot, _, err = readSlot(sctx, setup, c.cfg.Slot)
@@ -653,18 +670,22 @@ func (c *Capture) heartbeatMode(ctx context.Context, conn *pgx.Conn) (mode, emit
 //
 // A monitor runs next to them on the ordinary connection setup: heartbeats,
 // stall detection, the slot's WAL. It can end the session with a
-// SetupError (the slot was lost), which stream returns.
+// SetupError (the slot was lost), which stream returns. When the live state
+// needs seeding and the slot existed, a seeder runs next to them too, on
+// connections of its own (see seedWhileStreaming).
 func (c *Capture) stream(ctx context.Context, conn *pgconn.PgConn, setup *pgx.Conn, emitSQL string) error {
 	sessCtx, endSession := context.WithCancelCause(ctx)
 	defer endSession(nil)
-	monDone := make(chan struct{})
-	go func() {
-		defer close(monDone)
-		c.monitor(sessCtx, setup, emitSQL, endSession)
-	}()
+	var side sync.WaitGroup
+	side.Go(func() { c.monitor(sessCtx, setup, emitSQL, endSession) })
+	if c.cfg.State != nil {
+		// It seeds only a state that is not ready (a slot created just now
+		// was seeded before streaming), and checks it now and then.
+		side.Go(func() { c.seedWhileStreaming(sessCtx, c.tracked) })
+	}
 	err := c.streamChanges(sessCtx, conn)
 	endSession(nil)
-	<-monDone
+	side.Wait()
 	if cause := context.Cause(sessCtx); IsSetupError(cause) {
 		return cause
 	}

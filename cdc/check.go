@@ -60,6 +60,9 @@ type CheckConfig struct {
 	// MaxRetainedWAL is the retained WAL past which the slot is a
 	// warning (walcast's --max-retained-wal); 0 means the default, 1 GiB.
 	MaxRetainedWAL int64
+	// State, when set, reads the live state's status from the bus, which
+	// Check then judges; nil: the state is not checked (start-up).
+	State func(ctx context.Context) (StateReport, error)
 }
 
 // sizeText writes a byte count the way PostgreSQL's settings do (1024-based).
@@ -109,7 +112,7 @@ func Check(ctx context.Context, cfg CheckConfig) []Finding {
 // steps are the checks, in the order Check runs them and start-up stops
 // at the first problem.
 func (c *checker) steps() []func(context.Context) {
-	return []func(context.Context){c.server, c.walLevel, c.slotLimit, c.walSenders, c.role, c.tables, c.columns, c.publication, c.slot}
+	return []func(context.Context){c.server, c.walLevel, c.slotLimit, c.walSenders, c.role, c.tables, c.columns, c.publication, c.slot, c.state}
 }
 
 // checker holds one run of Check: the connection, and what earlier checks
@@ -133,6 +136,7 @@ type tableInfo struct {
 	quoted string // schema.name quoted as SQL needs it (format's %I)
 	exists bool
 	owned  bool // the current role may act as its owner
+	hasPK  bool // it has a primary key, and so a live state
 }
 
 func (c *checker) add(f Finding) { c.out = append(c.out, f) }
@@ -401,7 +405,7 @@ func (c *checker) tables(ctx context.Context) {
 		}
 		t := c.cfg.Tables[i]
 		i++
-		info := tableInfo{table: t, quoted: quoted, exists: kind != nil, owned: owned != nil && *owned}
+		info := tableInfo{table: t, quoted: quoted, exists: kind != nil, owned: owned != nil && *owned, hasPK: hasPK}
 		c.tableInfo = append(c.tableInfo, info)
 		switch {
 		case kind == nil:
@@ -416,6 +420,9 @@ func (c *checker) tables(ctx context.Context) {
 				Fix:    fmt.Sprintf("track the table it reads from instead, with --tables name=%s", t.Label())})
 		default:
 			c.add(replicaIdentityFinding(t, quoted, *ident, hasPK))
+			if !hasPK {
+				c.add(noKeyFinding(t, quoted))
+			}
 		}
 	}
 	if err := rows.Err(); err != nil {

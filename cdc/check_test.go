@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -103,6 +104,7 @@ func TestCheck(t *testing.T) {
 		{"existing slot", checkExistingSlot},
 		{"slot with another plugin", checkSlotWithAnotherPlugin},
 		{"unknown database", checkUnknownDatabase},
+		{"live state", checkLiveState},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -166,6 +168,30 @@ func checkReplicaIdentity(t *testing.T, e *checkEnv) {
 	checkWant(t, fs, "replica identity", LevelProblem, "public.Vote Count has REPLICA IDENTITY DEFAULT but no primary key",
 		`ALTER TABLE public."Vote Count" REPLICA IDENTITY FULL;`)
 	checkWant(t, fs, "table", LevelProblem, "public.results_view is a view")
+	checkWant(t, fs, CheckState, LevelWarning, "public.Vote Count has no primary key", `ALTER TABLE public."Vote Count" ADD PRIMARY KEY`)
+}
+
+// checkLiveState: the state's status as the bus reports it, missing,
+// incomplete, off for a table, or ready.
+func checkLiveState(t *testing.T, e *checkEnv) {
+	dbURL := e.electionDB(t, "live_state")
+	run := func(rep StateReport, err error) []Finding {
+		return checkRun(t, CheckConfig{DatabaseURL: dbURL, Slot: "live_state", Publication: "walcast", Tables: e.defaults,
+			State: func(context.Context) (StateReport, error) { return rep, err }})
+	}
+	checkWant(t, run(StateReport{}, nil), CheckState, LevelWarning, "missing or incomplete", "walcast state rebuild")
+	checkWant(t, run(StateReport{}, errors.New("connection refused")), CheckState, LevelProblem, "connection refused", "--redis-url")
+	all := map[string]TableReport{}
+	for _, tbl := range e.defaults {
+		all[tbl.Qualified()] = TableReport{Rows: 10}
+	}
+	fs := run(StateReport{Ready: true, Floor: schema.Position{LSN: 99, Seq: 1}, Tables: all}, nil)
+	checkWant(t, fs, CheckState, LevelOK, "ready: 40 rows, seeded at 99-1")
+	delete(all, "public.attendance")
+	all["public.guarantee"] = TableReport{Off: true, Reason: "over --state-max-rows 5"}
+	fs = run(StateReport{Ready: true, Tables: all}, nil)
+	checkWant(t, fs, CheckState, LevelWarning, "no rows of public.attendance", "walcast state rebuild")
+	checkWant(t, fs, CheckState, LevelWarning, "off for public.guarantee (over --state-max-rows 5)", "raise --state-max-rows")
 }
 
 func checkRoleWithoutReplication(t *testing.T, e *checkEnv) {

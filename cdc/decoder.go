@@ -255,19 +255,32 @@ func (d *Decoder) relation(r *reader) error {
 	rel.cols = make([]relCol, 0, n)
 	rel.colByName = make(map[string]int, n)
 	for i := 0; i < n && r.err == nil; i++ {
-		c := relCol{flags: r.byte("column flags")}
-		c.name = r.cstring("column name")
-		c.oid = r.uint32("column type")
+		flags := r.byte("column flags")
+		name := r.cstring("column name")
+		oid := r.uint32("column type")
 		r.uint32("column type modifier")
-		c.key = c.flags&1 != 0
-		c.jkey = append(jsonx.AppendString(nil, c.name), ':')
-		c.conv = convFor(d.types, c.oid, d.userTypes)
+		c := d.column(flags, name, oid)
 		rel.colByName[c.name] = i
 		rel.cols = append(rel.cols, c)
 	}
 	if r.err != nil {
 		return fmt.Errorf("decode relation: %w", r.err)
 	}
+	d.addRelation(rel)
+	return nil
+}
+
+// column describes one column of a relation, with the conversion of its
+// values by type OID.
+func (d *Decoder) column(flags byte, name string, oid uint32) relCol {
+	return relCol{flags: flags, name: name, oid: oid, key: flags&1 != 0,
+		jkey: append(jsonx.AppendString(nil, name), ':'), conv: convFor(d.types, oid, d.userTypes)}
+}
+
+// addRelation completes a relation whose columns are known (from a Relation
+// message, or from the catalog for a snapshot) with what the tracked
+// table's configuration says, and caches it.
+func (d *Decoder) addRelation(rel *relation) {
 	var pkey []string // kept in an oversized row: the live state needs the key
 	if t, ok := d.tracked[rel.id]; ok {
 		pkey = t.key
@@ -308,7 +321,6 @@ func (d *Decoder) relation(r *reader) error {
 		}
 	}
 	d.relations[rel.id] = rel
-	return nil
 }
 
 // dropKeep returns which columns leave walcast: those not dropped.
@@ -367,8 +379,18 @@ func (d *Decoder) change(kind byte, r *reader) (*Piece, error) {
 	if len(d.newCols) > len(rel.cols) || len(d.oldCols) > len(rel.cols) {
 		return nil, fmt.Errorf("decode %s of %s.%s: tuple has more columns than the relation's %d", opName(kind), rel.schema, rel.name, len(rel.cols))
 	}
+	d.finish(&ch, rel, oldKind)
+	d.seq++
+	d.tx.Changes = append(d.tx.Changes, ch)
+	return d.maybeSplit(), nil
+}
+
+// finish turns the tuples just read (d.newCols, d.oldCols) into ch's rows
+// and scope: the one conversion of column values, shared by the stream
+// and the snapshot that seeds the live state.
+func (d *Decoder) finish(ch *schema.Change, rel *relation, oldKind byte) {
 	ch.Schema, ch.Table = rel.schema, rel.name
-	d.fill(&ch, rel, oldKind)
+	d.fill(ch, rel, oldKind)
 	if rel.unscoped {
 		ch.Unscoped, ch.UnscopedReason = true, schema.UnroutableMissingColumns
 	} else if ch.Op == schema.Delete && !ch.OldFull {
@@ -380,9 +402,6 @@ func (d *Decoder) change(kind byte, r *reader) (*Piece, error) {
 			}
 		}
 	}
-	d.seq++
-	d.tx.Changes = append(d.tx.Changes, ch)
-	return d.maybeSplit(), nil
 }
 
 // fill converts the tuples just read into ch's rows.

@@ -145,6 +145,9 @@ func (c *Capture) diagnose(ctx context.Context, conn *pgx.Conn, tables []schema.
 				}
 				return &SetupError{Problem: f.Detail, Fix: f.Fix, Config: f.Check == CheckColumns}
 			case LevelWarning:
+				if f.Check == CheckState {
+					continue // a table without a primary key: said once by notePrimaryKey
+				}
 				// By check and fix: a detail may carry a figure that moves.
 				if key := f.Check + "\x00" + f.Fix; !c.warned[key] {
 					c.warned[key] = true

@@ -184,6 +184,7 @@ func (a *App) startCapture(bus *processBus, hub *broadcast.Hub, met *metrics, re
 		Transport:         cfg.Transport.TCP,
 		QueryTimeout:      cfg.Transport.QueryTimeout,
 		OnReplaced:        replaced,
+		State:             stateLoader(cfg, router, bus),
 	}, sink)
 	met.watchCapture(capture.Status)
 	a.mu.Lock()

@@ -31,6 +31,7 @@ func runCheck(ctx context.Context, cfg *Config, stdout io.Writer) error {
 		Tables:      cfg.Tables,
 
 		MaxRetainedWAL: limit,
+		State:          checkState(cfg),
 	})
 	if problems := writeFindings(stdout, findings); problems > 0 {
 		return errCheckFailed

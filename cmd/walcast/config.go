@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -606,7 +607,7 @@ func (o *option) appliesTo(command string) bool {
 			return true
 		}
 	}
-	return false
+	return slices.Contains(alsoIn[command], o.flag)
 }
 
 func usage(command string, opts []*option) string {

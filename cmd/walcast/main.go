@@ -1,7 +1,7 @@
 // Command walcast streams committed row changes of the election tables
 // from PostgreSQL's logical replication to browsers over WebSocket.
 //
-// Usage: walcast run|capture|serve|check|slot|token|demo|version [flags]
+// Usage: walcast run|capture|serve|check|slot|state|token|demo|version [flags]
 package main
 
 import (
@@ -29,6 +29,7 @@ commands:
   serve     serve changes from Redis over WebSocket
   check     diagnose the database setup and print the fix for each problem
   slot      show the replication slot (slot status) or drop it (slot drop --yes)
+  state     rebuild the live state from a consistent snapshot (state rebuild)
   token     mint a development access token
   demo      everything on one machine for a first look
   version   print the version
@@ -96,6 +97,8 @@ func dispatch(ctx context.Context, command string, args []string, stdout, stderr
 		return nil
 	case cmdSlot:
 		return runSlot(ctx, args, stdout, getenv)
+	case cmdState:
+		return runState(ctx, args, stdout, stderr, getenv, red)
 	case cmdRun, cmdCheck, cmdToken, cmdDemo, cmdCapture, cmdServe:
 	default:
 		return &usageError{fmt.Sprintf("unknown command %q\n%s", command, topUsage)}
