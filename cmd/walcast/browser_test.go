@@ -21,7 +21,6 @@ import (
 
 	"github.com/walcast/walcast/broadcast"
 	"github.com/walcast/walcast/internal/testenv"
-	"github.com/walcast/walcast/schema"
 )
 
 // TestWebClientAndDashboard runs the Node tests in broadcast/web/test: unit tests of
@@ -43,7 +42,6 @@ func TestWebClientAndDashboard(t *testing.T) {
 
 	rd := testenv.StartRedis(t)
 	rig := startNodeRig(t, "--redis-url", rd.URL())
-	seedEmptyRedisState(t, rd.URL())
 
 	shot := os.Getenv("WALCAST_SCREENSHOT")
 	if shot == "" {
@@ -58,29 +56,6 @@ func TestWebClientAndDashboard(t *testing.T) {
 		t.Fatalf("node tests: %v", err)
 	}
 	t.Logf("node tests passed in %v; dashboard screenshot: %s", time.Since(began).Round(time.Millisecond), shot)
-}
-
-// seedEmptyRedisState loads an empty live state of the election tables at
-// the zero position into the Redis at url, unless one is ready: the
-// database is empty and nothing was written yet, so that is exactly its
-// state. Start-up seeding from the slot's snapshot does this in walcast
-// itself; then this does nothing. The Node tests sync from that state.
-func seedEmptyRedisState(t *testing.T, url string) {
-	t.Helper()
-	bus, err := broadcast.NewRedisBus(broadcast.RedisConfig{URL: url})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if info, err := bus.StateInfo(ctx); err == nil && info.Ready {
-		return
-	}
-	tables := []string{"public.guarantee", "public.attendance", "public.vote_count", "public.election_results"}
-	if err := bus.LoadState(ctx, schema.Position{}, tables, func(func([]schema.Message) error) error { return nil }); err != nil {
-		t.Fatalf("seed an empty live state: %v", err)
-	}
 }
 
 // nodeRig is a real walcast process on a real PostgreSQL, and the control

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/walcast/walcast/broadcast"
-	"github.com/walcast/walcast/internal/testenv"
 )
 
 // TestClientPackage packs the npm package @walcast/client (broadcast/web)
@@ -46,12 +45,9 @@ func TestClientPackage(t *testing.T) {
 	checkServedIsPackaged(t, tarball)
 	scratch, tests := installPackage(t, n, webDir, tarball)
 
-	// A real walcast on a real PostgreSQL and Redis (resume across
-	// restarts is TestWebClientAndDashboard's; Redis holds the live state
-	// useWalcastRows syncs from).
-	rd := testenv.StartRedis(t)
-	rig := startNodeRig(t, "--redis-url", rd.URL())
-	seedEmptyRedisState(t, rd.URL())
+	// A real walcast on a real PostgreSQL (the in-process bus: this test
+	// is about the package, resume across restarts is TestWebClientAndDashboard's).
+	rig := startNodeRig(t)
 	if err := rig.runNode(node, scratch, tests, "WALCAST_PACKAGE_VERSION="+version); err != nil {
 		t.Fatalf("node tests of the installed package: %v", err)
 	}
