@@ -54,25 +54,20 @@ func TestSyncUnderLoadMatchesTheDatabase(t *testing.T) {
 	}
 }
 
-// seedEmptyState loads the live state of the tracked tables, empty, at
-// the zero position: the tables are empty and no writer has started.
-// (Start-up seeding from the slot's snapshot does this in walcast; this
-// test does not depend on it.)
+// seedEmptyState waits until walcast has seeded the live state (it does
+// at start, from the slot's snapshot; the tables are empty and no writer
+// has started yet).
 func seedEmptyState(t *testing.T, r *running) {
 	t.Helper()
 	ctx := context.Background()
-	st := r.app.State()
-	if info, err := st.StateInfo(ctx); err == nil && info.Ready {
-		return // walcast seeded it itself
-	}
-	var tables []string
-	for _, tb := range r.app.cfg.Tables {
-		tables = append(tables, tb.Qualified())
-	}
-	err := st.LoadState(ctx, schema.Position{}, tables, func(func([]schema.Message) error) error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, 60*time.Second, "walcast seeds the live state at start", func() bool {
+		st := r.app.State()
+		if st == nil {
+			return false
+		}
+		info, err := st.StateInfo(ctx)
+		return err == nil && info.Ready && len(info.Tables) > 0
+	})
 }
 
 func testSyncUnderLoad(t *testing.T, r *running, dbURL string) {
