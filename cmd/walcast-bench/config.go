@@ -29,6 +29,13 @@ type Config struct {
 	JWTSecret   string
 	WalcastBin  string
 	WalcastArgs []string
+	// WalcastCmd is the walcast command the bench starts: run, or capture
+	// (split mode: capture into Redis without serving; drain mode only).
+	WalcastCmd string
+	// Profile: write a CPU profile of the walcast child, taken from its
+	// --internal-listen pprof for ProfileSeconds, to this file.
+	Profile        string
+	ProfileSeconds int
 
 	Clients    int
 	Scope      string // admin or committee
@@ -75,6 +82,9 @@ func newFlagSet(name string, cfg *Config) *flag.FlagSet {
 		cfg.WalcastArgs = strings.Fields(v)
 		return nil
 	})
+	fs.StringVar(&cfg.WalcastCmd, "walcast-cmd", "run", "run, or capture (drain mode, --bus redis: walcast capture, the split mode's capture process)")
+	fs.StringVar(&cfg.Profile, "profile", "", "write a CPU profile of the walcast child (its --internal-listen /debug/pprof/profile) to this file, taken while it works")
+	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 10, "with --profile: seconds profiled (live: from the start of writing; drain: from walcast's start)")
 	fs.IntVar(&cfg.Clients, "clients", 100, "WebSocket clients that read every frame (serve-tier: per replica)")
 	fs.StringVar(&cfg.Scope, "scope", "admin", "admin (every client gets every change) or committee (client i gets committee i % committees)")
 	fs.IntVar(&cfg.Committees, "committees", 100, "committees the writer spreads rows over")
@@ -151,6 +161,9 @@ func (c *Config) validate() error {
 	case "walcast", "minimal":
 	default:
 		return fmt.Errorf("--server %q: want walcast or minimal", c.Server)
+	}
+	if err := c.validateWalcast(); err != nil {
+		return err
 	}
 	if c.Server == "minimal" && c.Mode != "live" {
 		return errors.New("--server minimal works with --mode live only")
@@ -237,6 +250,26 @@ func (c *Config) validate() error {
 	}
 	if c.Mode == "xadd" && c.Target != "" && c.RedisURL == "" {
 		return errors.New("--mode xadd with --target needs --redis-url")
+	}
+	return nil
+}
+
+// validateWalcast checks the flags about the walcast child itself.
+func (c *Config) validateWalcast() error {
+	switch c.WalcastCmd {
+	case "run":
+	case "capture":
+		if c.Mode != "drain" || c.Bus != "redis" {
+			return errors.New("--walcast-cmd capture measures capture into Redis: it needs --mode drain and --bus redis")
+		}
+	default:
+		return fmt.Errorf("--walcast-cmd %q: want run or capture", c.WalcastCmd)
+	}
+	if c.Profile != "" && (c.Server != "walcast" || c.Target != "" || (c.Mode != "live" && c.Mode != "drain")) {
+		return errors.New("--profile profiles a walcast child this tool starts: --mode live or drain, without --server minimal or --target")
+	}
+	if c.ProfileSeconds < 1 || c.ProfileSeconds > 600 {
+		return fmt.Errorf("--profile-seconds %d: want 1 to 600", c.ProfileSeconds)
 	}
 	return nil
 }

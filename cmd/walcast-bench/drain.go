@@ -17,7 +17,7 @@ import (
 // and times how fast walcast_changes_total reaches cfg.Rows; then
 // pg_recvlogical drains the baseline slot, which holds the same WAL.
 func runDrain(ctx context.Context, cfg *Config, e *env, res *Result) error {
-	res.DrainRows, res.TxSize = cfg.Rows, cfg.TxSize
+	res.DrainRows, res.TxSize, res.WalcastCmd = cfg.Rows, cfg.TxSize, cfg.WalcastCmd
 	recv, err := launch.PGProgram("pg_recvlogical")
 	if err != nil {
 		return err
@@ -56,6 +56,7 @@ func runDrain(ctx context.Context, cfg *Config, e *env, res *Result) error {
 		return err
 	}
 	defer srv.stop()
+	waitProfile := startProfile(ctx, cfg, srv)
 	// Poll the counter; the rate is taken from the first poll that saw
 	// changes to the one that saw them all, so walcast's start is left out.
 	var first time.Time
@@ -88,6 +89,9 @@ func runDrain(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	}
 	if m, err := readMemory(srv.pid); err == nil {
 		res.PeakRSS = m.HWM
+	}
+	if err := waitProfile(); err != nil {
+		return err
 	}
 	_ = srv.stop()
 

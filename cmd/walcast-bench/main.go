@@ -15,6 +15,8 @@
 //	walcast-bench --mode idle --idle 19000
 //	walcast-bench --mode xadd
 //	walcast-bench suite --docs docs/benchmarks.md   # the standard set (make bench)
+//	walcast-bench election --docs docs/benchmarks.md  # election regime, quiet floor, split capture (make bench-election)
+//	walcast-bench --mode drain --walcast-cmd capture --profile capture.pprof --profile-seconds 5
 //	walcast-bench soak --docs docs/benchmarks.md    # 10 minutes (make soak)
 //	walcast-bench --mode serve-tier --serve-replicas 0,1,4,16 --rate 10000 --tx-size 10 --clients 4 --scope committee
 //	walcast-bench serve-tier --docs docs/benchmarks.md  # that, into the docs (make bench-serve-tier)
@@ -49,7 +51,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case len(args) > 0 && args[0] == "minimal-server":
 		err = runMinimalServer(ctx, args[1:])
-	case len(args) > 0 && (args[0] == "suite" || args[0] == "soak" || args[0] == "serve-tier"):
+	case len(args) > 0 && (args[0] == "suite" || args[0] == "soak" || args[0] == "serve-tier" || args[0] == "election"):
 		err = runSuite(ctx, args[0], args[1:], stdout, stderr)
 	default:
 		err = runOne(ctx, args, stdout)

@@ -69,7 +69,7 @@ func (r *report) targets() []target {
 	for _, c := range r.capture {
 		switch {
 		case c.Bus == "redis" && c.RedisFsync == "":
-			add("capture into Redis vs pg_recvlogical on the same WAL", "≥ 0.70", fmt.Sprintf("%.2f (%s vs %s rows/s)", c.DrainRatio, num(c.DrainRate), num(c.RecvlogicalRate)), c.DrainRatio >= 0.7)
+			add("capture into Redis vs pg_recvlogical on the same WAL ("+cmdName(c.WalcastCmd)+")", "≥ 0.70", fmt.Sprintf("%.2f (%s vs %s rows/s)", c.DrainRatio, num(c.DrainRate), num(c.RecvlogicalRate)), c.DrainRatio >= 0.7)
 		case c.Bus == "redis" && c.RedisFsync == "always":
 			add("capture into Redis with appendfsync always", "≥ 60,000 rows/s", num(c.DrainRate)+" rows/s", c.DrainRate >= 60_000)
 		}
@@ -110,6 +110,14 @@ func (r *report) targets() []target {
 	return t
 }
 
+// splitNote marks a capture row measured on `walcast capture`.
+func splitNote(cmd string) string {
+	if cmd == "capture" {
+		return " (walcast capture, split mode)"
+	}
+	return ""
+}
+
 func yes(b bool) string {
 	if b {
 		return "met"
@@ -143,7 +151,7 @@ func (r *report) markdown(machine string, took time.Duration, svg string, quick 
 			"(same WAL, pgoutput, to /dev/null, program start included).\n\n")
 		p("| bus | rows | walcast rows/s | pg_recvlogical rows/s | walcast / pg_recvlogical | walcast CPU | walcast peak RSS |\n|---|---:|---:|---:|---:|---:|---:|\n")
 		for _, c := range r.capture {
-			p("| %s%s | %s | %s | %s | %.2f | %.0f%% | %s |\n", c.Bus, fsyncNote(c.RedisFsync), num(float64(c.DrainRows)), num(c.DrainRate), num(c.RecvlogicalRate), c.DrainRatio, c.CPUPercent, mib(c.PeakRSS))
+			p("| %s%s%s | %s | %s | %s | %.2f | %.0f%% | %s |\n", c.Bus, fsyncNote(c.RedisFsync), splitNote(c.WalcastCmd), num(float64(c.DrainRows)), num(c.DrainRate), num(c.RecvlogicalRate), c.DrainRatio, c.CPUPercent, mib(c.PeakRSS))
 		}
 		p("\n")
 		for _, c := range r.capture {

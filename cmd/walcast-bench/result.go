@@ -46,7 +46,12 @@ type Result struct {
 	FailedClients      int64   `json:"failed_clients,omitempty"`
 	BenchCPUPercent    float64 `json:"bench_cpu_percent,omitempty"`
 
+	// LoadAvg is the machine's 1-minute load average at the end of the run.
+	LoadAvg float64 `json:"loadavg_1m,omitempty"`
+
 	// drain
+	// WalcastCmd is the walcast command that captured: run or capture.
+	WalcastCmd      string  `json:"walcast_cmd,omitempty"`
 	DrainRows       int     `json:"drain_rows,omitempty"`
 	InsertRate      float64 `json:"insert_rate,omitempty"`
 	DrainRate       float64 `json:"drain_rate,omitempty"`

@@ -146,6 +146,7 @@ func run(ctx context.Context, cfg *Config, workdir, command string) (*Result, er
 	default:
 		err = runLive(ctx, cfg, e, res)
 	}
+	res.LoadAvg = loadAverage()
 	return res, err
 }
 
@@ -200,6 +201,7 @@ func runLive(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	cpu := startCPU(srv.pid)
 	self := startCPU(os.Getpid())
 	start := time.Now()
+	waitProfile := startProfile(ctx, cfg, srv)
 	var samples []RSSSample
 	sampled := make(chan struct{})
 	sampleCtx, stopSampling := context.WithCancel(ctx)
@@ -239,6 +241,9 @@ func runLive(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	stopSampling()
 	<-sampled
 	if err != nil {
+		return err
+	}
+	if err := waitProfile(); err != nil {
 		return err
 	}
 
@@ -418,6 +423,18 @@ func settledRSS(ctx context.Context, pid int) (int64, error) {
 			return 0, ctx.Err()
 		}
 	}
+}
+
+// loadAverage is the machine's 1-minute load average at the end of a run
+// (other work on the machine shows in it); 0 when unknown.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	fmt.Sscan(string(b), &l)
+	return l
 }
 
 func abs(v int64) int64 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,13 +22,16 @@ import (
 // baseline child, or a walcast someone else started (pid 0: no CPU or
 // memory figures).
 type server struct {
-	name    string
-	ws      string // ws://127.0.0.1:port
-	http    string // http://127.0.0.1:port
-	pid     int
-	cmd     *exec.Cmd
-	done    chan struct{}
-	logPath string
+	name string
+	ws   string // ws://127.0.0.1:port
+	http string // http://127.0.0.1:port
+	// internal is walcast's --internal-listen (http://127.0.0.1:port),
+	// set when the run profiles it: /metrics and pprof are there.
+	internal string
+	pid      int
+	cmd      *exec.Cmd
+	done     chan struct{}
+	logPath  string
 }
 
 // walcastBinary returns the walcast program to run: --walcast-bin, or one
@@ -68,12 +72,74 @@ func startWalcast(ctx context.Context, cfg *Config, dir, dbURL, redisURL, slot, 
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"run", "--database-url", dbURL, "--slot", slot}, serverArgs(port, secret)...)
+	command := cfg.WalcastCmd
+	if command == "" {
+		command = "run"
+	}
+	args := []string{command, "--database-url", dbURL, "--slot", slot}
+	if command == "capture" {
+		// No /ws: none of the serving flags apply.
+		args = append(args, "--listen", "127.0.0.1:"+strconv.Itoa(port), "--log-level", "warn")
+	} else {
+		args = append(args, serverArgs(port, secret)...)
+	}
 	if redisURL != "" {
 		args = append(args, "--redis-url", redisURL)
 	}
+	internal := ""
+	if cfg.Profile != "" {
+		iport, err := launch.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		internal = "http://127.0.0.1:" + strconv.Itoa(iport)
+		args = append(args, "--internal-listen", "127.0.0.1:"+strconv.Itoa(iport))
+	}
 	args = append(args, cfg.WalcastArgs...)
-	return startChild(ctx, "walcast", bin, args, dir, port)
+	s, err := startChild(ctx, "walcast", bin, args, dir, port)
+	if s != nil {
+		s.internal = internal
+	}
+	return s, err
+}
+
+// profile fetches a CPU profile of seconds from the child's pprof (its
+// --internal-listen) into path.
+func (s *server) profile(ctx context.Context, seconds int, path string) error {
+	if s.internal == "" {
+		return errors.New("no internal listener to profile")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(seconds+30)*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.internal+"/debug/pprof/profile?seconds="+strconv.Itoa(seconds), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("profile %s: %w", s.name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile %s: HTTP %d", s.name, resp.StatusCode)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("profile %s: %w", s.name, err)
+	}
+	return f.Close()
+}
+
+// startProfile profiles the child in the background when cfg asks for it;
+// the returned wait gives the result (nil at once when not asked).
+func startProfile(ctx context.Context, cfg *Config, s *server) (wait func() error) {
+	if cfg.Profile == "" {
+		return func() error { return nil }
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.profile(ctx, cfg.ProfileSeconds, cfg.Profile) }()
+	return func() error { return <-done }
 }
 
 // serverArgs are the flags of every walcast child that serves clients.
@@ -202,7 +268,12 @@ func (s *server) stop() error {
 func (s *server) metrics(ctx context.Context) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.http+"/metrics", nil)
+	base := s.http
+	if s.internal != "" {
+		// --internal-listen takes /metrics off --listen.
+		base = s.internal
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("scrape %s metrics: %w", s.name, err)
