@@ -200,7 +200,7 @@ func TestReportRendering(t *testing.T) {
 	rep := buildReport(rs)
 	md := rep.markdown("today", time.Minute, "chart.svg", false)
 	for _, want := range []string{
-		"| capture into Redis vs pg_recvlogical on the same WAL | ≥ 0.70 | 0.75 (120,000 vs 160,000 rows/s) | met |",
+		"| capture into Redis vs pg_recvlogical on the same WAL (walcast run) | ≥ 0.70 | 0.75 (120,000 vs 160,000 rows/s) | met |",
 		"| latency at 10,000 changes/s, 1,000 committee clients: p99 | ≤ 25 ms | 30.0 ms | **missed** |",
 		"| fan-out to 1,000 clients vs the minimal server | ≥ 0.80 | 0.89 (400,000 vs 450,000/s) | met |",
 		"| CPU per delivery at 10,000 vs 1,000 clients | flat (≤ 1.25×) | 3.00 µs vs 2.00 µs (1.50×) | **missed** |",
