@@ -36,6 +36,9 @@ type Config struct {
 	// --internal-listen pprof for ProfileSeconds, to this file.
 	Profile        string
 	ProfileSeconds int
+	// ProfileKind: cpu (pprof CPU profile) or trace (execution trace:
+	// `go tool trace -pprof=net` shows where it waited on the network).
+	ProfileKind string
 
 	Clients    int
 	Scope      string // admin or committee
@@ -84,6 +87,7 @@ func newFlagSet(name string, cfg *Config) *flag.FlagSet {
 	})
 	fs.StringVar(&cfg.WalcastCmd, "walcast-cmd", "run", "run, or capture (drain mode, --bus redis: walcast capture, the split mode's capture process)")
 	fs.StringVar(&cfg.Profile, "profile", "", "write a CPU profile of the walcast child (its --internal-listen /debug/pprof/profile) to this file, taken while it works")
+	fs.StringVar(&cfg.ProfileKind, "profile-kind", "cpu", "with --profile: cpu (a pprof CPU profile) or trace (an execution trace, for where walcast waits: go tool trace -pprof=net|sync|syscall)")
 	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 10, "with --profile: seconds profiled (live: from the start of writing; drain: from walcast's start)")
 	fs.IntVar(&cfg.Clients, "clients", 100, "WebSocket clients that read every frame (serve-tier: per replica)")
 	fs.StringVar(&cfg.Scope, "scope", "admin", "admin (every client gets every change) or committee (client i gets committee i % committees)")
@@ -267,6 +271,9 @@ func (c *Config) validateWalcast() error {
 	}
 	if c.Profile != "" && (c.Server != "walcast" || c.Target != "" || (c.Mode != "live" && c.Mode != "drain")) {
 		return errors.New("--profile profiles a walcast child this tool starts: --mode live or drain, without --server minimal or --target")
+	}
+	if c.ProfileKind != "cpu" && c.ProfileKind != "trace" {
+		return fmt.Errorf("--profile-kind %q: want cpu or trace", c.ProfileKind)
 	}
 	if c.ProfileSeconds < 1 || c.ProfileSeconds > 600 {
 		return fmt.Errorf("--profile-seconds %d: want 1 to 600", c.ProfileSeconds)

@@ -103,15 +103,16 @@ func startWalcast(ctx context.Context, cfg *Config, dir, dbURL, redisURL, slot, 
 	return s, err
 }
 
-// profile fetches a CPU profile of seconds from the child's pprof (its
-// --internal-listen) into path.
-func (s *server) profile(ctx context.Context, seconds int, path string) error {
+// profile fetches a CPU profile (kind "cpu") or an execution trace
+// ("trace") of seconds from the child's pprof (its --internal-listen)
+// into path.
+func (s *server) profile(ctx context.Context, kind string, seconds int, path string) error {
 	if s.internal == "" {
 		return errors.New("no internal listener to profile")
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(seconds+30)*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.internal+"/debug/pprof/profile?seconds="+strconv.Itoa(seconds), nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.internal+pprofPath[kind]+"?seconds="+strconv.Itoa(seconds), nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("profile %s: %w", s.name, err)
@@ -131,6 +132,9 @@ func (s *server) profile(ctx context.Context, seconds int, path string) error {
 	return f.Close()
 }
 
+// pprofPath is where net/http/pprof serves each kind of profile.
+var pprofPath = map[string]string{"cpu": "/debug/pprof/profile", "trace": "/debug/pprof/trace"}
+
 // startProfile profiles the child in the background when cfg asks for it;
 // the returned wait gives the result (nil at once when not asked).
 func startProfile(ctx context.Context, cfg *Config, s *server) (wait func() error) {
@@ -138,7 +142,7 @@ func startProfile(ctx context.Context, cfg *Config, s *server) (wait func() erro
 		return func() error { return nil }
 	}
 	done := make(chan error, 1)
-	go func() { done <- s.profile(ctx, cfg.ProfileSeconds, cfg.Profile) }()
+	go func() { done <- s.profile(ctx, cfg.ProfileKind, cfg.ProfileSeconds, cfg.Profile) }()
 	return func() error { return <-done }
 }
 
