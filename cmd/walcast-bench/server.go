@@ -34,10 +34,12 @@ type server struct {
 	logPath  string
 }
 
-// walcastBinary returns the walcast program to run: --walcast-bin, or one
-// built from this module into dir (once per process).
+// builtWalcast is the walcast binary this process built, reused while it
+// exists (a test's temporary folder, where it was built, may be gone).
 var builtWalcast string
 
+// walcastBinary returns the walcast program to run: --walcast-bin, or one
+// built from this module into dir (once per process while it lasts).
 func walcastBinary(ctx context.Context, cfg *Config, dir string) (string, error) {
 	if cfg.WalcastBin != "" {
 		if _, err := os.Stat(cfg.WalcastBin); err != nil {
@@ -46,7 +48,9 @@ func walcastBinary(ctx context.Context, cfg *Config, dir string) (string, error)
 		return cfg.WalcastBin, nil
 	}
 	if builtWalcast != "" {
-		return builtWalcast, nil
+		if _, err := os.Stat(builtWalcast); err == nil {
+			return builtWalcast, nil
+		}
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
