@@ -184,7 +184,11 @@ func newRedisClient(cfg RedisConfig, conns *netguard.Tracker) redis.UniversalCli
 		return newSentinelClient(cfg, fo, conns)
 	}
 	opts, _ := redis.ParseURL(cfg.URL)
-	opts.MaxRetries = 0 // walcast retries with its own backoff and logs
+	// 0 is go-redis's default: up to 3 retries of a command on a broken
+	// connection or a READONLY/LOADING reply, before walcast's own retries
+	// with backoff and logs see the error. (A cluster client uses -1, no
+	// retries: its node hook reloads the slot map instead.)
+	opts.MaxRetries = 0
 	// Shutdown cancels the follower's blocking read instead of waiting it
 	// out.
 	opts.ContextTimeoutEnabled = true

@@ -159,7 +159,7 @@ func sentinelQuery(query string, o *redis.FailoverOptions) error {
 // read) reaches the new primary. Connections to the Sentinels go through
 // the same dialer.
 func newSentinelClient(cfg RedisConfig, fo *redis.FailoverOptions, conns *netguard.Tracker) *redis.Client {
-	fo.MaxRetries = 0
+	fo.MaxRetries = 0 // go-redis's default, as for a plain redis:// URL (see newRedisClient)
 	fo.ContextTimeoutEnabled = true
 	fo.ReadTimeout = cfg.Timeout
 	fo.WriteTimeout = cfg.Timeout
