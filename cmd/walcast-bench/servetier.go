@@ -103,17 +103,11 @@ func runServeTier(ctx context.Context, cfg *Config, e *env, res *Result) error {
 		}
 		nodes = append(nodes, n)
 	}
-	// walcast's default --history: the appends trim the stream as capture's do.
-	bus, err := broadcast.NewRedisBus(broadcast.RedisConfig{URL: e.redisURL, History: 100_000})
-	if err != nil {
-		return err
-	}
-	defer bus.Close()
 	for _, n := range cfg.ServeReplicas {
 		if err := nodes[0].rdb.Del(ctx, broadcast.DefaultStreamKey).Err(); err != nil {
 			return fmt.Errorf("empty the stream before %d replicas: %w", n, err)
 		}
-		row, err := measureTier(ctx, cfg, e, nodes, bus, n)
+		row, err := measureTierStep(ctx, cfg, e, nodes, n)
 		if err != nil {
 			return fmt.Errorf("%d serve replicas: %w", n, err)
 		}
@@ -121,6 +115,20 @@ func runServeTier(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	}
 	setTierRatios(res.ServeTier)
 	return nil
+}
+
+// measureTierStep measures n replicas with an appender of its own, as a
+// capture starting on the emptied stream: a bus remembers the newest
+// entry it stored and would take the emptied stream for entries a
+// failover lost.
+func measureTierStep(ctx context.Context, cfg *Config, e *env, nodes []*redisNode, n int) (ServeTierRow, error) {
+	// walcast's default --history: the appends trim the stream as capture's do.
+	bus, err := broadcast.NewRedisBus(broadcast.RedisConfig{URL: e.redisURL, History: 100_000})
+	if err != nil {
+		return ServeTierRow{}, err
+	}
+	defer bus.Close()
+	return measureTier(ctx, cfg, e, nodes, bus, n)
 }
 
 // redisNode is a Redis whose CPU and network serve-tier measures: the

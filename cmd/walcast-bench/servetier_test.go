@@ -9,12 +9,14 @@ import (
 	"github.com/walcast/walcast/internal/testenv"
 )
 
-// Serve-tier mode against a real Redis and two real `walcast serve`
-// replicas for a second: it reports every figure, and the replicas read
-// what was appended. It asserts that the mode works, not how fast.
+// Serve-tier mode against a real Redis, with one and then two real
+// `walcast serve` replicas for a second each (the second step starts on an
+// emptied stream, as every size of `make bench-serve-tier` after the first
+// does): it reports every figure, and the replicas read what was appended.
+// It asserts that the mode works, not how fast.
 func TestServeTierMode(t *testing.T) {
 	rd := testenv.StartRedis(t)
-	cfg, err := parseConfig([]string{"--mode", "serve-tier", "--serve-replicas", "2", "--rate", "1000", "--tx-size", "10",
+	cfg, err := parseConfig([]string{"--mode", "serve-tier", "--serve-replicas", "1,2", "--rate", "1000", "--tx-size", "10",
 		"--clients", "2", "--scope", "committee", "--committees", "10", "--duration", "1s", "--redis-url", rd.URL()})
 	if err != nil {
 		t.Fatal(err)
@@ -25,10 +27,10 @@ func TestServeTierMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.ServeTier) != 1 {
-		t.Fatalf("%d rows, want 1", len(res.ServeTier))
+	if len(res.ServeTier) != 2 {
+		t.Fatalf("%d rows, want 2", len(res.ServeTier))
 	}
-	r := res.ServeTier[0]
+	r := res.ServeTier[1]
 	if r.Replicas != 2 || len(r.ServeCPUPct) != 2 || len(r.LagAtEnd) != 2 {
 		t.Errorf("row for %d replicas with %d CPU figures and %d lags, want 2 of each", r.Replicas, len(r.ServeCPUPct), len(r.LagAtEnd))
 	}
