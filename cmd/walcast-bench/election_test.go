@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/walcast/walcast/internal/testenv"
 )
 
 func TestElectionConfig(t *testing.T) {
@@ -71,9 +73,7 @@ func TestElectionReport(t *testing.T) {
 // capture` and a few clients at an election-like rate, each with a CPU
 // profile of the walcast child. It asserts that they report, not speed.
 func TestElectionModes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts PostgreSQL, Redis and walcast")
-	}
+	testenv.SkipIfShort(t, "PostgreSQL, Redis and walcast")
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -114,25 +114,21 @@ type guaranteeRow struct {
 // tableGuarantees returns the guarantee rows by canonical key ("[7]").
 func tableGuarantees(t *testing.T, dbURL string) map[string]guaranteeRow {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT id, elector_name, status, notes FROM guarantee`)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]guaranteeRow{}
-	var id int64
-	var r guaranteeRow
-	if _, err := pgx.ForEachRow(rows, []any{&id, &r.Name, &r.Status, &r.Notes}, func() error {
-		out["["+strconv.FormatInt(id, 10)+"]"] = r
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	withConn(t, dbURL, time.Minute, func(ctx context.Context, conn *pgx.Conn) {
+		rows, err := conn.Query(ctx, `SELECT id, elector_name, status, notes FROM guarantee`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var id int64
+		var r guaranteeRow
+		if _, err := pgx.ForEachRow(rows, []any{&id, &r.Name, &r.Status, &r.Notes}, func() error {
+			out["["+strconv.FormatInt(id, 10)+"]"] = r
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
 	return out
 }
 

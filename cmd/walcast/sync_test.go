@@ -369,27 +369,20 @@ type dbRow struct {
 // guaranteeRows returns the guarantee table by key ("[id]").
 func guaranteeRows(t *testing.T, dbURL string) map[string]dbRow {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT id, committee_id, user_id, status, notes, elector_name FROM guarantee`)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]dbRow{}
-	for rows.Next() {
-		var g syncGuaranteeRow
-		if err := rows.Scan(&g.ID, &g.Committee, &g.User, &g.Status, &g.Notes, &g.Name); err != nil {
+	withConn(t, dbURL, time.Minute, func(ctx context.Context, conn *pgx.Conn) {
+		rows, err := conn.Query(ctx, `SELECT id, committee_id, user_id, status, notes, elector_name FROM guarantee`)
+		if err != nil {
 			t.Fatal(err)
 		}
-		out[fmt.Sprintf("[%d]", g.ID)] = dbRow{g.Committee, g.User, g.String()}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+		var g syncGuaranteeRow
+		if _, err := pgx.ForEachRow(rows, []any{&g.ID, &g.Committee, &g.User, &g.Status, &g.Notes, &g.Name}, func() error {
+			out[fmt.Sprintf("[%d]", g.ID)] = dbRow{g.Committee, g.User, g.String()}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
 	return out
 }
 
