@@ -74,7 +74,9 @@ fuzz:
 # minimal broadcast server, memory per idle connection), then the scale of
 # the serve tier and the election set (below), against throwaway
 # PostgreSQL and Redis servers, and rewrites the generated sections of
-# docs/benchmarks.md and its chart.
+# docs/benchmarks.md and its chart; last, `walcast-bench targets` puts
+# issue 12's target table together from the sets' JSON (and the last
+# `make soak`'s, bin/soak.json, when there is one).
 # The Go micro-benchmarks are separate:
 # go test -run='^$$' -bench=. -benchmem ./...
 bench: deps
@@ -83,6 +85,7 @@ bench: deps
 	bin/walcast-bench suite --walcast-bin bin/walcast --docs docs/benchmarks.md --json docs/benchmarks.json
 	bin/walcast-bench serve-tier --walcast-bin bin/walcast --docs docs/benchmarks.md --json docs/benchmarks-serve-tier.json
 	bin/walcast-bench election --walcast-bin bin/walcast --docs docs/benchmarks.md --json docs/benchmarks-election.json
+	bin/walcast-bench targets --docs docs/benchmarks.md --json docs/benchmarks.json,docs/benchmarks-election.json,bin/soak.json
 
 # bench-serve-tier measures only the scale of the serve tier (about two
 # minutes): Redis CPU and network out with 0, 1, 4 and 16 `walcast serve`
@@ -94,7 +97,8 @@ bench-serve-tier: deps
 
 # bench-election measures only issue 12's rows (under 4 minutes; make bench
 # runs it too, about 8.5 minutes in all on 2 cores): 10,000 and 19,000
-# clients at 10 and 5 changes/s each seen by every client, and the quiet
+# clients at 10 and 5 changes/s each seen by every client (and 10,000 at
+# 50/s, the busy point CPU per delivery is compared with), and the quiet
 # floor (100 clients, 10/s, Redis bus), each beside the minimal broadcast
 # server; capture into Redis by `walcast run` and `walcast capture` against
 # pg_recvlogical. It rewrites its own section of docs/benchmarks.md.
@@ -109,3 +113,4 @@ soak: deps
 	$(GO) build -o bin/walcast ./cmd/walcast
 	$(GO) build -o bin/walcast-bench ./cmd/walcast-bench
 	bin/walcast-bench soak --walcast-bin bin/walcast --docs docs/benchmarks.md --json bin/soak.json
+	bin/walcast-bench targets --docs docs/benchmarks.md --json docs/benchmarks.json,docs/benchmarks-election.json,bin/soak.json

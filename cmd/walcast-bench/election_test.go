@@ -36,8 +36,8 @@ func TestElectionConfig(t *testing.T) {
 		}
 		groups[s.group]++
 	}
-	if groups["election"] != 4 || groups["election-baseline"] != 4 || groups["floor"] != 1 || groups["floor-baseline"] != 1 || groups["capture"] != 2 {
-		t.Errorf("groups %v: want 4 election points and 1 floor point, each with its baseline, and 2 captures", groups)
+	if groups["election"] != 5 || groups["election-baseline"] != 5 || groups["floor"] != 1 || groups["floor-baseline"] != 1 || groups["capture"] != 2 {
+		t.Errorf("groups %v: want 5 election points and 1 floor point, each with its baseline, and 2 captures", groups)
 	}
 }
 
@@ -103,5 +103,45 @@ func TestElectionModes(t *testing.T) {
 				t.Errorf("live: %d of %d deliveries, p50 %.2f ms, p99 %.2f ms", res.Deliveries, res.ExpectedDeliveries, res.LatencyP50Ms, res.LatencyP99Ms)
 			}
 		}
+	}
+}
+
+// The targets table reads results back from the sets' JSON: a run that
+// missed a target says so, a missing run says it was not measured.
+func TestIssue12Targets(t *testing.T) {
+	flat := true
+	rs := []*Result{
+		{Label: "fanout", Clients: 1000, LatencyP50Ms: 6, DeliveriesPerSec: 500_000},
+		{Label: "fanout-baseline", Clients: 1000, LatencyP50Ms: 5, DeliveriesPerSec: 499_000},
+		{Label: "election", Clients: 10000, Rate: 10, CPUMicrosPerDeliv: 4, LatencyP50Ms: 20, LatencyP99Ms: 120},
+		{Label: "election", Clients: 10000, Rate: 50, CPUMicrosPerDeliv: 3},
+		{Label: "capture", Mode: "drain", Bus: "redis", WalcastCmd: "capture", DrainRatio: 0.71},
+		{Label: "soak", RSSFlat: &flat, RSSSpreadPct: 2},
+	}
+	got := map[string]goal{}
+	for _, g := range issue12Targets(rs) {
+		got[g.what] = g
+	}
+	for what, want := range map[string]struct{ known, met bool }{
+		"fan-out p50 vs the minimal server, 1,000 clients, throughput ≥ minimal":  {true, true},
+		"fan-out p50 vs the minimal server, 10,000 clients, throughput ≥ minimal": {false, false},
+		"CPU per delivery, 10,000 clients × 10 changes/s vs 10,000 × 50/s":        {true, true},
+		"p50 / p99, 10,000 clients × 10 changes/s":                                {true, false},
+		"capture into Redis vs pg_recvlogical, `walcast capture`":                 {true, true},
+		"capture into Redis vs pg_recvlogical, `walcast run`":                     {false, false},
+		"10-minute soak: RSS spread after the first minute":                       {true, true},
+	} {
+		g, ok := got[what]
+		if !ok {
+			t.Errorf("no row %q", what)
+			continue
+		}
+		if g.known != want.known || g.met != want.met {
+			t.Errorf("%q: known %v met %v, want %v %v (%s)", what, g.known, g.met, want.known, want.met, g.measured)
+		}
+	}
+	md := targetsMarkdown(issue12Targets(rs), []string{"a.json"})
+	if !strings.Contains(md, "**missed**") || !strings.Contains(md, "not measured") {
+		t.Errorf("markdown lacks a missed or unmeasured row:\n%s", md)
 	}
 }

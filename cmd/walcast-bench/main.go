@@ -18,6 +18,7 @@
 //	walcast-bench election --docs docs/benchmarks.md  # election regime, quiet floor, split capture (make bench-election)
 //	walcast-bench --mode drain --walcast-cmd capture --profile capture.pprof --profile-seconds 5
 //	walcast-bench soak --docs docs/benchmarks.md    # 10 minutes (make soak)
+//	walcast-bench targets --docs docs/benchmarks.md # issue 12's target table from the sets' JSON
 //	walcast-bench --mode serve-tier --serve-replicas 0,1,4,16 --rate 10000 --tx-size 10 --clients 4 --scope committee
 //	walcast-bench serve-tier --docs docs/benchmarks.md  # that, into the docs (make bench-serve-tier)
 //
@@ -51,6 +52,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case len(args) > 0 && args[0] == "minimal-server":
 		err = runMinimalServer(ctx, args[1:])
+	case len(args) > 0 && args[0] == "targets":
+		err = runTargets(args[1:], stdout, stderr)
 	case len(args) > 0 && (args[0] == "suite" || args[0] == "soak" || args[0] == "serve-tier" || args[0] == "election"):
 		err = runSuite(ctx, args[0], args[1:], stdout, stderr)
 	default:
