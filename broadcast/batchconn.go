@@ -7,73 +7,100 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
-// coder/websocket flushes every frame to the socket: one write(2) per
-// message. When a connection has a backlog, walcast wants the whole batch
-// in one write. batchConn sits under the library (installed through the
-// Hijacker it calls) and, between begin and end, collects what the library
-// flushes into one buffer that end writes at once. Outside a batch it
-// passes writes straight through, so pings, pongs and close frames from
-// the library's other paths go out as before.
+// batchConn sits under coder/websocket (installed through the Hijacker it
+// calls). Walcast writes its own frames to it, already framed (see
+// appendFrame), in one write per delivery; the library writes only what
+// it answers and sends on its own: pongs, pings and close frames. mu
+// keeps the two from interleaving mid-frame, and once a close frame went
+// out (closed) nothing follows it, as RFC 6455 requires.
 type batchConn struct {
 	net.Conn
+	// raw writes without waiting (see rawWrite); nil when the connection
+	// offers no file descriptor, and every write then waits.
+	raw syscall.RawConn
 
-	mu       sync.Mutex
-	batching bool
-	buf      *[]byte
+	mu     sync.Mutex
+	framed bool // the handshake is done: every library write is one frame
+	closed bool // a close frame was written
+	// The arguments and results of rawWrite, under mu: a method value
+	// made once, so a write allocates no closure.
+	wb    []byte
+	wn    int
+	werr  error
+	rawFn func(fd uintptr) bool
+}
+
+// newBatchConn wraps a hijacked connection.
+func newBatchConn(nc net.Conn) *batchConn {
+	c := &batchConn{Conn: nc}
+	if sc, ok := nc.(syscall.Conn); ok && canWriteRaw {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.raw = rc
+			c.rawFn = c.rawWrite
+		}
+	}
+	return c
 }
 
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
+// Write is the library's path: the handshake, then control frames.
 func (c *batchConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	if c.batching {
-		*c.buf = append(*c.buf, p...)
-		c.mu.Unlock()
-		return len(p), nil
+	defer c.mu.Unlock()
+	if c.framed && len(p) > 0 && p[0] == 0x88 { // FIN and the close opcode
+		c.closed = true
 	}
-	c.mu.Unlock()
 	return c.Conn.Write(p)
 }
 
-// begin starts collecting writes.
-func (c *batchConn) begin() {
+// startFraming notes that the handshake is written: from now on every
+// write of the library starts a frame.
+func (c *batchConn) startFraming() {
 	c.mu.Lock()
-	c.batching = true
-	if c.buf == nil {
-		c.buf = batchBufs.Get().(*[]byte)
-	}
+	c.framed = true
 	c.mu.Unlock()
 }
 
-// end writes what was collected in one write and stops collecting. The
-// lock is held through the write so that no pass-through write can
-// overtake the batch.
-func (c *batchConn) end() error {
+// writeAll writes b, waiting as long as the socket makes it.
+func (c *batchConn) writeAll(b []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.batching = false
-	b := c.buf
-	c.buf = nil
-	if b == nil {
-		return nil
+	if c.closed {
+		return nil // nothing may follow a close frame: dropped
 	}
-	var err error
-	if len(*b) > 0 {
-		_, err = c.Conn.Write(*b)
-	}
-	if cap(*b) <= 256<<10 { // do not keep a huge batch's buffer around
-		*b = (*b)[:0]
-		batchBufs.Put(b)
-	}
+	_, err := c.Conn.Write(b)
 	return err
+}
+
+// tryWrite writes what of b the socket takes now, without waiting: n is
+// how much. Without a raw connection it writes nothing, and the caller's
+// slow path writes it all, waiting.
+func (c *batchConn) tryWrite(b []byte) (n int, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return len(b), nil // nothing may follow a close frame: dropped
+	}
+	if c.raw == nil {
+		return 0, nil
+	}
+	c.wb, c.wn, c.werr = b, 0, nil
+	if err := c.raw.Write(c.rawFn); err != nil {
+		return 0, err
+	}
+	n, err = c.wn, c.werr
+	c.wb, c.werr = nil, nil
+	return n, err
 }
 
 // batchingWriter is the http.ResponseWriter handed to websocket.Accept: its
 // Hijack wraps the connection in a batchConn and gives the library small
-// buffers, since batching happens below them (idle connections then hold
+// buffers, since walcast frames its messages itself (idle connections then hold
 // 1 KiB of buffers instead of net/http's 8 KiB).
 type batchingWriter struct {
 	http.ResponseWriter
@@ -82,7 +109,7 @@ type batchingWriter struct {
 
 const (
 	readBufSize  = 1 << 10 // client frames are small; larger ones just take more reads
-	writeBufSize = 512     // flushes into the batch buffer, or straight out between batches
+	writeBufSize = 512     // the library writes only control frames (at most 127 bytes) and the handshake
 )
 
 func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -104,7 +131,7 @@ func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		nc.Close()
 		return nil, nil, err
 	}
-	w.conn = &batchConn{Conn: nc}
+	w.conn = newBatchConn(nc)
 	r := brw.Reader
 	// Bytes the client sent after its handshake may already sit in
 	// net/http's reader: move them into the small one, or keep the big one

@@ -2,9 +2,11 @@ package broadcast
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,37 +34,61 @@ type History interface {
 // client is one WebSocket connection.
 type client struct {
 	ws        *websocket.Conn
+	srv       *Server
 	principal atomic.Pointer[Principal]
 	filter    atomic.Pointer[filter]
 	cursor    atomic.Uint64 // hub sequence of the next message to consider
 	slow      atomic.Bool   // set by the hub when the cursor fell out of its window
-	// wake is signalled by the hub when it publishes a message this
-	// client may receive (and periodically, to move its cursor).
+	// wake, when not nil, is signalled instead of the delivery workers: a
+	// client of the hub's tests that waits for its wake-ups itself.
 	wake chan struct{}
 	// wokenGen and indexed are the hub's bookkeeping, under the hub's lock.
 	wokenGen uint64
 	indexed  *Principal
-	// writingSince is when the write in progress started (unix nanos), or
-	// 0: the watchdog's view of a hung socket.
+	// writingSince is when the waiting write in progress started (unix
+	// nanos), or 0: the watchdog's view of a hung socket.
 	writingSince atomic.Int64
-	// batch collects a delivery loop's frames into one socket write; nil
-	// when the connection was not accepted through batchingWriter.
-	batch  *batchConn
-	resume chan schema.Position
-	reauth chan authChange // a verified auth frame, for the writer to apply
-	last   schema.Position // newest position this connection stands past
-	sent   schema.Position // newest id actually sent on it
-	log    *slog.Logger
+	// batch is the connection under the library, which walcast writes its
+	// frames to.
+	batch *batchConn
+
+	// Delivery (see fanout.go): own is write ownership; pending, a
+	// wake-up that found it taken; queued, that a worker has c in its
+	// queue; done, that the connection is closing and owed nothing more.
+	// fan, shard and idx place it among the workers.
+	own     sync.Mutex
+	pending atomic.Bool
+	queued  atomic.Bool
+	done    atomic.Bool
+	fan     *fanout
+	shard   int
+	idx     int
+
+	// The rest is the owner's (write ownership held) unless noted.
+	// out collects frames for one socket write: nil between writes.
+	out  *[]byte
+	last schema.Position // newest position this connection stands past
+	sent schema.Position // newest id actually sent on it
+	log  *slog.Logger
+	// ctx ends with the session: what the reader waits for (a replay's
+	// read of the bus, a sync's read of the state) stops with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// expiry closes the connection when its token expires (4001);
+	// pinger pings it every PingInterval (each ping sets the next one, on
+	// the timer's goroutine). Timers, not goroutines.
+	expiry *time.Timer
+	pinger atomic.Pointer[time.Timer]
 
 	// dash is the dashboards to send after the welcome, taken when the
-	// client registered; dashResend asks the writer to send them again
-	// (after a subscribe), and dashFloor is the window sequence that
-	// resend is current at: older dashboard messages are superseded.
-	dash       []*schema.Message
-	dashResend chan struct{}
-	dashFloor  uint64
+	// client registered; dashFloor is the window sequence the newest
+	// dashboard resend is current at: older dashboard messages are
+	// superseded. syncAtConnect is a ?sync= to serve after the welcome.
+	dash          []*schema.Message
+	dashFloor     uint64
+	syncAtConnect *filter
 
-	// ev queues presence and typing frames for the writer; typing limits
+	// ev queues presence and typing frames for delivery; typing limits
 	// the typing frames the client sends (reader only), presenceLimit its
 	// presence frames.
 	ev            clientEvents
@@ -71,75 +97,66 @@ type client struct {
 	authLimit     rateBucket // auth frames; reader only
 	// resumes limits the resume frames the client sends (reader only).
 	resumes rateBucket
-	// syncReq hands sync requests to the writer (see sync.go); syncs
-	// limits the sync frames the client sends (reader only).
-	syncReq chan *filter
-	syncs   rateBucket
+	// syncs limits the sync frames the client sends (reader only).
+	syncs rateBucket
 }
 
-// run drives the connection until it ends, returning why.
-func (s *Server) run(ctx context.Context, c *client, at schema.Position, since *schema.Position) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	readErr := make(chan error, 1)
-	go func() {
-		readErr <- s.read(ctx, c)
-		cancel()
-	}()
-	err := s.write(ctx, c, at, since)
-	cancel()
-	if rerr := <-readErr; err == nil || errors.Is(err, context.Canceled) {
-		err = rerr
-	}
-	return err
-}
-
-// write is the only goroutine that sends messages on the connection, so
-// replayed and live messages go out in one order, each id once.
+// session drives the connection until it ends, returning why. Its
+// goroutine is the connection's only one: it greets the client, then
+// reads client frames; the delivery workers write what the hub has.
 //
 // at is where the hub stood when the client registered: the client's
-// cursor follows everything after it.
-func (s *Server) write(ctx context.Context, c *client, at schema.Position, since *schema.Position) error {
-	if err := s.greet(ctx, c, at, since); err != nil {
+// cursor follows everything after it. The session starts owning the
+// connection's writes (newClient), so nothing is delivered before the
+// welcome.
+func (s *Server) session(c *client, at schema.Position, since *schema.Position) error {
+	defer func() {
+		c.done.Store(true)
+		c.cancel() // before stopping the pinger: a ping running now sets no next one
+		if t := c.pinger.Load(); t != nil {
+			t.Stop()
+		}
+	}()
+	err := s.greet(c.ctx, c, at, since)
+	if err == nil {
+		err = c.flushOut()
+	}
+	c.releaseAndServe()
+	if err != nil {
 		return err
 	}
-	expiry := time.NewTimer(time.Until(c.principal.Load().Expires))
-	defer expiry.Stop()
-	ping := time.NewTicker(s.cfg.PingInterval)
-	defer ping.Stop()
-	buf := make([]entry, 32)
-	wants := func(m *schema.Message) bool {
-		return isMarker(m) || frameFor(c.principal.Load(), c.filter.Load(), m) != nil
+	c.expiry = time.AfterFunc(time.Until(c.principal.Load().Expires), func() {
+		c.done.Store(true)
+		c.ws.Close(CloseTokenExpired, "token expired")
+	})
+	defer c.expiry.Stop()
+	c.pinger.Store(time.AfterFunc(s.cfg.PingInterval, func() { s.ping(c) }))
+	return s.read(c)
+}
+
+// ping pings c, on its timer's goroutine: the library's Ping waits for the
+// pong, which the reader receives. A client that does not answer within
+// PongTimeout is dropped.
+func (s *Server) ping(c *client) {
+	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PongTimeout)
+	err := c.ws.Ping(ctx)
+	cancel()
+	if err != nil {
+		if c.ctx.Err() == nil {
+			c.log.Debug("dropping a client that did not answer a ping", "err", err)
+		}
+		c.done.Store(true)
+		c.ws.CloseNow()
+		return
 	}
-	for {
-		// Deliver what the hub has for us after our cursor, then wait to
-		// be woken by a publish that may concern us.
-		cursor := c.cursor.Load()
-		n, to, lost := s.cfg.Hub.next(cursor, buf, wants)
-		if lost || c.slow.Load() {
-			c.ws.Close(CloseTooSlow, "too slow: reconnect and resume from your last id")
-			return errSlow
-		}
-		var wait <-chan struct{} = c.wake
-		if n > 0 {
-			if err := s.deliver(ctx, c, buf[:n]); err != nil {
-				return err
-			}
-			clear(buf[:n])
-		}
-		if to != cursor {
-			c.cursor.Store(to)
-			wait = ready // look again before sleeping, after control events
-		}
-		if err := s.await(ctx, c, expiry, ping, wait); err != nil {
-			return err
-		}
+	if c.ctx.Err() == nil {
+		c.pinger.Store(time.AfterFunc(s.cfg.PingInterval, func() { s.ping(c) }))
 	}
 }
 
 // greet sends the welcome, the replay the client asked for at connect
 // (since, when not nil) and the dashboards current at registration (the
-// window holds what changed since).
+// window holds what changed since); the owner calls it.
 func (s *Server) greet(ctx context.Context, c *client, at schema.Position, since *schema.Position) error {
 	if err := c.send(ctx, welcomeFrame(at)); err != nil {
 		return err
@@ -154,197 +171,163 @@ func (s *Server) greet(ctx context.Context, c *client, at schema.Position, since
 		return err
 	}
 	c.dash = nil
-	select {
-	case nf := <-c.syncReq: // ?sync= at connect
+	if nf := c.syncAtConnect; nf != nil { // ?sync= at connect
+		c.syncAtConnect = nil
 		return s.sync(ctx, c, nf)
-	default:
-	}
-	return nil
-}
-
-// deliver sends the window entries es in one socket write: markers, and
-// the messages after the last one sent that no resend superseded.
-func (s *Server) deliver(ctx context.Context, c *client, es []entry) error {
-	c.beginBatch()
-	p, f := c.principal.Load(), c.filter.Load()
-	for _, e := range es {
-		m := e.m
-		if isMarker(m) {
-			if err := c.send(ctx, m.JSON); err != nil {
-				return err
-			}
-			if m.Type == typeEpoch {
-				// Ids start over: the new epoch's may be lower.
-				c.last, c.sent = schema.Position{}, schema.Position{}
-			}
-			continue
-		}
-		if !c.last.Less(m.Pos) {
-			continue // already sent by a replay
-		}
-		if m.DashboardKey != "" && e.seq < c.dashFloor {
-			continue // superseded by the dashboards sent after a subscribe
-		}
-		frame := m.JSON
-		if m.Left != nil {
-			if frame = frameFor(p, f, m); frame == nil {
-				continue // the token or subscription changed since
-			}
-		}
-		if err := c.send(ctx, frame); err != nil {
-			return err
-		}
-		c.last, c.sent = m.Pos, m.Pos
-		if m.DashboardKey == "" { // deliveries count changes
-			s.cfg.Hub.delivered.Add(1)
-		}
-	}
-	return c.endBatch()
-}
-
-// await waits for one event of the connection (a wake-up on wait, a
-// control frame, presence, a ping or the token's expiry) and handles it.
-func (s *Server) await(ctx context.Context, c *client, expiry *time.Timer, ping *time.Ticker, wait <-chan struct{}) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-expiry.C:
-		c.ws.Close(CloseTokenExpired, "token expired")
-		return errors.New("token expired")
-	case a := <-c.reauth:
-		err := s.applyAuth(ctx, c, a.p)
-		close(a.done)
-		if err != nil {
-			return err
-		}
-		expiry.Reset(time.Until(a.p.Expires))
-	case pos := <-c.resume:
-		return s.replay(ctx, c, pos)
-	case nf := <-c.syncReq:
-		return s.sync(ctx, c, nf)
-	case ev := <-c.ev.events:
-		return s.sendEvent(ctx, c, ev)
-	case <-c.dashResend:
-		var msgs []*schema.Message
-		msgs, c.dashFloor = s.cfg.Hub.dashboardsSince(c.principal.Load())
-		return c.sendDashboards(ctx, msgs)
-	case <-ping.C:
-		pctx, cancel := context.WithTimeout(ctx, s.cfg.PongTimeout)
-		err := c.ws.Ping(pctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("ping: %w", err)
-		}
-	case <-wait:
-	}
-	return nil
-}
-
-// ready is a closed channel: waiting on it does not wait.
-var ready = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
-// beginBatch starts collecting frames for one socket write.
-func (c *client) beginBatch() {
-	if c.batch != nil {
-		c.batch.begin()
-	}
-}
-
-// endBatch writes the collected frames. The watchdog sees this write like
-// any other.
-func (c *client) endBatch() error {
-	if c.batch == nil {
-		return nil
-	}
-	c.writingSince.Store(time.Now().UnixNano())
-	err := c.batch.end()
-	c.writingSince.Store(0)
-	if err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	return nil
-}
-
-// send writes one frame. It passes no deadline to the library, which would
-// cost a timer and a context per frame on the hottest path; instead the
-// write's start time is published for the server's watchdog (Server.Watch),
-// which closes connections whose writes hang.
-func (c *client) send(ctx context.Context, frame []byte) error {
-	c.writingSince.Store(time.Now().UnixNano())
-	err := c.ws.Write(context.Background(), websocket.MessageText, frame)
-	c.writingSince.Store(0)
-	if err != nil {
-		return fmt.Errorf("write: %w", err)
 	}
 	return nil
 }
 
 // read handles client frames until the connection closes. Protocol errors
-// are answered with an error frame and the connection stays open.
-func (s *Server) read(ctx context.Context, c *client) error {
+// are answered with an error frame and the connection stays open. Each
+// frame is handled owning the connection's writes, so what it sends (and
+// what it changes: the token, the subscription, the cursor of a replay)
+// falls between two deliveries.
+func (s *Server) read(c *client) error {
 	for {
-		typ, b, err := c.ws.Read(ctx)
+		// No deadline: one would cost a timer per read. Pings bound the
+		// life of a silent connection.
+		typ, b, err := c.ws.Read(context.Background())
 		if err != nil {
 			return err
 		}
-		if typ != websocket.MessageText {
-			if err := c.send(ctx, errorFrame("bad_frame", "frames must be JSON text")); err != nil {
-				return err
-			}
-			continue
+		c.own.Lock()
+		err = s.handle(c.ctx, c, typ, b)
+		if ferr := c.flushOut(); err == nil {
+			err = ferr
 		}
-		f, err := parseFrame(b, s.customTypes)
-		if err != nil {
-			var fe *frameError
-			if errors.As(err, &fe) {
-				if err := c.send(ctx, errorFrame(fe.code, fe.message)); err != nil {
-					return err
-				}
-				continue
-			}
-			return err
-		}
-		switch f.Type {
-		case "ping":
-			err = c.send(ctx, pongFrame)
-		case "subscribe":
-			nf := narrow(c.principal.Load(), f)
-			c.filter.Store(nf)
-			err = c.send(ctx, subscribedFrame(nf))
-			if err == nil && nf.allows(&schema.Message{Type: schema.TypeDashboard}) {
-				select {
-				case c.dashResend <- struct{}{}:
-				default: // a resend is already due
-				}
-			}
-		case "resume":
-			if ok, _ := c.resumes.take(time.Now(), resumeRate, resumeBurst); !ok {
-				err = c.send(ctx, errorFrame("rate_limited", resumeLimitMessage))
-				break
-			}
-			pos, _ := schema.ParsePosition(f.Since)
-			select {
-			case c.resume <- pos:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		case "sync":
-			err = s.requestSync(ctx, c, f)
-		case "auth":
-			err = s.reauth(ctx, c, f.Token)
-		case "presence":
-			viewing := ""
-			if f.Viewing != nil {
-				viewing = *f.Viewing
-			}
-			s.presence.request(c, viewing)
-		case "typing":
-			if c.typing.allow(time.Now()) {
-				s.presence.typing(c, f.Target)
-			}
-		}
+		c.releaseAndServe()
 		if err != nil {
 			return err
+		}
+	}
+}
+
+// handle answers one client frame; the reader calls it owning the writes.
+func (s *Server) handle(ctx context.Context, c *client, typ websocket.MessageType, b []byte) error {
+	if typ != websocket.MessageText {
+		return c.send(ctx, errorFrame("bad_frame", "frames must be JSON text"))
+	}
+	f, err := parseFrame(b, s.customTypes)
+	if err != nil {
+		var fe *frameError
+		if errors.As(err, &fe) {
+			return c.send(ctx, errorFrame(fe.code, fe.message))
+		}
+		return err
+	}
+	switch f.Type {
+	case "ping":
+		return c.send(ctx, pongFrame)
+	case "subscribe":
+		nf := narrow(c.principal.Load(), f)
+		c.filter.Store(nf)
+		if err := c.send(ctx, subscribedFrame(nf)); err != nil {
+			return err
+		}
+		if nf.allows(&schema.Message{Type: schema.TypeDashboard}) {
+			return s.resendDashboards(ctx, c)
+		}
+	case "resume":
+		if ok, _ := c.resumes.take(time.Now(), resumeRate, resumeBurst); !ok {
+			return c.send(ctx, errorFrame("rate_limited", resumeLimitMessage))
+		}
+		pos, _ := schema.ParsePosition(f.Since)
+		return s.replay(ctx, c, pos)
+	case "sync":
+		return s.requestSync(ctx, c, f)
+	case "auth":
+		return s.reauth(ctx, c, f.Token)
+	case "presence":
+		viewing := ""
+		if f.Viewing != nil {
+			viewing = *f.Viewing
+		}
+		s.presence.request(c, viewing)
+	case "typing":
+		if c.typing.allow(time.Now()) {
+			s.presence.typing(c, f.Target)
+		}
+	}
+	return nil
+}
+
+// resendDashboards sends the dashboards c may see now, superseding the
+// older dashboard messages still owed from the window.
+func (s *Server) resendDashboards(ctx context.Context, c *client) error {
+	var msgs []*schema.Message
+	msgs, c.dashFloor = s.cfg.Hub.dashboardsSince(c.principal.Load())
+	return c.sendDashboards(ctx, msgs)
+}
+
+// send queues one frame for the owner's next write (flushOut, or a
+// worker's). It passes no deadline to anything, which would cost a timer
+// per frame on the hottest path; the watchdog (Server.Watch) closes
+// connections whose writes hang. Only very large runs of frames (a sync's
+// rows) are written before the owner is done.
+func (c *client) send(ctx context.Context, frame []byte) error {
+	c.appendFrame(frame)
+	if len(*c.out) >= sendFlushAt {
+		return c.flushOut()
+	}
+	return nil
+}
+
+// sendFlushAt is how much an owner collects before writing, waiting.
+const sendFlushAt = 256 << 10
+
+// appendFrame adds frame, as an unmasked text frame, to c.out.
+func (c *client) appendFrame(frame []byte) {
+	if c.out == nil {
+		c.out = batchBufs.Get().(*[]byte)
+	}
+	*c.out = appendTextFrame(*c.out, frame)
+}
+
+// appendTextFrame appends payload as one final, unmasked text frame
+// (RFC 6455 section 5.2): a header of 2, 4 or 10 bytes, then the bytes.
+// Server frames are never masked, so the frame of a message is the same
+// for every connection; only the header is built per write.
+func appendTextFrame(b, payload []byte) []byte {
+	n := len(payload)
+	switch {
+	case n < 126:
+		b = append(b, 0x81, byte(n))
+	case n <= 0xffff:
+		b = append(b, 0x81, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x81, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
+}
+
+// flushOut writes c.out, waiting as long as it takes; the watchdog sees
+// the write.
+func (c *client) flushOut() error {
+	if c.out == nil {
+		return nil
+	}
+	var err error
+	if b := *c.out; len(b) > 0 && c.batch != nil {
+		c.writingSince.Store(time.Now().UnixNano())
+		err = c.batch.writeAll(b)
+		c.writingSince.Store(0)
+	}
+	c.dropOut()
+	if err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// dropOut returns c.out to the pool, unless a huge batch grew it.
+func (c *client) dropOut() {
+	if b := c.out; b != nil {
+		c.out = nil
+		if cap(*b) <= 256<<10 {
+			*b = (*b)[:0]
+			batchBufs.Put(b)
 		}
 	}
 }

@@ -17,8 +17,8 @@ import (
 const DefaultWindow = 65536
 
 // Hub fans messages out to connected clients through one shared window of
-// recent messages: each client's writer follows the window with its own
-// cursor. Publishing never waits on a client, and a slow client costs no
+// recent messages: each client follows the window with its own cursor,
+// served by the hub's delivery workers (see fanout.go). Publishing never waits on a client, and a slow client costs no
 // memory of its own; one that falls more than the window behind is closed
 // with 4008 and resumes from its last id.
 type Hub struct {
@@ -46,6 +46,9 @@ type Hub struct {
 	// replays that read nothing from the bus (see replay.go).
 	resume windowHistory
 
+	// fan is the delivery workers of the clients a Server registers.
+	fan *fanout
+
 	published atomic.Uint64 // messages published
 	delivered atomic.Uint64 // messages written to clients
 	dropped   atomic.Uint64 // clients closed as too slow
@@ -64,6 +67,7 @@ func NewHub(window int) *Hub {
 		byCommittee: map[int64]map[*client]struct{}{},
 		byOwner:     map[int64]map[*client]struct{}{},
 		dash:        map[string]*schema.Message{},
+		fan:         newFanout(),
 	}
 }
 
@@ -156,28 +160,30 @@ func (h *Hub) wakeFor(msgs []*schema.Message) {
 		}
 	}
 	if all {
+		// The delivery workers sweep their shards; only the hub's own
+		// test clients are woken one by one.
 		h.fullWakeAt, h.fullWakeSeq = now, h.head
 		wake = wake[:0]
 		head := h.head
 		for c := range h.clients {
-			wake = append(wake, c)
+			if c.wake != nil {
+				wake = append(wake, c)
+			}
 			if head-c.cursor.Load() > uint64(len(h.window)) && c.slow.CompareAndSwap(false, true) {
 				slow = append(slow, c)
 			}
 		}
+		h.fan.sweepAll()
 	}
 	for _, c := range wake {
-		select {
-		case c.wake <- struct{}{}:
-		default: // already has a wake-up pending
-		}
+		c.wakeUp()
 	}
 	h.toWake = wake[:0]
 	h.mu.Unlock()
 	h.published.Add(uint64(len(msgs)))
 	for _, c := range slow {
 		h.dropped.Add(1)
-		// The client's writer may be blocked on a full socket: close from
+		// The client's write may be blocked on a full socket: close from
 		// here, in the background, so nobody waits on it.
 		go c.ws.Close(CloseTooSlow, "too slow: reconnect and resume from your last id")
 	}
@@ -317,6 +323,9 @@ func (h *Hub) add(c *client) schema.Position {
 	c.cursor.Store(h.head)
 	h.clients[c] = struct{}{}
 	h.index(c)
+	if c.srv != nil && c.wake == nil {
+		h.fan.attach(c)
+	}
 	c.dash = h.dashboardsFor(c.principal.Load())
 	return h.last
 }
@@ -338,6 +347,9 @@ func (h *Hub) remove(c *client) {
 	delete(h.clients, c)
 	h.unindex(c)
 	h.mu.Unlock()
+	if c.fan != nil {
+		c.fan.detach(c)
+	}
 }
 
 // entry is a window message and its sequence.
@@ -350,27 +362,27 @@ type entry struct {
 // read lock.
 const scanLimit = 4096
 
-// next copies into buf the messages after cursor that wants accepts, up to
-// len(buf), looking at no more than scanLimit messages. It returns how many
-// it copied, the cursor to continue from, and lost=true when cursor fell
-// out of the window. Filtering under the lock means a client skips the
-// traffic that is not for it without a copy or a wake-up per message.
-func (h *Hub) next(cursor uint64, buf []entry, wants func(*schema.Message) bool) (n int, to uint64, lost bool) {
+// nextFor copies into buf the messages after cursor that a connection of
+// p with subscription f may receive (and markers), up to len(buf), looking
+// at no more than scanLimit messages: next for the delivery workers,
+// without a filter function to allocate. caughtUp says it reached the
+// newest message.
+func (h *Hub) nextFor(cursor uint64, buf []entry, p *Principal, f *filter) (n int, to uint64, caughtUp, lost bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if h.head-cursor > uint64(len(h.window)) {
-		return 0, cursor, true
+		return 0, cursor, false, true
 	}
 	end := min(h.head, cursor+scanLimit)
 	s := cursor
 	for ; s < end && n < len(buf); s++ {
 		m := h.window[s%uint64(len(h.window))]
-		if wants(m) {
+		if isMarker(m) || frameFor(p, f, m) != nil {
 			buf[n] = entry{seq: s, m: m}
 			n++
 		}
 	}
-	return n, s, false
+	return n, s, s == h.head, false
 }
 
 // each calls f for every client, for shutdown.

@@ -99,15 +99,15 @@ func NewPresence() *Presence {
 	}
 }
 
-// presenceEvent is a frame queued for a connection's writer. epoch ties it
-// to the principal and state it was computed for: after a lost presence
-// frame or an auth frame the writer drops the older frames still queued
+// presenceEvent is a frame queued for a connection's delivery. epoch ties
+// it to the principal and state it was computed for: after a lost presence
+// frame or an auth frame delivery drops the older frames still queued
 // (a fresh presence_state replaces them).
 type presenceEvent struct {
 	frame []byte
 	epoch uint64 // the connection's epoch + 1 when queued
 	// from is the sender of a typing frame (nil for presence frames): the
-	// writer checks it against the principal in force when it writes.
+	// delivery checks it against the principal in force when it writes.
 	from *presenceEntry
 }
 
@@ -133,6 +133,7 @@ func (c *client) push(frame []byte, from *presenceEntry) {
 			c.ev.lost.Store(true)
 		}
 	}
+	c.wakeUp()
 }
 
 // join adds c to presence or changes what it views, answering a presence

@@ -10,18 +10,11 @@ import (
 )
 
 // An auth frame replaces a connection's token in place. The reader
-// verifies it; the writer applies it, between two deliveries, so that one
-// switch changes every kind of frame at once: everything the writer sends
-// after auth_ok (messages, replays, dashboards, presence, typing) is
-// decided by the new token, and nothing decided under the old one follows
-// auth_ok.
-
-// authChange is a verified token on its way from the reader to the writer;
-// done is closed once it is in force (or the writer gave up).
-type authChange struct {
-	p    *Principal
-	done chan struct{}
-}
+// verifies and applies it owning the connection's writes, between two
+// deliveries, so that one switch changes every kind of frame at once:
+// everything sent after auth_ok (messages, replays, dashboards, presence,
+// typing) is decided by the new token, and nothing decided under the old
+// one follows auth_ok.
 
 // Auth frames a connection may send: a refresh every few minutes is what
 // clients need; each one costs a signature check, a presence_state, the
@@ -32,9 +25,9 @@ const (
 	authBurst = 3.0
 )
 
-// reauth answers an auth frame. The new token must name the same user.
-// It returns once the token is in force, so the reader's next frame (a
-// subscribe) is judged by it.
+// reauth answers an auth frame; the reader calls it owning the writes.
+// The new token must name the same user. It returns once the token is in
+// force, so the reader's next frame (a subscribe) is judged by it.
 func (s *Server) reauth(ctx context.Context, c *client, token string) error {
 	if ok, wait := c.authLimit.take(time.Now(), authRate, authBurst); !ok {
 		// The token in force stays; the client may retry after wait.
@@ -53,24 +46,21 @@ func (s *Server) reauth(ctx context.Context, c *client, token string) error {
 	old := c.principal.Load()
 	if p.UserID != old.UserID || p.HasUser != old.HasUser {
 		_ = c.send(ctx, errorFrame("auth_failed", "a refreshed token must name the same user"))
+		_ = c.flushOut() // the error goes out before the close frame
+		c.done.Store(true)
 		c.ws.Close(CloseAuthChanged, "token names another user")
 		return errors.New("auth frame named another user")
 	}
-	a := authChange{p: p, done: make(chan struct{})}
-	select {
-	case c.reauth <- a:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := s.applyAuth(ctx, c, p); err != nil {
+		return err
 	}
-	select {
-	case <-a.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	if c.expiry != nil {
+		c.expiry.Reset(time.Until(p.Expires))
 	}
+	return nil
 }
 
-// applyAuth puts p in force; only the writer calls it. In order: the
+// applyAuth puts p in force; the owner of the writes calls it. In order: the
 // principal (which every later delivery decision reads), the
 // subscription narrowed to it, the hub's and presence's indexes, then
 // auth_ok, the fresh presence_state (frames queued under the old token
@@ -92,9 +82,7 @@ func (s *Server) applyAuth(ctx context.Context, c *client, p *Principal) error {
 		}
 	}
 	if c.filter.Load().allows(&schema.Message{Type: schema.TypeDashboard}) {
-		var msgs []*schema.Message
-		msgs, c.dashFloor = s.cfg.Hub.dashboardsSince(p)
-		return c.sendDashboards(ctx, msgs)
+		return s.resendDashboards(ctx, c)
 	}
 	return nil
 }

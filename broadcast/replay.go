@@ -208,11 +208,12 @@ func (h *Hub) seek(pos schema.Position) (uint64, seekResult) {
 	return i, inWindow
 }
 
-// replay sends what the client missed after pos. From the window, it
-// moves the client's cursor back and lets the writer deliver; what the
+// replay sends what the client missed after pos; the owner of its writes
+// calls it. From the window, it moves the client's cursor back and lets
+// the delivery workers deliver; what the
 // window cannot serve is read from history, at most MaxReplayRead entries.
 // Live messages queue meanwhile; those the replay already covered are
-// skipped by the id check in write.
+// skipped by the id check in appendEntries.
 func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) error {
 	s.resumes.Add(1)
 	if pos.Less(c.sent) {
@@ -241,7 +242,6 @@ func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) err
 		}
 		read += len(msgs)
 		p, f := c.principal.Load(), c.filter.Load()
-		c.beginBatch()
 		for _, m := range msgs {
 			// Dashboards are snapshots: the newest of each follows the
 			// replay, older ones would only be undone by it.
@@ -254,22 +254,19 @@ func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) err
 			c.last = m.Pos
 			pos = m.Pos
 		}
-		if err := c.endBatch(); err != nil {
-			return err
-		}
 		if len(msgs) < replayPage {
 			return nil
 		}
 	}
 }
 
-// rewind makes the writer deliver the window from seq: the replay. The
+// rewind makes the workers deliver the window from seq: the replay. The
 // dashboards in between are older than those the client has or is about
-// to be sent, so they are skipped (dashFloor). Only the writer calls it.
+// to be sent, so they are skipped (dashFloor). Only the owner calls it.
 func (c *client) rewind(seq uint64) {
 	cur := c.cursor.Load()
 	if seq >= cur {
-		return // the writer has not reached seq yet: the id check skips the rest
+		return // delivery has not reached seq yet: the id check skips the rest
 	}
 	c.dashFloor = max(c.dashFloor, cur)
 	c.cursor.Store(seq)

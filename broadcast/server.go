@@ -304,10 +304,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(MaxClientFrame)
-	c := newClient(ws, bw, log, p, sub)
+	bw.conn.startFraming()
+	c := s.newClient(ws, bw, log, p, sub)
 	if syncReq != nil {
 		// The sync replaces the resume: state_end's position follows.
-		c.syncReq <- narrow(p, *syncReq)
+		c.syncAtConnect = narrow(p, *syncReq)
 		since = nil
 	}
 	// Register before reading history: messages published from now on
@@ -326,7 +327,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		defer s.cfg.Hub.remove(c)
 		defer s.presence.leave(c)
 		log.Debug("websocket connected")
-		err := s.run(context.Background(), c, at, since)
+		err := s.session(c, at, since)
 		ws.CloseNow()
 		log.Debug("websocket closed", "reason", err)
 	}()
@@ -385,20 +386,13 @@ func (s *Server) connectQuery(w http.ResponseWriter, r *http.Request) (since *sc
 	return since, sub, sync, true
 }
 
-// newClient returns the session state of an accepted connection of p.
-func newClient(ws *websocket.Conn, bw *batchingWriter, log *slog.Logger, p *Principal, sub *clientFrame) *client {
-	c := &client{
-		ws:     ws,
-		batch:  bw.conn,
-		resume: make(chan schema.Position, 1),
-		// syncReq: a sync frame's subscription for the writer; the
-		// reader's rate limit keeps it from piling up.
-		syncReq: make(chan *filter, 1),
-		wake:    make(chan struct{}, 1),
-		reauth:  make(chan authChange, 1),
-		log:     log,
-	}
-	c.dashResend = make(chan struct{}, 1)
+// newClient returns the session state of an accepted connection of p. The
+// client starts owning its writes: nothing is delivered before the
+// welcome (see session).
+func (s *Server) newClient(ws *websocket.Conn, bw *batchingWriter, log *slog.Logger, p *Principal, sub *clientFrame) *client {
+	c := &client{ws: ws, srv: s, batch: bw.conn, log: log, idx: -1}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.own.Lock()
 	c.ev.events = make(chan presenceEvent, eventQueue)
 	c.principal.Store(p)
 	if sub != nil {

@@ -16,8 +16,8 @@ import (
 // Sync: a client asks for the current rows of its scope ({"type":"sync"}
 // or /ws?sync= at connect) and receives them in state frames, then
 // state_end with the position they are consistent with, then every change
-// after that position through the resume path. The connection's writer
-// does all of it, so no change frame comes between. Rows are scoped by
+// after that position through the resume path. It is all sent owning the
+// connection's writes, so no change frame comes between. Rows are scoped by
 // the rule changes are, from the scope the state keeps with each row: no
 // database round trip, and serve replicas answer from Redis.
 
@@ -64,41 +64,32 @@ func syncFrom(q url.Values, sub *clientFrame, custom map[string]bool) (*clientFr
 	return &f, nil
 }
 
-// requestSync hands a sync frame's subscription to the writer, after the
-// rate limit; reader only.
+// requestSync answers a sync frame, after the rate limit; the reader
+// calls it owning the writes.
 func (s *Server) requestSync(ctx context.Context, c *client, f clientFrame) error {
 	if ok, _ := c.syncs.take(time.Now(), syncRate, syncBurst); !ok {
 		return c.send(ctx, errorFrame("rate_limited", syncLimitMessage))
 	}
-	nf := narrow(c.principal.Load(), f)
-	for {
-		select {
-		case c.syncReq <- nf:
-			return nil
-		default:
-		}
-		// A sync not started yet is replaced: the newer subscription
-		// wins, and the reader never waits on the writer.
-		select {
-		case <-c.syncReq:
-		default:
-		}
-	}
+	return s.sync(ctx, c, narrow(c.principal.Load(), f))
 }
 
 // sync sends the state of the connection's scope, state_end, then the
-// changes after it (see the top of this file); writer only. nf, when not
-// nil, replaces the subscription first, as subscribe does.
+// changes after it (see the top of this file); the owner of the writes
+// calls it. nf, when not nil, replaces the subscription first, as
+// subscribe does, and the dashboards are sent again after the sync.
 func (s *Server) sync(ctx context.Context, c *client, nf *filter) error {
 	if nf != nil {
 		c.filter.Store(nf)
-		if nf.allows(&schema.Message{Type: schema.TypeDashboard}) {
-			select {
-			case c.dashResend <- struct{}{}:
-			default:
-			}
-		}
 	}
+	err := s.syncState(ctx, c)
+	if err == nil && nf != nil && nf.allows(&schema.Message{Type: schema.TypeDashboard}) {
+		err = s.resendDashboards(ctx, c)
+	}
+	return err
+}
+
+// syncState sends the rows, state_end and the replay of a sync.
+func (s *Server) syncState(ctx context.Context, c *client) error {
 	if s.cfg.State == nil {
 		return c.send(ctx, errorFrame("state_unavailable", "this server keeps no live state"))
 	}

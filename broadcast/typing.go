@@ -100,7 +100,7 @@ func (pr *Presence) deliverTyping(t typingEvent) {
 			return // the sender's own connections
 		}
 		if p.SeesUser(sender.UserID, sender.Committees) {
-			// The writer checks the sender again against the token in
+			// Delivery checks the sender again against the token in
 			// force when it writes.
 			c.push(frame, sender)
 		}
