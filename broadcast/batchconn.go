@@ -101,15 +101,19 @@ func (c *batchConn) tryWrite(b []byte) (n int, err error) {
 // batchingWriter is the http.ResponseWriter handed to websocket.Accept: its
 // Hijack wraps the connection in a batchConn and gives the library small
 // buffers, since walcast frames its messages itself (idle connections then hold
-// 1 KiB of buffers instead of net/http's 8 KiB).
+// 640 bytes of buffers instead of net/http's 8 KiB).
 type batchingWriter struct {
 	http.ResponseWriter
 	conn *batchConn
 }
 
 const (
-	readBufSize  = 1 << 10 // client frames are small; larger ones just take more reads
-	writeBufSize = 512     // the library writes only control frames (at most 127 bytes) and the handshake
+	readBufSize = 512 // client frames are small; larger ones just take more reads
+	// The library writes only the handshake, then control frames: at most
+	// 127 bytes (a 2-byte header, 125 of payload), so each fits the buffer
+	// and reaches batchConn in one Write, whole (batchConn.Write relies on
+	// it).
+	writeBufSize = 128
 )
 
 func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -136,14 +140,15 @@ func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// Bytes the client sent after its handshake may already sit in
 	// net/http's reader: move them into the small one, or keep the big one
 	// if they do not fit.
-	if n := r.Buffered(); n <= readBufSize {
+	switch n := r.Buffered(); {
+	case n == 0: // the usual case: the client waits for the 101
+		r = bufio.NewReaderSize(w.conn, readBufSize)
+	case n <= readBufSize:
 		pending, _ := r.Peek(n)
 		small := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(pending)), w.conn), readBufSize)
-		if n > 0 {
-			if _, err := small.Peek(n); err != nil {
-				nc.Close()
-				return nil, nil, err
-			}
+		if _, err := small.Peek(n); err != nil {
+			nc.Close()
+			return nil, nil, err
 		}
 		r = small
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,16 +70,18 @@ type client struct {
 	out  *[]byte
 	last schema.Position // newest position this connection stands past
 	sent schema.Position // newest id actually sent on it
-	log  *slog.Logger
+	// remote, proxy and path describe the connection in logs (logger).
+	remote, proxy netip.Addr
+	path          string
 	// ctx ends with the session: what the reader waits for (a replay's
 	// read of the bus, a sync's read of the state) stops with it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// expiry closes the connection when its token expires (4001);
-	// pinger pings it every PingInterval (each ping sets the next one, on
-	// the timer's goroutine). Timers, not goroutines.
-	expiry *time.Timer
-	pinger atomic.Pointer[time.Timer]
+	// timer fires at the next of the connection's timed events: its
+	// token's expiry (expires, unix nanos; close 4001) and its next ping
+	// (nextPing). One timer, not a goroutine: see tick.
+	timer             atomic.Pointer[time.Timer]
+	expires, nextPing atomic.Int64
 
 	// dash is the dashboards to send after the welcome, taken when the
 	// client registered; dashFloor is the window sequence the newest
@@ -112,8 +115,8 @@ type client struct {
 func (s *Server) session(c *client, at schema.Position, since *schema.Position) error {
 	defer func() {
 		c.done.Store(true)
-		c.cancel() // before stopping the pinger: a ping running now sets no next one
-		if t := c.pinger.Load(); t != nil {
+		c.cancel() // a tick running now sets no next one
+		if t := c.timer.Load(); t != nil {
 			t.Stop()
 		}
 	}()
@@ -125,32 +128,54 @@ func (s *Server) session(c *client, at schema.Position, since *schema.Position) 
 	if err != nil {
 		return err
 	}
-	c.expiry = time.AfterFunc(time.Until(c.principal.Load().Expires), func() {
-		c.done.Store(true)
-		c.ws.Close(CloseTokenExpired, "token expired")
-	})
-	defer c.expiry.Stop()
-	c.pinger.Store(time.AfterFunc(s.cfg.PingInterval, func() { s.ping(c) }))
+	c.expires.Store(c.principal.Load().Expires.UnixNano())
+	c.nextPing.Store(time.Now().Add(s.cfg.PingInterval).UnixNano())
+	// Stored before it is set, so that tick finds it.
+	c.timer.Store(time.AfterFunc(time.Hour, func() { s.tick(c) }))
+	c.setTimer()
 	return s.read(c)
 }
 
-// ping pings c, on its timer's goroutine: the library's Ping waits for the
-// pong, which the reader receives. A client that does not answer within
-// PongTimeout is dropped.
-func (s *Server) ping(c *client) {
+// untilNext is how long until c's next timed event.
+func (c *client) untilNext() time.Duration {
+	return time.Until(time.Unix(0, min(c.expires.Load(), c.nextPing.Load())))
+}
+
+// tick handles c's timed events, on its timer's goroutine: it closes the
+// connection when the token expired, and pings it when a ping is due. The
+// library's Ping waits for the pong, which the reader receives; a client
+// that does not answer within PongTimeout is dropped. The timer is set
+// for the next event before the ping, so an expiry meanwhile is on time.
+func (s *Server) tick(c *client) {
+	now := time.Now()
+	if now.UnixNano() >= c.expires.Load() {
+		c.done.Store(true)
+		c.ws.Close(CloseTokenExpired, "token expired")
+		return
+	}
+	if now.UnixNano() < c.nextPing.Load() {
+		c.setTimer() // an auth frame moved the expiry
+		return
+	}
+	c.nextPing.Store(now.Add(s.cfg.PingInterval).UnixNano())
+	c.setTimer()
 	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PongTimeout)
 	err := c.ws.Ping(ctx)
 	cancel()
 	if err != nil {
 		if c.ctx.Err() == nil {
-			c.log.Debug("dropping a client that did not answer a ping", "err", err)
+			c.logger().Debug("dropping a client that did not answer a ping", "err", err)
 		}
 		c.done.Store(true)
 		c.ws.CloseNow()
-		return
 	}
-	if c.ctx.Err() == nil {
-		c.pinger.Store(time.AfterFunc(s.cfg.PingInterval, func() { s.ping(c) }))
+}
+
+// setTimer sets c's timer for its next timed event, unless the session
+// ended.
+func (c *client) setTimer() {
+	if t := c.timer.Load(); t != nil && c.ctx.Err() == nil {
+		t.Reset(c.untilNext())
 	}
 }
 
@@ -239,6 +264,12 @@ func (s *Server) handle(ctx context.Context, c *client, typ websocket.MessageTyp
 	case "auth":
 		return s.reauth(ctx, c, f.Token)
 	case "presence":
+		if c.ev.events == nil {
+			// Made on the first presence frame: most connections never
+			// send one. Only connections in presence are pushed frames,
+			// and this one joins after this (under presence's lock).
+			c.ev.events = make(chan presenceEvent, eventQueue)
+		}
 		viewing := ""
 		if f.Viewing != nil {
 			viewing = *f.Viewing
@@ -250,6 +281,19 @@ func (s *Server) handle(ctx context.Context, c *client, typ websocket.MessageTyp
 		}
 	}
 	return nil
+}
+
+// logger returns the connection's logger, made when something is logged:
+// an idle connection keeps no logger of its own.
+func (c *client) logger() *slog.Logger {
+	log := c.srv.log.With("remote", c.remote.String(), "path", c.path)
+	if c.proxy != c.remote {
+		log = log.With("proxy", c.proxy.String())
+	}
+	if p := c.principal.Load(); p != nil {
+		log = log.With("user_id", p.UserID, "role", p.Role)
+	}
+	return log
 }
 
 // resendDashboards sends the dashboards c may see now, superseding the

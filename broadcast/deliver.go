@@ -76,7 +76,7 @@ func (s *Server) fail(c *client, err error) {
 		go c.ws.Close(CloseTooSlow, "too slow: reconnect and resume from your last id")
 		return
 	}
-	c.log.Debug("delivery failed", "err", err)
+	c.logger().Debug("delivery failed", "err", err)
 	go c.ws.CloseNow()
 }
 

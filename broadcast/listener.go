@@ -1,9 +1,11 @@
 package broadcast
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // ConnLimiter counts every TCP connection a listener accepts, whatever it
@@ -77,4 +79,13 @@ func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.l.open.Add(-1) })
 	return err
+}
+
+// SyscallConn reaches the socket under the wrapper, so that delivery can
+// write to it without waiting (see batchConn.tryWrite).
+func (c *limitConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }

@@ -54,9 +54,8 @@ func (s *Server) reauth(ctx context.Context, c *client, token string) error {
 	if err := s.applyAuth(ctx, c, p); err != nil {
 		return err
 	}
-	if c.expiry != nil {
-		c.expiry.Reset(time.Until(p.Expires))
-	}
+	c.expires.Store(p.Expires.UnixNano())
+	c.setTimer()
 	return nil
 }
 

@@ -165,7 +165,7 @@ func (s *Server) Watch(ctx context.Context) error {
 			limit := now.Add(-s.cfg.WriteTimeout).UnixNano()
 			s.cfg.Hub.each(func(c *client) {
 				if w := c.writingSince.Load(); w != 0 && w < limit {
-					c.log.Info("closing a connection whose write hung", "for", now.Sub(time.Unix(0, w)).Round(time.Second))
+					c.logger().Info("closing a connection whose write hung", "for", now.Sub(time.Unix(0, w)).Round(time.Second))
 					go c.ws.CloseNow()
 				}
 			})
@@ -305,7 +305,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(MaxClientFrame)
 	bw.conn.startFraming()
-	c := s.newClient(ws, bw, log, p, sub)
+	c := s.newClient(ws, bw, p, sub)
+	c.remote, c.proxy, c.path = addr, peer, RedactedPath(r.URL)
 	if syncReq != nil {
 		// The sync replaces the resume: state_end's position follows.
 		c.syncAtConnect = narrow(p, *syncReq)
@@ -315,8 +316,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// queue up, everything earlier is in history, and the id check skips
 	// the overlap.
 	at := s.cfg.Hub.add(c)
-	log = log.With("user_id", p.UserID, "role", p.Role)
-	c.log = log
 	// The session runs on a goroutine of its own and this handler returns:
 	// net/http's connection state (its 8 KiB of buffers, the request) and
 	// the handler's deep stack are then freed, which is most of what an
@@ -326,10 +325,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		defer s.release(p)
 		defer s.cfg.Hub.remove(c)
 		defer s.presence.leave(c)
-		log.Debug("websocket connected")
+		debug := s.log.Enabled(context.Background(), slog.LevelDebug)
+		if debug {
+			c.logger().Debug("websocket connected")
+		}
 		err := s.session(c, at, since)
 		ws.CloseNow()
-		log.Debug("websocket closed", "reason", err)
+		if debug {
+			c.logger().Debug("websocket closed", "reason", err)
+		}
 	}()
 }
 
@@ -389,11 +393,10 @@ func (s *Server) connectQuery(w http.ResponseWriter, r *http.Request) (since *sc
 // newClient returns the session state of an accepted connection of p. The
 // client starts owning its writes: nothing is delivered before the
 // welcome (see session).
-func (s *Server) newClient(ws *websocket.Conn, bw *batchingWriter, log *slog.Logger, p *Principal, sub *clientFrame) *client {
-	c := &client{ws: ws, srv: s, batch: bw.conn, log: log, idx: -1}
+func (s *Server) newClient(ws *websocket.Conn, bw *batchingWriter, p *Principal, sub *clientFrame) *client {
+	c := &client{ws: ws, srv: s, batch: bw.conn, idx: -1}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.own.Lock()
-	c.ev.events = make(chan presenceEvent, eventQueue)
 	c.principal.Store(p)
 	if sub != nil {
 		// A subscription given at connect applies to the replay too.

@@ -98,7 +98,7 @@ func (s *Server) syncState(ctx context.Context, c *client) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		c.log.Warn("sync: cannot read the live state; the client may retry", "err", err)
+		c.logger().Warn("sync: cannot read the live state; the client may retry", "err", err)
 		return c.send(ctx, errorFrame("state_unavailable", "the live state cannot be read now; retry"))
 	}
 	p, f := c.principal.Load(), c.filter.Load()
