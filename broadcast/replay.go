@@ -12,10 +12,10 @@ import (
 // frame) receives what it missed after it. The hub's window holds the
 // newest messages, so a replay from inside it reads nothing from the bus:
 // the client's cursor moves back to the first message after the position
-// and its writer delivers from there like live traffic. Only a position
-// older than the window (a replica that started recently) is read from
-// the bus, a bounded number of entries, and a position the window proves
-// too old gets resync_required without any read. A connection can ask for
+// and the delivery workers serve it from there like live traffic. Only a
+// position older than the window (a replica that started recently) is
+// read from the bus, a bounded number of entries, and a position the
+// window proves too old gets resync_required without any read. A connection can ask for
 // a bounded number of resumes per second. None of this costs more than
 // the connection is allowed to receive.
 
