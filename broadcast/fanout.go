@@ -3,6 +3,7 @@ package broadcast
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // Delivery without a goroutine per connection.
@@ -31,6 +32,9 @@ import (
 
 // fanout is the hub's delivery workers and the connections they serve.
 type fanout struct {
+	// head is the hub's next sequence, published for the sweeps: a
+	// connection whose cursor reached it is owed nothing from the window.
+	head   atomic.Uint64
 	shards []fanShard
 	mu     sync.Mutex // guards rr
 	rr     int        // the shard the next connection joins
@@ -38,6 +42,7 @@ type fanout struct {
 
 // fanShard is a share of the connections, served by at most one worker.
 type fanShard struct {
+	f       *fanout
 	mu      sync.Mutex
 	clients []*client // every connection of the shard (client.idx)
 	ready   []*client // connections a scoped publish or an event woke
@@ -47,7 +52,11 @@ type fanShard struct {
 }
 
 func newFanout() *fanout {
-	return &fanout{shards: make([]fanShard, max(1, runtime.GOMAXPROCS(0)))}
+	f := &fanout{shards: make([]fanShard, max(1, runtime.GOMAXPROCS(0)))}
+	for i := range f.shards {
+		f.shards[i].f = f
+	}
+	return f
 }
 
 // attach adds c to a shard.
@@ -115,11 +124,12 @@ func (sh *fanShard) work() {
 	for {
 		sh.mu.Lock()
 		batch := sh.batch[:0]
+		batch = append(batch, sh.ready...)
+		ready := len(batch)
 		if sh.sweep {
 			batch = append(batch, sh.clients...)
 			sh.sweep = false
 		}
-		batch = append(batch, sh.ready...)
 		clear(sh.ready)
 		sh.ready = sh.ready[:0]
 		if len(batch) == 0 {
@@ -130,11 +140,19 @@ func (sh *fanShard) work() {
 		}
 		sh.mu.Unlock()
 		for i, c := range batch {
-			// Cleared before serving: a wake-up during the serve queues
-			// c again rather than being lost.
-			c.queued.Store(false)
-			c.srv.serve(c)
 			batch[i] = nil
+			if i >= ready {
+				// Swept: at a high publish rate most connections were
+				// already served up to the head by the sweep before.
+				if c.cursor.Load() >= sh.f.head.Load() {
+					continue
+				}
+			} else {
+				// Cleared before serving: a wake-up during the serve
+				// queues c again rather than being lost.
+				c.queued.Store(false)
+			}
+			c.srv.serve(c)
 		}
 		sh.batch = batch
 	}

@@ -106,6 +106,7 @@ func (h *Hub) store(msgs []*schema.Message, epoch *schema.Position) {
 			h.keepDashboard(m)
 		}
 	}
+	h.fan.head.Store(h.head)
 }
 
 // wakeFor wakes the clients that may receive msgs and releases h.mu.

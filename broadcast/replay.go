@@ -135,6 +135,7 @@ func (h *Hub) Preload(msgs []*schema.Message, before schema.Position, complete b
 		}
 	}
 	h.resume.evicted, h.resume.fromStart = before, complete && before.IsZero()
+	h.fan.head.Store(h.head)
 	return true
 }
 
