@@ -79,23 +79,38 @@ func (c *batchConn) writeAll(b []byte) error {
 
 // tryWrite writes what of b the socket takes now, without waiting: n is
 // how much. Without a raw connection it writes nothing, and the caller's
-// slow path writes it all, waiting.
-func (c *batchConn) tryWrite(b []byte) (n int, err error) {
+// slow path writes it all, waiting. When the socket took part of b, the
+// write may have stopped inside a frame: tryWrite then returns held, with
+// the lock still held so that no frame of the library's (a pong, a close)
+// lands inside ours, and the caller must finish with writeHeld.
+func (c *batchConn) tryWrite(b []byte) (n int, held bool, err error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
-		return len(b), nil // nothing may follow a close frame: dropped
+		c.mu.Unlock()
+		return len(b), false, nil // nothing may follow a close frame: dropped
 	}
 	if c.raw == nil {
-		return 0, nil
+		c.mu.Unlock()
+		return 0, false, nil
 	}
 	c.wb, c.wn, c.werr = b, 0, nil
-	if err := c.raw.Write(c.rawFn); err != nil {
-		return 0, err
+	if err = c.raw.Write(c.rawFn); err == nil {
+		n, err = c.wn, c.werr
 	}
-	n, err = c.wn, c.werr
 	c.wb, c.werr = nil, nil
-	return n, err
+	if err == nil && n > 0 && n < len(b) {
+		return n, true, nil
+	}
+	c.mu.Unlock()
+	return n, false, err
+}
+
+// writeHeld writes the rest of a write tryWrite left held, waiting, and
+// releases the lock.
+func (c *batchConn) writeHeld(rest []byte) error {
+	defer c.mu.Unlock()
+	_, err := c.Conn.Write(rest)
+	return err
 }
 
 // batchingWriter is the http.ResponseWriter handed to websocket.Accept: its

@@ -348,14 +348,22 @@ func appendTextFrame(b, payload []byte) []byte {
 
 // flushOut writes c.out, waiting as long as it takes; the watchdog sees
 // the write.
-func (c *client) flushOut() error {
+func (c *client) flushOut() error { return c.flushRest(false) }
+
+// flushRest is flushOut; held says a tryWrite left the connection's lock
+// held (its write stopped inside a frame), and c.out is the rest of it.
+func (c *client) flushRest(held bool) error {
 	if c.out == nil {
 		return nil
 	}
 	var err error
 	if b := *c.out; len(b) > 0 && c.batch != nil {
 		c.writingSince.Store(time.Now().UnixNano())
-		err = c.batch.writeAll(b)
+		if held {
+			err = c.batch.writeHeld(b)
+		} else {
+			err = c.batch.writeAll(b)
+		}
 		c.writingSince.Store(0)
 	}
 	c.dropOut()

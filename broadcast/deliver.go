@@ -32,8 +32,9 @@ func (s *Server) drain(c *client) (release bool) {
 			return true
 		}
 		var n int
+		var held bool
 		if err == nil {
-			n, err = c.batch.tryWrite(*c.out)
+			n, held, err = c.batch.tryWrite(*c.out)
 		}
 		if err != nil {
 			c.dropOut()
@@ -43,7 +44,7 @@ func (s *Server) drain(c *client) (release bool) {
 		b := *c.out
 		if n < len(b) {
 			*c.out = b[:copy(b, b[n:])]
-			go s.finish(c)
+			go s.finish(c, held)
 			return false
 		}
 		c.dropOut()
@@ -55,9 +56,10 @@ func (s *Server) drain(c *client) (release bool) {
 
 // finish writes what a worker could not, waiting (the watchdog sees it),
 // then hands c back to the workers with what accumulated meanwhile. It
-// owns c's writes from drain, and ends when the write does.
-func (s *Server) finish(c *client) {
-	if err := c.flushOut(); err != nil {
+// owns c's writes from drain, and the connection's lock when held (the
+// worker's write stopped inside a frame), and ends when the write does.
+func (s *Server) finish(c *client, held bool) {
+	if err := c.flushRest(held); err != nil {
 		s.fail(c, err)
 	}
 	c.releaseAndServe()
