@@ -73,9 +73,8 @@ type client struct {
 	// remote, proxy and path describe the connection in logs (logger).
 	remote, proxy netip.Addr
 	path          string
-	// ctx ends with the session: what the reader waits for (a replay's
-	// read of the bus, a sync's read of the state) stops with it.
-	ctx    context.Context
+	// cancel ends the session's context: what the reader waits for (a
+	// replay's read of the bus, a sync's read of the state) stops with it.
 	cancel context.CancelFunc
 	// timer fires at the next of the connection's timed events: its
 	// token's expiry (expires, unix nanos; close 4001) and its next ping
@@ -113,14 +112,16 @@ type client struct {
 // connection's writes (newClient), so nothing is delivered before the
 // welcome.
 func (s *Server) session(c *client, at schema.Position, since *schema.Position) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel // owned: the workers see it once the greeting released c
 	defer func() {
-		c.done.Store(true)
-		c.cancel() // a tick running now sets no next one
+		c.done.Store(true) // a tick running now sets no next timer
+		cancel()
 		if t := c.timer.Load(); t != nil {
 			t.Stop()
 		}
 	}()
-	err := s.greet(c.ctx, c, at, since)
+	err := s.greet(ctx, c, at, since)
 	if err == nil {
 		err = c.flushOut()
 	}
@@ -133,7 +134,7 @@ func (s *Server) session(c *client, at schema.Position, since *schema.Position) 
 	// Stored before it is set, so that tick finds it.
 	c.timer.Store(time.AfterFunc(time.Hour, func() { s.tick(c) }))
 	c.setTimer()
-	return s.read(c)
+	return s.read(ctx, c)
 }
 
 // untilNext is how long until c's next timed event.
@@ -159,11 +160,11 @@ func (s *Server) tick(c *client) {
 	}
 	c.nextPing.Store(now.Add(s.cfg.PingInterval).UnixNano())
 	c.setTimer()
-	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PongTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PongTimeout)
 	err := c.ws.Ping(ctx)
 	cancel()
 	if err != nil {
-		if c.ctx.Err() == nil {
+		if !c.done.Load() {
 			c.logger().Debug("dropping a client that did not answer a ping", "err", err)
 		}
 		c.done.Store(true)
@@ -174,7 +175,7 @@ func (s *Server) tick(c *client) {
 // setTimer sets c's timer for its next timed event, unless the session
 // ended.
 func (c *client) setTimer() {
-	if t := c.timer.Load(); t != nil && c.ctx.Err() == nil {
+	if t := c.timer.Load(); t != nil && !c.done.Load() {
 		t.Reset(c.untilNext())
 	}
 }
@@ -208,7 +209,7 @@ func (s *Server) greet(ctx context.Context, c *client, at schema.Position, since
 // frame is handled owning the connection's writes, so what it sends (and
 // what it changes: the token, the subscription, the cursor of a replay)
 // falls between two deliveries.
-func (s *Server) read(c *client) error {
+func (s *Server) read(ctx context.Context, c *client) error {
 	for {
 		// No deadline: one would cost a timer per read. Pings bound the
 		// life of a silent connection.
@@ -217,7 +218,7 @@ func (s *Server) read(c *client) error {
 			return err
 		}
 		c.own.Lock()
-		err = s.handle(c.ctx, c, typ, b)
+		err = s.handle(ctx, c, typ, b)
 		if ferr := c.flushOut(); err == nil {
 			err = ferr
 		}

@@ -1,6 +1,7 @@
 package broadcast
 
 import (
+	"context"
 	"errors"
 
 	"github.com/walcast/walcast/schema"
@@ -72,7 +73,9 @@ func (s *Server) fail(c *client, err error) {
 	if !c.done.CompareAndSwap(false, true) {
 		return
 	}
-	c.cancel()
+	if c.cancel != nil {
+		c.cancel()
+	}
 	if errors.Is(err, errSlow) {
 		// Close waits for the client's answer: not on a worker.
 		go c.ws.Close(CloseTooSlow, "too slow: reconnect and resume from your last id")
@@ -93,7 +96,7 @@ func (s *Server) owed(c *client) (more bool, err error) {
 	for {
 		select {
 		case ev := <-c.ev.events:
-			if err := s.sendEvent(c.ctx, c, ev); err != nil {
+			if err := s.sendEvent(context.Background(), c, ev); err != nil {
 				return false, err
 			}
 			continue

@@ -395,7 +395,6 @@ func (s *Server) connectQuery(w http.ResponseWriter, r *http.Request) (since *sc
 // welcome (see session).
 func (s *Server) newClient(ws *websocket.Conn, bw *batchingWriter, p *Principal, sub *clientFrame) *client {
 	c := &client{ws: ws, srv: s, batch: bw.conn, idx: -1}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.own.Lock()
 	c.principal.Store(p)
 	if sub != nil {
