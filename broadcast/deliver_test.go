@@ -179,3 +179,68 @@ type bufferedConn struct {
 }
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Write ownership loses no wake-up: while another goroutine keeps taking
+// the connection's writes (as the reader does for each client frame), the
+// workers skip it and every published message still arrives, once, in
+// order.
+func TestBusyOwnerLosesNoWakeUp(t *testing.T) {
+	hub := NewHub(1 << 12)
+	srv := NewServer(ServerConfig{Hub: hub, Logger: discard()})
+	server, clientSide := net.Pipe()
+	defer clientSide.Close()
+	c := &client{srv: srv, batch: newBatchConn(server), idx: -1}
+	c.principal.Store(&Principal{Role: RoleAdmin, Expires: time.Now().Add(time.Hour)})
+	hub.add(c)
+	defer hub.remove(c)
+
+	const n = 2000
+	got := make(chan []string, 1)
+	go func() {
+		var ids []string
+		r := bufio.NewReader(clientSide)
+		for len(ids) < n {
+			var h [2]byte
+			if _, err := io.ReadFull(r, h[:]); err != nil {
+				break
+			}
+			b := make([]byte, h[1]) // the test's payloads are under 126 bytes
+			if _, err := io.ReadFull(r, b); err != nil {
+				break
+			}
+			ids = append(ids, string(b))
+		}
+		got <- ids
+	}()
+	stop := make(chan struct{})
+	busy := make(chan struct{})
+	go func() { // the reader's part: take the writes, briefly, over and over
+		defer close(busy)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c.own.Lock()
+			time.Sleep(10 * time.Microsecond)
+			c.releaseAndServe()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		hub.Publish([]*schema.Message{{Pos: schema.Position{LSN: uint64(i + 1)}, Type: schema.TypeGuarantee, JSON: []byte(fmt.Sprint(i))}})
+	}
+	var ids []string
+	select {
+	case ids = <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("not every message arrived: a wake-up was lost")
+	}
+	close(stop)
+	<-busy
+	for i, id := range ids {
+		if id != fmt.Sprint(i) {
+			t.Fatalf("message %d arrived as %q", i, id)
+		}
+	}
+}
