@@ -39,6 +39,15 @@ type Config struct {
 	// ProfileKind: cpu (pprof CPU profile) or trace (execution trace:
 	// `go tool trace -pprof=net` shows where it waited on the network).
 	ProfileKind string
+	// HeapProfile: with Sample, write heap profiles of the walcast child
+	// (its --internal-listen /debug/pprof/heap) at the end of Warmup and
+	// at the end of writing, to HeapProfile-<time>.pprof each, and report
+	// their top in-use allocation sites and the difference.
+	HeapProfile string
+	// HeapProfileRate: the walcast child's runtime.MemProfileRate (through
+	// GODEBUG=memprofilerate), bytes allocated per heap-profile sample; 0
+	// leaves the runtime's 512 KiB.
+	HeapProfileRate int
 
 	Clients    int
 	Scope      string // admin or committee
@@ -88,6 +97,8 @@ func newFlagSet(name string, cfg *Config) *flag.FlagSet {
 	fs.StringVar(&cfg.WalcastCmd, "walcast-cmd", "run", "run, or capture (drain mode, --bus redis: walcast capture, the split mode's capture process)")
 	fs.StringVar(&cfg.Profile, "profile", "", "write a CPU profile of the walcast child (its --internal-listen /debug/pprof/profile) to this file, taken while it works")
 	fs.StringVar(&cfg.ProfileKind, "profile-kind", "cpu", "with --profile: cpu (a pprof CPU profile) or trace (an execution trace, for where walcast waits: go tool trace -pprof=net|sync|syscall)")
+	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "live mode with --sample: write heap profiles of the walcast child (its --internal-listen /debug/pprof/heap) at the end of --warmup and at the end of writing, to PREFIX-<time>.pprof, and report their top in-use allocation sites and the difference")
+	fs.IntVar(&cfg.HeapProfileRate, "heap-profile-rate", 0, "with --heap-profile: bytes allocated per heap-profile sample in the walcast child (GODEBUG=memprofilerate); 0: the runtime's 512 KiB, whose in-use figures for small objects are a few samples each")
 	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 10, "with --profile: seconds profiled (live: from the start of writing; drain: from walcast's start)")
 	fs.IntVar(&cfg.Clients, "clients", 100, "WebSocket clients that read every frame (serve-tier: per replica)")
 	fs.StringVar(&cfg.Scope, "scope", "admin", "admin (every client gets every change) or committee (client i gets committee i % committees)")
@@ -271,6 +282,12 @@ func (c *Config) validateWalcast() error {
 	}
 	if c.Profile != "" && (c.Server != "walcast" || c.Target != "" || (c.Mode != "live" && c.Mode != "drain")) {
 		return errors.New("--profile profiles a walcast child this tool starts: --mode live or drain, without --server minimal or --target")
+	}
+	if c.HeapProfile != "" && (c.Server != "walcast" || c.Target != "" || c.Mode != "live" || c.Sample <= 0) {
+		return errors.New("--heap-profile profiles a walcast child this tool starts while it samples: --mode live with --sample, without --server minimal or --target")
+	}
+	if c.HeapProfileRate < 0 || (c.HeapProfileRate > 0 && c.HeapProfile == "") {
+		return errors.New("--heap-profile-rate: want a positive number of bytes, with --heap-profile")
 	}
 	if c.ProfileKind != "cpu" && c.ProfileKind != "trace" {
 		return fmt.Errorf("--profile-kind %q: want cpu or trace", c.ProfileKind)

@@ -257,5 +257,87 @@ func soakMarkdown(r *Result, machine string, took time.Duration) string {
 		}
 		b.WriteString(strings.Join(xs, ", ") + ".\n")
 	}
+	b.WriteString(runtimeMemMarkdown(r.RSSSamples, r.WarmupSec))
+	b.WriteString(heapProfilesMarkdown(r))
 	return b.String()
+}
+
+// runtimeMemMarkdown is the Go runtime's view of walcast's memory beside
+// its RSS, once a minute and at the end, with the change from the end of
+// the warm-up: where RSS growth goes (heap, stacks, or memory the runtime
+// keeps); empty when the samples carry no runtime figures.
+func runtimeMemMarkdown(s []RSSSample, warmupSec float64) string {
+	var rows []RSSSample
+	next := 60.0
+	for i, x := range s {
+		if x.GoSys == 0 {
+			continue
+		}
+		if x.Sec >= next-1 || i == len(s)-1 {
+			rows = append(rows, x)
+			for next <= x.Sec+1 {
+				next += 60
+			}
+		}
+	}
+	if len(rows) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\nThe Go runtime's figures beside RSS (walcast's /metrics, go_memstats_*; MiB): heap in use (spans holding objects), " +
+		"heap kept idle (free spans not returned to the OS: the runtime keeps about 10% over the GC goal), heap released, goroutine stacks, " +
+		"GC goal (the heap size at which the next collection ends: (1 + GOGC/100) × what the last one found live, plus stacks), " +
+		"and all the runtime holds from the OS.\n\n")
+	b.WriteString("| s | RSS | heap in use | heap kept idle | heap released | stacks | GC goal | runtime from OS | goroutines |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	m := func(v int64) string { return fmt.Sprintf("%.1f", float64(v)/(1<<20)) }
+	d := func(v int64) string { return fmt.Sprintf("%+.1f", float64(v)/(1<<20)) }
+	var first *RSSSample
+	for i, x := range rows {
+		fmt.Fprintf(&b, "| %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n", x.Sec, m(x.RSS), m(x.HeapInuse), m(x.HeapIdle-x.HeapReleased),
+			m(x.HeapReleased), m(x.Stacks), m(x.GCGoal), m(x.GoSys), num(float64(x.Goroutines)))
+		if first == nil && x.Sec >= warmupSec-1 {
+			first = &rows[i]
+		}
+	}
+	if last := rows[len(rows)-1]; first != nil && last.Sec > first.Sec {
+		fmt.Fprintf(&b, "| change %.0f → %.0f s | %s | %s | %s | %s | %s | %s | %s | %+d |\n", first.Sec, last.Sec, d(last.RSS-first.RSS), d(last.HeapInuse-first.HeapInuse),
+			d((last.HeapIdle-last.HeapReleased)-(first.HeapIdle-first.HeapReleased)), d(last.HeapReleased-first.HeapReleased),
+			d(last.Stacks-first.Stacks), d(last.GCGoal-first.GCGoal), d(last.GoSys-first.GoSys), last.Goroutines-first.Goroutines)
+	}
+	return b.String()
+}
+
+// heapProfilesMarkdown lists the top in-use allocation sites of each heap
+// profile and of the difference between the last and the first.
+func heapProfilesMarkdown(r *Result) string {
+	if len(r.HeapProfiles) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\nHeap profiles of walcast (/debug/pprof/heap?gc=1: what a collection just found live; `go tool pprof -top -sample_index=inuse_space`, by allocation site)")
+	if r.HeapNote != "" {
+		fmt.Fprintf(&b, ": %s.\n", r.HeapNote)
+	} else {
+		b.WriteString(".\n")
+	}
+	for _, h := range r.HeapProfiles {
+		fmt.Fprintf(&b, "\nAt %.0f s (`%s`):\n\n", h.Sec, h.Path)
+		if h.Top != "" {
+			b.WriteString(indent(h.Top) + "\n")
+		}
+	}
+	if n := len(r.HeapProfiles); n > 1 && r.HeapDiffTop != "" {
+		fmt.Fprintf(&b, "\nDifference, %.0f s minus %.0f s (`-diff_base`; largest changes first, negative: shrank):\n\n%s\n",
+			r.HeapProfiles[n-1].Sec, r.HeapProfiles[0].Sec, indent(r.HeapDiffTop))
+	}
+	return b.String()
+}
+
+// indent makes s a Markdown code block.
+func indent(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = "    " + l
+	}
+	return strings.Join(lines, "\n")
 }

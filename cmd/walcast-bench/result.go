@@ -77,6 +77,14 @@ type Result struct {
 	RSSSamples   []RSSSample `json:"rss_samples,omitempty"`
 	RSSSpreadPct float64     `json:"rss_spread_pct,omitempty"`
 	RSSFlat      *bool       `json:"rss_flat,omitempty"`
+	// WarmupSec: samples before it are left out of the flatness check.
+	WarmupSec float64 `json:"warmup_s,omitempty"`
+	// --heap-profile: the profiles taken, the difference of the last from
+	// the first (go tool pprof -top -diff_base), and why the tops are
+	// missing when they are.
+	HeapProfiles []HeapProfile `json:"heap_profiles,omitempty"`
+	HeapDiffTop  string        `json:"heap_diff_top,omitempty"`
+	HeapNote     string        `json:"heap_note,omitempty"`
 }
 
 // XAddResult is one configuration of the pipelined XADD baseline.
@@ -86,10 +94,21 @@ type XAddResult struct {
 	Rate  float64 `json:"rate"`  // appends/s
 }
 
-// RSSSample is the server's resident memory at a time into the run.
+// RSSSample is the server's resident memory at a time into the run and,
+// for a walcast child with an internal listener, its Go runtime's view of
+// it (go_memstats_* on /metrics; zero when not read): RSS that grows with
+// HeapInuse is heap, with Stacks is goroutine stacks, and with HeapIdle
+// minus HeapReleased is memory the runtime keeps without using it.
 type RSSSample struct {
-	Sec float64 `json:"s"`
-	RSS int64   `json:"rss_bytes"`
+	Sec          float64 `json:"s"`
+	RSS          int64   `json:"rss_bytes"`
+	HeapInuse    int64   `json:"heap_inuse_bytes,omitempty"`
+	HeapIdle     int64   `json:"heap_idle_bytes,omitempty"`     // free spans, returned to the OS or not
+	HeapReleased int64   `json:"heap_released_bytes,omitempty"` // of HeapIdle, returned to the OS
+	Stacks       int64   `json:"stack_inuse_bytes,omitempty"`
+	GCGoal       int64   `json:"gc_goal_bytes,omitempty"` // heap size at which the next collection ends
+	GoSys        int64   `json:"go_sys_bytes,omitempty"`  // all the runtime got from the OS
+	Goroutines   int     `json:"goroutines,omitempty"`
 }
 
 // Markdown renders one result as a two-column table.

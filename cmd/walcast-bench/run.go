@@ -202,26 +202,12 @@ func runLive(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	self := startCPU(os.Getpid())
 	start := time.Now()
 	waitProfile := startProfile(ctx, cfg, srv)
-	var samples []RSSSample
+	sm := &sampler{cfg: cfg, srv: srv, start: start}
 	sampled := make(chan struct{})
 	sampleCtx, stopSampling := context.WithCancel(ctx)
 	go func() {
 		defer close(sampled)
-		if cfg.Sample <= 0 || srv.pid == 0 {
-			return
-		}
-		t := time.NewTicker(cfg.Sample)
-		defer t.Stop()
-		for {
-			select {
-			case <-sampleCtx.Done():
-				return
-			case <-t.C:
-				if m, err := readMemory(srv.pid); err == nil {
-					samples = append(samples, RSSSample{Sec: time.Since(start).Seconds(), RSS: m.RSS})
-				}
-			}
-		}
+		sm.run(sampleCtx)
 	}()
 
 	w := &writer{url: e.dbURL, writers: cfg.Writers, txSize: cfg.TxSize, rowSize: cfg.RowSize, committees: cfg.Committees}
@@ -242,6 +228,13 @@ func runLive(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	<-sampled
 	if err != nil {
 		return err
+	}
+	if cfg.HeapProfile != "" {
+		// The end of writing: the load is still on, the last deliveries
+		// still under way.
+		if err := sm.takeHeap(ctx, cfg.Duration); err != nil {
+			return err
+		}
 	}
 	if err := waitProfile(); err != nil {
 		return err
@@ -307,13 +300,98 @@ func runLive(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	}
 	res.Resumes = pool.resumed.Load()
 	res.FailedClients = pool.stopped.Load()
-	if len(samples) > 0 {
-		res.RSSSamples = samples
-		spread, flat, ok := rssFlatness(samples, cfg.Warmup)
+	if len(sm.samples) > 0 {
+		res.RSSSamples, res.WarmupSec = sm.samples, cfg.Warmup.Seconds()
+		spread, flat, ok := rssFlatness(sm.samples, cfg.Warmup)
 		res.RSSSpreadPct = spread
 		if ok {
 			res.RSSFlat = &flat
 		}
+	}
+	if sm.heapErr != nil {
+		return sm.heapErr
+	}
+	return heapTops(ctx, res, sm.heaps)
+}
+
+// sampler reads the walcast child's RSS (and, when it has an internal
+// listener, its Go runtime's memory figures) every cfg.Sample, and takes
+// the heap profile of the end of the warm-up (--heap-profile).
+type sampler struct {
+	cfg     *Config
+	srv     *server
+	start   time.Time
+	samples []RSSSample
+	heaps   []HeapProfile
+	heapErr error
+}
+
+// run samples until ctx ends; samples and heaps are the caller's once it
+// returns.
+func (sm *sampler) run(ctx context.Context) {
+	if sm.cfg.Sample <= 0 || sm.srv.pid == 0 {
+		return
+	}
+	t := time.NewTicker(sm.cfg.Sample)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m, err := readMemory(sm.srv.pid)
+		if err != nil {
+			continue
+		}
+		x := RSSSample{Sec: time.Since(sm.start).Seconds(), RSS: m.RSS}
+		if sm.srv.internal != "" {
+			if rt, err := readRuntimeMem(ctx, sm.srv); err == nil {
+				x.HeapInuse, x.HeapIdle, x.HeapReleased, x.Stacks, x.GCGoal, x.GoSys, x.Goroutines =
+					rt.HeapInuse, rt.HeapIdle, rt.HeapReleased, rt.Stacks, rt.GCGoal, rt.Sys, rt.Goroutines
+			}
+		}
+		sm.samples = append(sm.samples, x)
+		// The first profile right after the warm-up's last sample: the
+		// point from which RSS should stay flat.
+		if sm.cfg.HeapProfile != "" && len(sm.heaps) == 0 && sm.heapErr == nil && x.Sec >= sm.cfg.Warmup.Seconds() {
+			sm.heapErr = sm.takeHeap(ctx, sm.cfg.Warmup)
+		}
+	}
+}
+
+// takeHeap writes the child's heap profile for the nominal time at.
+func (sm *sampler) takeHeap(ctx context.Context, at time.Duration) error {
+	path := heapProfilePath(sm.cfg.HeapProfile, at)
+	sec := time.Since(sm.start).Seconds()
+	if err := sm.srv.heapProfile(ctx, path); err != nil {
+		return err
+	}
+	sm.heaps = append(sm.heaps, HeapProfile{Sec: sec, Path: path})
+	return nil
+}
+
+// heapTops puts the top in-use allocation sites of each heap profile, and
+// those of the difference between the last and the first, into res.
+func heapTops(ctx context.Context, res *Result, heaps []HeapProfile) error {
+	if len(heaps) == 0 {
+		return nil
+	}
+	for i := range heaps {
+		top, err := pprofTop(ctx, heaps[i].Path, "", 12)
+		if err != nil {
+			res.HeapNote = err.Error()
+			break
+		}
+		heaps[i].Top = top
+	}
+	res.HeapProfiles = heaps
+	if n := len(heaps); n > 1 && res.HeapNote == "" {
+		diff, err := pprofTop(ctx, heaps[n-1].Path, heaps[0].Path, 12)
+		if err != nil {
+			res.HeapNote = err.Error()
+		}
+		res.HeapDiffTop = diff
 	}
 	return nil
 }

@@ -91,7 +91,9 @@ func startWalcast(ctx context.Context, cfg *Config, dir, dbURL, redisURL, slot, 
 		args = append(args, "--redis-url", redisURL)
 	}
 	internal := ""
-	if cfg.Profile != "" {
+	// Sampling reads the Go runtime's figures from /metrics there, and
+	// the profiles come from its pprof.
+	if cfg.Profile != "" || (cfg.Sample > 0 && cfg.Mode == "live") {
 		iport, err := launch.FreePort()
 		if err != nil {
 			return nil, err
@@ -100,7 +102,15 @@ func startWalcast(ctx context.Context, cfg *Config, dir, dbURL, redisURL, slot, 
 		args = append(args, "--internal-listen", "127.0.0.1:"+strconv.Itoa(iport))
 	}
 	args = append(args, cfg.WalcastArgs...)
-	s, err := startChild(ctx, "walcast", bin, args, dir, port)
+	var env []string
+	if cfg.HeapProfileRate > 0 {
+		godebug := "memprofilerate=" + strconv.Itoa(cfg.HeapProfileRate)
+		if g := os.Getenv("GODEBUG"); g != "" {
+			godebug = g + "," + godebug
+		}
+		env = append(env, "GODEBUG="+godebug)
+	}
+	s, err := startChild(ctx, "walcast", bin, args, dir, port, env...)
 	if s != nil {
 		s.internal = internal
 	}
@@ -189,7 +199,10 @@ func startMinimal(ctx context.Context, cfg *Config, dir string) (*server, error)
 	return startChild(ctx, "minimal", self, args, dir, port)
 }
 
-func startChild(ctx context.Context, name, bin string, args []string, dir string, port int) (*server, error) {
+// startChild starts bin with args, its output in a log in dir, and waits
+// until it answers /readyz on port; env adds to this process's
+// environment (a later duplicate wins).
+func startChild(ctx context.Context, name, bin string, args []string, dir string, port int, env ...string) (*server, error) {
 	logPath := filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, port))
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -198,6 +211,9 @@ func startChild(ctx context.Context, name, bin string, args []string, dir string
 	defer logFile.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = launch.ProcAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -59,9 +60,26 @@ func standardSet(quick bool) []step {
 	return s
 }
 
-func soakSet(d time.Duration) []step {
+// soakSet is the soak: a steady load for d, RSS and the Go runtime's
+// figures every 10 s, heap profiles at the end of the first minute and at
+// the end written to heapPrefix-1m.pprof and heapPrefix-<d>.pprof. The
+// profiles sample every 32 KiB allocated rather than the runtime's 512
+// KiB, so that their in-use figures for the small objects walcast holds
+// (a few hundred bytes each) rest on hundreds of samples, not tens; this
+// costs no CPU that the soak's figures show.
+func soakSet(d time.Duration, heapPrefix string) []step {
 	return []step{{"soak", []string{"--mode", "live", "--bus", "redis", "--clients", "1000", "--scope", "committee", "--committees", "100",
-		"--rate", "5000", "--tx-size", "10", "--duration", d.String(), "--sample", "10s", "--warmup", "60s"}}}
+		"--rate", "5000", "--tx-size", "10", "--duration", d.String(), "--sample", "10s", "--warmup", "60s",
+		"--heap-profile", heapPrefix, "--heap-profile-rate", "32768"}}}
+}
+
+// soakHeapPrefix puts the soak's heap profiles next to its JSON
+// (bin/soak.json: bin/soak-heap-1m.pprof), or in the temporary folder.
+func soakHeapPrefix(jsonPath string) string {
+	if jsonPath == "" {
+		return filepath.Join(os.TempDir(), "walcast-soak-heap")
+	}
+	return strings.TrimSuffix(jsonPath, filepath.Ext(jsonPath)) + "-heap"
 }
 
 // serveTierSet is the serve-tier measurement: 0, 1, 4 and 16 serve
@@ -98,7 +116,7 @@ func runSuite(ctx context.Context, name string, args []string, stdout, stderr io
 		if *soakFor < time.Minute || *soakFor > 2*time.Hour {
 			return errors.New("--duration: want 1m to 2h")
 		}
-		steps = soakSet(*soakFor)
+		steps = soakSet(*soakFor, soakHeapPrefix(*jsonPath))
 	}
 	if name == "serve-tier" {
 		steps = serveTierSet(*quick)
@@ -134,6 +152,9 @@ func runSuite(ctx context.Context, name string, args []string, stdout, stderr io
 			return fmt.Errorf("step %d (%s): %w", i+1, strings.Join(st.args, " "), err)
 		}
 		res.Label = st.group
+		for _, h := range res.HeapProfiles {
+			fmt.Fprintf(stderr, "walcast-bench %s: heap profile at %.0f s: %s\n", name, h.Sec, h.Path)
+		}
 		fmt.Fprintln(stdout, res.Markdown())
 		results = append(results, res)
 		groups = append(groups, st.group)
