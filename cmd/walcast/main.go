@@ -117,6 +117,10 @@ func dispatch(ctx context.Context, command string, args []string, stdout, stderr
 		if err != nil {
 			return err
 		}
+		// Process-wide (see memlimit.go): here, not in App, which tests
+		// run several of in one process.
+		stopGovernor := startMemoryGovernor(ctx, log, getenv)
+		defer stopGovernor()
 		return NewApp(command, cfg, log).Run(ctx)
 	case cmdCheck:
 		return runCheck(ctx, cfg, stdout)

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"runtime/debug"
+	rtmetrics "runtime/metrics"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// The memory governor keeps a serving process's footprint from wandering
+// with the noise of single garbage collections.
+//
+// With GOGC alone, each collection sets the next heap goal from what that
+// one collection found live: (1 + GOGC/100) × live, plus stacks and
+// globals. walcast's live heap is steady (mostly the hub's window of
+// 65,536 messages), but what one collection finds live is not: whatever
+// is allocated while it marks counts as live, and marking takes longer
+// when the machine is busy, so some goals come out 20-40% above the usual
+// (the soak saw goals of 112 to 164 MiB around a live heap of 53-62 MiB
+// after a forced collection). The heap grows into such a goal, and the
+// runtime keeps the pages it touched (its scavenger returns only what
+// exceeds the current goal by 10%), so RSS steps up with each new highest
+// goal and wanders with the machine's load: the soak's creep.
+//
+// The governor sets the runtime's soft memory limit so that the heap goal
+// is what the same GOGC formula gives for the smallest live heap of the
+// latest governorCycles collections (the one least inflated by what was
+// allocated during its marking), and never below 1.25 × the live heap of
+// the latest collection, so that a real rise (more connections, a burst)
+// costs at most four times as many collections until the window of
+// collections catches up, never a collection loop. Collections are cheap
+// here (a few percent of a core at the soak's load), so the goal it sets
+// costs little. It follows the live heap: a leak raises the limit and RSS
+// with it, a few collections behind; what it removes is the
+// single-collection inflation. The heap profiles of the soak (make soak)
+// show the live heap it follows.
+//
+// It stays off when GOMEMLIMIT is set (the operator chose a limit, or
+// "off" for none) or GOGC=off, and until governorCycles collections have
+// been seen.
+
+// governorCycles is how many of the latest collections the smallest live
+// heap is taken over: enough that one of them marked on a quiet moment,
+// few enough (under a minute under load) that it follows a real change.
+const governorCycles = 16
+
+// governorTick is how often the governor looks for a new collection.
+const governorTick = time.Second
+
+// governorMetrics are what it reads, in the order of the memGovernor.read
+// fields.
+var governorMetrics = []string{
+	"/gc/cycles/total:gc-cycles",
+	"/gc/heap/live:bytes",
+	"/gc/scan/stack:bytes",
+	"/gc/scan/globals:bytes",
+	"/memory/classes/total:bytes",
+	"/memory/classes/heap/released:bytes",
+	"/memory/classes/heap/free:bytes",
+	"/memory/classes/heap/objects:bytes",
+	"/memory/classes/heap/unused:bytes",
+}
+
+// governorOn: one governor per process (tests run several Apps in one).
+var governorOn atomic.Bool
+
+// startMemoryGovernor starts the governor for a run, capture or serve
+// process, unless getenv's GOMEMLIMIT or GOGC say otherwise; stop ends it
+// and lifts the limit it set.
+func startMemoryGovernor(ctx context.Context, log *slog.Logger, getenv func(string) string) (stop func()) {
+	gogc, ok := governedGOGC(getenv)
+	if !ok || !governorOn.CompareAndSwap(false, true) {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	g := newMemGovernor(gogc)
+	log.Debug("memory governor on: the heap goal follows the smallest live heap of the latest collections", "gogc", gogc, "cycles", governorCycles)
+	go func() {
+		defer close(done)
+		t := time.NewTicker(governorTick)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if limit, ok := g.step(); ok {
+					debug.SetMemoryLimit(limit)
+				}
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		debug.SetMemoryLimit(math.MaxInt64)
+		governorOn.Store(false)
+	}
+}
+
+// governedGOGC returns the GOGC the runtime uses, and false when the
+// governor should stay off: GOMEMLIMIT set, or GOGC off.
+func governedGOGC(getenv func(string) string) (float64, bool) {
+	if getenv("GOMEMLIMIT") != "" {
+		return 0, false
+	}
+	v := getenv("GOGC")
+	if v == "" {
+		return 100, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, false // off, or a value the runtime itself reads as off
+	}
+	return float64(n), true
+}
+
+// memGovernor computes the limit from the runtime's metrics.
+type memGovernor struct {
+	gogc    float64
+	samples []rtmetrics.Sample
+	cycles  uint64   // collections seen at the last step
+	lives   []uint64 // live heap found by the latest collections, a ring
+	n       int      // collections recorded
+}
+
+func newMemGovernor(gogc float64) *memGovernor {
+	g := &memGovernor{gogc: gogc, lives: make([]uint64, governorCycles)}
+	for _, name := range governorMetrics {
+		g.samples = append(g.samples, rtmetrics.Sample{Name: name})
+	}
+	return g
+}
+
+// step reads the metrics and returns the limit to set after a new
+// collection; false when there is none, or too few yet.
+func (g *memGovernor) step() (int64, bool) {
+	rtmetrics.Read(g.samples)
+	v := make([]uint64, len(g.samples))
+	for i, s := range g.samples {
+		if s.Value.Kind() != rtmetrics.KindUint64 {
+			return 0, false // a runtime without the metric
+		}
+		v[i] = s.Value.Uint64()
+	}
+	cycles, live, stacks, globals := v[0], v[1], v[2], v[3]
+	if cycles == g.cycles {
+		return 0, false
+	}
+	g.cycles = cycles
+	g.lives[g.n%len(g.lives)] = live
+	g.n++
+	if g.n < len(g.lives) {
+		return 0, false
+	}
+	// Everything the limit counts that is not heap spans: stacks,
+	// runtime metadata, profiling buckets.
+	total, released, free, objects, unused := v[4], v[5], v[6], v[7], v[8]
+	nonHeap := int64(total) - int64(released) - int64(free) - int64(objects) - int64(unused)
+	return governedLimit(g.gogc, slices.Min(g.lives), live, stacks, globals, max(nonHeap, 0)), true
+}
+
+// governedLimit is the memory limit that makes the heap goal what GOGC
+// gives for the live heap base, or 1.25 × the latest live heap when more
+// (with GOGC 100): the runtime's limit-based goal leaves a few percent of
+// headroom, hence the 5% on top.
+func governedLimit(gogc float64, base, latest, stacks, globals uint64, nonHeap int64) int64 {
+	goal := float64(base) + (float64(base)+float64(stacks)+float64(globals))*gogc/100
+	floor := float64(latest) * (1 + gogc/400)
+	return nonHeap + int64(1.05*max(goal, floor))
+}
