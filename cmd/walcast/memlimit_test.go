@@ -69,6 +69,21 @@ func TestMemoryGovernorFollowsCollections(t *testing.T) {
 	if !ok || limit <= int64(ms.HeapAlloc) || limit > int64(ms.Sys)*4 {
 		t.Fatalf("limit %d (ok %v) with heap %d, sys %d", limit, ok, ms.HeapAlloc, ms.Sys)
 	}
+	// Three times the live heap at once: a new regime, no limit until
+	// the window is full again.
+	grown := make([][]byte, 0, 2*ms.HeapAlloc>>20+8)
+	for range cap(grown) {
+		grown = append(grown, make([]byte, 1<<20))
+	}
+	runtime.GC()
+	if limit, ok := g.step(); !ok || limit != math.MaxInt64 {
+		t.Fatalf("after the heap grew by %d MiB: limit %d (ok %v), want it lifted", len(grown), limit, ok)
+	}
+	runtime.GC()
+	if _, ok := g.step(); ok {
+		t.Fatal("a limit right after a new regime")
+	}
+	runtime.KeepAlive(grown)
 }
 
 func TestMemoryGovernorStops(t *testing.T) {
