@@ -361,19 +361,26 @@ func (b *RedisBus) Since(ctx context.Context, pos schema.Position, limit int) ([
 	return out, nil
 }
 
-func fromEntry(x redis.XMessage) (*schema.Message, error) {
+func fromEntry(x redis.XMessage) (*schema.Message, error) { return decodeEntry(x, nil) }
+
+// decodeEntry is fromEntry with the frame of a change (not a dashboard,
+// which the hub keeps apart from its window) copied into pack.
+func decodeEntry(x redis.XMessage, pack *jsonPack) (*schema.Message, error) {
 	pos, err := schema.ParsePosition(x.ID)
 	if err != nil {
 		return nil, fmt.Errorf("stream entry %s: %w", x.ID, err)
 	}
 	m := &schema.Message{Pos: pos}
+	m.Type, _ = x.Values[fieldType].(string)
+	m.DashboardKey, _ = x.Values[fieldDashboard].(string)
+	if m.DashboardKey != "" {
+		pack = nil
+	}
 	if s, ok := x.Values[fieldJSON].(string); ok {
-		m.JSON = []byte(s)
+		m.JSON = pack.bytes(s)
 	} else {
 		return nil, fmt.Errorf("stream entry %s has no message", x.ID)
 	}
-	m.Type, _ = x.Values[fieldType].(string)
-	m.DashboardKey, _ = x.Values[fieldDashboard].(string)
 	// Scope fails closed: a field that is there but cannot be read (another
 	// writer, a damaged entry) makes the entry admin-only instead of
 	// election-wide. An absent or empty field means no committee, no owner.
@@ -445,6 +452,9 @@ type followState struct {
 	lastChange schema.Position
 	started    bool
 	backoff    time.Duration
+	// pack holds the frames of the changes published to the hub's window
+	// (see jsonpack.go).
+	pack jsonPack
 }
 
 // The follower's backoff after a failure: doubled at each, up to the max.
@@ -643,7 +653,7 @@ func (b *RedisBus) publishRead(hub *Hub, st *followState, streams []redis.XStrea
 	for _, s := range streams {
 		batch := make([]*schema.Message, 0, len(s.Messages))
 		for _, x := range s.Messages {
-			m, err := fromEntry(x)
+			m, err := decodeEntry(x, &st.pack)
 			if err != nil {
 				b.log.Error("skipping unreadable stream entry", "err", err)
 				continue
