@@ -269,19 +269,24 @@ func soakMarkdown(r *Result, machine string, took time.Duration) string {
 func runtimeMemMarkdown(s []RSSSample, warmupSec float64) string {
 	var rows []RSSSample
 	next := 60.0
+	var last *RSSSample
 	for i, x := range s {
 		if x.GoSys == 0 {
 			continue
 		}
-		if x.Sec >= next-1 || i == len(s)-1 {
+		last = &s[i]
+		if x.Sec >= next-1 {
 			rows = append(rows, x)
 			for next <= x.Sec+1 {
 				next += 60
 			}
 		}
 	}
-	if len(rows) == 0 {
+	if last == nil {
 		return ""
+	}
+	if len(rows) == 0 || rows[len(rows)-1].Sec != last.Sec {
+		rows = append(rows, *last) // the end, between two minutes
 	}
 	var b strings.Builder
 	b.WriteString("\nThe Go runtime's figures beside RSS (walcast's /metrics, go_memstats_*; MiB): heap in use (spans holding objects), " +

@@ -202,7 +202,7 @@ func runLive(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	self := startCPU(os.Getpid())
 	start := time.Now()
 	waitProfile := startProfile(ctx, cfg, srv)
-	sm := &sampler{cfg: cfg, srv: srv, start: start}
+	sm := &sampler{cfg: cfg, srv: srv, start: start, scrapeCtx: ctx}
 	sampled := make(chan struct{})
 	sampleCtx, stopSampling := context.WithCancel(ctx)
 	go func() {
@@ -324,6 +324,9 @@ type sampler struct {
 	samples []RSSSample
 	heaps   []HeapProfile
 	heapErr error
+	// scrapeCtx is the run's: a scrape under way when sampling stops
+	// completes, so the last sample keeps its runtime figures.
+	scrapeCtx context.Context
 }
 
 // run samples until ctx ends; samples and heaps are the caller's once it
@@ -346,7 +349,7 @@ func (sm *sampler) run(ctx context.Context) {
 		}
 		x := RSSSample{Sec: time.Since(sm.start).Seconds(), RSS: m.RSS}
 		if sm.srv.internal != "" {
-			if rt, err := readRuntimeMem(ctx, sm.srv); err == nil {
+			if rt, err := readRuntimeMem(sm.scrapeCtx, sm.srv); err == nil {
 				x.HeapInuse, x.HeapIdle, x.HeapReleased, x.Stacks, x.GCGoal, x.GoSys, x.Goroutines =
 					rt.HeapInuse, rt.HeapIdle, rt.HeapReleased, rt.Stacks, rt.GCGoal, rt.Sys, rt.Goroutines
 			}
@@ -355,7 +358,7 @@ func (sm *sampler) run(ctx context.Context) {
 		// The first profile right after the warm-up's last sample: the
 		// point from which RSS should stay flat.
 		if sm.cfg.HeapProfile != "" && len(sm.heaps) == 0 && sm.heapErr == nil && x.Sec >= sm.cfg.Warmup.Seconds() {
-			sm.heapErr = sm.takeHeap(ctx, sm.cfg.Warmup)
+			sm.heapErr = sm.takeHeap(sm.scrapeCtx, sm.cfg.Warmup)
 		}
 	}
 }
