@@ -41,14 +41,14 @@ import (
 // show the live heap it follows.
 //
 // A collection that finds more than twice the smallest live heap of the
-// window is a new regime rather than an inflated collection (the soak's
+// collections seen is a new regime rather than an inflated collection (the soak's
 // worst was 1.5 times): the governor lifts its limit and starts its window
 // over, so a ramp (thousands of connections, the window filling at the
 // start) runs on the runtime's own goal.
 //
 // It stays off when GOMEMLIMIT is set (the operator chose a limit, or
-// "off" for none) or GOGC=off, and until governorCycles collections have
-// been seen.
+// "off" for none) or GOGC=off, and until governorMinCycles collections
+// have been seen.
 
 // governorCycles is how many of the latest collections the smallest live
 // heap is taken over: enough that some of them marked on a quiet moment
@@ -56,6 +56,13 @@ import (
 // few enough (about a minute and a half at the soak's load) that it
 // follows a real change.
 const governorCycles = 32
+
+// governorMinCycles is how many collections the governor waits for, at
+// the start and after a new regime, before it sets a limit: the smallest
+// of 8 already leaves out single inflated ones, and waiting for all 32
+// left the soak's start (the window filling) on the runtime's own goals
+// until a minute and a half in.
+const governorMinCycles = 8
 
 // governorTick is how often the governor looks for a new collection.
 const governorTick = time.Second
@@ -172,14 +179,14 @@ func (g *memGovernor) step() (int64, bool) {
 	}
 	g.lives[g.n%len(g.lives)] = live
 	g.n++
-	if g.n < len(g.lives) {
+	if g.n < governorMinCycles {
 		return 0, false
 	}
 	// Everything the limit counts that is not heap spans: stacks,
 	// runtime metadata, profiling buckets.
 	total, released, free, objects, unused := v[4], v[5], v[6], v[7], v[8]
 	nonHeap := int64(total) - int64(released) - int64(free) - int64(objects) - int64(unused)
-	return governedLimit(g.gogc, slices.Min(g.lives), live, stacks, globals, max(nonHeap, 0)), true
+	return governedLimit(g.gogc, slices.Min(g.lives[:min(g.n, len(g.lives))]), live, stacks, globals, max(nonHeap, 0)), true
 }
 
 // governedLimit is the memory limit that makes the heap goal what GOGC

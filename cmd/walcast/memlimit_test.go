@@ -49,11 +49,11 @@ func TestMemoryGovernorLimit(t *testing.T) {
 }
 
 // TestMemoryGovernorFollowsCollections runs the governor's step over real
-// collections: no limit before governorCycles of them, then one above
+// collections: no limit before governorMinCycles of them, then one above
 // what is live.
 func TestMemoryGovernorFollowsCollections(t *testing.T) {
 	g := newMemGovernor(100)
-	for i := range governorCycles - 1 {
+	for i := range governorMinCycles - 1 {
 		runtime.GC()
 		if _, ok := g.step(); ok {
 			t.Fatalf("a limit after %d collections", i+1)
