@@ -107,8 +107,10 @@ bench-election: deps
 	$(GO) build -o bin/walcast-bench ./cmd/walcast-bench
 	bin/walcast-bench election --walcast-bin bin/walcast --docs docs/benchmarks.md --json docs/benchmarks-election.json
 
-# soak holds a steady load for 10 minutes, samples walcast's RSS every 10 s
-# and reports whether it stayed within 5% after the first minute.
+# soak holds a steady load for 10 minutes, samples walcast's RSS and its Go
+# runtime's heap, stacks and GC goal every 10 s, takes heap profiles at
+# minutes 1 and 10 (bin/soak-heap-1m.pprof, bin/soak-heap-10m.pprof) and
+# reports whether RSS stayed within 5% after the first minute.
 soak: deps
 	$(GO) build -o bin/walcast ./cmd/walcast
 	$(GO) build -o bin/walcast-bench ./cmd/walcast-bench
