@@ -3,6 +3,8 @@ package broadcast
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/walcast/walcast/internal/testenv"
@@ -79,4 +81,75 @@ func benchAppend(b *testing.B, cfg RedisConfig, batch int) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkRedisAppendState measures the append path as capture drives it
+// on a backlog: batches of new rows of a table that keeps live state, so
+// that the script both adds entries and updates the state. It reports the
+// Redis server's own CPU per message (INFO cpu), the cost that bounds
+// capture when the appends are pipelined.
+//
+//	go test ./broadcast -run '^$' -bench RedisAppendState -benchmem
+func BenchmarkRedisAppendState(b *testing.B) {
+	for _, c := range []struct {
+		batch int
+		state bool
+	}{{1, true}, {100, true}, {100, false}} {
+		batch := c.batch
+		b.Run(fmt.Sprintf("batch=%d/state=%v", batch, c.state), func(b *testing.B) {
+			rd := testenv.StartRedis(b)
+			bus, err := NewRedisBus(RedisConfig{URL: rd.URL(), History: 100000, Logger: discard()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bus.Close()
+			ctx := context.Background()
+			// The table holds state, as LoadState registers it.
+			if c.state {
+				rd.Do(b, "HSET", bus.stateKey(), "tbl:public.guarantee", schema.TypeGuarantee, "ready", "1")
+			}
+			msgs := make([]schema.Message, batch)
+			lsn, id := uint64(1000), 0
+			cpu0 := redisCPU(b, bus)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i += batch {
+				lsn++
+				for j := range msgs {
+					id++
+					msgs[j] = guaranteeMsg(schema.Position{LSN: lsn, Seq: uint64(j)}, id)
+				}
+				if err := bus.Append(ctx, msgs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			b.ReportMetric((redisCPU(b, bus)-cpu0)*1e6/float64(b.N), "redis-µs/msg")
+		})
+	}
+}
+
+// guaranteeMsg is a new guarantee row, as the router makes it, at pos.
+func guaranteeMsg(pos schema.Position, id int) schema.Message {
+	data := fmt.Appendf(nil, `{"id":%d,"committee_id":3,"user_id":12,"status":"strong","notes":"2026-11-25T12:00:00.123456Z xxxxxx"}`, id)
+	frame := fmt.Appendf(nil, `{"id":%q,"type":"guarantee_update","action":"inserted","table":"public.guarantee","data":%s,"timestamp":"2026-11-25T12:00:00.123456Z"}`, pos.String(), data)
+	return schema.Message{Pos: pos, Type: schema.TypeGuarantee, Committee: 3, HasCommittee: true, Owner: 12, HasOwner: true, JSON: frame,
+		Row: &schema.RowRef{Table: "public.guarantee", Key: fmt.Sprintf("[%d]", id), Op: schema.RowUpsert, Data: data}}
+}
+
+// redisCPU returns the Redis server's CPU seconds so far.
+func redisCPU(b *testing.B, bus *RedisBus) float64 {
+	info, err := bus.rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return total
 }

@@ -99,8 +99,11 @@ end
 local cache, turnedOff, deltas = {}, {}, {}
 -- stateTable returns what keep needs of a table of the state under meta
 -- (false when it holds no state), read once per script call: its type,
--- its rows' key, and the bytes its rows gained in this call (written by
--- flushBytes).
+-- its rows' key, the bytes its rows gained in this call, and the row
+-- writes not yet sent (pend: key to record, false for a delete), all
+-- written by flushBytes. Buffering the writes makes a batch of rows one
+-- HSET instead of a command per row; n counts the rows (HLEN, read once
+-- when the limit first needs it).
 local function stateTable(meta, tbl)
   local bymeta = cache[meta]
   if not bymeta then
@@ -113,12 +116,40 @@ local function stateTable(meta, tbl)
     if v[1] == false or v[2] ~= false then
       t = false
     else
-      t = {typ = v[1], rows = meta .. ':rows:' .. tbl, meta = meta, tbl = tbl, delta = 0}
+      t = {typ = v[1], rows = meta .. ':rows:' .. tbl, meta = meta, tbl = tbl, delta = 0, pend = {}, npend = 0}
       deltas[#deltas+1] = t
     end
     bymeta[tbl] = t
   end
   return t
+end
+-- rowGet returns the record of key in t, written in this call or stored.
+local function rowGet(t, key)
+  local v = t.pend[key]
+  if v == nil then return redis.call('HGET', t.rows, key) end
+  return v
+end
+-- rowPut buffers the record of key in t (false: delete it).
+local function rowPut(t, key, rec)
+  if t.pend[key] == nil then t.npend = t.npend + 1 end
+  t.pend[key] = rec
+end
+-- rowsFlush sends t's buffered row writes, a few hundred rows a command.
+local function rowsFlush(t)
+  if t.npend == 0 then return end
+  local set, del = {}, {}
+  for k, v in pairs(t.pend) do
+    if v then
+      set[#set+1] = k; set[#set+1] = v
+      if #set >= 512 then redis.call('HSET', t.rows, unpack(set)); set = {} end
+    else
+      del[#del+1] = k
+      if #del >= 512 then redis.call('HDEL', t.rows, unpack(del)); del = {} end
+    end
+  end
+  if #set > 0 then redis.call('HSET', t.rows, unpack(set)) end
+  if #del > 0 then redis.call('HDEL', t.rows, unpack(del)) end
+  t.pend, t.npend = {}, 0
 end
 local function version(rec) return string.match(rec, '^[^\n]*') end
 local pastFloor = {}
@@ -135,16 +166,17 @@ local function keep(meta, floor, maxrows, reason, m)
   if m.op == 'c' then
     redis.call('DEL', rows)
     redis.call('HSET', meta, 'bytes:' .. m.tbl, 0)
-    t.delta = 0
+    t.delta, t.pend, t.npend, t.n = 0, {}, 0, 0
     return
   end
-  local prev = redis.call('HGET', rows, m.key)
+  local prev = rowGet(t, m.key)
   if prev and not older(version(prev), m.id) then return end
   local delta = 0
   if m.op == 'd' then
     if prev then
-      redis.call('HDEL', rows, m.key)
+      rowPut(t, m.key, false)
       delta = -(#m.key + #prev)
+      if t.n then t.n = t.n - 1 end
     end
   else
     local data = m.data
@@ -154,35 +186,44 @@ local function keep(meta, floor, maxrows, reason, m)
     local flags = m.a
     if m.op == 'U' then flags = flags .. 'o' end
     local rec = m.id .. '\n' .. m.c .. '\n' .. m.u .. '\n' .. flags .. '\n' .. data
-    redis.call('HSET', rows, m.key, rec)
+    rowPut(t, m.key, rec)
     delta = #m.key + #rec
     if prev then delta = delta - #m.key - #prev end
     if t.typ ~= m.typ then
       redis.call('HSET', meta, 'tbl:' .. m.tbl, m.typ)
       t.typ = m.typ
     end
+    if not prev and t.n then t.n = t.n + 1 end
     if m.old ~= '' and m.old ~= m.key then
-      local o = redis.call('HGET', rows, m.old)
+      local o = rowGet(t, m.old)
       if o and older(version(o), m.id) then
-        redis.call('HDEL', rows, m.old)
+        rowPut(t, m.old, false)
         delta = delta - #m.old - #o
+        if t.n then t.n = t.n - 1 end
       end
     end
-    if not prev and maxrows > 0 and redis.call('HLEN', rows) > maxrows then
-      redis.call('DEL', rows)
-      redis.call('HSET', meta, 'off:' .. m.tbl, reason, 'bytes:' .. m.tbl, 0)
-      cache[meta][m.tbl] = false
-      t.delta = 0
-      turnedOff[#turnedOff+1] = m.tbl
-      return
+    if not prev and maxrows > 0 then
+      if not t.n then
+        rowsFlush(t)
+        t.n = redis.call('HLEN', rows)
+      end
+      if t.n > maxrows then
+        redis.call('DEL', rows)
+        redis.call('HSET', meta, 'off:' .. m.tbl, reason, 'bytes:' .. m.tbl, 0)
+        cache[meta][m.tbl] = false
+        t.delta, t.pend, t.npend = 0, {}, 0
+        turnedOff[#turnedOff+1] = m.tbl
+        return
+      end
     end
   end
   t.delta = t.delta + delta
 end
--- flushBytes adds up the byte counts keep changed; call it before the
--- script returns.
+-- flushBytes sends the row writes keep buffered and adds up the byte
+-- counts it changed; call it before the script returns.
 local function flushBytes()
   for _, t in ipairs(deltas) do
+    rowsFlush(t)
     if t.delta ~= 0 then redis.call('HINCRBY', t.meta, 'bytes:' .. t.tbl, t.delta) end
     t.delta = 0
   end
