@@ -64,6 +64,21 @@ local floor = redis.call('HGET', KEYS[4], 'floor') or ''
 local dashes = 0
 if maxlen > 0 then dashes = math.min(redis.call('LLEN', KEYS[3]), 4 * maxlen) end
 local stored = 0
+if maxrows > 0 then
+  -- Read the rows the changes touch at once, not one HGET a change.
+  local keys, seen = {}, {}
+  for i = 5, #ARGV, 16 do
+    local op, tbl = ARGV[i+8], ARGV[i+9]
+    if op ~= '' and op ~= 'c' then
+      local ks = keys[tbl]
+      if not ks then ks = {}; keys[tbl] = ks; seen[tbl] = {} end
+      for _, k in ipairs({ARGV[i+10], ARGV[i+11]}) do
+        if k ~= '' and not seen[tbl][k] and #ks < 1000 then seen[tbl][k] = true; ks[#ks+1] = k end
+      end
+    end
+  end
+  prefetch(KEYS[4], keys)
+end
 for i = 5, #ARGV, 16 do
   local f = {F.json, ARGV[i+1], F.type, ARGV[i+2]}
   if ARGV[i+3] ~= '' then f[#f+1] = F.committee; f[#f+1] = ARGV[i+3] end

@@ -116,18 +116,33 @@ local function stateTable(meta, tbl)
     if v[1] == false or v[2] ~= false then
       t = false
     else
-      t = {typ = v[1], rows = meta .. ':rows:' .. tbl, meta = meta, tbl = tbl, delta = 0, pend = {}, npend = 0}
+      t = {typ = v[1], rows = meta .. ':rows:' .. tbl, meta = meta, tbl = tbl, delta = 0, pend = {}, npend = 0, known = {}}
       deltas[#deltas+1] = t
     end
     bymeta[tbl] = t
   end
   return t
 end
--- rowGet returns the record of key in t, written in this call or stored.
+-- rowGet returns the record of key in t (false when none): written in
+-- this call, read ahead by prefetch, or stored.
 local function rowGet(t, key)
   local v = t.pend[key]
-  if v == nil then return redis.call('HGET', t.rows, key) end
-  return v
+  if v ~= nil then return v end
+  v = t.known[key]
+  if v ~= nil then return v end
+  if t.cleared then return false end
+  return redis.call('HGET', t.rows, key)
+end
+-- prefetch reads the stored records of keys (by table, under meta) in one
+-- HMGET per table, for the rowGet calls to come.
+local function prefetch(meta, keys)
+  for tbl, ks in pairs(keys) do
+    local t = stateTable(meta, tbl)
+    if t and #ks > 0 then
+      local vs = redis.call('HMGET', t.rows, unpack(ks))
+      for j, k in ipairs(ks) do t.known[k] = vs[j] end
+    end
+  end
 end
 -- rowPut buffers the record of key in t (false: delete it).
 local function rowPut(t, key, rec)
@@ -139,6 +154,7 @@ local function rowsFlush(t)
   if t.npend == 0 then return end
   local set, del = {}, {}
   for k, v in pairs(t.pend) do
+    t.known[k] = v
     if v then
       set[#set+1] = k; set[#set+1] = v
       if #set >= 512 then redis.call('HSET', t.rows, unpack(set)); set = {} end
@@ -166,7 +182,7 @@ local function keep(meta, floor, maxrows, reason, m)
   if m.op == 'c' then
     redis.call('DEL', rows)
     redis.call('HSET', meta, 'bytes:' .. m.tbl, 0)
-    t.delta, t.pend, t.npend, t.n = 0, {}, 0, 0
+    t.delta, t.pend, t.npend, t.n, t.known, t.cleared = 0, {}, 0, 0, {}, true
     return
   end
   local prev = rowGet(t, m.key)
