@@ -30,14 +30,18 @@ import (
 // Before appending, the script checks that the stream reaches the newest
 // entry this bus counted as stored (ARGV[2]; see redis_lost.go): a primary
 // that lacks it lost confirmed entries, and nothing may be appended after
-// the hole.
+// the hole. The stream's reach is kept in a key of its own (the top key,
+// written by this script in the same call as the entries, so a replica or
+// a restarted Redis holds both or neither), read for the price of a GET
+// instead of an XINFO STREAM per call; a stream that is gone, or a top
+// key that is (a stream written before it was kept), falls back to XINFO.
 //
 // The live state (redis_state.go) is updated in the same call: a change
 // the stream stores is applied to the state by keep (see stateLua), so
 // that state and stream never disagree. A change refused as stored before
 // is already reflected in the state.
 //
-// KEYS: stream, dashboards hash, dashboard ids list, state meta. ARGV[1]:
+// KEYS: stream, dashboards hash, dashboard ids list, state meta, top key. ARGV[1]:
 // history (0: no trim); ARGV[2]: the newest id stored ("" for none);
 // ARGV[3]: --state-max-rows (0: no state); ARGV[4]: the reason a table
 // over it is off; then per message (appendStride): id, json, type,
@@ -50,11 +54,16 @@ import (
 var appendScript = redis.NewScript(luaFields() + stateLua + `
 local maxlen = tonumber(ARGV[1])
 if ARGV[2] ~= '' then
-  local last = '0-0'
-  local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
-  if type(info) == 'table' and not info.err then
-    for j = 1, #info, 2 do
-      if info[j] == 'last-generated-id' then last = info[j+1] end
+  local last = false
+  if redis.call('EXISTS', KEYS[1]) == 1 then last = redis.call('GET', KEYS[5]) end
+  if not last then
+    -- No top recorded (a stream written before it was kept): ask the stream.
+    last = '0-0'
+    local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
+    if type(info) == 'table' and not info.err then
+      for j = 1, #info, 2 do
+        if info[j] == 'last-generated-id' then last = info[j+1] end
+      end
     end
   end
   if older(last, ARGV[2]) then return redis.error_reply('` + lostPrefix + ` ' .. last) end
@@ -116,12 +125,16 @@ for i = 5, #ARGV, 16 do
   end
   if ARGV[i+6] ~= '' then redis.call('HSET', KEYS[2], ARGV[i+6], ARGV[i+7]) end
 end
+-- Every entry of this call is in the stream now (stored, or stored
+-- before): the stream reaches its last id, the floor of the next call.
+if #ARGV >= 5 then redis.call('SET', KEYS[5], ARGV[#ARGV - 15]) end
 if maxlen > 0 then
   -- Forget the dashboards trimmed away.
   local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  local oldest = redis.call('LINDEX', KEYS[3], 0)
   if #first == 0 then
     redis.call('DEL', KEYS[3])
-  else
+  elseif oldest and older(oldest, first[1][1]) then
     local n = 0
     local ids = redis.call('LRANGE', KEYS[3], 0, 999)
     while n < #ids and older(ids[n+1], first[1][1]) do n = n + 1 end
@@ -181,7 +194,7 @@ func (b *RedisBus) Append(ctx context.Context, msgs []schema.Message) error {
 }
 
 func (b *RedisBus) appendOnce(ctx context.Context, node redis.UniversalClient, msgs []schema.Message) error {
-	keys := []string{b.key, b.dashboardKey(), b.dashboardIDsKey(), b.stateKey()}
+	keys := []string{b.key, b.dashboardKey(), b.dashboardIDsKey(), b.stateKey(), b.topKey()}
 	pipe := node.Pipeline()
 	var cmds []*redis.Cmd
 	for start := 0; start < len(msgs); start += appendChunk {
@@ -212,6 +225,10 @@ func (b *RedisBus) appendOnce(ctx context.Context, node redis.UniversalClient, m
 	// marking its commands: nothing is known to be stored.
 	return fmt.Errorf("append from %s to %s: %w", msgs[0].Pos, b.key, err)
 }
+
+// topKey holds the id of the newest entry the append script knows the
+// stream holds (see appendScript).
+func (b *RedisBus) topKey() string { return b.key + ":top" }
 
 // dashboardIDsKey is the list of the dashboard entries' ids in the
 // stream, oldest first: what keeps them out of the history budget (see

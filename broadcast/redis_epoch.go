@@ -107,7 +107,7 @@ func (b *RedisBus) discard(ctx context.Context, o *schema.Origin, floor schema.P
 		return fmt.Errorf("start a new epoch of %s: %w", b.key, err)
 	}
 	_, err = b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, b.key, b.dashboardKey(), b.dashboardIDsKey())
+		p.Del(ctx, b.key, b.dashboardKey(), b.dashboardIDsKey(), b.topKey())
 		if o != nil {
 			p.HSet(ctx, b.originKey(), "sysid", o.SystemID, "timeline", o.Timeline, "slot", o.Slot)
 		}
