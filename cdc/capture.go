@@ -33,6 +33,15 @@ type Sink interface {
 	Store(ctx context.Context, txs []schema.Tx) error
 }
 
+// Preparer is a Sink that can do ahead the part of storing that needs no
+// bus (routing, encoding): capture then prepares the next batch while the
+// previous one is being stored. Stores still run one at a time, in order.
+type Preparer interface {
+	// Prepare returns the store of txs, which does what Store(ctx, txs)
+	// would and is retried after an error as Store is.
+	Prepare(txs []schema.Tx) (store func(ctx context.Context) error)
+}
+
 // Config configures a Capture.
 type Config struct {
 	DatabaseURL string
@@ -757,37 +766,84 @@ func (c *Capture) confirmAndEnd(conn *pgconn.PgConn) error {
 
 // publish stores pieces in order, batching whatever has queued up while the
 // previous store was in flight, and retries a failed store until it
-// succeeds or shutdown gives up.
+// succeeds or shutdown gives up. It prepares the next batch (see Preparer)
+// while a storer goroutine stores the previous one; the storer alone
+// stores and confirms, one batch at a time, so a batch is never stored or
+// confirmed before every batch ahead of it was.
 func (c *Capture) publish(ctx context.Context, pending <-chan *Piece, outstanding *atomic.Int64) {
-	const maxBatch = 256
-	batch := make([]*Piece, 0, maxBatch)
-	txs := make([]schema.Tx, 0, maxBatch)
-	var failingSince time.Time // the first failure of the store being retried
+	prepared := make(chan preparedBatch, 1)
+	storerDone := make(chan struct{})
+	go func() {
+		defer close(storerDone)
+		c.storeBatches(ctx, prepared, outstanding)
+	}()
+	defer func() {
+		close(prepared)
+		<-storerDone
+	}()
 	for {
-		p, ok := <-pending
+		batch, ok := nextBatch(pending)
 		if !ok {
 			return
 		}
-		batch = append(batch[:0], p)
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case p, ok := <-pending:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, p)
-			default:
-				break fill
+		txs := make([]schema.Tx, len(batch))
+		for i, p := range batch {
+			txs[i] = p.Tx
+		}
+		pb := preparedBatch{pieces: batch}
+		if pr, ok := c.sink.(Preparer); ok {
+			pb.store = pr.Prepare(txs)
+		} else {
+			pb.store = func(ctx context.Context) error { return c.sink.Store(ctx, txs) }
+		}
+		select {
+		case prepared <- pb:
+		case <-storerDone:
+			return // shutdown gave up on storing
+		}
+	}
+}
+
+// maxBatch is the most pieces one store takes.
+const maxBatch = 256
+
+// nextBatch waits for a piece and takes whatever else has queued up, up
+// to maxBatch; ok is false once pending is closed and drained.
+func nextBatch(pending <-chan *Piece) (batch []*Piece, ok bool) {
+	p, ok := <-pending
+	if !ok {
+		return nil, false
+	}
+	batch = append(make([]*Piece, 0, min(maxBatch, 1+len(pending))), p)
+	for len(batch) < maxBatch {
+		select {
+		case p, ok := <-pending:
+			if !ok {
+				return batch, true
 			}
+			batch = append(batch, p)
+		default:
+			return batch, true
 		}
-		txs = txs[:0]
-		for _, p := range batch {
-			txs = append(txs, p.Tx)
-		}
+	}
+	return batch, true
+}
+
+// preparedBatch is a batch of pieces and its store.
+type preparedBatch struct {
+	pieces []*Piece
+	store  func(ctx context.Context) error
+}
+
+// storeBatches stores the prepared batches in order, each retried until
+// it succeeds (or shutdown gives up: it then returns), and confirms each
+// one's transactions once stored.
+func (c *Capture) storeBatches(ctx context.Context, prepared <-chan preparedBatch, outstanding *atomic.Int64) {
+	var failingSince time.Time // the first failure of the store being retried
+	for pb := range prepared {
 		backoff := 50 * time.Millisecond
 		for {
-			err := c.sink.Store(ctx, txs)
+			err := pb.store(ctx)
 			if err == nil {
 				if !failingSince.IsZero() {
 					c.log.Info("storing changes again; confirming resumes", "failed_for", time.Since(failingSince).Round(time.Millisecond))
@@ -809,12 +865,12 @@ func (c *Capture) publish(ctx context.Context, pending <-chan *Piece, outstandin
 			}
 			backoff = min(backoff*2, c.cfg.MaxBackoff)
 		}
-		for _, p := range batch {
+		for _, p := range pb.pieces {
 			if p.Commit {
 				storeMax(&c.confirmed, p.EndLSN)
 			}
 		}
-		outstanding.Add(-int64(len(batch)))
+		outstanding.Add(-int64(len(pb.pieces)))
 	}
 }
 

@@ -44,10 +44,21 @@ func NewSink(router *schema.Router, bus Bus, obs Observer, dash *Dashboards) *Si
 // touched, serialized with the dashboards' own appends. It is retried with
 // the same input after an error.
 func (s *Sink) Store(ctx context.Context, txs []schema.Tx) error {
+	return s.Prepare(txs)(ctx)
+}
+
+// Prepare routes the changes of txs now and returns their store: the
+// append (and the dashboards' note) Store would do, to be called, and
+// retried after an error, with no other store between. Capture routes the
+// next batch while the previous one is being appended.
+func (s *Sink) Prepare(txs []schema.Tx) (store func(ctx context.Context) error) {
+	r := s.route(txs)
 	if s.dash == nil {
-		return s.store(ctx, txs)
+		return func(ctx context.Context) error { return s.append(ctx, txs, r) }
 	}
-	return s.dash.storing(txs, func() error { return s.store(ctx, txs) })
+	return func(ctx context.Context) error {
+		return s.dash.storing(txs, func() error { return s.append(ctx, txs, r) })
+	}
 }
 
 // unplacedMsg is a message sent to admins only for want of a scope.
@@ -56,14 +67,22 @@ type unplacedMsg struct {
 	i     int // in msgs
 }
 
-// store routes the changes of txs and appends them to the bus.
-func (s *Sink) store(ctx context.Context, txs []schema.Tx) error {
+// routed is what route made of a batch: its messages, and which of them
+// went to admins only for want of a scope.
+type routed struct {
+	changes  int // the changes routed; with none there is nothing to store
+	msgs     []schema.Message
+	unplaced []unplacedMsg
+}
+
+// route routes the changes of txs.
+func (s *Sink) route(txs []schema.Tx) routed {
 	n := 0
 	for i := range txs {
 		n += len(txs[i].Changes)
 	}
 	if n == 0 {
-		return nil
+		return routed{}
 	}
 	msgs := make([]schema.Message, 0, n)
 	var unplaced []unplacedMsg
@@ -78,16 +97,24 @@ func (s *Sink) store(ctx context.Context, txs []schema.Tx) error {
 			}
 		}
 	}
+	return routed{changes: n, msgs: msgs, unplaced: unplaced}
+}
+
+// append appends the messages routed from txs to the bus.
+func (s *Sink) append(ctx context.Context, txs []schema.Tx, r routed) error {
+	if r.changes == 0 {
+		return nil
+	}
 	start := time.Now()
-	if err := s.bus.Append(ctx, msgs); err != nil {
+	if err := s.bus.Append(ctx, r.msgs); err != nil {
 		return err
 	}
 	if s.obs == nil {
 		return nil
 	}
 	// Reported once stored: a failed append is retried with the same input.
-	for _, u := range unplaced {
-		s.obs.Unroutable(u.table, &msgs[u.i])
+	for _, u := range r.unplaced {
+		s.obs.Unroutable(u.table, &r.msgs[u.i])
 	}
 	s.obs.Stored(txs, time.Since(start))
 	return nil
