@@ -766,16 +766,29 @@ func (c *Capture) confirmAndEnd(conn *pgconn.PgConn) error {
 
 // publish stores pieces in order, batching whatever has queued up while the
 // previous store was in flight, and retries a failed store until it
-// succeeds or shutdown gives up. It prepares the next batch (see Preparer)
-// while a storer goroutine stores the previous one; the storer alone
-// stores and confirms, one batch at a time, so a batch is never stored or
-// confirmed before every batch ahead of it was.
+// succeeds or shutdown gives up.
+//
+// Under load it prepares the next batch (see Preparer) while a storer
+// goroutine stores the previous one; when idle (nothing in flight, nothing
+// queued) it stores the batch itself, sparing a change the storer's
+// wake-up. Either way one batch is stored at a time, in order: publish
+// stores inline only when the storer has nothing, and only publish gives
+// it work. So a batch is never stored or confirmed before every batch
+// ahead of it was.
 func (c *Capture) publish(ctx context.Context, pending <-chan *Piece, outstanding *atomic.Int64) {
+	st := &storer{c: c, outstanding: outstanding}
 	prepared := make(chan preparedBatch, 1)
+	var inFlight atomic.Int64 // batches handed to the storer and not yet done with
 	storerDone := make(chan struct{})
 	go func() {
 		defer close(storerDone)
-		c.storeBatches(ctx, prepared, outstanding)
+		for pb := range prepared {
+			ok := st.store(ctx, pb)
+			inFlight.Add(-1)
+			if !ok {
+				return
+			}
+		}
 	}()
 	defer func() {
 		close(prepared)
@@ -786,22 +799,35 @@ func (c *Capture) publish(ctx context.Context, pending <-chan *Piece, outstandin
 		if !ok {
 			return
 		}
-		txs := make([]schema.Tx, len(batch))
-		for i, p := range batch {
-			txs[i] = p.Tx
+		pb := c.prepareBatch(batch)
+		if inFlight.Load() == 0 && len(pending) == 0 {
+			if !st.store(ctx, pb) {
+				return // shutdown gave up on storing
+			}
+			continue
 		}
-		pb := preparedBatch{pieces: batch}
-		if pr, ok := c.sink.(Preparer); ok {
-			pb.store = pr.Prepare(txs)
-		} else {
-			pb.store = func(ctx context.Context) error { return c.sink.Store(ctx, txs) }
-		}
+		inFlight.Add(1)
 		select {
 		case prepared <- pb:
 		case <-storerDone:
 			return // shutdown gave up on storing
 		}
 	}
+}
+
+// prepareBatch makes the batch's store, routed ahead when the sink can.
+func (c *Capture) prepareBatch(batch []*Piece) preparedBatch {
+	txs := make([]schema.Tx, len(batch))
+	for i, p := range batch {
+		txs[i] = p.Tx
+	}
+	pb := preparedBatch{pieces: batch}
+	if pr, ok := c.sink.(Preparer); ok {
+		pb.store = pr.Prepare(txs)
+	} else {
+		pb.store = func(ctx context.Context) error { return c.sink.Store(ctx, txs) }
+	}
+	return pb
 }
 
 // maxBatch is the most pieces one store takes.
@@ -835,43 +861,49 @@ type preparedBatch struct {
 	store  func(ctx context.Context) error
 }
 
-// storeBatches stores the prepared batches in order, each retried until
-// it succeeds (or shutdown gives up: it then returns), and confirms each
-// one's transactions once stored.
-func (c *Capture) storeBatches(ctx context.Context, prepared <-chan preparedBatch, outstanding *atomic.Int64) {
-	var failingSince time.Time // the first failure of the store being retried
-	for pb := range prepared {
-		backoff := 50 * time.Millisecond
-		for {
-			err := pb.store(ctx)
-			if err == nil {
-				if !failingSince.IsZero() {
-					c.log.Info("storing changes again; confirming resumes", "failed_for", time.Since(failingSince).Round(time.Millisecond))
-					failingSince = time.Time{}
-				}
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			if failingSince.IsZero() {
-				failingSince = time.Now()
-				c.log.Error("storing changes failed; not confirming them and retrying", "err", err, "retry_in", backoff)
-			} else {
-				c.log.Debug("storing changes failed again; retrying", "err", err, "retry_in", backoff)
-			}
-			if !ctxsleep.Sleep(ctx, backoff) {
-				return
-			}
-			backoff = min(backoff*2, c.cfg.MaxBackoff)
+// storer stores batches one at a time (publish makes sure of it): in the
+// storer goroutine under load, in publish's own when idle.
+type storer struct {
+	c            *Capture
+	outstanding  *atomic.Int64
+	failingSince time.Time // the first failure of the store being retried
+}
+
+// store stores pb, retrying until it succeeds, and confirms its
+// transactions. It returns false when shutdown gave up first.
+func (s *storer) store(ctx context.Context, pb preparedBatch) bool {
+	c := s.c
+	backoff := 50 * time.Millisecond
+	for {
+		err := pb.store(ctx)
+		if err == nil {
+			break
 		}
-		for _, p := range pb.pieces {
-			if p.Commit {
-				storeMax(&c.confirmed, p.EndLSN)
-			}
+		if ctx.Err() != nil {
+			return false
 		}
-		outstanding.Add(-int64(len(pb.pieces)))
+		if s.failingSince.IsZero() {
+			s.failingSince = time.Now()
+			c.log.Error("storing changes failed; not confirming them and retrying", "err", err, "retry_in", backoff)
+		} else {
+			c.log.Debug("storing changes failed again; retrying", "err", err, "retry_in", backoff)
+		}
+		if !ctxsleep.Sleep(ctx, backoff) {
+			return false
+		}
+		backoff = min(backoff*2, c.cfg.MaxBackoff)
 	}
+	if !s.failingSince.IsZero() {
+		c.log.Info("storing changes again; confirming resumes", "failed_for", time.Since(s.failingSince).Round(time.Millisecond))
+		s.failingSince = time.Time{}
+	}
+	for _, p := range pb.pieces {
+		if p.Commit {
+			storeMax(&c.confirmed, p.EndLSN)
+		}
+	}
+	s.outstanding.Add(-int64(len(pb.pieces)))
+	return true
 }
 
 func storeMax(v *atomic.Uint64, n uint64) {

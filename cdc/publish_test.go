@@ -19,7 +19,8 @@ import (
 type preparingSink struct {
 	failAt   uint64
 	gate     chan struct{}
-	prepared chan uint64 // each prepared transaction's commit LSN
+	prepared chan uint64              // each prepared transaction's commit LSN
+	hold     map[uint64]chan struct{} // Prepare of these waits, once prepared is told
 
 	mu     sync.Mutex
 	calls  [][]uint64 // every store call, failed or not
@@ -36,6 +37,9 @@ func (s *preparingSink) Prepare(txs []schema.Tx) func(context.Context) error {
 	for i := range txs {
 		lsns[i] = txs[i].CommitLSN
 		s.prepared <- txs[i].CommitLSN
+		if h := s.hold[lsns[i]]; h != nil {
+			<-h
+		}
 	}
 	return func(ctx context.Context) error {
 		s.mu.Lock()
@@ -66,27 +70,37 @@ func (s *preparingSink) snapshot() (calls [][]uint64, stored []uint64) {
 // holds them back: nothing after it is stored or confirmed until it is
 // stored again, then every transaction is stored once, in order.
 func TestPublishFailedStoreHoldsBackPreparedBatches(t *testing.T) {
-	sink := &preparingSink{failAt: 200, gate: make(chan struct{}), prepared: make(chan uint64, 16)}
+	hold200 := make(chan struct{})
+	sink := &preparingSink{failAt: 200, gate: make(chan struct{}), prepared: make(chan uint64, 16),
+		hold: map[uint64]chan struct{}{200: hold200}}
 	c := New(Config{Logger: slog.New(slog.DiscardHandler), MaxBackoff: 50 * time.Millisecond}, sink)
-	pending := make(chan *Piece)
+	pending := make(chan *Piece, 4)
 	var outstanding atomic.Int64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		c.publish(context.Background(), pending, &outstanding)
 	}()
-	send := func(lsn uint64) {
+	queue := func(lsn uint64) {
 		outstanding.Add(1)
 		pending <- &Piece{Tx: schema.Tx{CommitLSN: lsn, EndLSN: lsn + 8}, Commit: true}
+	}
+	prepared := func(lsn uint64) {
 		if got := <-sink.prepared; got != lsn {
 			t.Fatalf("prepared %d, want %d", got, lsn)
 		}
 	}
-	send(100)
+	queue(100) // idle: publish stores it itself
+	prepared(100)
 	waitFor(t, "the first transaction confirmed", func() bool { return c.confirmed.Load() == 108 })
-	send(200) // its store waits for the gate, then fails
-	send(300) // prepared while 200 is being stored
-	send(400)
+	queue(200)
+	prepared(200)
+	queue(300) // queued while 200 is prepared: 200 goes to the storer, whose store waits for the gate and fails
+	close(hold200)
+	prepared(300) // prepared while 200 is being stored
+	queue(400)
+	prepared(400)
+	waitFor(t, "the store of 200", func() bool { calls, _ := sink.snapshot(); return len(calls) >= 2 })
 	calls, _ := sink.snapshot()
 	if want := [][]uint64{{100}, {200}}; !reflect.DeepEqual(calls, want) {
 		t.Fatalf("store calls %v before 200 failed, want %v", calls, want)
