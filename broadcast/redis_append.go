@@ -53,9 +53,11 @@ import (
 // that the writer here and the reader in fromEntry cannot disagree.
 var appendScript = redis.NewScript(luaFields() + stateLua + `
 local maxlen = tonumber(ARGV[1])
+-- The top key speaks for the stream only while the stream exists.
+local top = false
+if redis.call('EXISTS', KEYS[1]) == 1 then top = redis.call('GET', KEYS[5]) end
 if ARGV[2] ~= '' then
-  local last = false
-  if redis.call('EXISTS', KEYS[1]) == 1 then last = redis.call('GET', KEYS[5]) end
+  local last = top
   if not last then
     -- No top recorded (a stream written before it was kept): ask the stream.
     last = '0-0'
@@ -126,8 +128,9 @@ for i = 5, #ARGV, 16 do
   if ARGV[i+6] ~= '' then redis.call('HSET', KEYS[2], ARGV[i+6], ARGV[i+7]) end
 end
 -- Every entry of this call is in the stream now (stored, or stored
--- before): the stream reaches its last id, the floor of the next call.
-if #ARGV >= 5 then redis.call('SET', KEYS[5], ARGV[#ARGV - 15]) end
+-- before): the stream reaches its last id. Entries re-read from WAL are
+-- older than the top, which stays.
+if #ARGV >= 5 and (not top or older(top, ARGV[#ARGV - 15])) then redis.call('SET', KEYS[5], ARGV[#ARGV - 15]) end
 if maxlen > 0 then
   -- Forget the dashboards trimmed away.
   local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)

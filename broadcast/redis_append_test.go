@@ -91,3 +91,31 @@ func changesSince(t *testing.T, bus *RedisBus, pos schema.Position) []schema.Pos
 		}
 	}
 }
+
+// Changes re-read from WAL after a reconnection are appended again below
+// the stream's top, and skipped: that must not lower what the bus takes
+// for the stream's reach (the top key), or the next append would see the
+// newest entry stored as lost and begin a new epoch.
+func TestRedisReappendBelowTheTopIsNoLoss(t *testing.T) {
+	ctx := context.Background()
+	rd := testenv.StartRedis(t)
+	bus := newTestRedisBus(t, rd.URL(), 1000)
+	appendOneByOne(t, bus, lsns(10, 20))
+	// The WAL re-read: older changes, in one append.
+	if err := bus.Append(ctx, msgs(lsns(12, 15)...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Append(ctx, msgs(lsns(21, 22)...)); err != nil {
+		t.Fatalf("append after a re-read: %v", err)
+	}
+	ep, _, err := bus.epoch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep != "" {
+		t.Errorf("epoch %q after a re-read, want none begun", ep)
+	}
+	if n := rd.Do(t, "XLEN", bus.key); n != int64(13) {
+		t.Errorf("stream holds %v entries, want 13", n)
+	}
+}
