@@ -769,7 +769,8 @@ func (c *Capture) confirmAndEnd(conn *pgconn.PgConn) error {
 // succeeds or shutdown gives up.
 //
 // Under load it prepares the next batch (see Preparer) while a storer
-// goroutine stores the previous one; when idle (nothing in flight, nothing
+// goroutine stores the previous one, and gathers the one after from what
+// queued up meanwhile; when idle (nothing in flight, nothing
 // queued) it stores the batch itself, sparing a change the storer's
 // wake-up. Either way one batch is stored at a time, in order: publish
 // stores inline only when the storer has nothing, and only publish gives
@@ -777,7 +778,10 @@ func (c *Capture) confirmAndEnd(conn *pgconn.PgConn) error {
 // ahead of it was.
 func (c *Capture) publish(ctx context.Context, pending <-chan *Piece, outstanding *atomic.Int64) {
 	st := &storer{c: c, outstanding: outstanding}
-	prepared := make(chan preparedBatch, 1)
+	// Unbuffered: a prepared batch waits here until the storer takes it,
+	// and the next batch is gathered only then, from everything that
+	// queued up meanwhile. Under load every store is then a full batch.
+	prepared := make(chan preparedBatch)
 	var inFlight atomic.Int64 // batches handed to the storer and not yet done with
 	storerDone := make(chan struct{})
 	go func() {

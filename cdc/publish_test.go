@@ -98,8 +98,7 @@ func TestPublishFailedStoreHoldsBackPreparedBatches(t *testing.T) {
 	queue(300) // queued while 200 is prepared: 200 goes to the storer, whose store waits for the gate and fails
 	close(hold200)
 	prepared(300) // prepared while 200 is being stored
-	queue(400)
-	prepared(400)
+	queue(400)    // queued: gathered once 300 is handed over
 	waitFor(t, "the store of 200", func() bool { calls, _ := sink.snapshot(); return len(calls) >= 2 })
 	calls, _ := sink.snapshot()
 	if want := [][]uint64{{100}, {200}}; !reflect.DeepEqual(calls, want) {
@@ -109,6 +108,7 @@ func TestPublishFailedStoreHoldsBackPreparedBatches(t *testing.T) {
 		t.Fatalf("confirmed %d while 200 is in flight, want 108", got)
 	}
 	close(sink.gate) // 200 fails, and is retried
+	prepared(400)
 	close(pending)
 	<-done
 	calls, stored := sink.snapshot()
