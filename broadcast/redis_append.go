@@ -18,7 +18,8 @@ import (
 // re-read from WAL) and are skipped, as with single XADDs.
 //
 // Trimming keeps --history changes: dashboard entries are not counted
-// against it. Their ids are listed, in order, in a list next to the
+// against it. The stream is trimmed once per call, after its entries
+// (one XTRIM instead of a MAXLEN on every XADD). Their ids are listed, in order, in a list next to the
 // stream, and the stream's MAXLEN is history plus the dashboards it holds.
 // A burst of one dashboard per user therefore does not push changes out
 // of resume history; dashboards themselves are never replayed (the newest
@@ -105,12 +106,8 @@ for i = 5, #ARGV, 16 do
   if ARGV[i+14] ~= '' then
     f[#f+1] = F.leftscope; f[#f+1] = ARGV[i+14]; f[#f+1] = F.leftjson; f[#f+1] = ARGV[i+15]
   end
-  local r
-  if maxlen > 0 then
-    r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen + dashes, ARGV[i], unpack(f))
-  else
-    r = redis.pcall('XADD', KEYS[1], ARGV[i], unpack(f))
-  end
+  -- Trimmed once, after the loop.
+  local r = redis.pcall('XADD', KEYS[1], ARGV[i], unpack(f))
   if type(r) == 'table' and r.err then
     if not string.find(r.err, 'equal or smaller', 1, true) then flushBytes(); return r end
   else
@@ -131,6 +128,7 @@ end
 -- before): the stream reaches its last id. Entries re-read from WAL are
 -- older than the top, which stays.
 if #ARGV >= 5 and (not top or older(top, ARGV[#ARGV - 15])) then redis.call('SET', KEYS[5], ARGV[#ARGV - 15]) end
+if maxlen > 0 and stored > 0 then redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', maxlen + dashes) end
 if maxlen > 0 then
   -- Forget the dashboards trimmed away.
   local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
