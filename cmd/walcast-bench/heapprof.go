@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -53,24 +50,10 @@ func (s *server) heapProfile(ctx context.Context, path string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.internal+"/debug/pprof/heap?gc=1", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	if err := fetchTo(ctx, s.internal+"/debug/pprof/heap?gc=1", path); err != nil {
 		return fmt.Errorf("heap profile of %s: %w", s.name, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("heap profile of %s: HTTP %d", s.name, resp.StatusCode)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("heap profile of %s: %w", s.name, err)
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return fmt.Errorf("heap profile of %s: %w", s.name, err)
-	}
-	return f.Close()
+	return nil
 }
 
 // heapProfilePath names the profile taken at d into the run: prefix-1m.pprof.

@@ -126,14 +126,25 @@ func (s *server) profile(ctx context.Context, kind string, seconds int, path str
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(seconds+30)*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.internal+pprofPath[kind]+"?seconds="+strconv.Itoa(seconds), nil)
+	if err := fetchTo(ctx, s.internal+pprofPath[kind]+"?seconds="+strconv.Itoa(seconds), path); err != nil {
+		return fmt.Errorf("profile %s: %w", s.name, err)
+	}
+	return nil
+}
+
+// fetchTo writes the body of a GET of url to the file at path.
+func fetchTo(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("profile %s: %w", s.name, err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profile %s: HTTP %d", s.name, resp.StatusCode)
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -141,7 +152,7 @@ func (s *server) profile(ctx context.Context, kind string, seconds int, path str
 	}
 	if _, err := io.Copy(f, resp.Body); err != nil {
 		f.Close()
-		return fmt.Errorf("profile %s: %w", s.name, err)
+		return err
 	}
 	return f.Close()
 }
