@@ -164,7 +164,9 @@ func TestPublishGivesUpWithoutConfirmingPastAFailure(t *testing.T) {
 // alwaysFailing fails every store.
 type alwaysFailing struct{ s *preparingSink }
 
-func (a alwaysFailing) Store(ctx context.Context, txs []schema.Tx) error { return errors.New("bus down") }
+func (a alwaysFailing) Store(ctx context.Context, txs []schema.Tx) error {
+	return errors.New("bus down")
+}
 
 func (a alwaysFailing) Prepare(txs []schema.Tx) func(context.Context) error {
 	return func(context.Context) error { return errors.New("bus down") }
