@@ -18,9 +18,10 @@ const DefaultWindow = 65536
 
 // Hub fans messages out to connected clients through one shared window of
 // recent messages: each client follows the window with its own cursor,
-// served by the hub's delivery workers (see fanout.go). Publishing never waits on a client, and a slow client costs no
-// memory of its own; one that falls more than the window behind is closed
-// with 4008 and resumes from its last id.
+// served by the hub's delivery workers (see fanout.go). Publishing never
+// waits on a client, and a slow client costs no memory of its own; one
+// that falls more than the window behind is closed with 4008 and resumes
+// from its last id.
 type Hub struct {
 	mu      sync.RWMutex
 	window  []*schema.Message // ring; message with sequence s is at s % len
