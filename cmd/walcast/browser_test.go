@@ -34,6 +34,7 @@ import (
 // scripts/install-deps.sh; without them the test fails under CI=true and is
 // skipped otherwise.
 func TestWebClientAndDashboard(t *testing.T) {
+	waitsMostly(t)
 	webDir, err := filepath.Abs("../../broadcast/web")
 	if err != nil {
 		t.Fatal(err)

@@ -208,6 +208,7 @@ func (w *rowWriter) halt() {
 // a client that resumes with its last id after each drop ends with every
 // committed row exactly once and no id twice.
 func TestCrashesLoseNothingAndDuplicateNothing(t *testing.T) {
+	waitsMostly(t)
 	pg := electionDB(t)
 	rd := testenv.StartRedis(t, testenv.WithAOF())
 	port := testenv.FreePort(t)

@@ -33,6 +33,7 @@ func startClusterRig(t *testing.T, rc *testenv.RedisCluster, args ...string) *si
 // primary; a client that resumes after each drop ends with every
 // committed row exactly once and no id twice.
 func TestRedisClusterFailoverAndMigrationLoseNothing(t *testing.T) {
+	waitsMostly(t)
 	rc := testenv.StartRedisCluster(t)
 	r := startClusterRig(t, rc)
 	steady := func() { time.Sleep(time.Second) } // writes go on
@@ -60,6 +61,7 @@ func TestRedisClusterFailoverAndMigrationLoseNothing(t *testing.T) {
 // resuming client ends with every committed row exactly once; /readyz is
 // red until the promoted primary has a replica again.
 func TestRedisClusterPrimaryCrashLosesNothing(t *testing.T) {
+	waitsMostly(t)
 	rc := testenv.StartRedisCluster(t)
 	r := startClusterRig(t, rc, "--redis-min-replicas", "1", "--redis-replica-timeout", "500ms")
 	time.Sleep(time.Second) // writes go on
@@ -93,6 +95,7 @@ func TestRedisClusterPrimaryCrashLosesNothing(t *testing.T) {
 // without anyone restarting the crashed node, and nothing is lost or
 // duplicated.
 func TestRedisClusterPrimaryCrashTwoReplicas(t *testing.T) {
+	waitsMostly(t)
 	rc := testenv.StartRedisCluster(t, testenv.ClusterReplicas(2))
 	r := startClusterRig(t, rc, "--redis-min-replicas", "1", "--redis-replica-timeout", "500ms")
 	time.Sleep(time.Second) // writes go on

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -315,8 +316,14 @@ func httpGet(t *testing.T, url string) (int, string) {
 }
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if !testing.Short() {
+		go buildOnce.Do(buildBinary)
+	}
 	code := m.Run()
-	// The binary walcastBinary built lives as long as the test process.
+	// The binary lives as long as the test process; Do waits for a build
+	// still under way (a run of tests that never needed it).
+	buildOnce.Do(func() {})
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
 	}
@@ -326,3 +333,10 @@ func TestMain(m *testing.M) {
 func discardLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
+
+// waitsMostly marks a long test that spends its time waiting on servers
+// (failover timeouts, restarts, a browser) rather than computing. Such
+// tests run in parallel with one another, after the package's other tests
+// and GOMAXPROCS at a time, so that this package, the longest of `make
+// test`, stays well inside its timeout as it grows.
+func waitsMostly(t *testing.T) { t.Parallel() }

@@ -23,29 +23,35 @@ var (
 	buildErr  error
 )
 
-// walcastBinary builds the real binary once per test run, the way releases
-// are built (scripts/build.sh: static, stamped), with testStamp.
+// walcastBinary returns the real binary, built once per test run the way
+// releases are built (scripts/build.sh: static, stamped), with testStamp.
+// TestMain starts the build in the background, so that it overlaps the
+// package's first tests instead of stalling the first test that needs it.
 func walcastBinary(t *testing.T) string {
 	t.Helper()
 	testenv.SkipIfShort(t, "the walcast binary (go build)")
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "walcast-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "walcast")
-		cmd := exec.Command("bash", "../../scripts/build.sh", binPath)
-		cmd.Env = append(os.Environ(), testStamp...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("scripts/build.sh: %v\n%s", err, out)
-		}
-	})
+	buildOnce.Do(buildBinary)
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// buildBinary builds the binary into a temporary folder (removed by
+// TestMain) and sets binPath or buildErr; buildOnce runs it.
+func buildBinary() {
+	dir, err := os.MkdirTemp("", "walcast-bin-")
+	if err != nil {
+		buildErr = err
+		return
+	}
+	binPath = filepath.Join(dir, "walcast")
+	cmd := exec.Command("bash", "../../scripts/build.sh", binPath)
+	cmd.Env = append(os.Environ(), testStamp...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		buildErr = fmt.Errorf("scripts/build.sh: %v\n%s", err, out)
+	}
 }
 
 // process is the walcast binary running as a child process.

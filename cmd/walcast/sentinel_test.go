@@ -174,6 +174,7 @@ func (r *sentinelRig) presenceAcross(t *testing.T, n int64) {
 // exactly once, without a resync. Presence works through the Sentinels
 // before and after.
 func TestSentinelFailoverLosesNothing(t *testing.T) {
+	waitsMostly(t)
 	r := startSentinelRig(t, 1)
 	r.presenceAcross(t, 1)
 	time.Sleep(time.Second) // steady load
@@ -206,6 +207,7 @@ func TestSentinelFailoverLosesNothing(t *testing.T) {
 // process gets resync_required, never a silent gap. Rows written after
 // the failover reach every client exactly once.
 func TestSentinelFailoverWithoutReplicasResyncs(t *testing.T) {
+	waitsMostly(t)
 	r := startSentinelRig(t, 0)
 	time.Sleep(time.Second) // steady load
 	after := r.failover(t)
