@@ -52,6 +52,9 @@ type Dashboards struct {
 	top        schema.Position
 	lastChange schema.Position // the newest change this process stored
 	complete   bool            // the last transaction stored ended with its commit
+	// epochs counts NewEpoch calls: a head read before one belongs to the
+	// discarded history.
+	epochs uint64
 }
 
 // NewDashboards returns the placement of builder's messages on bus.
@@ -114,21 +117,36 @@ func (d *Dashboards) NewEpoch(start func() error) error {
 		return err
 	}
 	d.top, d.lastChange, d.complete = schema.Position{}, schema.Position{}, false
+	d.epochs++
 	return nil
 }
 
 // emit appends dashboard messages after the newest entry on the bus.
+//
+// The bus's head is read before taking the lock, so that a change waits
+// behind a dashboard's append only, not behind the head's round trip too.
+// That is safe: whatever this process stores after the read is in d.top,
+// which the dashboards follow when it is newer; other processes' entries
+// are what the head is read for, and they could land after the read with
+// or without the lock held, which is process-local. A new epoch in
+// between makes the read worthless (its ids start over): the round waits.
 func (d *Dashboards) emit(ctx context.Context, msgs []schema.Message, confirmed func() uint64) error {
 	if len(msgs) == 0 {
 		return nil
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	epochs := d.epochs
+	d.mu.Unlock()
 	// Read the bus's head each time: after a restart or a standby
 	// takeover it holds what other processes stored.
 	head, err := d.bus.Head(ctx)
 	if err != nil {
 		return fmt.Errorf("read the bus head: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.epochs != epochs {
+		return ErrNotPlaced
 	}
 	top := d.top
 	if top.Less(head) {
