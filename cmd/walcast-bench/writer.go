@@ -60,11 +60,25 @@ func (w *writer) run(ctx context.Context, rate float64, d time.Duration, limit i
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = w.loop(ctx, c, start, rate/float64(len(conns)), limit, pad)
+			errs[i] = w.loop(ctx, c, writerStart(start, i, len(conns), w.txSize, rate), rate/float64(len(conns)), limit, pad)
 		}()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// writerStart is when writer i of n sends its first transaction: the
+// writers share the rate, each sending every n/rate seconds, so without
+// an offset they would all send at the same instants, in bursts of n
+// transactions, and a change would wait behind the others of its burst
+// through commit, capture and fan-out; the minimal server publishes one
+// message at a time. Staggered by 1/rate seconds each, together they send
+// evenly, one transaction every 1/rate seconds.
+func writerStart(start time.Time, i, n, txSize int, rate float64) time.Time {
+	if rate <= 0 || n <= 1 {
+		return start
+	}
+	return start.Add(time.Duration(float64(i) * float64(time.Second) * float64(txSize) / rate))
 }
 
 func (w *writer) loop(ctx context.Context, c *pgx.Conn, start time.Time, rate float64, limit int64, pad string) error {
