@@ -48,6 +48,8 @@ type client struct {
 type clientPool struct {
 	clients []*client
 	hists   [histShards]hist
+	// split is client 0's latency cut at the commit: see splitHist.
+	split   splitHist
 	wg      sync.WaitGroup
 	stopped atomic.Int64 // clients that ended with an error
 	resumed atomic.Int64
@@ -264,7 +266,11 @@ func (p *clientPool) start(ctx context.Context) {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			c.err = c.readLoop(ctx, &p.hists[c.i%histShards])
+			var split *splitHist
+			if c.i == 0 {
+				split = &p.split
+			}
+			c.err = c.readLoop(ctx, &p.hists[c.i%histShards], split)
 			if c.err != nil && ctx.Err() == nil {
 				p.stopped.Add(1)
 			}
@@ -280,8 +286,9 @@ var (
 
 // readLoop reads messages into one reused buffer and, for each change
 // frame, records now minus the send time the writer put at the start of
-// notes. It does not decode JSON: it finds the two fields it needs.
-func (c *client) readLoop(ctx context.Context, h *hist) error {
+// notes, and in split (when not nil) that time cut at the frame's commit
+// time. It does not decode JSON: it finds the fields it needs.
+func (c *client) readLoop(ctx context.Context, h *hist, split *splitHist) error {
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
 	defer func() { stop() }()
 	buf := make([]byte, 2048)
@@ -312,6 +319,9 @@ func (c *client) readLoop(ctx context.Context, h *hist) error {
 			continue // a control message
 		}
 		h.Record(time.Duration(now - sent))
+		if split != nil {
+			split.record(frame, sent, now)
+		}
 		c.frames.Add(1)
 		c.last.Store(now)
 		if bytes.HasPrefix(frame, idKey) {
@@ -375,4 +385,46 @@ func (p *clientPool) closeAll() {
 		}
 	}
 	p.wg.Wait()
+}
+
+// splitHist is one client's latency cut at the commit, from the frame's
+// "timestamp" (walcast: the transaction's commit time, which PostgreSQL
+// takes as it commits; the minimal server: the time it publishes): what
+// the writer's INSERT and commit took, and what followed until the client
+// read the frame (capture, bus and fan-out for walcast). One client's
+// frames are enough for the percentiles of a change's path, and parsing a
+// time per frame of every client would cost the clients' CPU.
+type splitHist struct {
+	toCommit, fromCommit hist
+}
+
+var timestampKey = []byte(`"timestamp":"`)
+
+// record adds a frame sent (writer's clock) at sent and read at now.
+func (s *splitHist) record(frame []byte, sent, now int64) {
+	at, ok := commitAt(frame)
+	if !ok {
+		return
+	}
+	s.toCommit.Record(time.Duration(max(0, at-sent)))
+	s.fromCommit.Record(time.Duration(max(0, now-at)))
+}
+
+// commitAt finds the frame's timestamp, the last "timestamp" field (a
+// row's own columns come before it), in unix nanoseconds.
+func commitAt(frame []byte) (int64, bool) {
+	i := bytes.LastIndex(frame, timestampKey)
+	if i < 0 {
+		return 0, false
+	}
+	rest := frame[i+len(timestampKey):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return 0, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(rest[:end]))
+	if err != nil {
+		return 0, false
+	}
+	return t.UnixNano(), true
 }

@@ -26,13 +26,19 @@ type Result struct {
 	RedisReplicas int `json:"redis_replicas,omitempty"`
 
 	// live
-	WindowSec          float64 `json:"window_s,omitempty"`
-	RowsWritten        int64   `json:"rows_written,omitempty"`
-	WriteRate          float64 `json:"write_rate,omitempty"`
-	LatencyP50Ms       float64 `json:"latency_p50_ms,omitempty"`
-	LatencyP95Ms       float64 `json:"latency_p95_ms,omitempty"`
-	LatencyP99Ms       float64 `json:"latency_p99_ms,omitempty"`
-	LatencyMaxMs       float64 `json:"latency_max_ms,omitempty"`
+	WindowSec    float64 `json:"window_s,omitempty"`
+	RowsWritten  int64   `json:"rows_written,omitempty"`
+	WriteRate    float64 `json:"write_rate,omitempty"`
+	LatencyP50Ms float64 `json:"latency_p50_ms,omitempty"`
+	LatencyP95Ms float64 `json:"latency_p95_ms,omitempty"`
+	LatencyP99Ms float64 `json:"latency_p99_ms,omitempty"`
+	LatencyMaxMs float64 `json:"latency_max_ms,omitempty"`
+	// The latency of client 0's frames cut at their commit time (see
+	// splitHist): writer → commit, and commit → client.
+	CommitP50Ms        float64 `json:"commit_p50_ms,omitempty"`
+	CommitP99Ms        float64 `json:"commit_p99_ms,omitempty"`
+	AfterCommitP50     float64 `json:"after_commit_p50_ms,omitempty"`
+	AfterCommitP99     float64 `json:"after_commit_p99_ms,omitempty"`
 	ChangesPerSec      float64 `json:"changes_per_s,omitempty"`
 	Deliveries         int64   `json:"deliveries,omitempty"`
 	ExpectedDeliveries int64   `json:"expected_deliveries,omitempty"`
@@ -126,6 +132,9 @@ func (r *Result) Markdown() string {
 		row("clients", fmt.Sprintf("%s, scope %s, %d committees", num(float64(r.Clients)), r.Scope, r.Committees))
 		row("writer", fmt.Sprintf("%s changes/s asked, %s/s achieved, %d rows/tx, %d B payload", rate(r.Rate), num(r.WriteRate), r.TxSize, r.RowSize))
 		row("latency p50 / p95 / p99 / max", fmt.Sprintf("%s / %s / %s / %s ms", ms(r.LatencyP50Ms), ms(r.LatencyP95Ms), ms(r.LatencyP99Ms), ms(r.LatencyMaxMs)))
+		if r.CommitP50Ms > 0 || r.AfterCommitP50 > 0 {
+			row("client 0: writer → commit, commit → client p50 / p99", fmt.Sprintf("%s / %s ms, %s / %s ms", ms(r.CommitP50Ms), ms(r.CommitP99Ms), ms(r.AfterCommitP50), ms(r.AfterCommitP99)))
+		}
 		row("changes/s captured", num(r.ChangesPerSec))
 		row("deliveries/s (clients)", num(r.DeliveriesPerSec))
 		row("deliveries/s (server metric)", num(r.ServerDeliveries))

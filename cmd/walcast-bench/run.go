@@ -285,6 +285,10 @@ func runLive(ctx context.Context, cfg *Config, e *env, res *Result) error {
 	res.LatencyP95Ms = msOf(lat.Quantile(0.95))
 	res.LatencyP99Ms = msOf(lat.Quantile(0.99))
 	res.LatencyMaxMs = msOf(lat.Max())
+	if pool.split.fromCommit.Count() > 0 {
+		res.CommitP50Ms, res.CommitP99Ms = msOf(pool.split.toCommit.Quantile(0.50)), msOf(pool.split.toCommit.Quantile(0.99))
+		res.AfterCommitP50, res.AfterCommitP99 = msOf(pool.split.fromCommit.Quantile(0.50)), msOf(pool.split.fromCommit.Quantile(0.99))
+	}
 	res.ChangesPerSec = (m1["walcast_changes_total"] - m0["walcast_changes_total"]) / window.Seconds()
 	res.Deliveries, res.ExpectedDeliveries = got, expected
 	res.DeliveriesPerSec = float64(got) / window.Seconds()
