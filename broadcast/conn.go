@@ -38,7 +38,8 @@ type client struct {
 	srv       *Server
 	principal atomic.Pointer[Principal]
 	filter    atomic.Pointer[filter]
-	cursor    atomic.Uint64 // hub sequence of the next message to consider
+	cursor    atomic.Uint64 // hub window sequence of the next message to consider
+	dcursor   atomic.Uint64 // hub dashboard sequence of the next dashboard to consider
 	slow      atomic.Bool   // set by the hub when the cursor fell out of its window
 	// wake, when not nil, is signalled instead of the delivery workers: a
 	// client of the hub's tests that waits for its wake-ups itself.
@@ -83,7 +84,7 @@ type client struct {
 	expires, nextPing atomic.Int64
 
 	// dash is the dashboards to send after the welcome, taken when the
-	// client registered; dashFloor is the window sequence the newest
+	// client registered; dashFloor is the dashboard sequence the newest
 	// dashboard resend is current at: older dashboard messages are
 	// superseded. syncAtConnect is a ?sync= to serve after the welcome.
 	dash          []*schema.Message

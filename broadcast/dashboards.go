@@ -45,12 +45,13 @@ func (h *Hub) Dashboards() []*schema.Message {
 	return out
 }
 
-// dashboardsSince returns the dashboards p may see and the window
-// sequence they are current at: window messages before it are superseded.
+// dashboardsSince returns the dashboards p may see and the dashboard
+// sequence they are current at: dashboard messages before it are
+// superseded.
 func (h *Hub) dashboardsSince(p *Principal) ([]*schema.Message, uint64) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	return h.dashboardsFor(p), h.head
+	return h.dashboardsFor(p), h.dhead
 }
 
 // dashboardsFor returns the dashboards p may see, looked up by key so

@@ -108,17 +108,24 @@ func (s *Server) owed(c *client) (more bool, err error) {
 	var buf [32]entry
 	h := s.cfg.Hub
 	for {
-		cursor := c.cursor.Load()
-		n, to, caughtUp, lost := h.nextFor(cursor, buf[:], p, f)
+		cur := cursors{c.cursor.Load(), c.dcursor.Load()}
+		n, to, caughtUp, lost, lapped := h.nextFor(cur, buf[:], p, f)
 		if lost || c.slow.Load() {
 			return false, errSlow
+		}
+		if lapped {
+			c.catchUpDashboards(p, f)
+			continue
 		}
 		if n > 0 {
 			h.delivered.Add(c.appendEntries(p, f, buf[:n]))
 			clear(buf[:n])
 		}
-		if to != cursor {
-			c.cursor.Store(to)
+		if to.s != cur.s {
+			c.cursor.Store(to.s)
+		}
+		if to.d != cur.d {
+			c.dcursor.Store(to.d)
 		}
 		if caughtUp {
 			return false, nil

@@ -32,9 +32,11 @@ import (
 
 // fanout is the hub's delivery workers and the connections they serve.
 type fanout struct {
-	// head is the hub's next sequence, published for the sweeps: a
-	// connection whose cursor reached it is owed nothing from the window.
+	// head and dhead are the hub's next sequences, published for the
+	// sweeps: a connection whose cursors reached them is owed nothing
+	// from the window or the dashboards.
 	head   atomic.Uint64
+	dhead  atomic.Uint64
 	shards []fanShard
 	mu     sync.Mutex // guards rr
 	rr     int        // the shard the next connection joins
@@ -144,7 +146,7 @@ func (sh *fanShard) work() {
 			if i >= ready {
 				// Swept: at a high publish rate most connections were
 				// already served up to the head by the sweep before.
-				if c.cursor.Load() >= sh.f.head.Load() {
+				if c.cursor.Load() >= sh.f.head.Load() && c.dcursor.Load() >= sh.f.dhead.Load() {
 					continue
 				}
 			} else {

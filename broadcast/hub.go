@@ -10,23 +10,33 @@ import (
 	"github.com/walcast/walcast/schema"
 )
 
-// DefaultWindow is how many messages a client may fall behind the newest
-// before it is closed as too slow (4008). A one-statement UPDATE of 10,000
-// rows arrives as one burst, so the window must hold bursts of that size;
-// it is shared by all clients, so its size costs nothing per connection.
+// DefaultWindow is how many changes a client may fall behind the newest
+// before it is closed as too slow (4008); dashboards do not count (they
+// have a ring of their own, see dashes.go). A one-statement UPDATE of
+// 10,000 rows arrives as one burst, so the window must hold bursts of that
+// size; it is shared by all clients, so its size costs nothing per
+// connection.
 const DefaultWindow = 65536
 
 // Hub fans messages out to connected clients through one shared window of
-// recent messages: each client follows the window with its own cursor,
-// served by the hub's delivery workers (see fanout.go). Publishing never
-// waits on a client, and a slow client costs no memory of its own; one
-// that falls more than the window behind is closed with 4008 and resumes
-// from its last id.
+// recent changes, and a ring of recent dashboards beside it: each client
+// follows both with its own cursors, served by the hub's delivery workers
+// (see fanout.go). Publishing never waits on a client, and a slow client
+// costs no memory of its own; one that falls more than the window behind
+// is closed with 4008 and resumes from its last id.
 type Hub struct {
-	mu      sync.RWMutex
-	window  []*schema.Message // ring; message with sequence s is at s % len
-	head    uint64            // sequence of the next message to publish
-	last    schema.Position   // position of the newest message published
+	mu     sync.RWMutex
+	window []*schema.Message // changes and markers, a ring: sequence s is at s % len
+	head   uint64            // sequence of the next change or marker
+	// dashes holds the dashboard messages apart from the window, a ring of
+	// their own (sequence d is at d % len), so that the window always
+	// holds the same number of changes whatever the dashboards' rate:
+	// see dashes.go.
+	dashes  []dashEntry
+	dhead   uint64          // sequence of the next dashboard
+	order   []uint64        // order[s % len]: the window message's place among all stored (total then)
+	total   uint64          // messages stored: changes, markers and dashboards
+	last    schema.Position // position of the newest message published
 	clients map[*client]struct{}
 
 	// Who to wake for a message: publishing wakes only the clients that
@@ -38,6 +48,7 @@ type Hub struct {
 	byOwner     map[int64]map[*client]struct{}
 	fullWakeAt  time.Time
 	fullWakeSeq uint64    // head at the last full wake
+	fullWakeDSq uint64    // dhead at the last full wake
 	gen         uint64    // publish generation, to wake each client once
 	toWake      []*client // scratch, under mu
 	// dash holds the newest dashboard_update message of each dashboard
@@ -63,6 +74,8 @@ func NewHub(window int) *Hub {
 	}
 	return &Hub{
 		window:      make([]*schema.Message, window),
+		order:       make([]uint64, window),
+		dashes:      make([]dashEntry, DashboardWindow(window)),
 		clients:     map[*client]struct{}{},
 		admins:      map[*client]struct{}{},
 		byCommittee: map[int64]map[*client]struct{}{},
@@ -87,12 +100,17 @@ func (h *Hub) Publish(msgs []*schema.Message) {
 // the earlier epoch's newest id, for an epoch marker among msgs.
 func (h *Hub) store(msgs []*schema.Message, epoch *schema.Position) {
 	for _, m := range msgs {
+		if m.DashboardKey != "" {
+			h.storeDashboard(m)
+			continue
+		}
 		i := h.head % uint64(len(h.window))
 		if old := h.window[i]; old != nil {
 			h.resume.evict(h.head-uint64(len(h.window)), old)
 		}
-		h.window[i] = m
+		h.window[i], h.order[i] = m, h.total
 		h.head++
+		h.total++
 		switch {
 		case m.Type == typeEpoch:
 			h.resume.marked(h.head, true, epoch)
@@ -103,11 +121,9 @@ func (h *Hub) store(msgs []*schema.Message, epoch *schema.Position) {
 		default:
 			h.last = m.Pos
 		}
-		if m.DashboardKey != "" {
-			h.keepDashboard(m)
-		}
 	}
 	h.fan.head.Store(h.head)
+	h.fan.dhead.Store(h.dhead)
 }
 
 // wakeFor wakes the clients that may receive msgs and releases h.mu.
@@ -116,10 +132,11 @@ func (h *Hub) wakeFor(msgs []*schema.Message) {
 	wake := h.toWake[:0]
 	var slow []*client
 	now := time.Now()
-	// Wake everyone also after a quarter window of messages: a burst for
-	// a few clients (a round of dashboards, one per user) would otherwise
+	// Wake everyone also after a quarter of either ring: a burst for a
+	// few clients (a round of dashboards, one per user) would otherwise
 	// lap the idle ones' cursors between two timed wakes.
-	all := now.Sub(h.fullWakeAt) >= fullWakeEvery || h.head-h.fullWakeSeq >= uint64(len(h.window)/4)
+	all := now.Sub(h.fullWakeAt) >= fullWakeEvery || h.head-h.fullWakeSeq >= uint64(len(h.window)/4) ||
+		h.dhead-h.fullWakeDSq >= uint64(len(h.dashes)/4)
 	if !all {
 		wake = h.collect(wake, h.admins) // admins receive everything
 	}
@@ -164,7 +181,7 @@ func (h *Hub) wakeFor(msgs []*schema.Message) {
 	if all {
 		// The delivery workers sweep their shards; only the hub's own
 		// test clients are woken one by one.
-		h.fullWakeAt, h.fullWakeSeq = now, h.head
+		h.fullWakeAt, h.fullWakeSeq, h.fullWakeDSq = now, h.head, h.dhead
 		wake = wake[:0]
 		head := h.head
 		for c := range h.clients {
@@ -323,6 +340,7 @@ func (h *Hub) add(c *client) schema.Position {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	c.cursor.Store(h.head)
+	c.dcursor.Store(h.dhead)
 	h.clients[c] = struct{}{}
 	h.index(c)
 	if c.srv != nil && c.wake == nil {
@@ -354,37 +372,58 @@ func (h *Hub) remove(c *client) {
 	}
 }
 
-// entry is a window message and its sequence.
+// entry is a message and its sequence: in the window, or among the
+// dashboards for a dashboard message.
 type entry struct {
 	seq uint64
 	m   *schema.Message
 }
 
+// cursors are where a connection stands: s in the window, d among the
+// dashboards.
+type cursors struct{ s, d uint64 }
+
 // scanLimit bounds how much of the window one next call looks at under the
 // read lock.
 const scanLimit = 4096
 
-// nextFor copies into buf the messages after cursor that a connection of
-// p with subscription f may receive (and markers), up to len(buf), looking
-// at no more than scanLimit messages: next for the delivery workers,
-// without a filter function to allocate. caughtUp says it reached the
-// newest message.
-func (h *Hub) nextFor(cursor uint64, buf []entry, p *Principal, f *filter) (n int, to uint64, caughtUp, lost bool) {
+// nextFor copies into buf the messages after the cursors (cur: the
+// window's, dashboards') that a connection of p with subscription f may
+// receive (and markers), up to len(buf), in the order they were
+// published, looking at no more than scanLimit messages: next for the
+// delivery workers, without a filter function to allocate. to holds the
+// cursors it reached; caughtUp says they reached the newest messages.
+// lost: the window cursor fell out of the window (too slow); a dashboard
+// cursor that fell out of its ring is not lost: dashLapped says so, and
+// the caller sends the current dashboards instead (see dashes.go).
+func (h *Hub) nextFor(cur cursors, buf []entry, p *Principal, f *filter) (n int, to cursors, caughtUp, lost, dashLapped bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	if h.head-cursor > uint64(len(h.window)) {
-		return 0, cursor, false, true
+	if h.head-cur.s > uint64(len(h.window)) {
+		return 0, cur, false, true, false
 	}
-	end := min(h.head, cursor+scanLimit)
-	s := cursor
-	for ; s < end && n < len(buf); s++ {
-		m := h.window[s%uint64(len(h.window))]
-		if isMarker(m) || frameFor(p, f, m) != nil {
-			buf[n] = entry{seq: s, m: m}
+	if h.dhead-cur.d > uint64(len(h.dashes)) {
+		return 0, cur, false, false, true
+	}
+	s, d := cur.s, cur.d
+	for look := 0; look < scanLimit && n < len(buf); look++ {
+		var e entry
+		switch {
+		case d < h.dhead && (s == h.head || h.dashes[d%uint64(len(h.dashes))].order < h.order[s%uint64(len(h.window))]):
+			e = entry{seq: d, m: h.dashes[d%uint64(len(h.dashes))].m}
+			d++
+		case s < h.head:
+			e = entry{seq: s, m: h.window[s%uint64(len(h.window))]}
+			s++
+		default:
+			return n, cursors{s, d}, true, false, false
+		}
+		if isMarker(e.m) || frameFor(p, f, e.m) != nil {
+			buf[n] = e
 			n++
 		}
 	}
-	return n, s, s == h.head, false
+	return n, cursors{s, d}, s == h.head && d == h.dhead, false, false
 }
 
 // each calls f for every client, for shutdown.

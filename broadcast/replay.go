@@ -114,6 +114,34 @@ func (h *Hub) resumeSpan() uint64 {
 	return span
 }
 
+// oldestResumable is the window sequence of the oldest message replays
+// are served from, but for the current history's floor; h.mu is held. It
+// is the first of the newest resumeSpan, and with LimitResume the first
+// of the messages among the newest depth stored, dashboards included:
+// the bus's history counts them, and the window holds changes only.
+func (h *Hub) oldestResumable() uint64 {
+	n := uint64(len(h.window))
+	var lo uint64
+	if span := h.resumeSpan(); h.head > span {
+		lo = h.head - span
+	}
+	d := uint64(h.resume.depth)
+	if d == 0 || h.total <= d {
+		return lo
+	}
+	oldest := h.total - d // the order of the oldest message the bus holds
+	i, j := lo, h.head    // order increases along the window: binary search
+	for i < j {
+		mid := i + (j-i)/2
+		if h.order[mid%n] < oldest {
+			i = mid + 1
+		} else {
+			j = mid
+		}
+	}
+	return i
+}
+
 // Preload fills an empty hub's window with the newest stored messages,
 // oldest first, so that it serves replays without reading the bus: before
 // is the position of the message just before them (zero when none), and
@@ -123,16 +151,21 @@ func (h *Hub) resumeSpan() uint64 {
 func (h *Hub) Preload(msgs []*schema.Message, before schema.Position, complete bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.head != 0 || len(h.clients) != 0 || len(msgs) > len(h.window) {
+	if h.head != 0 || h.dhead != 0 || len(h.clients) != 0 || len(msgs) > len(h.window) {
 		return false
 	}
 	for _, m := range msgs {
-		h.window[h.head%uint64(len(h.window))] = m
-		h.head++
 		h.last = m.Pos
 		if m.DashboardKey != "" {
+			// No connection is owed it: a dashboard only counts in the
+			// order (for LimitResume) and is kept as its newest.
+			h.total++
 			h.keepDashboard(m)
+			continue
 		}
+		h.window[h.head%uint64(len(h.window))], h.order[h.head%uint64(len(h.window))] = m, h.total
+		h.head++
+		h.total++
 	}
 	h.resume.evicted, h.resume.fromStart = before, complete && before.IsZero()
 	h.fan.head.Store(h.head)
@@ -160,11 +193,7 @@ func (h *Hub) seek(pos schema.Position) (uint64, seekResult) {
 	if h.last.Less(pos) {
 		return 0, askBus // newer than this replica has read: the bus knows
 	}
-	size := h.resumeSpan()
-	lo := r.floor // the oldest resumable sequence
-	if h.head > size && h.head-size > lo {
-		lo = h.head - size
-	}
+	lo := max(r.floor, h.oldestResumable()) // the oldest resumable sequence
 	// before: the position just before the oldest resumable message, when
 	// known; nothing lies between it and that message.
 	var before schema.Position
@@ -262,14 +291,13 @@ func (s *Server) replay(ctx context.Context, c *client, pos schema.Position) err
 }
 
 // rewind makes the workers deliver the window from seq: the replay. The
-// dashboards in between are older than those the client has or is about
-// to be sent, so they are skipped (dashFloor). Only the owner calls it.
+// dashboard cursor stays where it is: the dashboards in between are older
+// than those the client has or is about to be sent. Only the owner calls
+// it.
 func (c *client) rewind(seq uint64) {
-	cur := c.cursor.Load()
-	if seq >= cur {
+	if seq >= c.cursor.Load() {
 		return // delivery has not reached seq yet: the id check skips the rest
 	}
-	c.dashFloor = max(c.dashFloor, cur)
 	c.cursor.Store(seq)
 }
 

@@ -32,10 +32,10 @@ func (a *App) startDashboards(bus pipeline.DashboardBus, replaced func(conn, rea
 	batch := a.cfg.Live.DashboardBatch
 	if a.mode == cmdRun && a.cfg.ClientWindow > 0 {
 		// One round's dashboards reach this process's hub at once: keep
-		// them a small part of the window that idle clients may lag, so a
-		// burst never closes them as too slow. (A capture process cannot
-		// see its serve replicas' windows: --dashboard-batch says it.)
-		batch = min(batch, max(1, a.cfg.ClientWindow/4))
+		// them within its dashboard ring, so a round never laps a client
+		// that keeps up. (A capture process cannot see its serve
+		// replicas' rings: --dashboard-batch says it.)
+		batch = min(batch, broadcast.DashboardWindow(a.cfg.ClientWindow))
 	}
 	b := dashboard.New(dashboard.Config{
 		DatabaseURL: a.cfg.DatabaseURL,
