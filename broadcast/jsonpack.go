@@ -7,7 +7,7 @@ const jsonPackChunk = 64 << 10
 // jsonPack copies the JSON frames of consecutive change messages into
 // shared chunks instead of one allocation each.
 //
-// Why: the hub's window holds the newest 65,536 messages, and a frame
+// Why: the hub's window holds the newest 65,536 changes, and a frame
 // allocated on its own is rounded up to the allocator's next size class.
 // Frames grow by a byte now and then as ids gain digits (row ids, LSNs),
 // and when the common size crosses a class boundary every frame in the
