@@ -171,17 +171,17 @@ func TestHubHeapIndependentOfDashboardRate(t *testing.T) {
 
 // BenchmarkNextFor is the delivery workers' read of the hub: 32 messages
 // at a time for an admin, from a window of changes alone and from one
-// with a dashboard after every fourth change (merged from their ring).
+// with a dashboard after every sixteenth change (merged from their ring).
 //
 //	go test ./broadcast -run '^$' -bench NextFor -benchmem
 func BenchmarkNextFor(b *testing.B) {
-	for _, every := range []int{0, 4} {
+	for _, every := range []int{0, 16} {
 		name := "changes"
 		if every > 0 {
 			name = fmt.Sprintf("dashboard-every-%d", every)
 		}
 		b.Run(name, func(b *testing.B) {
-			const window = 1 << 14
+			const window = 1 << 16
 			h := NewHub(window)
 			for i := range window {
 				lsn := uint64(i + 1)
