@@ -1,15 +1,15 @@
 package broadcast
 
 import (
-	"strconv"
 	"strings"
 
 	"github.com/walcast/walcast/schema"
 )
 
-// Stream entry fields of a change that moved its row (see appendScript):
-// the scope the row had ("committee,owner,admin", parts empty when
-// absent) and the frame the connections it left receive.
+// Stream entry fields of a change that moved its row: the scope the row
+// had ("committee,owner,admin", parts empty when absent; in the header
+// since it has one, see fieldHeader) and the frame the connections it
+// left receive.
 const (
 	fieldLeftScope = "l"
 	fieldLeftJSON  = "lm"
@@ -33,35 +33,21 @@ func frameFor(p *Principal, f *filter, m *schema.Message) []byte {
 	return nil
 }
 
-// encodeLeft returns m's stream fields for Left; "" when it has none.
-func encodeLeft(m *schema.Message) (scope string, frame []byte) {
-	l := m.Left
-	if l == nil {
-		return "", nil
-	}
-	var b []byte
-	if l.HasCommittee {
-		b = strconv.AppendInt(b, l.Committee, 10)
-	}
-	b = append(b, ',')
-	if l.HasOwner {
-		b = strconv.AppendInt(b, l.Owner, 10)
-	}
-	b = append(b, ',')
-	if l.AdminOnly {
-		b = append(b, '1')
-	}
-	return string(b), m.LeftJSON
+// decodeLeft sets m.Left and m.LeftJSON from the fields of a stream
+// entry of the format before the header (see fieldHeader).
+func decodeLeft(values map[string]any, m *schema.Message) {
+	scope, _ := values[fieldLeftScope].(string)
+	frame, _ := values[fieldLeftJSON].(string)
+	decodeLeftScope(scope, frame, m)
 }
 
-// decodeLeft sets m.Left and m.LeftJSON from a stream entry's fields.
+// decodeLeftScope sets m.Left and m.LeftJSON from a stream entry's left
+// scope ("committee,owner,admin", parts empty when absent) and frame.
 // It fails closed: a part of the scope that cannot be read makes it
-// admin-only (see entryID), and damaged fields (another writer) send no
+// admin-only (see entryID), and a damaged scope (another writer) sends no
 // notice at all.
-func decodeLeft(values map[string]any, m *schema.Message) {
-	s, _ := values[fieldLeftScope].(string)
-	parts := strings.Split(s, ",")
-	frame, _ := values[fieldLeftJSON].(string)
+func decodeLeftScope(scope, frame string, m *schema.Message) {
+	parts := strings.Split(scope, ",")
 	if len(parts) != 3 || frame == "" {
 		return
 	}

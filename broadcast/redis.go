@@ -20,8 +20,10 @@ import (
 // DefaultStreamKey is the Redis stream walcast appends to and reads from.
 const DefaultStreamKey = "walcast:changes"
 
-// Stream entry fields, for fromEntry and for the append script (see
-// luaFields). Short names: every entry carries them.
+// Stream entry fields, for decodeEntry and for the scripts (see
+// luaFields). Short names. Since the header (fieldHeader) an entry has
+// fieldJSON and the header, and a dashboard fieldType and fieldDashboard
+// too; the others are read in entries written before it.
 const (
 	fieldJSON      = "m"
 	fieldType      = "t"
@@ -362,57 +364,6 @@ func (b *RedisBus) Since(ctx context.Context, pos schema.Position, limit int) ([
 }
 
 func fromEntry(x redis.XMessage) (*schema.Message, error) { return decodeEntry(x, nil) }
-
-// decodeEntry is fromEntry with the frame of a change (not a dashboard,
-// which the hub keeps apart from its window) copied into pack.
-func decodeEntry(x redis.XMessage, pack *jsonPack) (*schema.Message, error) {
-	pos, err := schema.ParsePosition(x.ID)
-	if err != nil {
-		return nil, fmt.Errorf("stream entry %s: %w", x.ID, err)
-	}
-	m := &schema.Message{Pos: pos}
-	m.Type, _ = x.Values[fieldType].(string)
-	m.DashboardKey, _ = x.Values[fieldDashboard].(string)
-	if m.DashboardKey != "" {
-		pack = nil
-	}
-	if s, ok := x.Values[fieldJSON].(string); ok {
-		m.JSON = pack.bytes(s)
-	} else {
-		return nil, fmt.Errorf("stream entry %s has no message", x.ID)
-	}
-	// Scope fails closed: a field that is there but cannot be read (another
-	// writer, a damaged entry) makes the entry admin-only instead of
-	// election-wide. An absent or empty field means no committee, no owner.
-	var badCommittee, badOwner bool
-	m.Committee, m.HasCommittee, badCommittee = entryID(x.Values[fieldCommittee])
-	m.Owner, m.HasOwner, badOwner = entryID(x.Values[fieldOwner])
-	switch x.Values[fieldAdminOnly] {
-	case nil, "":
-		m.AdminOnly = badCommittee || badOwner
-	default: // "1", or a value walcast never writes
-		m.AdminOnly = true
-	}
-	decodeLeft(x.Values, m)
-	return m, nil
-}
-
-// entryID reads a committee or owner field of a stream entry: absent or
-// empty is no id; anything but an exact 64-bit integer is unreadable.
-func entryID(v any) (id int64, ok, unreadable bool) {
-	s, isString := v.(string)
-	switch {
-	case v == nil || isString && s == "":
-		return 0, false, false
-	case !isString:
-		return 0, false, true
-	}
-	id, err := schema.ParseID(s)
-	if err != nil {
-		return 0, false, true
-	}
-	return id, true, false
-}
 
 // Follow reads the stream after its current head and publishes every
 // message to hub, in order, until ctx ends. It survives Redis outages:

@@ -3,8 +3,7 @@ package broadcast
 import (
 	"context"
 	"fmt"
-	"strconv"
-
+	
 	"github.com/redis/go-redis/v9"
 
 	"github.com/walcast/walcast/schema"
@@ -52,7 +51,9 @@ import (
 // the tables the limit turned off.
 // The entry's field names come from the Go constants (see luaFields), so
 // that the writer here and the reader in fromEntry cannot disagree.
-var appendScript = redis.NewScript(luaFields() + stateLua + `
+var appendScript = redis.NewScript(luaFields() + stateLua + appendScriptSrc)
+
+const appendScriptSrc = `
 local maxlen = tonumber(ARGV[1])
 -- The top key speaks for the stream only while the stream exists.
 local top = false
@@ -79,55 +80,51 @@ local stored = 0
 if maxrows > 0 then
   -- Read the rows the changes touch at once, not one HGET a change.
   local keys, seen = {}, {}
-  for i = 5, #ARGV, 16 do
-    local op, tbl = ARGV[i+8], ARGV[i+9]
+  for i = 5, #ARGV, S do
+    local op, tbl = ARGV[i+7], ARGV[i+8]
     if op ~= '' and op ~= 'c' then
-      local ks = keys[tbl]
-      if not ks then ks = {}; keys[tbl] = ks; seen[tbl] = {} end
-      for _, k in ipairs({ARGV[i+10], ARGV[i+11]}) do
-        if k ~= '' and not seen[tbl][k] and #ks < 1000 then seen[tbl][k] = true; ks[#ks+1] = k end
-      end
+      local ks, sn = keys[tbl], seen[tbl]
+      if not ks then ks, sn = {}, {}; keys[tbl] = ks; seen[tbl] = sn end
+      local k = ARGV[i+9]
+      if not sn[k] and #ks < 1000 then sn[k] = true; ks[#ks+1] = k end
+      k = ARGV[i+10]
+      if k ~= '' and not sn[k] and #ks < 1000 then sn[k] = true; ks[#ks+1] = k end
     end
   end
   prefetch(KEYS[4], keys)
 end
-for i = 5, #ARGV, 16 do
-  local f = {F.json, ARGV[i+1], F.type, ARGV[i+2]}
-  if ARGV[i+3] ~= '' then f[#f+1] = F.committee; f[#f+1] = ARGV[i+3] end
-  if ARGV[i+4] ~= '' then f[#f+1] = F.owner; f[#f+1] = ARGV[i+4] end
-  if ARGV[i+5] ~= '' then f[#f+1] = F.admin; f[#f+1] = ARGV[i+5] end
-  if ARGV[i+6] ~= '' then f[#f+1] = F.dashboard; f[#f+1] = ARGV[i+6] end
-  if ARGV[i+8] ~= '' then
-    f[#f+1] = F.rowop; f[#f+1] = ARGV[i+8]; f[#f+1] = F.rowtable; f[#f+1] = ARGV[i+9]
-    if ARGV[i+10] ~= '' then f[#f+1] = F.rowkey; f[#f+1] = ARGV[i+10] end
-    if ARGV[i+11] ~= '' then f[#f+1] = F.rowold; f[#f+1] = ARGV[i+11] end
-    if ARGV[i+12] ~= '' then f[#f+1] = F.rowunch; f[#f+1] = ARGV[i+12] end
-  end
-  if ARGV[i+14] ~= '' then
-    f[#f+1] = F.leftscope; f[#f+1] = ARGV[i+14]; f[#f+1] = F.leftjson; f[#f+1] = ARGV[i+15]
-  end
+for i = 5, #ARGV, S do
+  local id, dash = ARGV[i], ARGV[i+4]
   -- Trimmed once, after the loop.
-  local r = redis.pcall('XADD', KEYS[1], ARGV[i], unpack(f))
+  local r
+  if dash ~= '' then
+    -- A dashboard also carries its type and key as fields of their own,
+    -- which tools tell dashboards apart by (see redis_entry.go).
+    r = redis.pcall('XADD', KEYS[1], id, F.header, ARGV[i+1], F.json, ARGV[i+2], F.type, ARGV[i+6], F.dashboard, dash)
+  elseif ARGV[i+3] ~= '' then
+    r = redis.pcall('XADD', KEYS[1], id, F.header, ARGV[i+1], F.json, ARGV[i+2], F.leftjson, ARGV[i+3])
+  else
+    r = redis.pcall('XADD', KEYS[1], id, F.header, ARGV[i+1], F.json, ARGV[i+2])
+  end
   if type(r) == 'table' and r.err then
     if not string.find(r.err, 'equal or smaller', 1, true) then flushBytes(); return r end
   else
     stored = stored + 1
-    if maxlen > 0 and ARGV[i+6] ~= '' then
-      redis.call('RPUSH', KEYS[3], ARGV[i])
+    if maxlen > 0 and dash ~= '' then
+      redis.call('RPUSH', KEYS[3], id)
       dashes = math.min(dashes + 1, 4 * maxlen)
     end
     if maxrows > 0 then
-      keep(KEYS[4], floor, maxrows, ARGV[4], {id = ARGV[i], typ = ARGV[i+2], c = ARGV[i+3], u = ARGV[i+4],
-        a = ARGV[i+5], op = ARGV[i+8], tbl = ARGV[i+9], key = ARGV[i+10], old = ARGV[i+11],
-        unch = ARGV[i+12], data = ARGV[i+13]})
+      keep(KEYS[4], floor, maxrows, ARGV[4], id, ARGV[i+6], ARGV[i+7], ARGV[i+8], ARGV[i+9], ARGV[i+10],
+        ARGV[i+11], ARGV[i+12])
     end
   end
-  if ARGV[i+6] ~= '' then redis.call('HSET', KEYS[2], ARGV[i+6], ARGV[i+7]) end
+  if dash ~= '' then redis.call('HSET', KEYS[2], dash, ARGV[i+5]) end
 end
 -- Every entry of this call is in the stream now (stored, or stored
 -- before): the stream reaches its last id. Entries re-read from WAL are
 -- older than the top, which stays.
-if #ARGV >= 5 and (not top or older(top, ARGV[#ARGV - 15])) then redis.call('SET', KEYS[5], ARGV[#ARGV - 15]) end
+if #ARGV >= 5 and (not top or older(top, ARGV[#ARGV - S + 1])) then redis.call('SET', KEYS[5], ARGV[#ARGV - S + 1]) end
 if maxlen > 0 and stored > 0 then redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', maxlen + dashes) end
 if maxlen > 0 then
   -- Forget the dashboards trimmed away.
@@ -146,19 +143,16 @@ flushBytes()
 local out = {stored}
 for _, t in ipairs(turnedOff) do out[#out+1] = t end
 return out
-`)
+`
 
-// appendStride is how many ARGV entries each message takes in the append
-// script (see messageArgs).
-const appendStride = 16
-
-// luaFields declares the stream entry's field names for a Lua script as
-// the table F, from the constants Go reads entries with.
+// luaFields declares, for a Lua script, the stream entry's field names
+// as the table F (from the constants Go reads entries with), the header's
+// version as HV and the arguments per message as S.
 func luaFields() string {
-	return fmt.Sprintf("local F = {json = %q, type = %q, committee = %q, owner = %q, admin = %q, dashboard = %q, "+
-		"rowop = %q, rowtable = %q, rowkey = %q, rowold = %q, rowunch = %q, leftscope = %q, leftjson = %q}\n",
-		fieldJSON, fieldType, fieldCommittee, fieldOwner, fieldAdminOnly, fieldDashboard,
-		fieldRowOp, fieldRowTable, fieldRowKey, fieldRowOldKey, fieldRowUnchanged, fieldLeftScope, fieldLeftJSON)
+	return fmt.Sprintf("local F = {header = %q, json = %q, leftjson = %q, type = %q, committee = %q, owner = %q, admin = %q, dashboard = %q, "+
+		"rowop = %q, rowtable = %q, rowkey = %q, rowold = %q, rowunch = %q}\nlocal HV, S = %q, %d\n",
+		fieldHeader, fieldJSON, fieldLeftJSON, fieldType, fieldCommittee, fieldOwner, fieldAdminOnly, fieldDashboard,
+		fieldRowOp, fieldRowTable, fieldRowKey, fieldRowOldKey, fieldRowUnchanged, headerVersion, entryStride)
 }
 
 // appendChunk is how many messages one script call carries: large enough
@@ -200,12 +194,11 @@ func (b *RedisBus) appendOnce(ctx context.Context, node redis.UniversalClient, m
 	var cmds []*redis.Cmd
 	for start := 0; start < len(msgs); start += appendChunk {
 		chunk := msgs[start:min(start+appendChunk, len(msgs))]
-		args := make([]any, 0, 4+appendStride*len(chunk))
-		args = append(args, b.history, b.storedFloor(), b.stateMax, stateOffReason(b.stateMax))
+		a := newEntryArgs(len(chunk), b.history, b.storedFloor(), b.stateMax, stateOffReason(b.stateMax))
 		for i := range chunk {
-			args = appendMessageArgs(args, &chunk[i])
+			a.message(&chunk[i])
 		}
-		cmds = append(cmds, appendScript.EvalSha(ctx, pipe, keys, args...))
+		cmds = append(cmds, appendScript.EvalSha(ctx, pipe, keys, a.resolve()...))
 	}
 	// One WAIT per batch, in the same round trip.
 	wait := b.waitReplicas(ctx, pipe)
@@ -235,32 +228,3 @@ func (b *RedisBus) topKey() string { return b.key + ":top" }
 // stream, oldest first: what keeps them out of the history budget (see
 // appendScript).
 func (b *RedisBus) dashboardIDsKey() string { return b.key + ":dashids" }
-
-// appendMessageArgs appends the append script's arguments for m (see
-// appendScript).
-func appendMessageArgs(args []any, m *schema.Message) []any {
-	committee, owner, admin, dash, record := "", "", "", "", ""
-	if m.HasCommittee {
-		committee = strconv.FormatInt(m.Committee, 10)
-	}
-	if m.HasOwner {
-		owner = strconv.FormatInt(m.Owner, 10)
-	}
-	if m.AdminOnly {
-		admin = "1"
-	}
-	if m.DashboardKey != "" {
-		// The newest of each dashboard, for replicas that start
-		// after it was appended (the stream may have trimmed it).
-		dash, record = m.DashboardKey, encodeDashboard(m)
-	}
-	args = append(args, m.Pos.String(), m.JSON, m.Type, committee, owner, admin, dash, record)
-	op, table, key, old, unch, data := "", "", "", "", "", []byte(nil)
-	if r := m.Row; r != nil {
-		op, table, key, old, data = rowOpCode(r), r.Table, r.Key, r.OldKey, r.Data
-		unch = luaNames(r.Unchanged)
-	}
-	args = append(args, op, table, key, old, unch, data)
-	scope, leftJSON := encodeLeft(m)
-	return append(args, scope, leftJSON)
-}

@@ -108,10 +108,9 @@ end
 local floor = redis.call('HGET', KEYS[3], 'floor') or ''
 if ARGV[4] ~= 'replay' and ARGV[4] ~= 'swap' then
   -- The snapshot's rows are at the floor.
-  for i = 4, #ARGV, 16 do
-    keep(KEYS[3], '', maxrows, ARGV[3], {id = ARGV[i], typ = ARGV[i+2], c = ARGV[i+3], u = ARGV[i+4],
-      a = ARGV[i+5], op = ARGV[i+8], tbl = ARGV[i+9], key = ARGV[i+10], old = ARGV[i+11],
-      unch = ARGV[i+12], data = ARGV[i+13]})
+  for i = 4, #ARGV, S do
+    keep(KEYS[3], '', maxrows, ARGV[3], ARGV[i], ARGV[i+6], ARGV[i+7], ARGV[i+8], ARGV[i+9], ARGV[i+10],
+      ARGV[i+11], ARGV[i+12])
   end
   flushBytes()
   expireStaged()
@@ -122,7 +121,8 @@ local count = {}
 if ARGV[4] == 'replay' then count = {'COUNT', tonumber(ARGV[6])} end
 local es = redis.call('XRANGE', KEYS[1], '(' .. cursor, '+', unpack(count))
 for _, e in ipairs(es) do
-  keep(KEYS[3], floor, maxrows, ARGV[3], entryChange(e))
+  local m = entryChange(e)
+  keep(KEYS[3], floor, maxrows, ARGV[3], m.id, m.typ, m.op, m.tbl, m.key, m.old, m.unch, m.rec)
   cursor = e[1]
 end
 flushBytes()
@@ -201,11 +201,11 @@ func (s redisStager) stageBegin(ctx context.Context, at schema.Position, tables 
 func (s redisStager) stage(ctx context.Context, msgs []*schema.Message) error {
 	for start := 0; start < len(msgs); start += appendChunk {
 		chunk := msgs[start:min(start+appendChunk, len(msgs))]
-		args := make([]any, 0, appendStride*len(chunk))
+		a := newEntryArgs(len(chunk))
 		for _, m := range chunk {
-			args = appendMessageArgs(args, m)
+			a.message(m)
 		}
-		if _, err := s.b.runStage(ctx, s.meta, args); err != nil {
+		if _, err := s.b.runStage(ctx, s.meta, a.resolve()); err != nil {
 			return err
 		}
 	}

@@ -13,11 +13,12 @@ package broadcast
 // 'off:<t>' (why it holds none) and 'bytes:<t>'. Only tables that
 // LoadState registered hold state.
 //
-// keep takes a change as the table m: id, typ, c (committee), u (owner),
-// a (admin-only), op ('u' upsert, 'U' upsert of an oversized row, 'd'
-// delete, 'c' clear), tbl, key, old
-// (the key before an update that changed it), unch (unchanged columns,
-// as JSON strings separated by newlines), data.
+// keep takes a change as its arguments (not a table: it runs once per
+// appended change): id, typ, op ('u' upsert, 'U' upsert of an oversized
+// row, 'd' delete, 'c' clear), tbl, key, old (the key before an update
+// that changed it), unch (unchanged columns, as JSON strings separated by
+// newlines), rec (an upsert's row record, as decodeStateRecord reads it,
+// made by the writer: the script only stores it).
 const stateLua = `
 local function older(a, b)
   local al, as = string.match(a, '^(%d+)-(%d+)$')
@@ -169,52 +170,49 @@ local function rowsFlush(t)
 end
 local function version(rec) return string.match(rec, '^[^\n]*') end
 local pastFloor = {}
-local function keep(meta, floor, maxrows, reason, m)
-  if m.op == '' then return end
-  local t = stateTable(meta, m.tbl)
+local function keep(meta, floor, maxrows, reason, id, typ, op, tbl, key, old, unch, rec)
+  if op == '' then return end
+  local t = stateTable(meta, tbl)
   if not t then return end
   -- Ids increase through a call: once one is past the floor, all are.
   if floor ~= '' and not pastFloor[meta] then
-    if not older(floor, m.id) then return end
+    if not older(floor, id) then return end
     pastFloor[meta] = true
   end
   local rows = t.rows
-  if m.op == 'c' then
+  if op == 'c' then
     redis.call('DEL', rows)
-    redis.call('HSET', meta, 'bytes:' .. m.tbl, 0)
+    redis.call('HSET', meta, 'bytes:' .. tbl, 0)
     t.delta, t.pend, t.npend, t.n, t.known, t.cleared = 0, {}, 0, 0, {}, true
     return
   end
-  local prev = rowGet(t, m.key)
-  if prev and not older(version(prev), m.id) then return end
+  local prev = rowGet(t, key)
+  if prev and not older(version(prev), id) then return end
   local delta = 0
-  if m.op == 'd' then
+  if op == 'd' then
     if prev then
-      rowPut(t, m.key, false)
-      delta = -(#m.key + #prev)
+      rowPut(t, key, false)
+      delta = -(#key + #prev)
       if t.n then t.n = t.n - 1 end
     end
   else
-    local data = m.data
-    if prev and m.unch ~= '' then
-      data = merge(string.match(prev, '^[^\n]*\n[^\n]*\n[^\n]*\n[^\n]*\n(.*)$'), data, m.unch)
+    if prev and unch ~= '' then
+      local head, data = string.match(rec, '^([^\n]*\n[^\n]*\n[^\n]*\n[^\n]*\n)(.*)$')
+      rec = head .. merge(string.match(prev, '^[^\n]*\n[^\n]*\n[^\n]*\n[^\n]*\n(.*)$'), data, unch)
     end
-    local flags = m.a
-    if m.op == 'U' then flags = flags .. 'o' end
-    local rec = m.id .. '\n' .. m.c .. '\n' .. m.u .. '\n' .. flags .. '\n' .. data
-    rowPut(t, m.key, rec)
-    delta = #m.key + #rec
-    if prev then delta = delta - #m.key - #prev end
-    if t.typ ~= m.typ then
-      redis.call('HSET', meta, 'tbl:' .. m.tbl, m.typ)
-      t.typ = m.typ
+    rowPut(t, key, rec)
+    delta = #key + #rec
+    if prev then delta = delta - #key - #prev end
+    if t.typ ~= typ then
+      redis.call('HSET', meta, 'tbl:' .. tbl, typ)
+      t.typ = typ
     end
     if not prev and t.n then t.n = t.n + 1 end
-    if m.old ~= '' and m.old ~= m.key then
-      local o = rowGet(t, m.old)
-      if o and older(version(o), m.id) then
-        rowPut(t, m.old, false)
-        delta = delta - #m.old - #o
+    if old ~= '' and old ~= key then
+      local o = rowGet(t, old)
+      if o and older(version(o), id) then
+        rowPut(t, old, false)
+        delta = delta - #old - #o
         if t.n then t.n = t.n - 1 end
       end
     end
@@ -225,10 +223,10 @@ local function keep(meta, floor, maxrows, reason, m)
       end
       if t.n > maxrows then
         redis.call('DEL', rows)
-        redis.call('HSET', meta, 'off:' .. m.tbl, reason, 'bytes:' .. m.tbl, 0)
-        cache[meta][m.tbl] = false
+        redis.call('HSET', meta, 'off:' .. tbl, reason, 'bytes:' .. tbl, 0)
+        cache[meta][tbl] = false
         t.delta, t.pend, t.npend = 0, {}, 0
-        turnedOff[#turnedOff+1] = m.tbl
+        turnedOff[#turnedOff+1] = tbl
         return
       end
     end
@@ -244,16 +242,48 @@ local function flushBytes()
     t.delta = 0
   end
 end
--- entryChange reads a change from a stream entry (XRANGE's field list).
+-- headerChange reads the header of a stream entry (see redis_entry.go):
+-- lines of version, type, committee, owner, flags, dashboard, left
+-- scope, row op, key, old key, table, then the unchanged columns. A
+-- header of another version, or damaged, changes no row.
+local function headerChange(h)
+  local l = {}
+  for line in string.gmatch(h .. '\n', '([^\n]*)\n') do l[#l+1] = line end
+  local m = {typ = l[2] or '', c = l[3] or '', u = l[4] or '', a = '', op = '', tbl = '', key = '', old = '', unch = ''}
+  if l[1] ~= HV or #l < 11 then return m end
+  -- Fail closed: any flag makes the row admin-only, as in Go.
+  if l[5] ~= '' then m.a = '1' end
+  m.op, m.key, m.old, m.tbl = l[8], l[9], l[10], l[11]
+  if string.sub(m.tbl, 1, 1) == '"' then
+    local ok, t = pcall(cjson.decode, m.tbl)
+    if not ok or type(t) ~= 'string' then m.op = '' else m.tbl = t end
+  end
+  m.unch = table.concat(l, '\n', 12)
+  return m
+end
+-- entryChange reads a change from a stream entry (XRANGE's field list),
+-- in either format: a header, or the separate fields of the entries
+-- walcast wrote before it had one.
 local function entryChange(e)
   local f = {}
   for k = 1, #e[2], 2 do f[e[2][k]] = e[2][k+1] end
-  local m = {id = e[1], typ = f[F.type] or '', c = f[F.committee] or '', u = f[F.owner] or '',
-    a = f[F.admin] or '', op = f[F.rowop] or '', tbl = f[F.rowtable] or '', key = f[F.rowkey] or '',
-    old = f[F.rowold] or '', unch = f[F.rowunch] or '', data = ''}
+  local m
+  if f[F.header] then
+    m = headerChange(f[F.header])
+  else
+    -- Any admin flag but none makes the row admin-only, as in Go.
+    local a = ''
+    if (f[F.admin] or '') ~= '' then a = '1' end
+    m = {typ = f[F.type] or '', c = f[F.committee] or '', u = f[F.owner] or '',
+      a = a, op = f[F.rowop] or '', tbl = f[F.rowtable] or '', key = f[F.rowkey] or '',
+      old = f[F.rowold] or '', unch = f[F.rowunch] or ''}
+  end
+  m.id, m.rec = e[1], ''
   if m.op == 'u' or m.op == 'U' then
     local s, e2 = member(f[F.json] or '', '"data"')
-    if not s then m.op = '' else m.data = string.sub(f[F.json], s, e2 - 1) end
+    local flags = m.a
+    if m.op == 'U' then flags = flags .. 'o' end
+    if not s then m.op = '' else m.rec = m.id .. '\n' .. m.c .. '\n' .. m.u .. '\n' .. flags .. '\n' .. string.sub(f[F.json], s, e2 - 1) end
   end
   return m
 end
