@@ -3,7 +3,7 @@ package broadcast
 import (
 	"context"
 	"fmt"
-	
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/walcast/walcast/schema"
