@@ -44,15 +44,14 @@ import (
 // KEYS: stream, dashboards hash, dashboard ids list, state meta, top key. ARGV[1]:
 // history (0: no trim); ARGV[2]: the newest id stored ("" for none);
 // ARGV[3]: --state-max-rows (0: no state); ARGV[4]: the reason a table
-// over it is off; then per message (appendStride): id, json, type,
-// committee, owner, admin-only, dashboard key, dashboard record, row op,
-// row table, row key, old key, unchanged, data, left scope, left json
-// ("" for absent fields). It returns the number of entries stored, then
-// the tables the limit turned off.
+// over it is off; then per message the entryStride arguments of
+// entryArgs.message ("" for absent ones). It returns the number of
+// entries stored, then the tables the limit turned off.
 // The entry's field names come from the Go constants (see luaFields), so
-// that the writer here and the reader in fromEntry cannot disagree.
+// that the writer here and the reader in decodeEntry cannot disagree.
 var appendScript = redis.NewScript(luaFields() + stateLua + appendScriptSrc)
 
+// appendScriptSrc is appendScript's own part.
 const appendScriptSrc = `
 local maxlen = tonumber(ARGV[1])
 -- The top key speaks for the stream only while the stream exists.
