@@ -2,8 +2,8 @@ package broadcast
 
 import (
 	"context"
-	"reflect"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
