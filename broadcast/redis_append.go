@@ -194,6 +194,7 @@ func (b *RedisBus) appendOnce(ctx context.Context, node redis.UniversalClient, m
 	for start := 0; start < len(msgs); start += appendChunk {
 		chunk := msgs[start:min(start+appendChunk, len(msgs))]
 		a := newEntryArgs(len(chunk), b.history, b.storedFloor(), b.stateMax, stateOffReason(b.stateMax))
+		defer a.release() // once the pipeline was sent
 		for i := range chunk {
 			a.message(&chunk[i])
 		}

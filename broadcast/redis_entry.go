@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -291,12 +292,27 @@ type entryArgs struct {
 	inBuf []int // the spans to point into buf once it is complete
 }
 
+// entryArgsPool keeps builders between appends: their buffers are most
+// of what an append allocates, and capture appends without pause.
+var entryArgsPool sync.Pool
+
 // newEntryArgs returns a builder for n messages, after the arguments
-// head.
+// head; release it once the command was sent.
 func newEntryArgs(n int, head ...any) *entryArgs {
-	a := &entryArgs{buf: make([]byte, 0, 384*n), spans: make([]argSpan, 0, 5*n),
-		args: make([]any, 0, len(head)+entryStride*n), inBuf: make([]int, 0, 3*n)}
+	a, _ := entryArgsPool.Get().(*entryArgs)
+	if a == nil || cap(a.spans) < 5*n {
+		a = &entryArgs{buf: make([]byte, 0, 384*n), spans: make([]argSpan, 0, 5*n),
+			args: make([]any, 0, len(head)+entryStride*n), inBuf: make([]int, 0, 3*n)}
+	}
 	return a.add(head...)
+}
+
+// release returns a to the pool, holding no message.
+func (a *entryArgs) release() {
+	clear(a.spans)
+	clear(a.args)
+	a.buf, a.spans, a.args, a.inBuf = a.buf[:0], a.spans[:0], a.args[:0], a.inBuf[:0]
+	entryArgsPool.Put(a)
 }
 
 func (a *entryArgs) add(args ...any) *entryArgs {

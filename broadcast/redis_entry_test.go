@@ -283,6 +283,7 @@ func BenchmarkStreamEntryEncode(b *testing.B) {
 			a.message(&msgs[i])
 		}
 		_ = a.resolve()
+		a.release()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(msgs)), "ns/msg")
 }

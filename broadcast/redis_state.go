@@ -205,7 +205,9 @@ func (s redisStager) stage(ctx context.Context, msgs []*schema.Message) error {
 		for _, m := range chunk {
 			a.message(m)
 		}
-		if _, err := s.b.runStage(ctx, s.meta, a.resolve()); err != nil {
+		_, err := s.b.runStage(ctx, s.meta, a.resolve())
+		a.release()
+		if err != nil {
 			return err
 		}
 	}
