@@ -85,16 +85,18 @@ func benchAppend(b *testing.B, cfg RedisConfig, batch int) {
 
 // BenchmarkRedisAppendState measures the append path as capture drives it
 // on a backlog: batches of new rows of a table that keeps live state, so
-// that the script both adds entries and updates the state. It reports the
+// that the script both adds entries and updates the state (the largest
+// batch is ten script calls, as capture sends a backlog). It reports the
 // Redis server's own CPU per message (INFO cpu), the cost that bounds
-// capture when the appends are pipelined.
+// capture when the appends are pipelined, and walcast's allocations per
+// message (those of building the messages included).
 //
 //	go test ./broadcast -run '^$' -bench RedisAppendState -benchmem
 func BenchmarkRedisAppendState(b *testing.B) {
 	for _, c := range []struct {
 		batch int
 		state bool
-	}{{1, true}, {100, true}, {100, false}} {
+	}{{1, true}, {100, true}, {100, false}, {appendChunk * 10, true}} {
 		batch := c.batch
 		b.Run(fmt.Sprintf("batch=%d/state=%v", batch, c.state), func(b *testing.B) {
 			rd := testenv.StartRedis(b)
@@ -130,11 +132,15 @@ func BenchmarkRedisAppendState(b *testing.B) {
 	}
 }
 
-// guaranteeMsg is a new guarantee row, as the router makes it, at pos.
+// guaranteeMsg is a new row of the election schema's guarantee table, as
+// the router makes it (the bench's writer's rows), at pos.
 func guaranteeMsg(pos schema.Position, id int) schema.Message {
-	data := fmt.Appendf(nil, `{"id":%d,"committee_id":3,"user_id":12,"status":"strong","notes":"2026-11-25T12:00:00.123456Z xxxxxx"}`, id)
-	frame := fmt.Appendf(nil, `{"id":%q,"type":"guarantee_update","action":"inserted","table":"public.guarantee","data":%s,"timestamp":"2026-11-25T12:00:00.123456Z"}`, pos.String(), data)
-	return schema.Message{Pos: pos, Type: schema.TypeGuarantee, Committee: 3, HasCommittee: true, Owner: 12, HasOwner: true, JSON: frame,
+	data := fmt.Appendf(nil, `{"id":%d,"committee_id":%d,"user_id":%d,"elector_id":%d,"elector_name":"elector %d","status":"strong",`+
+		`"notes":"2026-11-25T12:00:00.123456Z xxxxxx","created_at":"2026-11-25T12:00:00.123456+00:00","updated_at":"2026-11-25T12:00:00.123456+00:00"}`,
+		id, id%100, id%1000, id*7, id*7)
+	frame := fmt.Appendf(nil, `{"id":%q,"type":"guarantee_update","action":"created","table":"public.guarantee","key":"[%d]","data":%s,"version":"%d","timestamp":"2026-11-25T12:00:00.123456Z"}`,
+		pos.String(), id, data, pos.LSN)
+	return schema.Message{Pos: pos, Type: schema.TypeGuarantee, Committee: int64(id % 100), HasCommittee: true, Owner: int64(id % 1000), HasOwner: true, JSON: frame,
 		Row: &schema.RowRef{Table: "public.guarantee", Key: fmt.Sprintf("[%d]", id), Op: schema.RowUpsert, Data: data}}
 }
 
