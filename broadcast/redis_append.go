@@ -99,11 +99,11 @@ for i = 5, #ARGV, S do
   if dash ~= '' then
     -- A dashboard also carries its type and key as fields of their own,
     -- which tools tell dashboards apart by (see redis_entry.go).
-    r = redis.pcall('XADD', KEYS[1], id, F.header, ARGV[i+1], F.json, ARGV[i+2], F.type, ARGV[i+6], F.dashboard, dash)
+    r = redis.pcall('XADD', KEYS[1], id, F.header, ARGV[i+1], F.json, ARGV[i+2], F.admin, '1', F.type, ARGV[i+6], F.dashboard, dash)
   elseif ARGV[i+3] ~= '' then
-    r = redis.pcall('XADD', KEYS[1], id, F.header, ARGV[i+1], F.json, ARGV[i+2], F.leftjson, ARGV[i+3])
+    r = redis.pcall('XADD', KEYS[1], id, F.header, ARGV[i+1], F.json, ARGV[i+2], F.admin, '1', F.leftjson, ARGV[i+3])
   else
-    r = redis.pcall('XADD', KEYS[1], id, F.header, ARGV[i+1], F.json, ARGV[i+2])
+    r = redis.pcall('XADD', KEYS[1], id, F.header, ARGV[i+1], F.json, ARGV[i+2], F.admin, '1')
   end
   if type(r) == 'table' and r.err then
     if not string.find(r.err, 'equal or smaller', 1, true) then flushBytes(); return r end

@@ -13,14 +13,18 @@ import (
 	"github.com/walcast/walcast/schema"
 )
 
-// A stream entry is two fields: the header (fieldHeader), one short line
-// per property of the message, and the frame (fieldJSON); a change that
-// moved its row adds the frame its old scope receives (fieldLeftJSON),
-// and a dashboard repeats its type and key as fields of their own
-// (fieldType, fieldDashboard), which tools tell dashboards apart by.
-// Every field is a command argument and a value Redis stores, encodes for
-// each reader and each reader parses: two fields instead of up to sixteen
-// is most of what an append and a follower's read cost Redis.
+// A stream entry is three fields: the header (fieldHeader), one short
+// line per property of the message, the frame (fieldJSON), and
+// fieldAdminOnly "1", which this version ignores when there is a header:
+// a walcast before the header reads the entry as admin-only instead of
+// election-wide (it reads scope from fields the entry lacks), so that a
+// serve replica upgraded after capture fails closed. A change that moved
+// its row adds the frame its old scope receives (fieldLeftJSON), and a
+// dashboard repeats its type and key as fields of their own (fieldType,
+// fieldDashboard), which tools tell dashboards apart by. Every field is a
+// command argument and a value Redis stores, encodes for each reader and
+// each reader parses: three fields instead of up to sixteen is most of
+// what an append and a follower's read cost Redis.
 //
 // The header's lines, version first (headerVersion):
 //

@@ -18,7 +18,7 @@ import (
 // newEntry returns m as the append script stores it: the header, the
 // frame, and the left frame or a dashboard's type and key when m has them.
 func newEntry(m *schema.Message) redis.XMessage {
-	v := map[string]any{fieldHeader: string(appendHeader(nil, m)), fieldJSON: string(m.JSON)}
+	v := map[string]any{fieldHeader: string(appendHeader(nil, m)), fieldJSON: string(m.JSON), fieldAdminOnly: "1"}
 	if len(m.LeftJSON) > 0 {
 		v[fieldLeftJSON] = string(m.LeftJSON)
 	}
@@ -154,6 +154,32 @@ func TestStreamEntryHeaderFailsClosed(t *testing.T) {
 	}
 	if _, err := fromEntry(redis.XMessage{ID: "5-2", Values: map[string]any{fieldHeader: good}}); err == nil {
 		t.Error("an entry without a frame was read")
+	}
+}
+
+// A walcast that reads entries as before the header (a serve replica
+// not yet upgraded) reads every entry of the header's format as
+// admin-only, never as election-wide; this version ignores that flag.
+func TestStreamEntryFailsClosedForEarlierReaders(t *testing.T) {
+	rd := testenv.StartRedis(t)
+	bus := newTestRedisBus(t, rd.URL(), 100)
+	ms := entryMessages()
+	if err := bus.Append(context.Background(), ms); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := bus.rdb.XRange(context.Background(), bus.key, "-", "+").Result()
+	if err != nil || len(stored) != len(ms) {
+		t.Fatalf("read back %d entries, %v", len(stored), err)
+	}
+	for i, x := range stored {
+		var before schema.Message
+		decodeFields(x.Values, &before)
+		if !before.AdminOnly {
+			t.Errorf("entry %s reads as %+v to a reader without the header", x.ID, before)
+		}
+		if got, err := fromEntry(x); err != nil || got.AdminOnly != ms[i].AdminOnly {
+			t.Errorf("entry %s: admin-only %v, %v; want %v", x.ID, got.AdminOnly, err, ms[i].AdminOnly)
+		}
 	}
 }
 
