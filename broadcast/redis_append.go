@@ -78,16 +78,17 @@ if maxlen > 0 then dashes = math.min(redis.call('LLEN', KEYS[3]), 4 * maxlen) en
 local stored = 0
 if maxrows > 0 then
   -- Read the rows the changes touch at once, not one HGET a change.
-  local keys, seen = {}, {}
+  local keys, seen, count = {}, {}, {}
   for i = 5, #ARGV, S do
     local op, tbl = ARGV[i+7], ARGV[i+8]
     if op ~= '' and op ~= 'c' then
       local ks, sn = keys[tbl], seen[tbl]
-      if not ks then ks, sn = {}, {}; keys[tbl] = ks; seen[tbl] = sn end
-      local k = ARGV[i+9]
-      if not sn[k] and #ks < 1000 then sn[k] = true; ks[#ks+1] = k end
+      if not ks then ks, sn = {}, {}; keys[tbl] = ks; seen[tbl] = sn; count[tbl] = 0 end
+      local n, k = count[tbl], ARGV[i+9]
+      if not sn[k] and n < 1000 then sn[k] = true; n = n + 1; ks[n] = k end
       k = ARGV[i+10]
-      if k ~= '' and not sn[k] and #ks < 1000 then sn[k] = true; ks[#ks+1] = k end
+      if k ~= '' and not sn[k] and n < 1000 then sn[k] = true; n = n + 1; ks[n] = k end
+      count[tbl] = n
     end
   end
   prefetch(KEYS[4], keys)

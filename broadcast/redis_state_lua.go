@@ -153,19 +153,20 @@ end
 -- rowsFlush sends t's buffered row writes, a few hundred rows a command.
 local function rowsFlush(t)
   if t.npend == 0 then return end
-  local set, del = {}, {}
+  -- Counted, not #: Lua's length of a table is a search, once per row.
+  local set, del, ns, nd = {}, {}, 0, 0
   for k, v in pairs(t.pend) do
     t.known[k] = v
     if v then
-      set[#set+1] = k; set[#set+1] = v
-      if #set >= 512 then redis.call('HSET', t.rows, unpack(set)); set = {} end
+      set[ns+1] = k; set[ns+2] = v; ns = ns + 2
+      if ns >= 512 then redis.call('HSET', t.rows, unpack(set, 1, ns)); ns = 0 end
     else
-      del[#del+1] = k
-      if #del >= 512 then redis.call('HDEL', t.rows, unpack(del)); del = {} end
+      nd = nd + 1; del[nd] = k
+      if nd >= 512 then redis.call('HDEL', t.rows, unpack(del, 1, nd)); nd = 0 end
     end
   end
-  if #set > 0 then redis.call('HSET', t.rows, unpack(set)) end
-  if #del > 0 then redis.call('HDEL', t.rows, unpack(del)) end
+  if ns > 0 then redis.call('HSET', t.rows, unpack(set, 1, ns)) end
+  if nd > 0 then redis.call('HDEL', t.rows, unpack(del, 1, nd)) end
   t.pend, t.npend = {}, 0
 end
 local function version(rec) return string.match(rec, '^[^\n]*') end
