@@ -4,12 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"runtime"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
 	"slices"
 	"strconv"
 	"sync/atomic"
-	"time"
 )
 
 // The memory governor keeps a serving process's footprint from wandering
@@ -27,18 +27,27 @@ import (
 // exceeds the current goal by 10%), so RSS steps up with each new highest
 // goal and wanders with the machine's load: the soak's creep.
 //
-// The governor sets the runtime's soft memory limit so that the heap goal
-// is what the same GOGC formula gives for the smallest live heap of the
-// latest governorCycles collections (the one least inflated by what was
-// allocated during its marking), and never below 1.25 × the live heap of
-// the latest collection, so that a real rise (more connections, a burst)
-// costs at most four times as many collections until the window of
-// collections catches up, never a collection loop. Collections are cheap
-// here (a few percent of a core at the soak's load), so the goal it sets
-// costs little. It follows the live heap: a leak raises the limit and RSS
-// with it, a few collections behind; what it removes is the
-// single-collection inflation. The heap profiles of the soak (make soak)
-// show the live heap it follows.
+// After each collection the governor sets GOGC for the next one so that
+// its heap goal is what the same formula, with the configured GOGC, gives
+// for the smallest live heap of the latest governorCycles collections (the
+// one least inflated by what was allocated during its marking), and never
+// below 1.25 × the live heap of the latest collection, so that a real rise
+// (more connections, a burst) costs at most four times as many collections
+// until the window of collections catches up, never a collection loop.
+// Collections are cheap here (a few percent of a core at the soak's
+// load), so the goal it sets costs little. It follows the live heap: a
+// leak raises the goal and RSS with it, a few collections behind; what it
+// removes is the single-collection inflation. The heap profiles of the
+// soak (make soak) show the live heap it follows.
+//
+// Why GOGC and not the soft memory limit, which gives the same goal: the
+// runtime keeps what it maps at or under 95% of the limit, and a goal set
+// by the limit ends every cycle at the limit itself, so each cycle it
+// returned pages to the system and faulted them back (RSS swung by 5%
+// between samples of the soak). A goal set through GOGC keeps up to 10%
+// above it mapped, and RSS stays put. GOGC is a ratio of the latest live
+// heap, so the governor sets it right after each collection (a finalizer
+// tells it), before the next goal matters.
 //
 // A collection that finds more than twice the smallest live heap of the
 // collections seen is a new regime rather than an inflated collection (the soak's
@@ -64,21 +73,12 @@ const governorCycles = 32
 // until a minute and a half in.
 const governorMinCycles = 8
 
-// governorTick is how often the governor looks for a new collection.
-const governorTick = time.Second
-
-// governorMetrics are what it reads, in the order of the memGovernor.read
-// fields.
+// governorMetrics are what it reads, in the order step uses them.
 var governorMetrics = []string{
 	"/gc/cycles/total:gc-cycles",
 	"/gc/heap/live:bytes",
 	"/gc/scan/stack:bytes",
 	"/gc/scan/globals:bytes",
-	"/memory/classes/total:bytes",
-	"/memory/classes/heap/released:bytes",
-	"/memory/classes/heap/free:bytes",
-	"/memory/classes/heap/objects:bytes",
-	"/memory/classes/heap/unused:bytes",
 }
 
 // governorOn: one governor per process (tests run several Apps in one).
@@ -86,7 +86,7 @@ var governorOn atomic.Bool
 
 // startMemoryGovernor starts the governor for a run, capture or serve
 // process, unless getenv's GOMEMLIMIT or GOGC say otherwise; stop ends it
-// and lifts the limit it set.
+// and gives the runtime back its configured GOGC.
 func startMemoryGovernor(ctx context.Context, log *slog.Logger, getenv func(string) string) (stop func()) {
 	gogc, ok := governedGOGC(getenv)
 	if !ok || !governorOn.CompareAndSwap(false, true) {
@@ -94,19 +94,19 @@ func startMemoryGovernor(ctx context.Context, log *slog.Logger, getenv func(stri
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	collected := make(chan struct{}, 1)
+	notifyCollections(ctx, collected)
 	g := newMemGovernor(gogc)
 	log.Debug("memory governor on: the heap goal follows the smallest live heap of the latest collections", "gogc", gogc, "cycles", governorCycles)
 	go func() {
 		defer close(done)
-		t := time.NewTicker(governorTick)
-		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
-				if limit, ok := g.step(); ok {
-					debug.SetMemoryLimit(limit)
+			case <-collected:
+				if percent, ok := g.step(); ok {
+					debug.SetGCPercent(percent)
 				}
 			}
 		}
@@ -114,9 +114,30 @@ func startMemoryGovernor(ctx context.Context, log *slog.Logger, getenv func(stri
 	return func() {
 		cancel()
 		<-done
-		debug.SetMemoryLimit(math.MaxInt64)
+		debug.SetGCPercent(int(gogc))
 		governorOn.Store(false)
 	}
+}
+
+// notifyCollections sends on c, without blocking, after each garbage
+// collection until ctx ends. A finalizer runs once the collection that
+// found its object unreachable is over; each one arms the next.
+func notifyCollections(ctx context.Context, c chan<- struct{}) {
+	type sentinel struct{ _ *byte } // has a pointer: not a tiny allocation, whose finalizer may never run
+	var arm func()
+	arm = func() {
+		runtime.SetFinalizer(&sentinel{}, func(*sentinel) {
+			if ctx.Err() != nil {
+				return
+			}
+			select {
+			case c <- struct{}{}:
+			default: // the governor has one to handle already
+			}
+			arm()
+		})
+	}
+	arm()
 }
 
 // governedGOGC returns the GOGC the runtime uses, and false when the
@@ -153,9 +174,9 @@ func newMemGovernor(gogc float64) *memGovernor {
 	return g
 }
 
-// step reads the metrics and returns the limit to set after a new
+// step reads the metrics and returns the GOGC to set after a new
 // collection; false when there is none, or too few yet.
-func (g *memGovernor) step() (int64, bool) {
+func (g *memGovernor) step() (int, bool) {
 	rtmetrics.Read(g.samples)
 	v := make([]uint64, len(g.samples))
 	for i, s := range g.samples {
@@ -173,28 +194,26 @@ func (g *memGovernor) step() (int64, bool) {
 		// A new regime, not an inflated collection (those stay well
 		// under twice the smallest): many more connections, or the
 		// window filling at the start. Start the window over, with the
-		// runtime's own goal until it is full again.
+		// configured GOGC until it is full again.
 		g.lives[0], g.n = live, 1
-		return math.MaxInt64, true
+		return int(g.gogc), true
 	}
 	g.lives[g.n%len(g.lives)] = live
 	g.n++
 	if g.n < governorMinCycles {
 		return 0, false
 	}
-	// Everything the limit counts that is not heap spans: stacks,
-	// runtime metadata, profiling buckets.
-	total, released, free, objects, unused := v[4], v[5], v[6], v[7], v[8]
-	nonHeap := int64(total) - int64(released) - int64(free) - int64(objects) - int64(unused)
-	return governedLimit(g.gogc, slices.Min(g.lives[:min(g.n, len(g.lives))]), live, stacks, globals, max(nonHeap, 0)), true
+	return governedPercent(g.gogc, slices.Min(g.lives[:min(g.n, len(g.lives))]), live, stacks, globals), true
 }
 
-// governedLimit is the memory limit that makes the heap goal what GOGC
-// gives for the live heap base, or 1.25 × the latest live heap when more
-// (with GOGC 100): the runtime's limit-based goal leaves a few percent of
-// headroom, hence the 5% on top.
-func governedLimit(gogc float64, base, latest, stacks, globals uint64, nonHeap int64) int64 {
+// governedPercent is the GOGC that makes the next heap goal, counted from
+// the latest live heap, what gogc gives for the live heap base, or 1.25 ×
+// the latest live heap when more (with GOGC 100). The runtime's goal is
+// live + (live + stacks + globals) × GOGC/100.
+func governedPercent(gogc float64, base, latest, stacks, globals uint64) int {
 	goal := float64(base) + (float64(base)+float64(stacks)+float64(globals))*gogc/100
 	floor := float64(latest) * (1 + gogc/400)
-	return nonHeap + int64(1.05*max(goal, floor))
+	scan := float64(latest) + float64(stacks) + float64(globals)
+	percent := math.Ceil((max(goal, floor) - float64(latest)) * 100 / scan)
+	return int(min(max(percent, 1), gogc))
 }
