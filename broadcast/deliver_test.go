@@ -52,7 +52,11 @@ func TestOwnFramesAtEveryLength(t *testing.T) {
 func TestStoppedReaderDoesNotHoldBackOthers(t *testing.T) {
 	hub := NewHub(1 << 16)
 	bus := NewMemoryBus(1<<16, hub)
-	srv, url := startServer(t, ServerConfig{Hub: hub, History: bus, WriteTimeout: 500 * time.Millisecond})
+	// The write timeout is what closes the stalled client; it is long
+	// enough that a healthy client on a loaded machine (-race, other
+	// packages' tests) is not taken for stalled; the healthy ones must
+	// not wait for it meanwhile.
+	srv, url := startServer(t, ServerConfig{Hub: hub, History: bus, WriteTimeout: 2 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go srv.Watch(ctx)
