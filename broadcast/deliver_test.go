@@ -229,6 +229,12 @@ func TestBusyOwnerLosesNoWakeUp(t *testing.T) {
 			c.own.Lock()
 			time.Sleep(10 * time.Microsecond)
 			c.releaseAndServe()
+			// A reader takes the writes once per client frame, and client
+			// frames are rate-limited: it lets go between two. Retaking
+			// them at once, forever, starves the worker (it only ever
+			// tries, never waits), which is no lost wake-up but made this
+			// test fail now and then.
+			runtime.Gosched()
 		}
 	}()
 	for i := 0; i < n; i++ {
