@@ -50,10 +50,11 @@ import (
 // tells it), before the next goal matters.
 //
 // A collection that finds more than twice the smallest live heap of the
-// collections seen is a new regime rather than an inflated collection (the soak's
-// worst was 1.5 times): the governor lifts its limit and starts its window
-// over, so a ramp (thousands of connections, the window filling at the
-// start) runs on the runtime's own goal.
+// collections seen is a new regime rather than an inflated collection
+// (the soak's worst was 1.5 times): the governor goes back to the
+// configured GOGC and starts its window over, so a ramp (thousands of
+// connections, the window filling at the start) runs on the runtime's own
+// goal.
 //
 // It stays off when GOMEMLIMIT is set (the operator chose a limit, or
 // "off" for none) or GOGC=off, and until governorMinCycles collections
